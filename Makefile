@@ -1,0 +1,54 @@
+# corral: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+SOURCES := $(shell find cpp bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+PRESETS := release asan tsan
+
+.PHONY: setup demo test test-cpp test-py bench bench-cpp bench-py format clean $(addprefix test-cpp-,$(PRESETS))
+
+setup: $(VENV)/.installed
+
+# Tools and test dependencies: only when the venv is new or the requirements change.
+$(VENV)/.deps: scripts/ensure-system-deps.sh requirements-dev.txt
+	VENV_BIN=$(abspath $(VENV))/bin bash scripts/ensure-system-deps.sh
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# The package itself, rebuilt when any source changes (incremental: build/py-*).
+$(VENV)/.installed: $(VENV)/.deps $(SOURCES)
+	flock $(VENV)/.lock $(VPY) -m pip install -q --no-build-isolation --no-deps .
+	touch $@
+
+demo: setup
+	$(VPY) benchmarks/demo.py
+
+test: setup test-cpp test-py
+
+test-cpp: $(addprefix test-cpp-,$(PRESETS))
+
+$(addprefix test-cpp-,$(PRESETS)): test-cpp-%: $(VENV)/.deps
+	cd cpp && cmake --preset $* >/dev/null && cmake --build --preset $* && ctest --preset $*
+
+test-py: setup
+	$(VPY) -m pytest tests -q
+
+bench: setup bench-cpp bench-py
+
+bench-cpp: $(VENV)/.deps
+	cd cpp && cmake --preset bench >/dev/null && cmake --build --preset bench
+	$(VPY) benchmarks/run_cpp.py
+
+bench-py: setup
+	$(VPY) benchmarks/run.py $(if $(QUICK),--quick,)
+
+format:
+	clang-format -i $$(find cpp bindings -name '*.cpp' -o -name '*.hpp')
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the C++ build needs when they are missing.
+# Exits non-zero with a clear message when they are missing and cannot be installed.
+set -euo pipefail
+
+need=()
+[ -f /usr/src/googletest/CMakeLists.txt ] || need+=(googletest libgtest-dev)
+[ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+[ -f /usr/include/oneapi/tbb.h ] || need+=(libtbb-dev)
+command -v ninja >/dev/null 2>&1 || [ -x "${VENV_BIN:-/nonexistent}/ninja" ] || need+=(ninja-build)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "corral setup: installing Debian packages: ${need[*]}"
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+  echo "corral setup: cannot install ${need[*]}: not root and no sudo. Install them and run again." >&2
+  exit 1
+fi
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"; } >/tmp/corral-apt.log 2>&1; then
+  echo "corral setup: apt-get install ${need[*]} failed; see /tmp/corral-apt.log" >&2
+  tail -5 /tmp/corral-apt.log >&2
+  exit 1
+fi
