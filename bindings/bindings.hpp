@@ -8,4 +8,9 @@ namespace corral::bindings {
 
 namespace nb = nanobind;
 
+void bind_budget(nb::module_& m);
+void bind_native(nb::module_& m);
+void bind_partition(nb::module_& m);
+void bind_scheduler(nb::module_& m);
+
 }  // namespace corral::bindings

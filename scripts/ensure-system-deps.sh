@@ -9,6 +9,9 @@ need=()
 [ -f /usr/include/oneapi/tbb.h ] || need+=(libtbb-dev)
 command -v ninja >/dev/null 2>&1 || [ -x "${VENV_BIN:-/nonexistent}/ninja" ] || need+=(ninja-build)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+# Real BLAS builds for the native-library tests (cpp/tests/test_native.cpp): OpenBLAS pthreads and BLIS.
+ldconfig -p 2>/dev/null | grep 'libopenblas\.so\.0 ' >/dev/null || need+=(libopenblas0-pthread)
+ldconfig -p 2>/dev/null | grep 'libblis\.so\.4 ' >/dev/null || need+=(libblis4-pthread)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -1,0 +1,226 @@
+"""The benchmark workloads as the harness sees them: which script, what sizes (from the CPU budget, so
+the suite runs unchanged on 2 or 64 CPUs), what metric, which hand-tuning grid, and which
+configurations do not apply to it and why. The scripts themselves live in benchmarks/workloads/."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+WORKLOAD_DIR = Path(__file__).resolve().parent / "workloads"
+
+# Every variable a BLAS/OpenMP library reads for its thread count; the hand-tuned grid sets them all.
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One point of a hand-tuning grid: script arguments that size the pools, and BLAS threads (None: unset)."""
+
+    args: tuple[tuple[str, int], ...]
+    blas_threads: int | None
+
+    def label(self) -> str:
+        parts = [f"{name.lstrip('-')}={value}" for name, value in self.args]
+        if self.blas_threads is not None:
+            parts.append(f"BLAS={self.blas_threads}")
+        return ", ".join(parts) or "defaults"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    id: str
+    title: str
+    script: str
+    measures: str
+    higher_is_better: bool
+    unit: str
+    # (budget, quick) -> script arguments shared by every configuration
+    args: Callable[[int, bool], dict[str, object]]
+    # budget -> hand-tuning grid
+    grid: Callable[[int], list[Setting]]
+    # budget -> environment the workload itself sets (W3's emulated big machine)
+    env: Callable[[int], dict[str, str]] = lambda budget: {}
+    # configuration name -> why it does not apply here
+    not_applicable: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return WORKLOAD_DIR / self.script
+
+    @property
+    def family(self) -> str:
+        """`W4` for `W4-fork`: what --workloads W4 selects."""
+        return self.id.split("-", 1)[0]
+
+
+def _grid(pools, blas, extra=()) -> list[Setting]:
+    settings = []
+    for pool in sorted(set(pools)):
+        for threads in sorted(set(blas)) if blas else [None]:
+            args = (("--pool", pool),) + tuple(extra)
+            settings.append(Setting(args, threads))
+    return settings
+
+
+def emulated_cpus(budget: int) -> int:
+    """The CPU count W3's container claims: 16 on small machines, always well above the real budget."""
+    return max(16, 2 * budget)
+
+
+NOT_CONCURRENT_FUTURES = ("tbb4py patches multiprocessing.pool.ThreadPool only; this workload uses "
+                          "concurrent.futures, which it leaves alone (the run would be plain)")
+NO_BLAS = "no BLAS calls in this workload: threadpool_limits would change nothing"
+PROCESS_POOL_TBB = ("tbb4py does not patch multiprocessing.Pool, and cannot limit OpenBLAS "
+                    "(it only drives MKL's TBB layer): the run would be plain")
+THREADS_NOT_PROCESSES = "a thread backend measures thread pools (W1), not the process pools W4 is about"
+LOKY_ONE_START_METHOD = "loky starts its workers its own way whatever the start method: measured once, in W4-spawn"
+LOKY_FOR_WAITING = ("loky would start 32 worker processes only to wait on sockets: not a configuration "
+                    "anyone would choose for I/O-bound tasks")
+
+
+def _qr_args(arrays_per_cpu: int, n: int, passes: int, big: int = 0):
+    # Sizes are kept modest so that the full suite fits 15 minutes on 2 CPUs (five repetitions of nine
+    # configurations, oversubscribed ones included).
+    def args(budget: int, quick: bool) -> dict[str, object]:
+        sizes = ({"--arrays": 4 * budget, "--n": 96, "--big": 300 if big else 0, "--passes": 1} if quick
+                 else {"--arrays": arrays_per_cpu * budget, "--n": n, "--big": big, "--passes": passes})
+        if not big:
+            del sizes["--big"]
+        return sizes
+    return args
+
+
+def _w3_env(budget: int) -> dict[str, str]:
+    claimed = str(emulated_cpus(budget))
+    env = {name: claimed for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update({"PYTHON_CPU_COUNT": claimed, "LOKY_MAX_CPU_COUNT": claimed})
+    return env
+
+
+def _w3_args(budget: int, quick: bool) -> dict[str, object]:
+    args = _qr_args(32, 256, 2)(budget, quick)  # W1's data, two passes
+    args["--pool"] = emulated_cpus(budget)
+    return args
+
+
+def _w4(start_method: str) -> Workload:
+    def args(budget: int, quick: bool) -> dict[str, object]:
+        if quick:
+            return {"--start-method": start_method, "--tasks": 2 * budget, "--batch": 2, "--n": 96, "--passes": 1}
+        return {"--start-method": start_method, "--tasks": 8 * budget, "--batch": 4, "--n": 256, "--passes": 3}
+
+    not_applicable = {"tbb4py": PROCESS_POOL_TBB, "joblib-threading": THREADS_NOT_PROCESSES}
+    if start_method == "fork":
+        not_applicable["joblib-loky"] = LOKY_ONE_START_METHOD
+    return Workload(
+        id=f"W4-{start_method}", title=f"processes ({start_method})", script="w4_processes.py",
+        measures=f"multiprocessing.Pool(ncpu) under {start_method}; tasks run qr on 256x256 batches; "
+                 "pool start-up to join",
+        higher_is_better=False, unit="s", args=args,
+        grid=lambda b: _grid([1, b, 2 * b], [1, b]), not_applicable=not_applicable)
+
+
+def _w5_args(budget: int, quick: bool) -> dict[str, object]:
+    if quick:
+        return {"--tasks": 64, "--delay-ms": 20, "--passes": 1}
+    return {"--tasks": 160, "--delay-ms": 20, "--passes": 2}
+
+
+def _w6_args(budget: int, quick: bool) -> dict[str, object]:
+    # --n (the matrix side) is filled in by the harness's calibration.
+    if quick:
+        return {"--tasks": 4 * budget, "--wait-ms": 5, "--passes": 1}
+    return {"--tasks": 30 * budget, "--wait-ms": 5, "--passes": 2}
+
+
+def _w7_args(budget: int, quick: bool) -> dict[str, object]:
+    if quick:
+        return {"--outer-tasks": budget, "--inner-arrays": 4, "--n": 96, "--passes": 1}
+    return {"--outer-tasks": 2 * budget, "--inner-arrays": 8, "--n": 256, "--passes": 2}
+
+
+def _w7_grid(budget: int) -> list[Setting]:
+    settings = []
+    for outer in sorted({1, budget}):
+        for inner in sorted({1, budget}):
+            for threads in sorted({1, budget}):
+                settings.append(Setting((("--pool", outer), ("--inner-pool", inner)), threads))
+    return settings
+
+
+def _w8_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--tasks": 5_000 if quick else 100_000, "--passes": 1}
+
+
+def _w8_grid(budget: int) -> list[Setting]:
+    # No --pool at all is the stdlib's own default size, min(32, cpu_count + 4).
+    return [Setting((), None)] + [Setting((("--pool", p),), None) for p in sorted({1, budget})]
+
+
+WORKLOADS: list[Workload] = [
+    Workload(
+        id="W1", title="balanced", script="w1_balanced.py",
+        measures="the seed's demo: ThreadPool(ncpu).map(np.linalg.qr, 32*budget arrays of 256x256), 3 passes",
+        higher_is_better=False, unit="s", args=_qr_args(32, 256, 3),
+        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+    Workload(
+        id="W2", title="unbalanced", script="w2_unbalanced.py",
+        measures="W1's arrays plus one 2000x2000 array in the middle of the list, 1 pass",
+        higher_is_better=False, unit="s", args=_qr_args(32, 256, 1, big=2000),
+        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+    Workload(
+        id="W3", title="emulated big machine", script="w3_emulated_big_machine.py",
+        measures="W1 with a pool of 16 and OPENBLAS/OMP/MKL_NUM_THREADS=16 (a container claiming 16 CPUs), "
+                 "CORRAL_CPUS unset, 2 passes",
+        higher_is_better=False, unit="s", args=_w3_args, env=_w3_env,
+        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+    _w4("fork"),
+    _w4("spawn"),
+    Workload(
+        id="W5", title="I/O-bound", script="w5_io_bound.py",
+        measures="ThreadPool(32); each task waits ~20 ms on a loopback echo server, then hashes the answer",
+        higher_is_better=False, unit="s", args=_w5_args,
+        grid=lambda b: _grid([2 * b, 32, 64, 128], []),
+        not_applicable={"joblib-loky": LOKY_FOR_WAITING}),
+    Workload(
+        id="W6", title="I/O plus compute", script="w6_io_compute.py",
+        measures="ThreadPool(4*ncpu); each task ~5 ms matmul (GIL released, calibrated) then ~5 ms sleep; "
+                 "throughput against budget cores fully busy",
+        higher_is_better=True, unit="tasks/s", args=_w6_args,
+        grid=lambda b: _grid([b, 2 * b, 4 * b], [1, b])),
+    Workload(
+        id="W7", title="nested", script="w7_nested.py",
+        measures="ThreadPoolExecutor(ncpu) whose tasks each map qr over their own inner ThreadPoolExecutor(ncpu), "
+                 "2 passes",
+        higher_is_better=False, unit="s", args=_w7_args, grid=_w7_grid,
+        not_applicable={"tbb4py": NOT_CONCURRENT_FUTURES}),
+    Workload(
+        id="W8", title="overhead", script="w8_overhead.py",
+        measures="100,000 tiny tasks: ThreadPoolExecutor() submit all, then every result; tasks per second",
+        higher_is_better=True, unit="tasks/s", args=_w8_args, grid=_w8_grid,
+        not_applicable={"tbb4py": NOT_CONCURRENT_FUTURES, "threadpoolctl": NO_BLAS}),
+]
+
+
+def thinned(grid: list[Setting], keep: int) -> list[Setting]:
+    """At most `keep` points spread over the grid, first and last included (quick mode tunes these)."""
+    if keep < 2 or len(grid) <= keep:
+        return list(grid[:max(keep, 1)]) if keep < 2 else list(grid)
+    step = (len(grid) - 1) / (keep - 1)
+    return [grid[round(i * step)] for i in range(keep)]
+
+
+def select(spec: str | None) -> list[Workload]:
+    """Workloads named in a comma-separated list (`W1,W4` selects W1, W4-fork and W4-spawn); all when None."""
+    if not spec:
+        return list(WORKLOADS)
+    wanted = [name.strip().upper() for name in spec.split(",") if name.strip()]
+    known = {w.id.upper() for w in WORKLOADS} | {w.family.upper() for w in WORKLOADS}
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ValueError(f"unknown workload(s) {', '.join(unknown) or spec!r}; "
+                         f"choose from {', '.join(w.id for w in WORKLOADS)}")
+    return [w for w in WORKLOADS if w.id.upper() in wanted or w.family.upper() in wanted]

@@ -1,0 +1,123 @@
+// The Chase-Lev work-stealing deque with the memory orderings of Lê, Pop, Cohen and Zappa Nardelli,
+// "Correct and Efficient Work-Stealing for Weak Memory Models" (PPoPP 2013), figure 1.
+//
+// One owner thread pushes and pops at the bottom; any thread steals from the top. Elements are
+// pointers. The array grows when full; old arrays are kept until the deque dies because a thief may
+// still be reading one (they are small: the sum of all old arrays is less than the current one).
+//
+// Orderings (and where we differ from the paper, always in the stronger direction):
+//  * push: the element is stored relaxed, then bottom is stored with release. The paper writes a
+//    release fence followed by a relaxed store; a release store is the same on x86 and ARMv8 and,
+//    unlike a standalone fence, is understood by ThreadSanitizer. A thief that acquires bottom
+//    therefore sees the element and everything the owner wrote into the task before pushing it.
+//  * pop (the paper's take): bottom is decremented (relaxed), then a seq_cst fence, then top is read.
+//    With the seq_cst fence in steal, between "thief read top" and "thief read bottom", at least one
+//    of owner and thief sees the other's claim: either the thief sees the lowered bottom and backs off,
+//    or the owner sees the raised top. When exactly one element is left both may see it; they then
+//    race with a seq_cst CAS on top and exactly one wins.
+//  * steal: top acquire, seq_cst fence, bottom acquire, array acquire (paper: consume), element
+//    relaxed, then CAS top seq_cst. The CAS makes the claim exclusive; a thief that loses returns
+//    `lost` so the caller can retry or move on.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace corral::detail {
+
+template <class T>
+class chase_lev_deque {
+  static_assert(std::is_pointer_v<T>, "chase_lev_deque holds pointers");
+
+ public:
+  enum class steal_result { success, empty, lost };
+
+  explicit chase_lev_deque(std::int64_t initial_capacity = 1024) {
+    std::int64_t capacity = 1;
+    while (capacity < initial_capacity) capacity *= 2;
+    arrays_.push_back(std::make_unique<ring>(capacity));
+    array_.store(arrays_.back().get(), std::memory_order_relaxed);
+  }
+
+  chase_lev_deque(const chase_lev_deque&) = delete;
+  chase_lev_deque& operator=(const chase_lev_deque&) = delete;
+
+  // Owner only.
+  void push(T item) {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    ring* a = array_.load(std::memory_order_relaxed);
+    if (b - t > a->capacity - 1) a = grow(a, t, b);
+    a->put(b, item);
+    bottom_.store(b + 1, std::memory_order_release);
+  }
+
+  // Owner only. Returns nullptr when empty (or when a thief took the last element).
+  T pop() noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
+    ring* a = array_.load(std::memory_order_relaxed);
+    bottom_.store(b, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    if (t > b) {  // was empty
+      bottom_.store(b + 1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    T item = a->get(b);
+    if (t == b) {  // the last element: race the thieves for it
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+        item = nullptr;
+      bottom_.store(b + 1, std::memory_order_relaxed);
+    }
+    return item;
+  }
+
+  // Any thread.
+  steal_result steal(T& out) noexcept {
+    std::int64_t t = top_.load(std::memory_order_acquire);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    std::int64_t b = bottom_.load(std::memory_order_acquire);
+    if (t >= b) return steal_result::empty;
+    ring* a = array_.load(std::memory_order_acquire);
+    T item = a->get(t);
+    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+      return steal_result::lost;
+    out = item;
+    return steal_result::success;
+  }
+
+  // A snapshot for heuristics and for "is there work anywhere" checks made after a seq_cst fence.
+  std::int64_t size_hint() const noexcept {
+    std::int64_t b = bottom_.load(std::memory_order_relaxed);
+    std::int64_t t = top_.load(std::memory_order_relaxed);
+    return b > t ? b - t : 0;
+  }
+  bool empty_hint() const noexcept { return size_hint() == 0; }
+
+ private:
+  struct ring {
+    explicit ring(std::int64_t cap) : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
+    T get(std::int64_t i) const noexcept { return slots[i & mask].load(std::memory_order_relaxed); }
+    void put(std::int64_t i, T v) noexcept { slots[i & mask].store(v, std::memory_order_relaxed); }
+    std::int64_t capacity;
+    std::int64_t mask;
+    std::unique_ptr<std::atomic<T>[]> slots;
+  };
+
+  ring* grow(ring* old, std::int64_t t, std::int64_t b) {
+    arrays_.push_back(std::make_unique<ring>(old->capacity * 2));
+    ring* bigger = arrays_.back().get();
+    for (std::int64_t i = t; i < b; ++i) bigger->put(i, old->get(i));
+    array_.store(bigger, std::memory_order_release);
+    return bigger;
+  }
+
+  alignas(64) std::atomic<std::int64_t> top_{0};
+  alignas(64) std::atomic<std::int64_t> bottom_{0};
+  std::atomic<ring*> array_{nullptr};
+  std::vector<std::unique_ptr<ring>> arrays_;  // owner only; every array ever used, freed with the deque
+};
+
+}  // namespace corral::detail

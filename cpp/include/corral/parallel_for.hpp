@@ -1,0 +1,61 @@
+// parallel_for over [begin, end): splits lazily (lazy binary splitting, Tzannes et al., PPoPP 2010).
+// A worker runs its range a chunk at a time; between chunks, if its own deque is empty (idle workers
+// have stolen what it offered, so there is demand), it gives away the upper half of what remains.
+// Chunks grow 1, 2, 4 ... 64 iterations while nobody asks, so the check costs little on cheap bodies
+// and a thief waits at most one chunk on expensive ones.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "corral/scheduler.hpp"
+#include "corral/task_group.hpp"
+
+namespace corral {
+
+namespace detail {
+
+inline constexpr std::size_t parallel_for_max_chunk = 64;
+
+template <class Body>
+void parallel_for_range(std::size_t begin, std::size_t end, Body& body, task_group& group) {
+  std::size_t chunk = 1;
+  while (begin < end) {
+    if (group.is_canceling()) return;
+    if (end - begin > 1 && local_queue_empty()) {
+      std::size_t middle = begin + (end - begin) / 2;
+      group.run([middle, end, &body, &group] { parallel_for_range(middle, end, body, group); });
+      end = middle;
+      chunk = 1;
+      continue;
+    }
+    std::size_t stop = begin + std::min(chunk, end - begin);
+    for (; begin < stop; ++begin) body(begin);
+    if (chunk < parallel_for_max_chunk) chunk *= 2;
+  }
+}
+
+}  // namespace detail
+
+// Calls body(i) once for each i in [begin, end), in parallel, and returns when all calls are done.
+// Rethrows the first exception a call threw (the remaining calls are then skipped). Inside a task of
+// `s` the calling worker takes part; from any other thread the work goes to s's workers.
+template <class F>
+void parallel_for(std::size_t begin, std::size_t end, F&& body, scheduler& s = scheduler::global()) {
+  if (begin >= end) return;
+  task_group group(s);
+  if (scheduler::current() == &s && detail::holds_slot()) {
+    try {
+      detail::parallel_for_range(begin, end, body, group);
+    } catch (...) {
+      group.cancel();
+      group.wait();  // the halves given away still refer to body and group
+      throw;
+    }
+  } else {
+    group.run([begin, end, &body, &group] { detail::parallel_for_range(begin, end, body, group); });
+  }
+  group.wait();
+}
+
+}  // namespace corral

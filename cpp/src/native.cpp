@@ -1,0 +1,169 @@
+#include "corral/native.hpp"
+
+#include <link.h>
+
+#include <climits>
+#include <cstdlib>
+#include <stdexcept>
+#include <unordered_set>
+
+namespace corral::native {
+
+namespace {
+
+// dlpi_adds/dlpi_subs exist when the loader passes a struct large enough to hold them (glibc >= 2.4).
+bool has_counters(std::size_t size) {
+  return size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(dl_phdr_info::dlpi_subs);
+}
+
+int read_generation(dl_phdr_info* info, std::size_t size, void* data) noexcept {
+  auto* generation = static_cast<loader_generation*>(data);
+  if (has_counters(size)) *generation = {info->dlpi_adds, info->dlpi_subs};
+  return 1;  // the counters are global: one object is enough
+}
+
+struct listing {
+  loaded_objects objects;
+  bool failed = false;
+};
+
+// Runs with the loader's lock held: copy, nothing else (no dlopen, no locks of ours, no callbacks).
+int copy_name(dl_phdr_info* info, std::size_t size, void* data) noexcept {
+  auto* out = static_cast<listing*>(data);
+  if (out->objects.names.empty() && has_counters(size))
+    out->objects.generation = {info->dlpi_adds, info->dlpi_subs};
+  try {
+    out->objects.names.emplace_back(info->dlpi_name ? info->dlpi_name : "");
+  } catch (...) {
+    out->failed = true;
+    return 1;
+  }
+  return 0;
+}
+
+std::string canonical_path(const std::string& name) {
+  if (name.empty()) return {};
+  char* resolved = realpath(name.c_str(), nullptr);
+  if (resolved == nullptr) return name;  // e.g. linux-vdso.so.1: not a file
+  std::string result(resolved);
+  std::free(resolved);
+  return result;
+}
+
+int checked_limit(unsigned n) {
+  if (n == 0) throw std::invalid_argument("corral::native: a thread limit must be at least 1");
+  return n > INT_MAX ? INT_MAX : static_cast<int>(n);
+}
+
+}  // namespace
+
+loader_generation current_loader_generation() {
+  loader_generation generation;
+  dl_iterate_phdr(read_generation, &generation);
+  return generation;
+}
+
+loaded_objects list_loaded_objects() {
+  listing out;
+  out.objects.names.reserve(256);  // most processes: no allocation under the loader's lock
+  dl_iterate_phdr(copy_name, &out);
+  if (out.failed) throw std::bad_alloc();
+  return std::move(out.objects);
+}
+
+std::vector<library_info> discover() {
+  std::vector<library_info> found;
+  std::unordered_set<std::string> seen;
+  for (const std::string& name : list_loaded_objects().names) {
+    std::string path = canonical_path(name);
+    if (path.empty() || !seen.insert(path).second) continue;
+    if (auto library = native_library::open_loaded(path)) found.push_back(library->info());
+  }
+  return found;
+}
+
+controller& controller::process() {
+  static controller* const instance = new controller();  // leaked on purpose: no destruction-order hazard
+  return *instance;
+}
+
+std::shared_ptr<const library_list> controller::libraries() {
+  loader_generation now = current_loader_generation();
+  std::lock_guard lock(mutex_);
+  if (cached_ && now == generation_) return cached_;
+
+  loaded_objects objects = list_loaded_objects();
+  auto libraries = std::make_shared<library_list>();
+  std::unordered_set<std::string> seen;
+  for (const std::string& name : objects.names) {
+    if (name.empty()) continue;
+    auto [path_entry, path_is_new] = canonical_paths_.try_emplace(name);
+    if (path_is_new) path_entry->second = canonical_path(name);
+    const std::string& path = path_entry->second;
+    if (!seen.insert(path).second) continue;
+
+    auto known = by_path_.find(path);
+    if (known == by_path_.end()) {
+      std::shared_ptr<const native_library> library = native_library::open_loaded(path);
+      // A name that matches no prefix never will; one that matched but could not be opened (unloaded
+      // meanwhile) is tried again at the next rescan.
+      if (library || match_filename(path).empty()) known = by_path_.emplace(path, std::move(library)).first;
+    }
+    if (known != by_path_.end() && known->second) libraries->push_back(known->second);
+  }
+  cached_ = std::move(libraries);
+  generation_ = objects.generation;
+  ++rescans_;
+  return cached_;
+}
+
+std::vector<library_info> controller::info() {
+  std::vector<library_info> result;
+  for (const auto& library : *libraries()) result.push_back(library->info());
+  return result;
+}
+
+snapshot controller::capture(limit_scope scope) {
+  snapshot saved;
+  for (const auto& library : *libraries()) {
+    if (scope == limit_scope::calling_thread && library->has_thread_control())
+      saved.entries.push_back({library, scope, library->thread_setting()});
+    else if (scope == limit_scope::process && library->has_process_control())
+      saved.entries.push_back({library, scope, library->process_setting()});
+  }
+  return saved;
+}
+
+snapshot controller::set_limit(limit_scope scope, unsigned n) {
+  int limit = checked_limit(n);
+  snapshot saved = capture(scope);
+  for (const snapshot::entry& entry : saved.entries) {
+    if (entry.value == limit) continue;  // OpenBLAS takes a lock (and may start threads) on every set
+    if (scope == limit_scope::calling_thread)
+      entry.library->set_thread_setting(limit);
+    else
+      entry.library->set_process_setting(limit);
+  }
+  return saved;
+}
+
+snapshot controller::set_thread_limit(unsigned n) { return set_limit(limit_scope::calling_thread, n); }
+
+snapshot controller::set_process_limit(unsigned n) { return set_limit(limit_scope::process, n); }
+
+void controller::restore(const snapshot& saved) {
+  for (const snapshot::entry& entry : saved.entries) {
+    if (entry.scope == limit_scope::calling_thread) {
+      if (entry.library->thread_setting() != entry.value) entry.library->set_thread_setting(entry.value);
+    } else {
+      if (entry.library->process_setting() != entry.value) entry.library->set_process_setting(entry.value);
+    }
+  }
+}
+
+std::uint64_t controller::rescans() const {
+  std::lock_guard lock(mutex_);
+  return rescans_;
+}
+
+}  // namespace corral::native

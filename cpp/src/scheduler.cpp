@@ -1,0 +1,644 @@
+// The scheduler: worker threads, slots, work stealing, parking, blocking hand-over, fork safety.
+// docs/scheduler.md describes the design; the comments here say why each step is safe.
+#include "corral/scheduler.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "corral/blocking.hpp"
+#include "corral/budget.hpp"
+#include "scheduler_state.hpp"
+
+namespace corral {
+
+using detail::task;
+using detail::worker;
+
+namespace detail {
+namespace {
+thread_local thread_state tls_state;
+}  // namespace
+thread_state& this_thread() noexcept { return tls_state; }
+}  // namespace detail
+
+namespace {
+
+using detail::this_thread;
+
+// Spinning before sleeping: a worker that runs out of work keeps looking for a few tens of
+// microseconds (first pausing, then yielding the CPU to whoever wants it), so that bursts of work
+// find it awake; after that it sleeps and costs nothing.
+constexpr unsigned pause_rounds = 32;
+constexpr unsigned yield_rounds = 32;
+constexpr unsigned pauses_per_round = 16;
+
+void backoff(unsigned round) noexcept {
+  if (round < pause_rounds) {
+    for (unsigned i = 0; i < pauses_per_round; ++i) detail::cpu_relax();
+  } else {
+    sched_yield();
+  }
+}
+
+std::uint64_t next_random(std::uint64_t& s) noexcept {  // xorshift64
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+void bump(std::atomic<std::uint64_t>& counter) noexcept {  // single writer: no RMW needed
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+constexpr std::size_t default_stack_size = std::size_t{64} << 20;
+
+void* worker_entry(void* arg) {
+  auto* w = static_cast<worker*>(arg);
+  w->owner.run_worker(*w);
+  return nullptr;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Construction, threads.
+
+scheduler::state::state(scheduler& owner, options o) : self(owner), opts(std::move(o)) {
+  unsigned n = opts.slots != 0 ? opts.slots : scheduler::default_slots();
+  max_threads = opts.max_threads != 0 ? opts.max_threads : std::max(256u, 4 * n);
+  if (max_threads < n)
+    throw std::invalid_argument("corral::scheduler: max_threads (" + std::to_string(max_threads) +
+                                ") is below slots (" + std::to_string(n) + ")");
+  slots.store(n, std::memory_order_relaxed);
+  free_slots.store(static_cast<int>(n), std::memory_order_relaxed);
+  observer.store(opts.observer, std::memory_order_relaxed);
+  workers.reset(new std::atomic<detail::worker*>[max_threads]);
+  for (unsigned i = 0; i < max_threads; ++i) workers[i].store(nullptr, std::memory_order_relaxed);
+  worker_storage.reset(new std::unique_ptr<detail::worker>[max_threads]);
+}
+
+bool scheduler::state::start_thread_locked() {
+  if (stopping.load(std::memory_order_relaxed)) return false;
+  if (threads.load(std::memory_order_relaxed) >= max_threads) return false;
+  worker* w = nullptr;
+  for (unsigned i = 0; i < max_threads && w == nullptr; ++i) {
+    worker* candidate = workers[i].load(std::memory_order_relaxed);
+    if (candidate == nullptr) {
+      worker_storage[i] = std::make_unique<worker>(*this, i);
+      w = worker_storage[i].get();
+      workers[i].store(w, std::memory_order_release);
+      if (high_water.load(std::memory_order_relaxed) < i + 1) high_water.store(i + 1, std::memory_order_release);
+    } else if (!candidate->alive.load(std::memory_order_acquire)) {
+      w = candidate;
+      if (w->joinable) {  // its previous thread retired; reap it (it is at most finishing its return)
+        pthread_join(w->thread, nullptr);
+        w->joinable = false;
+      }
+    }
+  }
+  if (w == nullptr) return false;
+
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setstacksize(&attributes, opts.stack_size != 0 ? opts.stack_size : default_stack_size);
+  // Workers never take asynchronous signals: Ctrl-C and friends go to the program's own threads.
+  sigset_t all, previous;
+  sigfillset(&all);
+  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  w->alive.store(true, std::memory_order_relaxed);
+  unsigned now = threads.fetch_add(1, std::memory_order_relaxed) + 1;
+  int rc = pthread_create(&w->thread, &attributes, &worker_entry, w);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  pthread_attr_destroy(&attributes);
+  if (rc != 0) {
+    threads.fetch_sub(1, std::memory_order_relaxed);
+    w->alive.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  w->joinable = true;
+  unsigned peak = peak_threads.load(std::memory_order_relaxed);
+  while (peak < now && !peak_threads.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+  return true;
+}
+
+void scheduler::state::start_spare() {
+  std::lock_guard<std::mutex> lock(spawn_mutex);
+  // Re-check under the lock: someone else may have started one, or a worker may have woken.
+  if (start_thread_locked()) spares_started.fetch_add(1, std::memory_order_relaxed);
+}
+
+void scheduler::state::run_worker(worker& w) {
+  detail::thread_state& me = this_thread();
+  me = {&self, this, &w, false};
+  {
+    char name[16];
+    std::snprintf(name, sizeof name, "corral-%u", w.index);
+    pthread_setname_np(pthread_self(), name);
+  }
+  bool retired = false;
+  for (;;) {
+    if (!me.has_slot && !wait_for_slot_and_work(w, retired)) break;
+    task* t = find_task(w);
+    if (t == nullptr) t = search(w);
+    if (t == nullptr) {  // nothing anywhere: give the slot back and go to sleep
+      release_slot(false);
+      continue;
+    }
+    execute(w, t);
+    // A task boundary: give the slot to a returning blocked thread, or shed it after set_slots shrank.
+    if (should_yield()) release_slot(false);
+  }
+  if (!retired) threads.fetch_sub(1, std::memory_order_relaxed);
+  me = {};
+  w.alive.store(false, std::memory_order_release);
+}
+
+// Sleeps until there is work and a slot for it; returns true holding a slot. Returns false when the
+// scheduler stops or this thread retires (a spare, idle for options::spare_idle).
+bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
+  detail::thread_state& me = this_thread();
+  for (;;) {
+    if (stopping.load(std::memory_order_acquire)) return false;
+    if (work_available() && try_acquire_slot(false)) {
+      me.has_slot = true;
+      return true;
+    }
+    std::uint32_t key = work_ec.prepare_wait();
+    // Re-check after announcing ourselves: a push or slot release that our first check missed has
+    // now either become visible here or will see us as a waiter and bump the epoch (event_count.hpp).
+    if (stopping.load(std::memory_order_acquire) ||
+        (free_slots.load(std::memory_order_relaxed) > static_cast<int>(returners.load(std::memory_order_relaxed)) &&
+         work_available())) {
+      work_ec.cancel_wait();
+      wake_pending.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    bump(w.parks);
+    if (surplus_threads()) {
+      bool notified = work_ec.commit_wait_for(key, opts.spare_idle);
+      wake_pending.store(0, std::memory_order_relaxed);
+      if (!notified) {
+        unsigned n = threads.load(std::memory_order_relaxed);
+        while (surplus_threads()) {
+          if (threads.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+            retired = true;
+            return false;
+          }
+        }
+      }
+    } else {
+      work_ec.commit_wait(key);
+      wake_pending.store(0, std::memory_order_relaxed);
+    }
+  }
+}
+
+bool scheduler::state::surplus_threads() const noexcept {
+  return threads.load(std::memory_order_relaxed) >
+         slots.load(std::memory_order_relaxed) + blocked.load(std::memory_order_relaxed) +
+             returners.load(std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding and running tasks.
+
+task* scheduler::state::find_task(worker& w) {
+  if (task* t = w.deque.pop()) return t;
+  if (injected_size.load(std::memory_order_relaxed) != 0) {
+    if (task* t = take_injected(w)) return t;
+  }
+  return steal(w);
+}
+
+// Takes one injected task, and moves a few more to our own deque where other workers can steal them
+// without the lock.
+task* scheduler::state::take_injected(worker& w) {
+  task* first = nullptr;
+  std::size_t moved = 0;
+  {
+    std::lock_guard<std::mutex> lock(inject_mutex);
+    if (injected.empty()) return nullptr;
+    first = injected.front();
+    injected.pop_front();
+    std::size_t extra = std::min<std::size_t>(15, injected.size() / 2);
+    for (; moved < extra; ++moved) {
+      w.deque.push(injected.front());
+      injected.pop_front();
+    }
+    injected_size.store(injected.size(), std::memory_order_relaxed);
+  }
+  if (moved != 0) wake_one_if_useful();
+  return first;
+}
+
+task* scheduler::state::steal(worker& w) {
+  unsigned n = high_water.load(std::memory_order_acquire);
+  if (n <= 1) return nullptr;
+  unsigned start = static_cast<unsigned>(next_random(w.rng) % n);
+  for (unsigned i = 0; i < n; ++i) {
+    unsigned index = start + i < n ? start + i : start + i - n;
+    if (index == w.index) continue;
+    worker* victim = workers[index].load(std::memory_order_acquire);
+    if (victim == nullptr) continue;
+    for (int attempt = 0; attempt < 4; ++attempt) {
+      task* t = nullptr;
+      auto result = victim->deque.steal(t);
+      if (result == detail::chase_lev_deque<task*>::steal_result::success) {
+        bump(w.steals);
+        return t;
+      }
+      if (result == detail::chase_lev_deque<task*>::steal_result::empty) break;
+    }
+  }
+  return nullptr;
+}
+
+// Spins for a while looking for work, counted in `searching` so that pushers need not wake anyone
+// while a searcher will find their work anyway (as in Go's scheduler).
+task* scheduler::state::search(worker& w) {
+  searching.fetch_add(1, std::memory_order_seq_cst);
+  for (unsigned round = 0; round < pause_rounds + yield_rounds; ++round) {
+    if (should_yield() || stopping.load(std::memory_order_relaxed)) break;
+    if (task* t = find_task(w)) {
+      // The last searcher leaving: wake another in case there is more (the wake propagates).
+      if (searching.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_one_if_useful();
+      return t;
+    }
+    backoff(round);
+  }
+  searching.fetch_sub(1, std::memory_order_seq_cst);
+  return nullptr;
+}
+
+void scheduler::state::execute(worker& w, task* t) noexcept {
+  task_observer* watcher = observer.load(std::memory_order_relaxed);
+  if (watcher != nullptr) watcher->on_task_start(self);
+  t->execute(t);
+  if (watcher != nullptr) watcher->on_task_end(self);
+  bump(w.tasks_run);
+}
+
+bool scheduler::state::work_available() const noexcept {
+  if (injected_size.load(std::memory_order_relaxed) != 0) return true;
+  unsigned n = high_water.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    worker* w = workers[i].load(std::memory_order_acquire);
+    if (w != nullptr && !w->deque.empty_hint()) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pushing work and waking workers.
+//
+// Two kinds of wake-up:
+//  * strict (notify_work_strict): after a push by a thread that holds no slot (an outside thread, or
+//    a worker inside a blocking scope), and after a slot is released. Nobody else may be awake to
+//    see the work, so we must not lose the wake-up: seq_cst fence, then look for sleepers
+//    (event_count.hpp has the argument).
+//  * best effort (wake_one_if_useful): after a push by a worker that holds a slot. That worker will
+//    run the task itself if nobody steals it (it only sleeps once its own deque is empty, and it
+//    re-checks for work whenever it gives its slot away), so a missed wake costs parallelism for a
+//    moment, never progress. This keeps the hot path free of fences: a few relaxed loads, and a
+//    wake only when a sleeper exists, nobody is searching, no wake is already on its way, and a slot
+//    is free.
+
+void scheduler::state::push(task* t) {
+  detail::thread_state& me = this_thread();
+  if (me.state == this && me.self != nullptr) {
+    me.self->deque.push(t);
+    if (me.has_slot)
+      wake_one_if_useful();
+    else
+      notify_work_strict();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(inject_mutex);
+    injected.push_back(t);
+    injected_size.store(injected.size(), std::memory_order_relaxed);
+  }
+  notify_work_strict();
+}
+
+void scheduler::state::wake_one_if_useful() noexcept {
+  if (work_ec.waiters() == 0) return;
+  if (searching.load(std::memory_order_relaxed) != 0) return;
+  if (wake_pending.load(std::memory_order_relaxed) != 0) return;
+  if (free_slots.load(std::memory_order_relaxed) <= static_cast<int>(returners.load(std::memory_order_relaxed))) return;
+  if (wake_pending.exchange(1, std::memory_order_relaxed) == 0) work_ec.notify_one();
+}
+
+void scheduler::state::notify_work_strict() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (free_slots.load(std::memory_order_relaxed) <= static_cast<int>(returners.load(std::memory_order_relaxed)))
+    return;  // every slot is taken: its holder will find the work at its next task boundary
+  if (work_ec.waiters() != 0) {
+    work_ec.notify_one();
+    return;
+  }
+  // Free slot, nobody asleep: normally a worker is searching. If there are fewer threads than slots
+  // able to run (threads retired while others blocked), start one.
+  unsigned able = threads.load(std::memory_order_relaxed) - blocked.load(std::memory_order_relaxed) -
+                  returners.load(std::memory_order_relaxed);
+  if (able < slots.load(std::memory_order_relaxed) && searching.load(std::memory_order_relaxed) == 0) {
+    try {
+      start_spare();
+    } catch (...) {  // out of memory for a thread record: the existing workers will get to it
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots.
+
+bool scheduler::state::try_acquire_slot(bool returning) noexcept {
+  // Returning threads go first: others leave as many free slots as there are returners.
+  int keep = returning ? 0 : static_cast<int>(returners.load(std::memory_order_relaxed));
+  int free = free_slots.load(std::memory_order_relaxed);
+  while (free > keep) {
+    if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire, std::memory_order_relaxed))
+      return true;
+  }
+  return false;
+}
+
+void scheduler::state::release_slot(bool may_start_spare) noexcept {
+  this_thread().has_slot = false;
+  free_slots.fetch_add(1, std::memory_order_seq_cst);
+  if (returners.load(std::memory_order_seq_cst) != 0) {
+    slot_ec.notify_all();  // a returner takes it (they wait on slot_ec, not work_ec)
+    return;
+  }
+  // Someone sleeping may now run waiting work with this slot (strict: see above).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (free_slots.load(std::memory_order_relaxed) <= 0 || !work_available()) return;
+  if (work_ec.waiters() != 0) {
+    work_ec.notify_one();
+    return;
+  }
+  if (may_start_spare && searching.load(std::memory_order_relaxed) == 0) {
+    try {
+      start_spare();
+    } catch (...) {
+    }
+  }
+}
+
+void scheduler::state::enter_blocking() noexcept {
+  blocked.fetch_add(1, std::memory_order_relaxed);
+  release_slot(true);
+}
+
+void scheduler::state::leave_blocking() noexcept {
+  // Announce first, so that slot holders yield at their next boundary and sleepers leave us a slot.
+  returners.fetch_add(1, std::memory_order_seq_cst);
+  blocked.fetch_sub(1, std::memory_order_relaxed);
+  for (;;) {
+    if (try_acquire_slot(true)) break;
+    std::uint32_t key = slot_ec.prepare_wait();
+    if (free_slots.load(std::memory_order_relaxed) > 0) {
+      slot_ec.cancel_wait();
+      continue;
+    }
+    slot_ec.commit_wait(key);
+  }
+  returners.fetch_sub(1, std::memory_order_seq_cst);
+  this_thread().has_slot = true;
+  // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
+  notify_work_strict();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting for a task group or an event.
+
+bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline) {
+  worker& me = *this_thread().self;
+  unsigned idle = 0;
+  while (!w.ready()) {
+    if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) return false;
+    if (!should_yield()) {
+      if (task* t = find_task(me)) {
+        execute(me, t);
+        idle = 0;
+        continue;
+      }
+      if (idle < pause_rounds + yield_rounds) {
+        backoff(idle++);
+        continue;
+      }
+    }
+    // Nothing to run (or a returning thread wants our slot): sleep with the slot handed over.
+    blocking_scope scope;
+    return w.sleep(deadline);
+  }
+  return true;
+}
+
+namespace detail {
+
+bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline) {
+  if (w.ready()) return true;
+  thread_state& me = this_thread();
+  if (me.state != nullptr && me.has_slot) return me.state->help_until(w, deadline);
+  for (int i = 0; i < 256; ++i) {  // a few microseconds: short waits skip the futex round trip
+    if (w.ready()) return true;
+    cpu_relax();
+  }
+  return w.sleep(deadline);
+}
+
+bool local_queue_empty() noexcept {
+  const thread_state& me = this_thread();
+  return me.self == nullptr || me.self->deque.empty_hint();
+}
+
+bool holds_slot() noexcept { return this_thread().has_slot; }
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// The public face.
+
+scheduler::scheduler() : scheduler(options{}) {}
+
+scheduler::scheduler(options opts) : state_(std::make_unique<state>(*this, std::move(opts))) {
+  std::lock_guard<std::mutex> lock(state_->spawn_mutex);
+  unsigned n = state_->slots.load(std::memory_order_relaxed);
+  for (unsigned i = 0; i < n; ++i) {
+    if (!state_->start_thread_locked()) {
+      state_->stopping.store(true);
+      break;
+    }
+  }
+  if (state_->stopping.load()) {
+    state_->work_ec.notify_all();
+    for (unsigned i = 0; i < state_->max_threads; ++i)
+      if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                            "corral::scheduler: cannot start worker threads");
+  }
+}
+
+scheduler::~scheduler() {
+  state& s = *state_;
+  if (this_thread().state == &s) {
+    std::fputs("corral: a scheduler cannot be destroyed by one of its own worker threads\n", stderr);
+    std::terminate();
+  }
+  // Drain: every detached task (and what it spawned into groups it waits for) finishes first.
+  while (s.detached_pending.load(std::memory_order_acquire) != 0) {
+    std::uint32_t key = s.drain_ec.prepare_wait();
+    if (s.detached_pending.load(std::memory_order_acquire) == 0) {
+      s.drain_ec.cancel_wait();
+      break;
+    }
+    s.drain_ec.commit_wait(key);
+  }
+  s.stopping.store(true, std::memory_order_seq_cst);
+  s.work_ec.notify_all();
+  s.slot_ec.notify_all();
+  std::lock_guard<std::mutex> lock(s.spawn_mutex);  // no thread starts after stopping is set
+  for (unsigned i = 0; i < s.max_threads; ++i) {
+    worker* w = s.worker_storage[i].get();
+    if (w != nullptr && w->joinable) {
+      pthread_join(w->thread, nullptr);
+      w->joinable = false;
+    }
+  }
+}
+
+unsigned scheduler::default_slots() {
+  // The one place that decides the default: the process's CPU budget (budget.hpp).
+  budget_options options;
+  options.with_topology = false;
+  return static_cast<unsigned>(std::max(1, read_budget(options).cpus));
+}
+
+scheduler* scheduler::current() noexcept { return this_thread().sched; }
+
+void scheduler::spawn(detail::task* t) { state_->push(t); }
+
+unsigned scheduler::slots() const noexcept { return state_->slots.load(std::memory_order_relaxed); }
+unsigned scheduler::max_threads() const noexcept { return state_->max_threads; }
+
+unsigned scheduler::running() const noexcept {
+  int held = static_cast<int>(state_->slots.load(std::memory_order_relaxed)) -
+             state_->free_slots.load(std::memory_order_relaxed);
+  return held > 0 ? static_cast<unsigned>(held) : 0;
+}
+
+void scheduler::set_slots(unsigned n) {
+  state& s = *state_;
+  if (n == 0) throw std::invalid_argument("corral::scheduler::set_slots: slots must be at least 1");
+  if (n > s.max_threads)
+    throw std::invalid_argument("corral::scheduler::set_slots: " + std::to_string(n) + " slots exceed max_threads (" +
+                                std::to_string(s.max_threads) + ")");
+  std::lock_guard<std::mutex> lock(s.spawn_mutex);
+  unsigned old = s.slots.exchange(n, std::memory_order_seq_cst);
+  s.free_slots.fetch_add(static_cast<int>(n) - static_cast<int>(old), std::memory_order_seq_cst);
+  if (n > old) {
+    // Enough threads to fill the new slots, then wake whoever can use them.
+    while (s.threads.load() - s.blocked.load() - s.returners.load() < n && s.start_thread_locked()) {
+    }
+    s.slot_ec.notify_all();
+    s.work_ec.notify_all();
+  }
+  // Fewer slots: holders over the limit see should_yield() at their next task boundary.
+}
+
+void scheduler::set_observer(task_observer* observer) noexcept {
+  state_->observer.store(observer, std::memory_order_relaxed);
+}
+
+scheduler::stats_t scheduler::stats() const noexcept {
+  const state& s = *state_;
+  stats_t out;
+  out.slots = s.slots.load(std::memory_order_relaxed);
+  out.running = running();
+  out.blocked = s.blocked.load(std::memory_order_relaxed);
+  out.returning = s.returners.load(std::memory_order_relaxed);
+  out.threads = s.threads.load(std::memory_order_relaxed);
+  out.spares = out.threads > out.slots ? out.threads - out.slots : 0;
+  out.parked = s.work_ec.waiters();
+  out.peak_threads = s.peak_threads.load(std::memory_order_relaxed);
+  out.max_threads = s.max_threads;
+  out.spares_started = s.spares_started.load(std::memory_order_relaxed);
+  unsigned n = s.high_water.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    const worker* w = s.workers[i].load(std::memory_order_acquire);
+    if (w == nullptr) continue;
+    out.tasks_run += w->tasks_run.load(std::memory_order_relaxed);
+    out.steals += w->steals.load(std::memory_order_relaxed);
+    out.parks += w->parks.load(std::memory_order_relaxed);
+  }
+  return out;
+}
+
+void scheduler::count_detached_task() noexcept { state_->detached_pending.fetch_add(1, std::memory_order_relaxed); }
+
+void scheduler::detached_task_done() noexcept {
+  if (state_->detached_pending.fetch_sub(1, std::memory_order_acq_rel) == 1) state_->drain_ec.notify_all();
+}
+
+void scheduler::detached_task_failed(std::exception_ptr error) noexcept {
+  if (state_->opts.on_unhandled_exception) {
+    try {
+      state_->opts.on_unhandled_exception(std::move(error));
+      return;
+    } catch (...) {
+    }
+  }
+  std::fputs("corral: a task submitted with scheduler::submit threw an exception; terminating\n", stderr);
+  std::terminate();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The global scheduler and fork.
+//
+// After fork() the child has one thread: the parent's workers do not exist there, and any lock they
+// held stays held. So the child forgets the parent's global scheduler (leaked on purpose: destroying
+// it would join threads that do not exist) and makes a fresh one on first use. The prepare handler
+// takes the global mutex so that the child never inherits it locked by a thread that is gone.
+
+namespace {
+std::mutex global_mutex;
+std::atomic<scheduler*> global_scheduler{nullptr};
+std::once_flag fork_handlers_installed;
+
+void before_fork() { global_mutex.lock(); }
+void after_fork_in_parent() { global_mutex.unlock(); }
+void after_fork_in_child() {
+  global_scheduler.store(nullptr, std::memory_order_relaxed);
+  this_thread() = {};  // if fork was called from a worker, this thread is no worker in the child
+  global_mutex.unlock();
+}
+}  // namespace
+
+scheduler& scheduler::global() {
+  scheduler* s = global_scheduler.load(std::memory_order_acquire);
+  if (s != nullptr) return *s;
+  std::call_once(fork_handlers_installed,
+                 [] { pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child); });
+  std::lock_guard<std::mutex> lock(global_mutex);
+  s = global_scheduler.load(std::memory_order_relaxed);
+  if (s == nullptr) {
+    s = new scheduler();  // never destroyed: workers may still run tasks while the process exits
+    global_scheduler.store(s, std::memory_order_release);
+  }
+  return *s;
+}
+
+}  // namespace corral

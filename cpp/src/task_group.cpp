@@ -1,0 +1,89 @@
+#include "corral/task_group.hpp"
+
+#include <climits>
+
+#include "corral/futex.hpp"
+
+namespace corral {
+
+// Waiting for the count to reach zero. The waiter sets waiter_bit before sleeping so the last task
+// knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a decrement
+// racing with us only costs another turn of the loop.
+class task_group::pending_waitable final : public detail::waitable {
+ public:
+  explicit pending_waitable(task_group& g) noexcept : group_(g) {}
+
+  bool ready() const noexcept override {
+    return (group_.state_.load(std::memory_order_acquire) & count_mask) == 0;
+  }
+
+  bool sleep(const std::chrono::steady_clock::time_point* deadline) noexcept override {
+    std::atomic<std::uint32_t>& word = group_.state_;
+    std::uint32_t seen = word.load(std::memory_order_acquire);
+    while ((seen & count_mask) != 0) {
+      if ((seen & waiter_bit) == 0) {
+        if (!word.compare_exchange_weak(seen, seen | waiter_bit, std::memory_order_acquire)) continue;
+        seen |= waiter_bit;
+      }
+      if (deadline != nullptr) {
+        auto left = *deadline - std::chrono::steady_clock::now();
+        if (left <= std::chrono::nanoseconds::zero()) return false;
+        detail::futex_wait_for(word, seen, left);
+      } else {
+        detail::futex_wait(word, seen);
+      }
+      seen = word.load(std::memory_order_acquire);
+    }
+    return true;
+  }
+
+ private:
+  task_group& group_;
+};
+
+task_group::~task_group() {
+  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) {
+    if (std::uncaught_exceptions() > 0) cancel();
+    pending_waitable pending(*this);
+    detail::wait_for(pending, nullptr);
+  }
+}
+
+void task_group::add_pending() {
+  std::uint32_t old = state_.fetch_add(1, std::memory_order_relaxed);
+  if ((old & count_mask) == count_mask) {
+    state_.fetch_sub(1, std::memory_order_relaxed);
+    throw std::length_error("corral::task_group: more than 2^31 - 1 tasks pending in one group");
+  }
+}
+
+void task_group::finish_one() noexcept {
+  // acq_rel: our task's effects (and error_) are released to the waiter, who acquires the count.
+  std::uint32_t old = state_.fetch_sub(1, std::memory_order_acq_rel);
+  // The group may be destroyed as soon as the count is zero; futex_wake only uses the address.
+  if (old == (waiter_bit | 1u)) detail::futex_wake(&state_, INT_MAX);
+}
+
+void task_group::capture(std::exception_ptr error) noexcept {
+  if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::move(error);
+  cancel();
+}
+
+void task_group::wait_until_empty() noexcept {
+  pending_waitable pending(*this);
+  detail::wait_for(pending, nullptr);
+}
+
+void task_group::wait() {
+  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) wait_until_empty();
+  state_.fetch_and(count_mask, std::memory_order_relaxed);
+  canceling_.store(false, std::memory_order_relaxed);
+  if (failed_.load(std::memory_order_acquire)) {
+    std::exception_ptr error = std::move(error_);
+    error_ = nullptr;
+    failed_.store(false, std::memory_order_relaxed);
+    std::rethrow_exception(error);
+  }
+}
+
+}  // namespace corral

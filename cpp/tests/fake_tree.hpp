@@ -1,0 +1,44 @@
+// Test helper: a temporary directory holding fake /proc and /sys files, removed at the end.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+namespace corral::testing {
+
+class fake_tree {
+ public:
+  fake_tree() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/corral-test-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    root_ = pattern;
+  }
+  ~fake_tree() {
+    std::error_code ignored;
+    std::filesystem::remove_all(root_, ignored);
+  }
+  fake_tree(const fake_tree&) = delete;
+  fake_tree& operator=(const fake_tree&) = delete;
+
+  // Writes `content` at root/relative, creating the directories above it.
+  void write(const std::string& relative, const std::string& content) const {
+    const std::filesystem::path path = root_ / relative;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path) << content;
+  }
+  void mkdir(const std::string& relative) const { std::filesystem::create_directories(root_ / relative); }
+
+  [[nodiscard]] const std::filesystem::path& root() const { return root_; }
+  [[nodiscard]] std::filesystem::path proc() const { return root_ / "proc"; }
+  [[nodiscard]] std::filesystem::path sys() const { return root_ / "sys"; }
+
+ private:
+  std::filesystem::path root_;
+};
+
+}  // namespace corral::testing

@@ -1,0 +1,92 @@
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "corral/parallel_for.hpp"
+#include "corral/scheduler.hpp"
+#include "corral/task_group.hpp"
+
+using corral::scheduler;
+
+namespace {
+
+long fib(scheduler& s, int n) {
+  if (n < 2) return n;
+  long a = 0;
+  corral::task_group g(s);
+  g.run([&] { a = fib(s, n - 1); });
+  long b = fib(s, n - 2);
+  g.wait();
+  return a + b;
+}
+
+// In the child: use the global scheduler for real work. Exit code 0 on success; the parent's
+// waitpid with a deadline turns a deadlock into a failure.
+[[noreturn]] void child_work(scheduler* parents) {
+  scheduler& s = scheduler::global();
+  bool fresh = &s != parents;
+  long result = fib(s, 16);
+  std::atomic<long> sum{0};
+  corral::parallel_for(0, 1000, [&](std::size_t i) { sum.fetch_add(static_cast<long>(i)); });
+  _exit(fresh && result == 987 && sum.load() == 999 * 1000 / 2 && scheduler::current() == nullptr ? 0 : 3);
+}
+
+int wait_with_deadline(pid_t pid, std::chrono::seconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+}
+
+}  // namespace
+
+TEST(Fork, ChildOfABusyProcessGetsAFreshGlobalScheduler) {
+  scheduler& parent = scheduler::global();
+  std::atomic<bool> stop{false};
+  // Keep the parent's workers busy (pushing, stealing, parking, locking) while we fork repeatedly.
+  std::thread load([&] {
+    while (!stop) {
+      corral::task_group g(parent);
+      for (int i = 0; i < 200; ++i) g.run([] { std::this_thread::yield(); });
+      g.wait();
+    }
+  });
+  for (int round = 0; round < 10; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) child_work(&parent);
+    EXPECT_EQ(wait_with_deadline(pid, std::chrono::seconds(60)), 0) << "round " << round;
+  }
+  stop = true;
+  load.join();
+}
+
+TEST(Fork, ForkFromInsideATask) {
+  scheduler& parent = scheduler::global();
+  std::atomic<int> code{-5};
+  corral::task_group g(parent);
+  g.run([&] {
+    pid_t pid = fork();
+    if (pid == 0) child_work(&parent);  // in the child this thread is no longer a worker
+    code = wait_with_deadline(pid, std::chrono::seconds(60));
+  });
+  g.wait();
+  EXPECT_EQ(code.load(), 0);
+}
+
+#if defined(__SANITIZE_THREAD__)
+// ThreadSanitizer kills a child of a multi-threaded process that starts threads; our child must
+// (that is the point of the test), and it only runs our own code, so allow it.
+extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
+#endif

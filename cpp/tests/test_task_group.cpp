@@ -1,0 +1,221 @@
+#include "corral/task_group.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "corral/event.hpp"
+#include "test_scale.hpp"
+
+using namespace std::chrono_literals;
+using corral::scheduler;
+using corral::task_group;
+
+namespace {
+
+scheduler::options with_slots(unsigned slots, unsigned max_threads = 0) {
+  scheduler::options o;
+  o.slots = slots;
+  o.max_threads = max_threads;
+  return o;
+}
+
+long fib(scheduler& s, int n) {
+  if (n < 2) return n;
+  long a = 0;
+  task_group g(s);
+  g.run([&] { a = fib(s, n - 1); });
+  long b = fib(s, n - 2);
+  g.wait();
+  return a + b;
+}
+
+long fib_serial(int n) { return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2); }
+
+}  // namespace
+
+TEST(TaskGroup, TenMillionTinyTasksRunExactlyOnce) {
+  // 10 million in optimised builds; counters per task in batches (a byte each would need 10 MB: fine).
+  const std::size_t n = corral::testing::scaled(10'000'000, 20'000);
+  std::vector<std::atomic<std::uint8_t>> runs(n);
+  scheduler s(with_slots(2));
+  task_group outer(s);
+  const std::size_t batch = 10'000;
+  for (std::size_t begin = 0; begin < n; begin += batch) {
+    std::size_t end = std::min(n, begin + batch);
+    outer.run([&, begin, end] {  // each batch's tasks are spawned from inside a task: local deques
+      task_group inner(s);
+      for (std::size_t i = begin; i < end; ++i) inner.run([&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
+      inner.wait();
+    });
+  }
+  outer.wait();
+  std::size_t wrong = 0;
+  for (auto& r : runs) wrong += r.load(std::memory_order_relaxed) != 1;
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_GE(s.stats().tasks_run, n);
+}
+
+TEST(TaskGroup, FirstExceptionIsRethrownAtWaitAndCancelsTheRest) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  std::atomic<int> ran{0};
+  g.run([] { throw std::runtime_error("first"); });
+  corral::event thrown;
+  std::this_thread::sleep_for(5ms);  // let it throw before the others are queued
+  for (int i = 0; i < 1000; ++i) g.run([&] { ran.fetch_add(1); });
+  EXPECT_TRUE(g.is_canceling());
+  try {
+    g.wait();
+    FAIL() << "wait() did not rethrow";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "first");
+  }
+  EXPECT_EQ(ran.load(), 0);  // queued after the failure: skipped
+  // The group is reusable afterwards.
+  EXPECT_FALSE(g.is_canceling());
+  g.run([&] { ran.fetch_add(1); });
+  g.wait();
+  EXPECT_EQ(ran.load(), 1);
+}
+
+TEST(TaskGroup, ManyExceptionsOneRethrown) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  for (int i = 0; i < 100; ++i) g.run([i] { throw i; });
+  EXPECT_THROW(g.wait(), int);
+  g.wait();  // nothing left, nothing rethrown twice
+}
+
+TEST(TaskGroup, CancelSkipsTasksNotYetStarted) {
+  scheduler s(with_slots(1));
+  task_group g(s);
+  corral::event gate;
+  std::atomic<int> ran{0};
+  g.run([&] { gate.wait(); });  // occupies the only slot... or hands it over while waiting
+  for (int i = 0; i < 100; ++i) g.run([&] { ran.fetch_add(1); });
+  g.cancel();
+  gate.set();
+  g.wait();
+  EXPECT_EQ(ran.load(), 0);
+}
+
+TEST(TaskGroup, RunningTasksCanPollCancellation) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  std::atomic<bool> started{false};
+  g.run([&] {
+    started = true;
+    while (!g.is_canceling()) std::this_thread::yield();
+  });
+  while (!started) std::this_thread::yield();
+  g.cancel();
+  g.wait();
+  SUCCEED();
+}
+
+TEST(TaskGroup, FibByTaskPerCallStaysWithinTheThreadCap) {
+  const int n = corral::testing::sanitized() ? 22 : 30;
+  scheduler s(with_slots(2, 4));
+  long result = 0;
+  task_group g(s);
+  g.run([&] { result = fib(s, n); });
+  g.wait();
+  EXPECT_EQ(result, fib_serial(n));
+  EXPECT_LE(s.stats().peak_threads, 4u);
+  std::printf("fib(%d): %llu tasks, %llu steals, peak threads %u\n", n,
+              static_cast<unsigned long long>(s.stats().tasks_run),
+              static_cast<unsigned long long>(s.stats().steals), s.stats().peak_threads);
+}
+
+TEST(TaskGroup, FibFromAnOutsideThreadUsesTheGlobalScheduler) {
+  EXPECT_EQ(fib(scheduler::global(), 18), fib_serial(18));
+}
+
+namespace {
+int descend(scheduler& s, int depth) {
+  if (depth == 0) return 0;
+  int below = 0;
+  task_group g(s);
+  g.run([&] { below = descend(s, depth - 1); });
+  g.wait();
+  return below + 1;
+}
+}  // namespace
+
+TEST(TaskGroup, RecursionTenThousandDeep) {
+  scheduler s(with_slots(2, 8));
+  int depth = 0;
+  task_group g(s);
+  g.run([&] { depth = descend(s, 10'000); });
+  g.wait();
+  EXPECT_EQ(depth, 10'000);
+  EXPECT_LE(s.stats().peak_threads, 8u);
+}
+
+namespace {
+// A random tree of groups: each task may spawn a random number of children in a new group and wait.
+void random_tree(scheduler& s, std::uint64_t seed, int depth, std::atomic<long>& nodes) {
+  nodes.fetch_add(1, std::memory_order_relaxed);
+  std::mt19937_64 rng(seed);
+  if (depth == 0) return;
+  int children = static_cast<int>(rng() % 5);
+  task_group g(s);
+  for (int c = 0; c < children; ++c) {
+    std::uint64_t child_seed = rng();
+    g.run([&s, child_seed, depth, &nodes] { random_tree(s, child_seed, depth - 1, nodes); });
+  }
+  g.wait();
+}
+
+long count_tree(std::uint64_t seed, int depth) {
+  std::mt19937_64 rng(seed);
+  if (depth == 0) return 1;
+  long total = 1;
+  int children = static_cast<int>(rng() % 5);
+  for (int c = 0; c < children; ++c) total += count_tree(rng(), depth - 1);
+  return total;
+}
+}  // namespace
+
+TEST(TaskGroup, RandomNesting) {
+  scheduler s(with_slots(2));
+  const int depth = corral::testing::sanitized() ? 6 : 9;
+  for (std::uint64_t seed = 1; seed <= 5; ++seed) {
+    std::atomic<long> nodes{0};
+    random_tree(s, seed, depth, nodes);  // from outside: the root runs here, children on workers
+    EXPECT_EQ(nodes.load(), count_tree(seed, depth)) << "seed " << seed;
+  }
+}
+
+TEST(TaskGroup, RunFromManyOutsideThreadsIntoOneGroup) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  std::atomic<int> ran{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) g.run([&] { ran.fetch_add(1); });
+    });
+  for (auto& t : threads) t.join();
+  g.wait();
+  EXPECT_EQ(ran.load(), 4000);
+}
+
+TEST(TaskGroup, DestructorWaits) {
+  scheduler s(with_slots(2));
+  std::atomic<int> ran{0};
+  {
+    task_group g(s);
+    for (int i = 0; i < 100; ++i)
+      g.run([&] {
+        std::this_thread::sleep_for(100us);
+        ran.fetch_add(1);
+      });
+  }
+  EXPECT_EQ(ran.load(), 100);
+}

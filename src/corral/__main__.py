@@ -1,0 +1,36 @@
+"""Command line: `python -m corral [options] script.py|-m module|-c code [args]` runs a program under
+corral (see runner.py); `python -m corral info` shows what corral sees."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import _info, runner
+
+
+def build_info_parser() -> argparse.ArgumentParser:
+    info = argparse.ArgumentParser(
+        prog=f"{runner.PROG} info",
+        description="Show the CPU budget (and where each figure came from), "
+        "the topology of the allowed CPUs and the native thread pools loaded.",
+    )
+    _info.add_arguments(info)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, rest = runner.split_argv(argv)
+    if own and own[-1] == "info" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
+        # `info` is a subcommand; options before it (-p N) still apply. A script named info: ./info
+        options = runner.build_parser().parse_args(own[:-1])
+        if options.cpus is not None:
+            os.environ["CORRAL_CPUS"] = str(options.cpus)
+        return _info.run(build_info_parser().parse_args(rest))
+    return runner.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""`python -m corral info`: what corral sees in this process (budget, topology, native pools)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MOD",
+        help="import MOD first so that the native libraries it loads are shown (repeatable); "
+        "numpy is imported by default when installed",
+    )
+    parser.add_argument("--no-numpy", action="store_true", help="do not import numpy first")
+
+
+def collect(imports: list[str], import_numpy: bool = True) -> dict:
+    """Everything `info` reports, as a JSON-able dict."""
+    import corral
+
+    imported = []
+    if import_numpy:
+        try:
+            importlib.import_module("numpy")
+            imported.append("numpy")
+        except ImportError:
+            pass
+    for name in imports:
+        importlib.import_module(name)  # ImportError is reported by the caller
+        imported.append(name)
+    report = corral.budget().to_dict()
+    report["native_pools"] = corral.native_pools()
+    report["imported"] = imported
+    report["corral_version"] = corral.__version__
+    return report
+
+
+def _format_text(report: dict) -> str:
+    lines = [f"corral {report['corral_version']}", ""]
+    source = report["decided_by"]
+    extra = " (above the hardware: emulating a bigger machine)" if report.get("exceeds_hardware") else ""
+    lines.append(f"budget: {report['budget']} CPUs, decided by {source}{extra}")
+    lines.append(f"cpus:   {_cpu_list(report['cpus'])}")
+    lines.append("sources:")
+    for name, src in report["sources"].items():
+        value = "no limit" if src.get("cpus") is None else f"{src['cpus']} CPUs"
+        where = f" [{src['path']}]" if src.get("path") else ""
+        detail = f": {src['detail']}" if src.get("detail") else ""
+        lines.append(f"  {name:34s} {value}{where}{detail}")
+    cores = report["cores"]
+    smt = sum(1 for c in cores if len(c) > 1)
+    lines.append(f"cores:  {len(cores)} physical ({smt} with SMT siblings): "
+                 + " ".join("[" + ",".join(map(str, c)) + "]" for c in cores))
+    lines.append(f"numa:   {len(report['numa_nodes'])} node(s): "
+                 + " ".join("[" + _cpu_list(n) + "]" for n in report["numa_nodes"]))
+    lines.append("")
+    imported = ", ".join(report["imported"]) or "nothing"
+    pools = report["native_pools"]
+    lines.append(f"native thread pools (after importing {imported}): {len(pools) or 'none'}")
+    for p in pools:
+        lines.append(f"  {p['library']:10s} {p.get('version') or '?':12s} {p['threading_layer']:9s} "
+                     f"{p['num_threads']:>3} threads  {p['path']}")
+    return "\n".join(lines)
+
+
+def _cpu_list(cpus: list[int]) -> str:
+    """[0,1,2,5] -> '0-2,5' (the kernel's cpulist format)."""
+    parts, start, prev = [], None, None
+    for c in sorted(cpus):
+        if start is None:
+            start = prev = c
+        elif c == prev + 1:
+            prev = c
+        else:
+            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = c
+    if start is not None:
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ",".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = collect(args.imports, import_numpy=not args.no_numpy)
+    except ImportError as exc:
+        print(f"corral info: cannot import {exc.name or exc}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a malformed CORRAL_CPUS
+        print(f"corral info: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(_format_text(report))
+    return 0

@@ -1,0 +1,57 @@
+"""How corral's thread pools size the native (BLAS/OpenMP) threads of their tasks.
+
+Process-wide; corral.patch() and the `python -m corral` runner set them for the program.
+  native: set BLAS/OpenMP thread limits as tasks start (False: never touch them).
+  mode:   "dynamic": inner = max(1, budget // tasks running now), decided at each task start.
+          "static":  inner = max(1, budget // pool size), fixed for a pool (SMP-like).
+"""
+
+from __future__ import annotations
+
+import threading
+
+MODES = ("dynamic", "static")
+
+_lock = threading.Lock()
+_settings = {"native": True, "mode": "dynamic"}
+
+
+def get() -> dict:
+    with _lock:
+        return dict(_settings)
+
+
+def replace(**changes) -> dict:
+    """Sets the given settings; returns the previous ones (for putting back)."""
+    unknown = set(changes) - set(_settings)
+    if unknown:
+        raise TypeError(f"unknown pool settings: {', '.join(sorted(unknown))}")
+    if "mode" in changes and changes["mode"] not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {changes['mode']!r}")
+    with _lock:
+        previous = dict(_settings)
+        _settings.update(changes)
+        return previous
+
+
+def budget_cpus() -> int:
+    """The process's CPU budget (corral.budget() where built, else the affinity mask)."""
+    import corral
+
+    budget = getattr(corral, "budget", None)
+    if budget is not None:
+        return max(1, int(budget().cpus))
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def inner_threads_rule(settings: dict, pool_size: int):
+    """() -> the inner (BLAS/OpenMP) thread count for a task of a pool of `pool_size` as it starts:
+    0 leaves the libraries alone, -1 lets the scheduler apply max(1, budget // running tasks), n > 0 is n."""
+    if not settings["native"]:
+        return lambda: 0
+    if settings["mode"] == "static":
+        fixed = max(1, budget_cpus() // pool_size)
+        return lambda: fixed
+    return lambda: -1

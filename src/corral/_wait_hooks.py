@@ -1,0 +1,89 @@
+"""Waits that announce themselves: common blocking calls, made to give up the caller's slot.
+
+A pool may keep 32 tasks in flight while only budget-many hold a slot. A task that sleeps or waits on
+a socket without saying so would keep its slot idle and throttle the pool. These wrappers make the
+usual waits behave as if inside corral.blocking() when, and only when, they run on a corral worker;
+anywhere else they cost one C call and call the original.
+
+Covered: time.sleep, select.select, the selectors' select(), blocking socket.socket
+send/recv/accept/connect (and what uses them: socket.makefile, http.client, urllib), and
+threading.Condition.wait (hence Event, Barrier, Semaphore, queue.Queue, stdlib futures and results).
+Not covered: waits inside C extensions (plain Lock.acquire, ssl reads, os.read, subprocess waits);
+wrap those in corral.blocking().
+
+Installed once, by the first corral pool (or corral.patch()), for the life of the process: pools
+built under a patch may outlive it, and their tasks still need the hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+import select
+import selectors
+import socket
+import threading
+import time
+
+_lock = threading.Lock()
+_installed = False
+
+
+def _announcing(original, should_announce=None):
+    from . import _scheduler
+
+    on_worker = _scheduler.on_worker
+    scope_type = _scheduler.BlockingScope
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        if not on_worker() or (should_announce is not None and not should_announce(*args, **kwargs)):
+            return original(*args, **kwargs)
+        scope = scope_type()
+        scope.enter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            scope.exit()
+
+    wrapper.__corral_original__ = original
+    return wrapper
+
+
+def _sleep_blocks(seconds=0, *args, **kwargs):
+    try:
+        return seconds > 0  # sleep(0) is a yield, not a wait
+    except TypeError:
+        return False  # let the original raise its own error
+
+
+def _select_blocks(rlist=None, wlist=None, xlist=None, timeout=None, *args, **kwargs):
+    return timeout is None or timeout > 0
+
+
+def _selector_blocks(self, timeout=None, *args, **kwargs):
+    return timeout is None or timeout > 0
+
+
+def _socket_blocks(self, *args, **kwargs):
+    return self.gettimeout() != 0.0  # a non-blocking socket never waits
+
+
+def install() -> None:
+    """Wraps the waits above (idempotent)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        time.sleep = _announcing(time.sleep, _sleep_blocks)
+        select.select = _announcing(select.select, _select_blocks)
+        for name in ("SelectSelector", "PollSelector", "EpollSelector", "DevpollSelector", "KqueueSelector"):
+            cls = getattr(selectors, name, None)
+            if cls is not None and "select" in cls.__dict__:
+                cls.select = _announcing(cls.__dict__["select"], _selector_blocks)
+        for name in ("recv", "recv_into", "recvfrom", "recvfrom_into", "send", "sendall", "sendto",
+                     "accept", "connect", "connect_ex", "sendfile"):
+            original = getattr(socket.socket, name, None)
+            if original is not None:
+                setattr(socket.socket, name, _announcing(original, _socket_blocks))
+        threading.Condition.wait = _announcing(threading.Condition.wait)
+        _installed = True

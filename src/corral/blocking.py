@@ -1,0 +1,53 @@
+"""corral.blocking(): announce that the calling task is about to wait (I/O, a lock, a child process).
+
+While inside, a corral worker does not hold one of the budget's slots: a spare thread runs other
+tasks on it, and the worker takes a slot back when it leaves. Outside corral's workers it does
+nothing, so library code can use it unconditionally.
+
+    with corral.blocking():
+        data = sock.recv(65536)
+
+    @corral.blocking            # or @corral.blocking()
+    def download(url): ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+
+
+class _Blocking(contextlib.ContextDecorator):
+    # One object may be entered by several threads at once (as a decorator it is shared): the
+    # scopes live in a per-thread stack.
+    def __init__(self):
+        self._local = threading.local()
+
+    def __enter__(self):
+        from . import _scheduler
+
+        scope = None
+        if _scheduler.on_worker():
+            scope = _scheduler.BlockingScope()
+            scope.enter()
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(scope)
+        return self
+
+    def __exit__(self, *exc_info):
+        scope = self._local.stack.pop()
+        if scope is not None:
+            scope.exit()
+        return False
+
+
+def blocking(func=None):
+    """A context manager and decorator; `@corral.blocking` works without the parentheses too."""
+    if func is None:
+        return _Blocking()
+    if not callable(func):
+        raise TypeError(f"corral.blocking: expected a function to decorate, got {type(func).__name__}")
+    return functools.wraps(func)(_Blocking()(func))

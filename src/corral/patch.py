@@ -1,0 +1,135 @@
+"""corral.patch(): put corral's pools under code written for the stdlib's.
+
+While active, `multiprocessing.pool.ThreadPool` (hence `multiprocessing.dummy.Pool`) and
+`concurrent.futures.ThreadPoolExecutor` (also reached as `concurrent.futures.thread.ThreadPoolExecutor`)
+build corral's pools. Names a program imported before the patch are covered as well: the stdlib classes
+get an `__init__` that makes the instance corral's when the stdlib class itself is called, so
+`from concurrent.futures import ThreadPoolExecutor` at a module's top still gives a corral pool.
+Subclasses of the stdlib classes are left alone (their code may rely on the stdlib's internals).
+
+Leaving the outermost patch puts back every attribute exactly as it was (absent ones removed again).
+Patching is process-wide: enter and leave it from one thread, not around code that other threads are
+busy constructing pools in.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import concurrent.futures.thread
+import contextlib
+import functools
+import multiprocessing.pool
+import threading
+
+from . import _pool_settings
+
+_MISSING = object()
+_lock = threading.RLock()
+_depth = 0
+_saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)
+_active_description: list[str] = []
+
+
+def _set(owner: object, name: str, value: object) -> None:
+    previous = owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else vars(owner).get(name, _MISSING)
+    _saved.append((owner, name, previous))
+    setattr(owner, name, value)
+
+
+def _restore_all() -> None:
+    while _saved:
+        owner, name, previous = _saved.pop()
+        if previous is _MISSING:
+            with contextlib.suppress(AttributeError):
+                delattr(owner, name)
+        else:
+            setattr(owner, name, previous)
+
+
+def _redirecting_init(stdlib_cls: type, corral_cls: type):
+    """An __init__ for `stdlib_cls` that turns an instance of exactly `stdlib_cls` into a `corral_cls`.
+
+    corral_cls subclasses stdlib_cls and adds no slots, so the instance can change class before
+    corral_cls.__init__ runs with the caller's arguments. (A __new__ would do as well, but CPython
+    cannot fully take an assigned __new__ back: deleting it leaves the class rejecting arguments.)
+    """
+    original_init = stdlib_cls.__dict__["__init__"]
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        if type(self) is stdlib_cls:
+            self.__class__ = corral_cls
+            corral_cls.__init__(self, *args, **kwargs)
+        else:
+            original_init(self, *args, **kwargs)
+
+    return __init__
+
+
+class patch(contextlib.ContextDecorator):
+    """Context manager (and decorator) that makes the stdlib thread pools corral's.
+
+    native: set BLAS/OpenMP thread limits as tasks start (False: leave them as they are).
+    mode: "dynamic" (inner threads = budget // running tasks, as tasks start) or "static"
+    (SMP-like: inner threads = max(1, budget // pool size), fixed per pool).
+    Nested patches are allowed; only the outermost one patches and restores.
+    """
+
+    def __init__(self, *, native: bool = True, mode: str = "dynamic"):
+        if mode not in _pool_settings.MODES:
+            raise ValueError(f"corral.patch: mode must be one of {', '.join(_pool_settings.MODES)}, not {mode!r}")
+        self.native = bool(native)
+        self.mode = mode
+        self._previous_settings = None
+
+    def __enter__(self) -> "patch":
+        global _depth
+        with _lock:
+            if _depth == 0:
+                self._previous_settings = _pool_settings.replace(native=self.native, mode=self.mode)
+                _patch_classes()
+            _depth += 1
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        global _depth
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _restore_all()
+                _active_description.clear()
+                if self._previous_settings is not None:
+                    _pool_settings.replace(**self._previous_settings)
+                    self._previous_settings = None
+
+
+def _patch_classes() -> None:
+    from .executor import ThreadPoolExecutor
+    from .thread_pool import ThreadPool
+
+    stdlib_pool = multiprocessing.pool.ThreadPool
+    stdlib_executor = concurrent.futures.thread.ThreadPoolExecutor
+    if stdlib_pool is ThreadPool or stdlib_executor is ThreadPoolExecutor:
+        raise RuntimeError("corral.patch: the stdlib pools are already replaced by someone else's patch")
+    _set(stdlib_pool, "__init__", _redirecting_init(stdlib_pool, ThreadPool))
+    _set(stdlib_executor, "__init__", _redirecting_init(stdlib_executor, ThreadPoolExecutor))
+    _set(multiprocessing.pool, "ThreadPool", ThreadPool)
+    _set(concurrent.futures.thread, "ThreadPoolExecutor", ThreadPoolExecutor)
+    # concurrent.futures resolves ThreadPoolExecutor lazily (module __getattr__); setting it here
+    # shadows that until restore removes it again.
+    _set(concurrent.futures, "ThreadPoolExecutor", ThreadPoolExecutor)
+    _active_description[:] = [
+        "multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)",
+        "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor",
+        "names imported before patching: stdlib class construction builds corral's",
+    ]
+
+
+def is_patched() -> bool:
+    """Whether a corral.patch() is active."""
+    return _depth > 0
+
+
+def describe() -> list[str]:
+    """What the active patch replaced, one line each (empty when not patched)."""
+    return list(_active_description)

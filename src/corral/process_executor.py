@@ -1,0 +1,44 @@
+"""corral.ProcessPoolExecutor: concurrent.futures.ProcessPoolExecutor whose workers each get a
+share of the budget (see corral.worker_share and corral.process_pool).
+
+A worker that dies breaks the executor exactly as in the stdlib (BrokenProcessPool for every
+pending future and for later submits).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures.process
+import multiprocessing
+
+from . import worker_share
+
+__all__ = ["ProcessPoolExecutor"]
+
+
+class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
+    """concurrent.futures.ProcessPoolExecutor with one CPU share per worker.
+
+    max_workers: workers (default: the budget, not os.cpu_count()).
+    factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor).
+    force: set the thread-limit variables even where the user set them.
+    The other arguments are the stdlib's.
+    """
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
+                 max_tasks_per_child=None, factor: float = 1.0, force: bool = False):
+        if max_workers is None:
+            max_workers = worker_share.default_workers()
+        if mp_context is None:
+            # The stdlib's own default: fork cannot replace workers (max_tasks_per_child).
+            mp_context = multiprocessing.get_context("spawn" if max_tasks_per_child is not None else None)
+        # Invalid sizes get the stdlib's own errors (from its __init__), before any planning.
+        if isinstance(max_workers, int) and not isinstance(max_workers, bool) and max_workers >= 1:
+            shares = worker_share.plan_shares(max_workers, factor=factor, force=force)
+            self._slot_table = worker_share.SlotTable(shares)
+            mp_context = worker_share.ShareContext(worker_share.base_context(mp_context), self._slot_table)
+        super().__init__(max_workers, mp_context, initializer, initargs, max_tasks_per_child=max_tasks_per_child)
+
+    @property
+    def shares(self) -> list[worker_share.WorkerShare]:
+        """The share of each worker slot (CPUs, thread limit, environment)."""
+        return list(self._slot_table.shares)

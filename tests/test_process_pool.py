@@ -1,0 +1,306 @@
+"""corral.Pool and corral.ProcessPoolExecutor, observed from inside their workers.
+
+The machine has 2 CPUs: disjoint sets are {0} and {1}; wider partitions are tested through
+the factor, more workers than CPUs, and (in C++ and test_partition.py) fake topologies.
+Every wait has a timeout: a hang is a failure, not a stuck run.
+"""
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+import corral
+from corral import thread_limits, worker_share
+from corral.process_pool import BrokenProcessPool
+
+CPUS = sorted(os.sched_getaffinity(0))
+METHODS = ["fork", "spawn", "forkserver"]
+TIMEOUT = 60
+
+try:
+    import numpy  # noqa: F401  (loaded before fork: its OpenBLAS must be limited at run time)
+
+    HAVE_NUMPY = True
+except ImportError:
+    HAVE_NUMPY = False
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    """Tests decide which thread limits the 'user' set."""
+    for var in (*thread_limits.THREAD_LIMIT_VARS, thread_limits.BUDGET_VAR, thread_limits.MANAGED_VAR,
+                "GOTO_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+# --- what runs in the workers ---------------------------------------------------------------
+
+_barrier = None
+_seen_by_initializer = None
+
+
+def _init(barrier, record_affinity=False):
+    global _barrier, _seen_by_initializer
+    _barrier = barrier
+    if record_affinity:
+        _seen_by_initializer = sorted(os.sched_getaffinity(0))
+
+
+def _initial_environment():
+    """The environment this process was exec'd with (before any os.environ change)."""
+    with open("/proc/self/environ", "rb") as f:
+        items = f.read().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in items if b"=" in item)
+
+
+def probe(_=None, import_numpy=HAVE_NUMPY):
+    """What corral sees in this worker: the same calls `python -m corral info` makes."""
+    if import_numpy:
+        import numpy  # noqa: F401
+    share = worker_share.current_share()
+    initial = _initial_environment()
+    return {
+        "pid": os.getpid(),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "budget": corral.budget().cpus,
+        "env": {v: os.environ.get(v) for v in (*thread_limits.THREAD_LIMIT_VARS, thread_limits.BUDGET_VAR)},
+        "initial_env": {v: initial.get(v) for v in thread_limits.THREAD_LIMIT_VARS},
+        "native": {p["library"]: p["num_threads"] for p in corral.native_pools()},
+        "slot": share.slot if share else None,
+        "initializer_affinity": _seen_by_initializer,
+        "nested_plan": [list(s.cpus) for s in worker_share.plan_shares(2)],
+    }
+
+
+def probe_at_barrier(_=None):
+    """Waits until every worker holds one of these tasks, so each worker answers once."""
+    _barrier.wait(timeout=TIMEOUT)
+    return probe()
+
+
+def kill_myself(_=None):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def probes_from_pool(pool, workers):
+    return pool.map_async(probe_at_barrier, range(workers), chunksize=1).get(TIMEOUT)
+
+
+def probes_from_executor(executor, workers):
+    return list(executor.map(probe_at_barrier, range(workers), timeout=TIMEOUT))
+
+
+def check_one_cpu_each(probes, *, spawned):
+    assert sorted(p["affinity"][0] for p in probes) == CPUS[: len(probes)]
+    assert len({p["pid"] for p in probes}) == len(probes)
+    for p in probes:
+        assert len(p["affinity"]) == 1
+        assert p["budget"] == 1  # corral inside the worker sees its share: nesting composes
+        assert p["nested_plan"] == [p["affinity"], p["affinity"]]
+        assert p["env"]["CORRAL_CPUS"] == "1"
+        assert all(p["env"][v] == "1" for v in thread_limits.THREAD_LIMIT_VARS)
+        assert all(n == 1 for n in p["native"].values()), p["native"]
+        if spawned:  # the limits were in the environment the interpreter started with
+            assert all(p["initial_env"][v] == "1" for v in thread_limits.THREAD_LIMIT_VARS)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_pool_workers_get_disjoint_cpus_and_limits(method):
+    ctx = multiprocessing.get_context(method)
+    workers = len(CPUS)
+    with corral.Pool(workers, initializer=_init, initargs=(ctx.Barrier(workers),), context=ctx) as pool:
+        probes = probes_from_pool(pool, workers)
+        assert [s.cpus for s in pool.shares] == [(c,) for c in CPUS]
+    check_one_cpu_each(probes, spawned=method == "spawn")
+    assert sorted(p["slot"] for p in probes) == list(range(workers))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_executor_workers_get_disjoint_cpus_and_limits(method):
+    ctx = multiprocessing.get_context(method)
+    workers = len(CPUS)
+    with corral.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                    initargs=(ctx.Barrier(workers),)) as executor:
+        probes = probes_from_executor(executor, workers)
+    check_one_cpu_each(probes, spawned=method == "spawn")
+
+
+def test_user_initializer_runs_after_the_share_is_applied():
+    ctx = multiprocessing.get_context("fork")
+    with corral.Pool(2, initializer=_init, initargs=(ctx.Barrier(2), True), context=ctx) as pool:
+        probes = probes_from_pool(pool, 2)
+    for p in probes:
+        assert p["initializer_affinity"] == p["affinity"]
+
+
+def test_factor_widens_every_worker():
+    ctx = multiprocessing.get_context("fork")
+    with corral.Pool(2, initializer=_init, initargs=(ctx.Barrier(2),), context=ctx, factor=2.0) as pool:
+        probes = probes_from_pool(pool, 2)
+    for p in probes:
+        assert p["affinity"] == CPUS[: min(2, len(CPUS))]
+        assert p["env"]["OMP_NUM_THREADS"] == str(len(p["affinity"]))
+        assert p["budget"] == len(p["affinity"])
+
+
+def test_more_workers_than_cpus_spread_evenly():
+    ctx = multiprocessing.get_context("fork")
+    workers = 2 * len(CPUS)
+    with corral.Pool(workers, initializer=_init, initargs=(ctx.Barrier(workers),), context=ctx) as pool:
+        probes = probes_from_pool(pool, workers)
+    load = {}
+    for p in probes:
+        assert len(p["affinity"]) == 1 and p["env"]["OMP_NUM_THREADS"] == "1"
+        load[p["affinity"][0]] = load.get(p["affinity"][0], 0) + 1
+    assert load == {c: 2 for c in CPUS}
+
+
+def test_pool_replacements_keep_their_slot():
+    ctx = multiprocessing.get_context("fork")
+    workers = len(CPUS)
+    with corral.Pool(workers, initializer=_init, initargs=(ctx.Barrier(workers),), context=ctx,
+                     maxtasksperchild=1) as pool:
+        rounds = [probes_from_pool(pool, workers) for _ in range(3)]
+        shares = pool.shares
+    pids = [p["pid"] for r in rounds for p in r]
+    assert len(set(pids)) == len(pids)  # every task ran in a fresh worker
+    for r in rounds:  # and the workers alive together still hold distinct CPUs
+        assert sorted(p["affinity"][0] for p in r) == CPUS[:workers]
+        for p in r:
+            assert p["affinity"] == list(shares[p["slot"]].cpus)
+
+
+def test_executor_replacements_keep_their_slot():
+    ctx = multiprocessing.get_context("forkserver")
+    workers = len(CPUS)
+    with corral.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                                    initargs=(ctx.Barrier(workers),), max_tasks_per_child=1) as executor:
+        rounds = [probes_from_executor(executor, workers) for _ in range(2)]
+    pids = [p["pid"] for r in rounds for p in r]
+    assert len(set(pids)) == len(pids)
+    for r in rounds:
+        assert sorted(p["affinity"][0] for p in r) == CPUS[:workers]
+
+
+def test_user_set_thread_limit_is_kept_unless_forced(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    ctx = multiprocessing.get_context("spawn")
+    with corral.Pool(1, context=ctx) as pool:
+        kept = pool.apply(probe, (None, False))
+    assert kept["env"]["OMP_NUM_THREADS"] == "3" and kept["initial_env"]["OMP_NUM_THREADS"] == "3"
+    assert kept["env"]["OPENBLAS_NUM_THREADS"] == str(len(CPUS))
+    with corral.Pool(1, context=ctx, force=True) as pool:
+        forced = pool.apply(probe, (None, False))
+    assert forced["env"]["OMP_NUM_THREADS"] == str(len(CPUS))
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # the parent's own environment is untouched
+    assert thread_limits.MANAGED_VAR not in os.environ
+
+
+def test_killed_pool_worker_fails_pending_results_instead_of_hanging():
+    ctx = multiprocessing.get_context("fork")
+    pool = corral.Pool(2, context=ctx)
+    try:
+        slow = pool.apply_async(nap, (3,))
+        mapped = pool.map_async(nap, [0.01] * 40, chunksize=1)
+        killed = pool.apply_async(kill_myself)
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool, match=r"killed by SIGKILL") as info:
+            killed.get(TIMEOUT)
+        assert "worker process" in str(info.value)
+        for result in (slow, mapped):
+            try:
+                result.get(TIMEOUT)  # done before the kill, or failed by it: never a hang
+            except BrokenProcessPool:
+                pass
+        assert time.monotonic() - started < 20
+        with pytest.raises(BrokenProcessPool):
+            pool.apply_async(nap, (0,))
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_killed_pool_worker_ends_imap():
+    ctx = multiprocessing.get_context("fork")
+    with corral.Pool(1, context=ctx) as pool:
+        it = pool.imap(kill_myself, range(3))
+        with pytest.raises(BrokenProcessPool, match="SIGKILL"):
+            it.next(TIMEOUT)
+
+
+def test_killed_executor_worker_breaks_the_executor():
+    with corral.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as executor:
+        future = executor.submit(kill_myself)
+        with pytest.raises(BrokenProcessPool):
+            future.result(TIMEOUT)
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(nap, 0)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="factor"):
+        corral.Pool(1, factor=0.5)
+    with pytest.raises(ValueError, match="at least 1"):
+        corral.Pool(0)
+    with pytest.raises(ValueError, match="factor"):
+        corral.ProcessPoolExecutor(1, factor=float("nan"))
+    with pytest.raises(ValueError):
+        corral.ProcessPoolExecutor(0)
+
+
+def test_default_size_is_the_budget(monkeypatch):
+    monkeypatch.setenv("CORRAL_CPUS", "1")
+    with corral.Pool(context=multiprocessing.get_context("fork")) as pool:
+        assert pool._processes == 1
+    executor = corral.ProcessPoolExecutor()
+    assert executor._max_workers == 1
+    executor.shutdown()
+
+
+def test_patch_targets_cover_every_entry_point():
+    from corral import process_pool
+
+    targets = {(owner, name): replacement for owner, name, replacement in process_pool.patch_targets()}
+    assert targets[(multiprocessing.pool, "Pool")] is corral.Pool
+    assert targets[(concurrent.futures, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
+    assert targets[(concurrent.futures.process, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
+    context_pool = targets[(multiprocessing.context.BaseContext, "Pool")]
+    for owner, name in targets:
+        assert hasattr(owner, name)
+    ctx = multiprocessing.get_context("fork")
+    pool = context_pool(ctx, 1)
+    try:
+        assert isinstance(pool, corral.Pool)
+        assert pool._ctx.base is ctx
+        assert pool.apply(abs, (-4,)) == 4
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_patched_names_keep_the_stdlib_thread_pool_working(monkeypatch):
+    from corral import process_pool
+
+    for owner, name, replacement in process_pool.patch_targets():
+        monkeypatch.setattr(owner, name, replacement)
+    # The stdlib ThreadPool calls the (now patched) module global Pool.__init__.
+    with multiprocessing.pool.ThreadPool(2) as threads:
+        assert threads.map(abs, [-1, -2]) == [1, 2]
+        assert not isinstance(threads, corral.Pool)
+    with multiprocessing.Pool(1) as pool:  # BaseContext.Pool
+        assert isinstance(pool, corral.Pool)
+        assert pool.apply(probe, (None, False))["env"]["CORRAL_CPUS"] == str(len(CPUS))  # one worker: all CPUs
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as executor:
+        assert isinstance(executor, corral.ProcessPoolExecutor)

@@ -1,0 +1,162 @@
+"""`python -m corral [options] script.py|-m module|-c code [args]` behaves as plain python would."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SHOW = textwrap.dedent("""\
+    import json, os, sys
+    print(json.dumps({"argv": sys.argv, "name": __name__, "path0": sys.path[0],
+                      "file": globals().get("__file__"), "cpus": os.environ.get("CORRAL_CPUS")}))
+""")
+
+
+def run(args, cwd=None, env=None, timeout=60):
+    full_env = dict(os.environ)
+    full_env.pop("CORRAL_CPUS", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def both(tmp_path, python_args, corral_options=()):
+    """The same program under plain python and under corral."""
+    plain = run(python_args, cwd=tmp_path)
+    under = run(["-m", "corral", *corral_options, *python_args], cwd=tmp_path)
+    return plain, under
+
+
+@pytest.fixture
+def script(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "show.py"
+    path.write_text(SHOW)
+    return path
+
+
+def test_script_sees_argv_main_and_path_as_under_python(tmp_path, script):
+    plain, under = both(tmp_path, ["sub/show.py", "a", "-v", "--cpus", "3"])
+    assert plain.returncode == under.returncode == 0, under.stderr
+    assert under.stdout == plain.stdout
+    assert '"name": "__main__"' in under.stdout
+
+
+def test_options_before_the_script_are_corrals(tmp_path, script):
+    under = run(["-m", "corral", "-p", "3", "--mode", "static", "sub/show.py", "-p", "9"], cwd=tmp_path)
+    assert under.returncode == 0, under.stderr
+    assert '"argv": ["sub/show.py", "-p", "9"]' in under.stdout
+    assert '"cpus": "3"' in under.stdout  # exported: children inherit the budget
+
+
+def test_cpus_reaches_child_processes(tmp_path):
+    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"CORRAL_CPUS\"])'])"
+    under = run(["-m", "corral", "--cpus", "1", "-c", code], cwd=tmp_path)
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.strip() == "1"
+
+
+def test_dash_m_module(tmp_path, script):
+    plain, under = both(tmp_path / "sub", ["-m", "show", "x", "-c", "y"])
+    assert under.returncode == plain.returncode == 0, under.stderr
+    assert under.stdout == plain.stdout
+
+
+def test_dash_c_code(tmp_path):
+    code = "import sys; print(sys.argv, repr(sys.path[0]), __name__)"
+    plain, under = both(tmp_path, ["-c", code, "one", "-m", "two"])
+    assert under.returncode == 0, under.stderr
+    assert under.stdout == plain.stdout
+
+
+@pytest.mark.parametrize("body, status", [
+    ("import sys; sys.exit(3)", 3),
+    ("import sys; sys.exit('bye')", 1),
+    ("raise SystemExit(0)", 0),
+    ("pass", 0),
+])
+def test_exit_status(tmp_path, body, status):
+    (tmp_path / "prog.py").write_text(body)
+    plain, under = both(tmp_path, ["prog.py"])
+    assert plain.returncode == under.returncode == status
+    assert under.stderr == plain.stderr
+
+
+def test_uncaught_exception_prints_pythons_traceback(tmp_path):
+    (tmp_path / "boom.py").write_text("def explode():\n    raise ValueError('kaboom')\n\nexplode()\n")
+    plain, under = both(tmp_path, ["boom.py"])
+    assert plain.returncode == under.returncode == 1
+    assert under.stderr == plain.stderr
+    assert "in explode" in under.stderr and "ValueError: kaboom" in under.stderr
+
+
+def test_uncaught_keyboard_interrupt_ends_by_sigint(tmp_path):
+    (tmp_path / "intr.py").write_text("raise KeyboardInterrupt\n")
+    plain, under = both(tmp_path, ["intr.py"])
+    assert plain.returncode == under.returncode == -signal.SIGINT
+    assert "KeyboardInterrupt" in under.stderr
+
+
+def test_missing_script_is_exit_2_with_a_message(tmp_path):
+    under = run(["-m", "corral", "nope.py"], cwd=tmp_path)
+    assert under.returncode == 2
+    assert "can't open file" in under.stderr and "nope.py" in under.stderr
+
+
+def test_missing_module(tmp_path):
+    under = run(["-m", "corral", "-m", "no_such_module_here"], cwd=tmp_path)
+    assert under.returncode == 1
+    assert "No module named no_such_module_here" in under.stderr
+    assert "Traceback" not in under.stderr
+
+
+@pytest.mark.parametrize("args", [["--bogus", "x.py"], ["-p", "0", "x.py"], ["-p", "two", "x.py"],
+                                  ["--mode", "fast", "x.py"], []])
+def test_bad_options_are_exit_2(tmp_path, args):
+    under = run(["-m", "corral", *args], cwd=tmp_path)
+    assert under.returncode == 2
+    assert under.stderr.strip()
+    assert "Traceback" not in under.stderr
+
+
+def test_help_describes_the_options():
+    under = run(["-m", "corral", "--help"])
+    assert under.returncode == 0
+    for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info"):
+        assert word in under.stdout
+
+
+def test_info_is_a_subcommand_and_a_script_named_info_runs_as_dot_slash(tmp_path):
+    info = run(["-m", "corral", "-p", "1", "info", "--json", "--no-numpy"], cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert '"budget": 1' in info.stdout
+    (tmp_path / "info").write_text("print('the script')\n")
+    script = run(["-m", "corral", "./info"], cwd=tmp_path)
+    assert script.returncode == 0 and script.stdout == "the script\n"
+
+
+def test_program_runs_with_the_pools_patched(tmp_path):
+    code = textwrap.dedent("""\
+        from concurrent.futures import ThreadPoolExecutor
+        from multiprocessing.pool import ThreadPool
+        import corral
+        with ThreadPoolExecutor(4) as ex, ThreadPool(3) as pool:
+            print(isinstance(ex, corral.ThreadPoolExecutor), isinstance(pool, corral.ThreadPool),
+                  sum(ex.map(abs, range(-5, 5))), pool.map(abs, [-1, 2]))
+    """)
+    under = run(["-m", "corral", "-c", code])
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.split() == ["True", "True", "25", "[1,", "2]"]
+
+
+def test_verbose_reports_patches_and_limits(tmp_path):
+    under = run(["-m", "corral", "-v", "-p", "2", "-c", "pass"])
+    assert under.returncode == 0, under.stderr
+    assert "budget 2" in under.stderr
+    assert "ThreadPoolExecutor" in under.stderr and "ThreadPool" in under.stderr
+    assert "native limits" in under.stderr
+    quiet = run(["-m", "corral", "--no-native", "-v", "-c", "pass"])
+    assert "untouched" in quiet.stderr

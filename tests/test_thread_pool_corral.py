@@ -1,0 +1,166 @@
+"""What corral's thread pools add to the stdlib's contract (tests/contract/): the budget bounds the
+tasks running at once, not the tasks in flight; waits give up their slot; nested waits never deadlock."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import traceback
+
+import pytest
+
+import corral
+
+# Run in a child so that the process-wide scheduler gets the budget under test.
+BUDGET_PROBE = textwrap.dedent("""\
+    import json, sys, threading, time
+    import corral
+
+    lock = threading.Lock()
+    waiting = running = max_waiting = max_running = 0
+
+    def task(_):
+        global waiting, running, max_waiting, max_running
+        with lock:
+            waiting += 1
+            max_waiting = max(max_waiting, waiting)
+        time.sleep(0.05)                   # a wait: holds no slot
+        with lock:
+            waiting -= 1
+            running += 1
+            max_running = max(max_running, running)
+        end = time.perf_counter() + 0.02   # work: holds a slot
+        while time.perf_counter() < end:
+            pass
+        with lock:
+            running -= 1
+
+    pool_type = getattr(corral, sys.argv[1])
+    with pool_type(8) as pool:
+        list(pool.map(task, range(32)))
+    print(json.dumps({"max_waiting": max_waiting, "max_running": max_running,
+                      "slots": corral._core.scheduler_slots()}))
+""")
+
+
+def probe(args, env_cpus=None, pool="ThreadPool"):
+    env = dict(os.environ)
+    env.pop("CORRAL_CPUS", None)
+    if env_cpus is not None:
+        env["CORRAL_CPUS"] = str(env_cpus)
+    out = subprocess.run([sys.executable, *args, pool], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("pool", ["ThreadPool", "ThreadPoolExecutor"])
+def test_running_tasks_stay_within_the_budget_while_all_are_in_flight(tmp_path, pool):
+    script = tmp_path / "probe.py"
+    script.write_text(BUDGET_PROBE)
+    result = probe([str(script)], env_cpus=1, pool=pool)
+    assert result["slots"] == 1
+    assert result["max_waiting"] == 8   # processes / max_workers tasks in flight
+    assert result["max_running"] == 1   # but only budget-many running
+
+
+def test_cpus_option_sets_the_budget_of_the_runner(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(BUDGET_PROBE)
+    result = probe(["-m", "corral", "-p", "2", str(script)])
+    assert result["slots"] == 2
+    assert result["max_waiting"] == 8
+    assert 1 <= result["max_running"] <= 2
+
+
+def test_nested_submit_and_wait_in_a_pool_of_one():
+    with corral.ThreadPoolExecutor(1) as ex:
+        def outer(depth):
+            if depth == 0:
+                return 0
+            return 1 + ex.submit(outer, depth - 1).result(timeout=30)
+
+        assert ex.submit(outer, 5).result(timeout=30) == 5
+
+    with corral.ThreadPool(1) as pool:
+        def parent():
+            return pool.apply_async(sum, ([1, 2, 3],)).get(timeout=30)
+
+        assert pool.apply(parent) == 6
+
+
+def test_many_nested_waits_in_a_small_pool():
+    with corral.ThreadPoolExecutor(2) as ex:
+        def fan_out(n):
+            return sum(f.result(timeout=60) for f in [ex.submit(pow, i, 2) for i in range(n)])
+
+        futures = [ex.submit(fan_out, 20) for _ in range(10)]
+        assert [f.result(timeout=60) for f in futures] == [sum(i * i for i in range(20))] * 10
+
+
+def test_tasks_run_on_the_schedulers_workers():
+    with corral.ThreadPoolExecutor(2) as ex:
+        assert ex.submit(corral._core.on_scheduler_worker).result(timeout=10) is True
+    assert corral._core.on_scheduler_worker() is False
+
+
+def test_traceback_names_the_function_that_raised():
+    def deep_failure():
+        raise KeyError("deep")
+
+    with corral.ThreadPoolExecutor(2) as ex:
+        exc = ex.submit(deep_failure).exception(timeout=10)
+    assert [f.name for f in traceback.extract_tb(exc.__traceback__)][-1] == "deep_failure"
+
+
+def test_blocking_is_a_context_manager_and_a_decorator():
+    @corral.blocking
+    def wait_decorated(event):
+        return event.wait(10)
+
+    @corral.blocking()
+    def wait_called(event):
+        return event.wait(10)
+
+    with corral.blocking():
+        pass  # off a worker: nothing to give up, and no error
+    gate = threading.Event()
+    with corral.ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(wait_decorated, gate), ex.submit(wait_called, gate)]
+        time.sleep(0.05)
+        gate.set()
+        assert [f.result(timeout=10) for f in futures] == [True, True]
+    assert wait_decorated.__name__ == "wait_decorated"
+
+
+def test_sleeping_tasks_are_not_throttled_by_the_budget():
+    # 32 tasks that only sleep: with the waits announced, the pool is as fast as its 32 threads.
+    def nap(_):
+        time.sleep(0.05)
+
+    start = time.perf_counter()
+    with corral.ThreadPool(32) as pool:
+        pool.map(nap, range(64), chunksize=1)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.05 * 2 * 3, f"64 naps of 50 ms on 32 in flight took {elapsed:.2f} s"
+
+
+def test_static_mode_is_accepted_by_the_pools():
+    with corral.patch(mode="static"), corral.ThreadPool(4) as pool:
+        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+
+
+def test_terminate_fails_the_tasks_it_discards():
+    gate = threading.Event()
+    pool = corral.ThreadPool(1)
+    first = pool.apply_async(gate.wait, (10,))
+    queued = pool.apply_async(abs, (-1,))
+    pool.terminate()
+    gate.set()
+    with pytest.raises(RuntimeError, match="terminated"):
+        queued.get(timeout=10)
+    assert first.get(timeout=10) is True
+    pool.join()
