@@ -71,7 +71,7 @@ def base_environment() -> dict[str, str]:
     return env
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
 
@@ -86,7 +86,7 @@ def _probe_error(argv: list[str], cwd: str, timeout_s: float) -> str | None:
         return str(error)
     if out.returncode == 0 and PROBE_MARKER in out.stdout:
         return None
-    return _last_line(out.stderr or out.stdout)
+    return last_line(out.stderr or out.stdout)
 
 
 def runner_error(python: str, runner_args: list[str], timeout_s: float = 60.0) -> str | None:

@@ -13,6 +13,7 @@ so. The script timed is benchmarks/workloads/w1_balanced.py (W1 and W3 of the be
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def timed(python: str, runner: list[str], args: list[str], env_extra: dict[str, 
                          timeout=600)
     line = next((x for x in reversed(out.stdout.splitlines()) if x.startswith(RESULT_PREFIX)), None)
     if out.returncode != 0 or line is None:
-        raise RuntimeError(f"{' '.join(runner) or 'plain'} run failed: {configs._last_line(out.stderr or out.stdout)}")
+        raise RuntimeError(f"{' '.join(runner) or 'plain'} run failed: {configs.last_line(out.stderr or out.stdout)}")
     return json.loads(line[len(RESULT_PREFIX):])
 
 
@@ -45,14 +46,17 @@ def row(label: str, result: dict) -> str:
     return f"  {label:<22} {passes}   total {result['value']:7.3f} s"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="the seed's demo, plain against python -m corral")
+    p.add_argument("--quick", action="store_true", help="tiny arrays, one pass: checks the demo runs (not speed)")
+    opts = p.parse_args(argv)
     python = sys.executable
     machine = machine_info.describe(python)
     budget = machine["budget"]
     corral_missing = configs.runner_error(python, ["-m", "corral"])
-    arrays = 32 * budget
+    arrays, side, passes = (4 * budget, 64, 1) if opts.quick else (32 * budget, 256, 3)
     print(f"corral demo on {machine_info.summary_line(machine)}")
-    print(f"ThreadPool(...).map(np.linalg.qr, {arrays} arrays of 256x256), three passes:\n")
+    print(f"ThreadPool(...).map(np.linalg.qr, {arrays} arrays of {side}x{side}), {passes} pass(es):\n")
 
     claimed = emulated_cpus(budget)
     scenarios = [
@@ -62,7 +66,7 @@ def main() -> int:
          {name: str(claimed) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}),
     ]
     for title, extra_args, env in scenarios:
-        args = ["--arrays", str(arrays), "--n", "256", "--passes", "3", *extra_args]
+        args = ["--arrays", str(arrays), "--n", str(side), "--passes", str(passes), *extra_args]
         print(title)
         plain = timed(python, [], args, env)
         print(row("python", plain))

@@ -1,8 +1,9 @@
 """How numpy's bundled OpenBLAS (pthreads build) behaves with concurrent callers and changing thread counts.
 
 Measures, with .venv numpy:
-  1. throughput: C Python threads each running np.linalg.qr / matmul on 256x256, for OpenBLAS counts
-     1, 2 and 8 (set process-wide through corral._core.set_native_process_limit);
+  1. throughput: C Python threads (1, 2, 8) each running np.linalg.qr / matmul on 256x256 in a loop for
+     a fixed time, for OpenBLAS counts 1, 2 and 8 (set process-wide through
+     corral._core.set_native_process_limit): calls per second;
   2. safety: the count flipped between 1 and 8 while other threads are inside calls (results checked
      against a reference, the process must not crash);
   3. in-flight: a long matmul started with count 2 whose count drops to 1 midway: does it finish at
@@ -18,7 +19,6 @@ import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -38,31 +38,40 @@ def set_count(n):
     assert openblas()["num_threads"] == n
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def rate(callers, fn, seconds):
+    """Calls per second when `callers` threads each call fn() in a loop for about `seconds`.
+
+    A fixed time rather than a fixed amount of work: oversubscribed OpenBLAS can take seconds per call.
+    """
+    deadline = time.perf_counter() + seconds
+    done = [0] * callers
+
+    def loop(i):
+        while time.perf_counter() < deadline:
+            fn()
+            done[i] += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.perf_counter() - start)
 
 
-def throughput(callers_list, counts, repeats, n_qr, n_matmul):
+def throughput(callers_list, counts, seconds):
     rng = np.random.default_rng(0)
-    qr_inputs = [rng.standard_normal((256, 256)) for _ in range(n_qr)]
-    mm_inputs = [rng.standard_normal((256, 256)) for _ in range(n_matmul)]
+    a = rng.standard_normal((256, 256))
     rows = []
     for callers in callers_list:
-        with ThreadPoolExecutor(callers) as pool:
-            list(pool.map(np.linalg.qr, qr_inputs[:callers]))  # warm the threads
-            for count in counts:
-                set_count(count)
-                np.linalg.qr(qr_inputs[0])  # let OpenBLAS start its threads outside the timing
-                qr = timed(lambda: list(pool.map(np.linalg.qr, qr_inputs)), repeats)
-                mm = timed(lambda: list(pool.map(lambda a: a @ a, mm_inputs)), repeats)
-                rows.append({"callers": callers, "openblas_threads": count, "qr_s": qr, "matmul_s": mm})
-                print(f"  callers={callers} openblas={count}: {n_qr} qr {qr * 1e3:7.1f} ms   "
-                      f"{n_matmul} matmul {mm * 1e3:7.1f} ms", flush=True)
+        for count in counts:
+            set_count(count)
+            np.linalg.qr(a)  # let OpenBLAS start its threads outside the timing
+            qr = rate(callers, lambda: np.linalg.qr(a), seconds)
+            mm = rate(callers, lambda: a @ a, seconds)
+            rows.append({"callers": callers, "openblas_threads": count, "qr_per_s": qr, "matmul_per_s": mm})
+            print(f"  callers={callers} openblas={count}: qr {qr:8.1f}/s   matmul {mm:8.1f}/s", flush=True)
     return rows
 
 
@@ -89,16 +98,20 @@ def flip_while_busy(seconds, callers):
     for t in threads:
         t.start()
     flips = 0
+    set_seconds = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
+        start = time.perf_counter()
         _core.set_native_process_limit(8 if flips % 2 == 0 else 1)
+        set_seconds.append(time.perf_counter() - start)
         flips += 1
-        time.sleep(0.0005)  # ~1000 flips/s: far more often than a scheduler would
+        time.sleep(0.0005)  # up to ~1000 flips/s: far more often than a scheduler would
     stop.set()
     for t in threads:
         t.join()
     set_count(1)
-    return {"callers": callers, "seconds": seconds, "flips": flips, "calls": sum(calls), "wrong_results": sum(wrong)}
+    return {"callers": callers, "seconds": seconds, "flips": flips, "calls": sum(calls), "wrong_results": sum(wrong),
+            "set_median_ms": statistics.median(set_seconds) * 1e3, "set_max_ms": max(set_seconds) * 1e3}
 
 
 def task_cpu_seconds():
@@ -126,17 +139,25 @@ def in_flight(size, repeats):
         a @ a  # warm: threads started, pages touched
         before = task_cpu_seconds()
         changer = None
+        set_done = []
+
+        def change():
+            _core.set_native_process_limit(change_to)
+            set_done.append(time.perf_counter())
+
         if change_to is not None:
-            changer = threading.Timer(delay, lambda: _core.set_native_process_limit(change_to))
+            changer = threading.Timer(delay, change)
             changer.start()
         start = time.perf_counter()
         a @ a
-        wall = time.perf_counter() - start
+        finished = time.perf_counter()
         if changer:
             changer.join()
         after = task_cpu_seconds()
         helpers = sum(after[t] - before.get(t, 0.0) for t in after if t != main)
-        return wall, helpers
+        # Did the setter return before the call finished (or wait for it)? Seconds, negative: before.
+        set_after_end = set_done[0] - finished if set_done else float("nan")
+        return finished - start, helpers, set_after_end
 
     out = {}
     for name, args in {
@@ -148,10 +169,14 @@ def in_flight(size, repeats):
         start_count, change_to, delay = args
         if delay is None:
             delay = 0.2 * out.get("count 2 throughout" if start_count == 2 else "count 1 throughout")["wall_s"]
-        walls, helpers = zip(*(one(start_count, change_to, delay) for _ in range(repeats)))
-        out[name] = {"wall_s": statistics.median(walls), "helper_cpu_s": statistics.median(helpers)}
+        walls, helpers, set_after_end = zip(*(one(start_count, change_to, delay) for _ in range(repeats)))
+        out[name] = {"wall_s": statistics.median(walls), "helper_cpu_s": statistics.median(helpers),
+                     "set_returned_after_call_end_ms": statistics.median(set_after_end) * 1e3}
+        extra = ""
+        if change_to is not None:
+            extra = f", the set returned {out[name]['set_returned_after_call_end_ms']:+.1f} ms after the call ended"
         print(f"  {name:36s}: {out[name]['wall_s'] * 1e3:7.1f} ms wall, "
-              f"{out[name]['helper_cpu_s'] * 1e3:6.0f} ms CPU in other threads", flush=True)
+              f"{out[name]['helper_cpu_s'] * 1e3:6.0f} ms CPU in other threads{extra}", flush=True)
     return out
 
 
@@ -163,27 +188,28 @@ def main():
 
     blas = openblas()
     print(f"OpenBLAS {blas['version']} ({blas['threading_layer']}) at {blas['path']}; "
-          f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}", flush=True)
+          f"{os.cpu_count()} CPUs, affinity {len(os.sched_getaffinity(0))}, "
+          f"load average {os.getloadavg()[0]:.1f} (other processes compete for the same cores)", flush=True)
     original = _core.capture_native_limits("process")
-    results = {"openblas": blas, "cpus": len(os.sched_getaffinity(0))}
+    results = {"openblas": blas, "cpus": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg()[0]}
     try:
-        repeats = 3 if args.quick else 5
-        print("1. throughput (median wall time)")
-        results["throughput"] = throughput([1, 2, 8], [1, 2, 8], repeats, n_qr=64, n_matmul=256)
+        print("1. throughput: calls per second, all callers together (256x256)")
+        results["throughput"] = throughput([1, 2, 8], [1, 2, 8], 1.0 if args.quick else 3.0)
         print("2. count flipped 1 <-> 8 while threads are inside calls")
         results["flip"] = []
         for callers in (2, 8):
             r = flip_while_busy(2.0 if args.quick else 5.0, callers)
             results["flip"].append(r)
             print(f"  callers={callers}: {r['flips']} flips, {r['calls']} checked calls, "
-                  f"{r['wrong_results']} wrong results, no crash", flush=True)
-        print("3. count changed during one long call (matmul 2048x2048)")
-        results["in_flight"] = in_flight(2048, 3 if args.quick else 5)
+                  f"{r['wrong_results']} wrong results, no crash; one set took {r['set_median_ms']:.2f} ms "
+                  f"(median), {r['set_max_ms']:.0f} ms (max)", flush=True)
+        print("3. count changed during one long call (matmul)")
+        results["in_flight"] = in_flight(1024 if args.quick else 2048, 3 if args.quick else 5)
     finally:
         _core.restore_native_limits(original)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({**results, "loadavg_end": os.getloadavg()[0]}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ class Notes:
         return "\n".join(f"{i + 1}. {reason}" for i, reason in enumerate(self.reasons))
 
 
+def _cut(results: dict) -> str:
+    """Which workloads the time budget cut to fewer repetitions."""
+    wanted = results["settings"]["reps"]
+    cut = [f"{w['id']}: {w['reps']}" for w in results["workloads"].values() if w.get("reps", wanted) < wanted]
+    return f" (fewer to fit the time budget: {', '.join(cut)})" if cut else ""
+
+
 def _cell(row: dict, unit: str, notes: Notes) -> str:
     if "summary" in row:
         ratio = row.get("vs_plain")
@@ -86,9 +93,10 @@ def markdown(results: dict, png_name: str | None = None, json_name: str | None =
         "",
         f"**Machine:** {machine_info.summary_line(machine)}.",
         "",
-        f"**Run:** {mode}; {settings['reps']} repetition(s) per configuration, interleaved round-robin "
-        f"(rotating order); hand-tuning grid {settings['tune_reps']} run(s) per point; started "
-        f"{settings['started']}; wall time {results.get('wall_s', 0):.0f} s.",
+        f"**Run:** {mode}; {settings['reps']} repetition(s) per configuration{_cut(results)}, interleaved "
+        f"round-robin (rotating order); hand-tuning grid {settings['tune_reps']} run(s) per point; started "
+        f"{settings['started']}; wall time {results.get('wall_s', 0):.0f} s"
+        + (f" (time budget {settings['time_budget_s']:.0f} s)" if settings.get("time_budget_s") else "") + ".",
     ]
     if json_name:
         lines += ["", f"Raw numbers: [{json_name}]({json_name})."]
@@ -109,7 +117,8 @@ def markdown(results: dict, png_name: str | None = None, json_name: str | None =
         lines.append(f"| {workload['id']} {workload['title']} | " + " | ".join(cells) + " |")
 
     for workload in workloads.values():
-        lines += ["", f"## {workload['id']} {workload['title']}", "", workload["measures"] + "."]
+        lines += ["", f"## {workload['id']} {workload['title']}", "",
+                  workload["measures"] + f". Repetitions: {workload.get('reps', settings['reps'])}."]
         if "calibration" in workload:
             cal = workload["calibration"]
             lines.append(f"Calibrated matmul side n={cal['n']} ({cal['compute_ms']:.2f} ms on one BLAS thread); "
@@ -170,6 +179,7 @@ def plot(results: dict, path: Path) -> str | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError as error:
         return f"matplotlib is not installed ({error})"
 
@@ -197,12 +207,17 @@ def plot(results: dict, path: Path) -> str | None:
             higher = workload["higher_is_better"]
             worst = (s["min"] / plain["median"]) if higher else (plain["median"] / s["max"])
             best = (s["max"] / plain["median"]) if higher else (plain["median"] / s["min"])
-            ax.barh(i, ratio, color=color, alpha=0.8)
+            ax.barh(i, ratio - 1.0, left=1.0, color=color, alpha=0.8)  # from 1x: left of it is slower
             ax.errorbar(ratio, i, xerr=[[max(0.0, ratio - worst)], [max(0.0, best - ratio)]], fmt="none",
                         ecolor="black", capsize=2, lw=0.8)
             ax.text(ratio, i, f" {ratio:.2f}×", va="center", fontsize=7)
         ax.axvline(1.0, color="black", lw=0.8, ls="--")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        low, high = ax.get_xlim()
+        ax.set_xlim(min(low, 0.5), max(high, 2.0))
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +33,8 @@ from workload_specs import WORKLOADS, Setting, Workload, select, thinned  # noqa
 
 RESULT_PREFIX = "BENCH_RESULT "
 QUICK_GRID_POINTS = 3
+MIN_REPS = 3  # fewest repetitions the time budget may cut a workload to (a median and a spread still mean something)
+DEFAULT_TIME_BUDGET_S = 780.0  # the full suite must fit 15 minutes on 2 CPUs, start-up and reports included
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -49,6 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds one run may take before it is stopped and its configuration dropped "
                         "(default 120, quick 60)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help=f"seconds the whole run should take: a workload whose repetitions would overrun its "
+                        f"share runs fewer (not below {MIN_REPS}); 0 disables (default {DEFAULT_TIME_BUDGET_S:g}, "
+                        f"quick 0)")
     p.add_argument("--list", action="store_true", help="list workloads and configurations, and exit")
     args = p.parse_args(argv)
     try:
@@ -71,6 +79,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0:
         p.error("--timeout must be positive")
+    if args.time_budget is None:
+        args.time_budget = 0.0 if args.quick else DEFAULT_TIME_BUDGET_S
+    if args.time_budget < 0:
+        p.error("--time-budget must be 0 (no budget) or positive")
     return args
 
 
@@ -79,27 +91,41 @@ def log(message: str) -> None:
 
 
 def execute(launch: configs.Launch, timeout_s: float) -> dict:
-    """Run one workload process; its result line, or why there is none."""
+    """Run one workload process; its result line, or why there is none. The run gets its own process
+    group, so that a timeout or Ctrl-C also ends the pool workers it started."""
     start = time.perf_counter()
+    proc = subprocess.Popen(launch.argv, env=launch.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
     try:
-        out = subprocess.run(launch.argv, env=launch.env, capture_output=True, text=True, timeout=timeout_s,
-                             cwd=Path(__file__).resolve().parent.parent)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
         return {"ok": False, "timed_out": True, "error": f"timed out after {timeout_s:g} s",
                 "wall_s": time.perf_counter() - start}
+    except BaseException:
+        _kill_group(proc)
+        raise
     wall = time.perf_counter() - start
-    lines = [line for line in out.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if out.returncode != 0 or not lines:
-        detail = configs._last_line(out.stderr or out.stdout)
-        return {"ok": False, "error": f"exit {out.returncode}: {detail}", "wall_s": wall}
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        detail = configs.last_line(stderr or stdout)
+        return {"ok": False, "error": f"exit {proc.returncode}: {detail}", "wall_s": wall}
     try:
         result = json.loads(lines[-1][len(RESULT_PREFIX):])
         value = float(result["value"])
-    except (ValueError, KeyError) as error:
+    except (ValueError, KeyError, TypeError) as error:
         return {"ok": False, "error": f"unreadable result line: {error}", "wall_s": wall}
     if not value > 0:
         return {"ok": False, "error": f"non-positive result {value}", "wall_s": wall}
     return {"ok": True, "value": value, "wall_s": wall, "result": result}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()
 
 
 def rotated(items: list, shift: int) -> list:
@@ -119,7 +145,7 @@ def calibrate_w6(python: str, budget: int) -> dict:
                          timeout=120)
     line = next((x for x in out.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
     if out.returncode != 0 or line is None:
-        raise RuntimeError(f"W6 calibration failed: {configs._last_line(out.stderr or out.stdout)}")
+        raise RuntimeError(f"W6 calibration failed: {configs.last_line(out.stderr or out.stdout)}")
     calibration = json.loads(line[len(RESULT_PREFIX):])
     calibration["ideal_tasks_per_s"] = budget * 1000.0 / calibration["compute_ms"]
     return calibration
@@ -154,7 +180,18 @@ def tune(workload: Workload, python: str, args: dict, budget: int, reasons: dict
     return {"winner": winner, "winner_label": winner.label(), "points": points}
 
 
-def run_workload(workload: Workload, python: str, budget: int, reasons: dict, opts, calibration) -> dict:
+def affordable_reps(wanted: int, allowance_s: float | None, spent_s: float, rep_cost_s: float) -> int:
+    """Repetitions that fit what is left of a workload's time share after its first (never below MIN_REPS,
+    never above what was asked)."""
+    if allowance_s is None:
+        return wanted
+    fit = 1 + int(max(0.0, allowance_s - spent_s) // max(rep_cost_s, 1e-3))
+    return max(min(wanted, fit), min(MIN_REPS, wanted))
+
+
+def run_workload(workload: Workload, python: str, budget: int, reasons: dict, opts, calibration,
+                 allowance_s: float | None = None) -> dict:
+    started = time.perf_counter()
     args = workload.args(budget, opts.quick)
     entry: dict = {"id": workload.id, "title": workload.title, "measures": workload.measures,
                    "unit": workload.unit, "higher_is_better": workload.higher_is_better, "args": args}
@@ -183,7 +220,10 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
                 rows[name]["setting"] = tuning["winner_label"]
 
     active = list(launches)
-    for rep in range(opts.reps):
+    reps = opts.reps
+    rep = 0
+    while rep < reps:
+        rep_started = time.perf_counter()
         for name in rotated(active, rep):
             if rows[name].get("dropped"):
                 continue
@@ -191,12 +231,18 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
             rows[name]["runs"].append(outcome)
             if outcome["ok"]:
                 rows[name]["samples"].append(outcome["value"])
-                log(f"  rep {rep + 1}/{opts.reps} {name:<17} {outcome['value']:.4g} {workload.unit}")
+                log(f"  rep {rep + 1}/{reps} {name:<17} {outcome['value']:.4g} {workload.unit}")
             else:
-                log(f"  rep {rep + 1}/{opts.reps} {name:<17} FAILED {outcome['error']}")
+                log(f"  rep {rep + 1}/{reps} {name:<17} FAILED {outcome['error']}")
                 if outcome.get("timed_out"):
                     rows[name]["dropped"] = True  # a run this slow is not repeated
-
+        if rep == 0:
+            now = time.perf_counter()
+            reps = affordable_reps(opts.reps, allowance_s, now - started, now - rep_started)
+            if reps < opts.reps:
+                log(f"  {workload.id}: {reps} repetitions instead of {opts.reps}, to fit the time budget")
+        rep += 1
+    entry["reps"] = reps
     for name, row in rows.items():
         if row["status"] != "ok":
             continue
@@ -225,8 +271,13 @@ def _add_ratios(rows: dict, higher_is_better: bool, ideal: float | None) -> None
             row["of_ideal"] = median / ideal
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in flight is ended with its workers
     if opts.list:
         for w in WORKLOADS:
             print(f"{w.id:<9} {w.title:<22} {w.measures}")
@@ -252,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "machine": machine,
         "settings": {"quick": opts.quick, "reps": opts.reps, "tune_reps": opts.tune_reps,
+                     "time_budget_s": opts.time_budget,
                      "timeout_s": opts.timeout, "configs": opts.config_names,
                      "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
         "availability": reasons,
@@ -259,8 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                     if c.name in opts.config_names},
         "workloads": {},
     }
-    for workload in opts.selected:
-        results["workloads"][workload.id] = run_workload(workload, python, budget, reasons, opts, calibration)
+    for index, workload in enumerate(opts.selected):
+        allowance = None
+        if opts.time_budget > 0:  # an equal share of what is left, per workload still to run
+            left = opts.time_budget - (time.perf_counter() - started)
+            allowance = max(0.0, left) / (len(opts.selected) - index)
+        results["workloads"][workload.id] = run_workload(workload, python, budget, reasons, opts, calibration,
+                                                         allowance)
     results["wall_s"] = time.perf_counter() - started
 
     stem = machine_info.file_stem(machine) + ("-quick" if opts.quick else "")

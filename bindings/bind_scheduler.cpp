@@ -14,12 +14,14 @@
 #include <exception>
 #include <optional>
 #include <stdexcept>
+#include <string>
 
 #include "bindings.hpp"
 #include "corral/blocking.hpp"
 #include "corral/event.hpp"
 #include "corral/native.hpp"
 #include "corral/scheduler.hpp"
+#include "wait_monitor.hpp"
 
 namespace corral::bindings {
 namespace {
@@ -86,6 +88,7 @@ void run_python_task(PyObject* callable, int inner_threads) noexcept {
     }
   }
   if (!this_worker.ready()) return;  // Python is exiting: the callable (and its reference) is dropped
+  wait_monitor::task_started();  // unannounced waits in the task get their slot lent
   PyGILState_STATE gil = PyGILState_Ensure();
   PyObject* result = PyObject_CallNoArgs(callable);
   if (result == nullptr) {
@@ -96,6 +99,7 @@ void run_python_task(PyObject* callable, int inner_threads) noexcept {
   }
   Py_DECREF(callable);
   PyGILState_Release(gil);
+  wait_monitor::task_finished();
 }
 
 void submit(nb::callable fn, int inner_threads) {
@@ -119,6 +123,14 @@ std::chrono::nanoseconds to_duration(double seconds) {
   return std::chrono::nanoseconds(static_cast<long long>(seconds * 1e9));
 }
 
+// Marks a wait on corral's event as announced (it hands its slot over itself).
+struct announced_wait {
+  announced_wait() noexcept { wait_monitor::announced_wait_started(); }
+  ~announced_wait() { wait_monitor::announced_wait_finished(); }
+  announced_wait(const announced_wait&) = delete;
+  announced_wait& operator=(const announced_wait&) = delete;
+};
+
 // corral::event for Python: wait releases the GIL; on a worker it runs other tasks meanwhile.
 class python_event {
  public:
@@ -134,6 +146,7 @@ class python_event {
       bool done;
       {
         nb::gil_scoped_release unlocked;
+        announced_wait guard;
         if (!on_main_thread && !timeout) {
           event_.wait();
           done = true;
@@ -159,12 +172,14 @@ class python_blocking_scope {
   void enter() {
     if (scope_) throw std::runtime_error("corral: this blocking scope is already entered");
     nb::gil_scoped_release unlocked;  // handing the slot over may wake another thread
+    wait_monitor::announced_wait_started();
     scope_.emplace();
   }
   void exit() {
     if (!scope_) throw std::runtime_error("corral: this blocking scope was not entered");
     nb::gil_scoped_release unlocked;  // taking a slot back may wait for one
     scope_.reset();
+    wait_monitor::announced_wait_finished();
   }
 
  private:
@@ -207,9 +222,14 @@ void bind_scheduler(nb::module_& m) {
       "set_scheduler_slots",
       [](long slots) {
         if (slots < 1) throw nb::value_error("corral: the scheduler needs at least 1 slot");
-        scheduler::global().set_slots(static_cast<unsigned>(std::min<long>(slots, 1L << 20)));
+        const unsigned cap = scheduler::global().max_threads();
+        if (static_cast<unsigned long>(slots) > cap)
+          throw nb::value_error(("corral: at most " + std::to_string(cap) + " slots (the scheduler's max_threads)").c_str());
+        wait_monitor::set_base_slots(static_cast<unsigned>(slots));
       },
       nb::arg("slots"), "Sets how many threads may run tasks at once (>= 1).");
+  m.def("scheduler_lent_slots", &wait_monitor::lent_slots,
+        "Slots lent now to tasks found waiting without announcing it (see bindings/wait_monitor.hpp).");
   m.def("scheduler_stats", &stats_dict, "The process-wide scheduler's counters, as a dict.");
 
   nb::class_<python_event>(m, "SchedulerEvent",

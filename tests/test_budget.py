@@ -80,7 +80,6 @@ def test_cores_and_nodes_partition_the_allowed_cpus():
         assert all(g for g in groups)
 
 
-@pytest.mark.skipif(len(AFFINITY) < 1, reason="needs an affinity mask")
 def test_taskset_one_cpu_gives_one():
     first = AFFINITY[0]
     d = budget_in_subprocess(prefix=["taskset", "-c", str(first)])
@@ -122,6 +121,12 @@ def test_malformed_corral_cpus_raises_value_error(bad):
         corral.budget(env={"CORRAL_CPUS": bad})
     message = str(info.value)
     assert "CORRAL_CPUS" in message and f'"{bad}"' in message
+
+
+def test_env_may_be_the_value_itself():
+    assert corral.budget(env="3").cpus == 3
+    with pytest.raises(ValueError, match="CORRAL_CPUS"):
+        corral.budget(env="2.5")
 
 
 def test_malformed_corral_cpus_in_the_environment(monkeypatch):
@@ -168,17 +173,6 @@ def test_fake_tree_garbage_is_skipped_with_a_reason(fake_v2):
     assert quota.skipped and quota.value is None
     assert "lots" in quota.detail and "cpu.max" in quota.detail
     assert b.cpus == len(AFFINITY) and b.decided_by == "affinity"
-
-
-def test_budget_is_cheap():
-    import time
-
-    corral.budget()
-    start = time.perf_counter()
-    for _ in range(200):
-        corral.budget()
-    per_call = (time.perf_counter() - start) / 200
-    assert per_call < 0.005, f"{per_call * 1e6:.0f} us per call"
 
 
 def test_repr_names_the_budget_and_its_source():

@@ -164,3 +164,42 @@ def test_terminate_fails_the_tasks_it_discards():
         queued.get(timeout=10)
     assert first.get(timeout=10) is True
     pool.join()
+
+
+def test_unannounced_waits_do_not_throttle_the_pool():
+    # A sleep bound before corral wrapped time.sleep: nothing announces it. The wait monitor sees the
+    # task threads asleep outside futex and lends their slots, so 32 in flight still means 32 waiting.
+    raw_sleep = getattr(time.sleep, "__corral_original__", time.sleep)
+
+    def nap(_):
+        raw_sleep(0.02)
+
+    budget = corral._core.scheduler_slots()
+    start = time.perf_counter()
+    with corral.ThreadPool(32) as pool:
+        pool.map(nap, range(320), chunksize=1)
+    elapsed = time.perf_counter() - start
+    throttled = 320 * 0.02 / budget
+    assert elapsed < throttled / 3, f"took {elapsed:.2f} s; throttled to the budget it takes {throttled:.2f} s"
+    deadline = time.monotonic() + 2
+    while corral._core.scheduler_lent_slots() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert corral._core.scheduler_lent_slots() == 0
+    assert corral._core.scheduler_slots() == budget
+
+
+def test_cpu_bound_tasks_get_no_extra_slots():
+    # Threads waiting for the GIL sleep in futex: they must not count as waiting tasks.
+    peak = 0
+
+    def spin(_):
+        nonlocal peak
+        end = time.perf_counter() + 0.01
+        while time.perf_counter() < end:
+            pass
+        peak = max(peak, corral._core.scheduler_slots())
+
+    budget = corral._core.scheduler_slots()
+    with corral.ThreadPool(8) as pool:
+        pool.map(spin, range(64), chunksize=1)
+    assert peak == budget

@@ -49,8 +49,11 @@ budget_source read_affinity(const budget_options& options, std::vector<std::stri
         if (file.ok()) cpus = cpu_set::parse(file.text);
       } catch (const std::invalid_argument&) {
       }
-      if (cpus.empty()) cpus = cpu_set::range(0, static_cast<int>(std::max(1U, std::thread::hardware_concurrency())) - 1);
-      notes.push_back(std::string("sched_getaffinity failed (") + error.what() + "): used the online CPUs instead");
+      if (cpus.empty())
+        cpus = cpu_set::range(
+            0, static_cast<int>(std::max(1U, std::thread::hardware_concurrency())) - 1);
+      notes.push_back(std::string("sched_getaffinity failed (") + error.what() +
+                      "): used the online CPUs instead");
       source.cpu_ids = cpus;
       source.path = online.string();
     }
@@ -77,7 +80,8 @@ std::optional<topology_cache_entry> topology_cache;
 cpu_topology topology_of(const cpu_set& cpus, const budget_options& options) {
   if (options.reuse_static_reads) {
     std::unique_lock lock(topology_cache_mutex, std::try_to_lock);
-    if (lock && topology_cache && topology_cache->cpus == cpus && topology_cache->sys_root == options.sys_root.native()) {
+    if (lock && topology_cache && topology_cache->cpus == cpus &&
+        topology_cache->sys_root == options.sys_root.native()) {
       return topology_cache->topology;
     }
   }
@@ -98,13 +102,16 @@ std::optional<std::string> environment_cpus() {
 int parse_corral_cpus(std::string_view value) {
   std::string_view text = value;
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t' || text.back() == '\n')) text.remove_suffix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t' || text.back() == '\n'))
+    text.remove_suffix(1);
   const std::string range = "expected a whole number from 1 to " + std::to_string(max_budget);
   if (text.empty()) bad_env(value, "it is empty; " + range);
-  if (!std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) bad_env(value, range);
+  if (!std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    bad_env(value, range);
   int cpus = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), cpus);
-  if (error != std::errc{} || end != text.data() + text.size() || cpus < 1 || cpus > max_budget) bad_env(value, range);
+  if (error != std::errc{} || end != text.data() + text.size() || cpus < 1 || cpus > max_budget)
+    bad_env(value, range);
   return cpus;
 }
 
@@ -126,7 +133,8 @@ cpu_set process_affinity() {
     const int error = errno;
     CPU_FREE(mask);
     // EINVAL: the kernel's mask is larger than ours; grow it (up to the ids cpu_set holds).
-    if (error != EINVAL || size >= max_budget) throw std::system_error(error, std::generic_category(), "sched_getaffinity");
+    if (error != EINVAL || size >= max_budget)
+      throw std::system_error(error, std::generic_category(), "sched_getaffinity");
   }
 }
 
@@ -144,7 +152,8 @@ cpu_budget read_budget(const budget_options& options) {
 
   cpu_budget budget;
   budget.sources.push_back(read_affinity(options, budget.notes));
-  for (budget_source& source : read_cgroup_sources(options.proc_root, options.sys_root, options.reuse_static_reads)) {
+  for (budget_source& source :
+       read_cgroup_sources(options.proc_root, options.sys_root, options.reuse_static_reads)) {
     budget.sources.push_back(std::move(source));
   }
   const cpu_set& affinity = *budget.sources.front().cpu_ids;
@@ -169,19 +178,22 @@ cpu_budget read_budget(const budget_options& options) {
         narrowest_count = within.count();
       }
       budget.cpu_ids = budget.cpu_ids & within;
-    } else if (!source.cpu_ids && (tightest_quota == nullptr || *source.cpus < *tightest_quota->cpus)) {
+    } else if (!source.cpu_ids &&
+               (tightest_quota == nullptr || *source.cpus < *tightest_quota->cpus)) {
       tightest_quota = &source;
     }
   }
   if (budget.cpu_ids.empty()) {  // the cpusets disagree with each other: trust the kernel's mask
-    budget.notes.emplace_back("the cpusets leave no CPU of the affinity mask: used the affinity mask");
+    budget.notes.emplace_back(
+        "the cpusets leave no CPU of the affinity mask: used the affinity mask");
     budget.cpu_ids = affinity;
     narrowest_cpuset = nullptr;
   }
 
   const int allowed = static_cast<int>(budget.cpu_ids.count());
   budget.cpus = allowed;
-  budget.decided_by = narrowest_cpuset != nullptr ? narrowest_cpuset->name : std::string(affinity_name);
+  budget.decided_by =
+      narrowest_cpuset != nullptr ? narrowest_cpuset->name : std::string(affinity_name);
   if (tightest_quota != nullptr && *tightest_quota->cpus < allowed) {
     budget.cpus = *tightest_quota->cpus;
     budget.decided_by = tightest_quota->name;
@@ -195,11 +207,13 @@ cpu_budget read_budget(const budget_options& options) {
     env.detail = "set to \"" + *options.env_cpus + "\": overrides every other source";
     if (override_cpus > allowed) {
       budget.exceeds_hardware = true;
-      budget.notes.push_back(std::string(budget_env_var) + "=" + std::to_string(override_cpus) + " is above the " +
-                             std::to_string(allowed) + " CPUs this process may run on: emulating a bigger machine");
+      budget.notes.push_back(std::string(budget_env_var) + "=" + std::to_string(override_cpus) +
+                             " is above the " + std::to_string(allowed) +
+                             " CPUs this process may run on: emulating a bigger machine");
     } else if (override_cpus > budget.cpus) {
-      budget.notes.push_back(std::string(budget_env_var) + "=" + std::to_string(override_cpus) + " is above the " +
-                             std::to_string(budget.cpus) + " CPUs allowed by " + budget.decided_by);
+      budget.notes.push_back(std::string(budget_env_var) + "=" + std::to_string(override_cpus) +
+                             " is above the " + std::to_string(budget.cpus) + " CPUs allowed by " +
+                             budget.decided_by);
     }
     budget.cpus = override_cpus;
     budget.decided_by = budget_env_var;
@@ -210,7 +224,8 @@ cpu_budget read_budget(const budget_options& options) {
 
   if (options.with_topology) {
     budget.topology = topology_of(budget.cpu_ids, options);
-    budget.notes.insert(budget.notes.end(), budget.topology.notes.begin(), budget.topology.notes.end());
+    budget.notes.insert(budget.notes.end(), budget.topology.notes.begin(),
+                        budget.topology.notes.end());
   }
   return budget;
 }

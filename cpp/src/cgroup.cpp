@@ -30,7 +30,8 @@ std::vector<std::string_view> split(std::string_view text, char separator) {
   std::size_t start = 0;
   for (;;) {
     const std::size_t end = text.find(separator, start);
-    parts.push_back(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+    parts.push_back(
+        text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
     if (end == std::string_view::npos) return parts;
     start = end + 1;
   }
@@ -68,8 +69,10 @@ std::string decode_octal_escapes(std::string_view text) {
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto is_octal = [&](std::size_t at) { return text[at] >= '0' && text[at] <= '7'; };
-    if (text[i] == '\\' && i + 3 < text.size() && is_octal(i + 1) && is_octal(i + 2) && is_octal(i + 3)) {
-      out += static_cast<char>((text[i + 1] - '0') * 64 + (text[i + 2] - '0') * 8 + (text[i + 3] - '0'));
+    if (text[i] == '\\' && i + 3 < text.size() && is_octal(i + 1) && is_octal(i + 2) &&
+        is_octal(i + 3)) {
+      out += static_cast<char>((text[i + 1] - '0') * 64 + (text[i + 2] - '0') * 8 +
+                               (text[i + 3] - '0'));
       i += 3;
     } else {
       out += text[i];
@@ -79,13 +82,15 @@ std::string decode_octal_escapes(std::string_view text) {
 }
 
 bool starts_with_dir(std::string_view path, std::string_view dir) {
-  return path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+  return path == dir ||
+         (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
 }
 
 // Mount points are absolute in the real file system; under /sys or /proc they are read
 // beneath the configured roots so that tests can build fake trees.
 fs::path rebase(std::string_view mount_point, const fs::path& proc_root, const fs::path& sys_root) {
-  for (const auto& [prefix, root] : {std::pair{std::string_view{"/sys"}, &sys_root}, std::pair{std::string_view{"/proc"}, &proc_root}}) {
+  for (const auto& [prefix, root] : {std::pair{std::string_view{"/sys"}, &sys_root},
+                                     std::pair{std::string_view{"/proc"}, &proc_root}}) {
     if (starts_with_dir(mount_point, prefix)) {
       std::string_view rest = mount_point.substr(prefix.size());
       while (rest.starts_with('/')) rest.remove_prefix(1);
@@ -120,7 +125,8 @@ quota_level read_v2_quota(const fs::path& dir) {
     level.problem = "cannot read " + level.file.string() + ": " + file.error;
   } else {
     level.quota = parse_cpu_max(file.text);
-    if (level.quota.state == cpu_quota::status::invalid) level.problem = level.file.string() + ": " + level.quota.error;
+    if (level.quota.state == cpu_quota::status::invalid)
+      level.problem = level.file.string() + ": " + level.quota.error;
   }
   return level;
 }
@@ -138,10 +144,12 @@ quota_level read_v1_quota(const fs::path& dir) {
   }
   const fs::path period_file = dir / "cpu.cfs_period_us";
   const detail::text_file period = detail::read_text_file(period_file);
-  level.quota = parse_cfs_quota(quota.text, period.ok() ? std::string_view{period.text} : std::string_view{});
+  level.quota =
+      parse_cfs_quota(quota.text, period.ok() ? std::string_view{period.text} : std::string_view{});
   if (level.quota.state == cpu_quota::status::invalid) {
     level.problem = level.file.string() + ": " + level.quota.error;
-    if (!period.ok()) level.problem += " (cannot read " + period_file.string() + ": " + period.error + ")";
+    if (!period.ok())
+      level.problem += " (cannot read " + period_file.string() + ": " + period.error + ")";
   }
   return level;
 }
@@ -163,8 +171,8 @@ budget_source absent_source(std::string name, std::string why) {
 }
 
 template <class ReadLevel>
-budget_source quota_source(std::string name, const cgroup_location& where, std::string_view file_name,
-                           ReadLevel read_level) {
+budget_source quota_source(std::string name, const cgroup_location& where,
+                           std::string_view file_name, ReadLevel read_level) {
   budget_source source;
   source.name = std::move(name);
   source.path = (where.leaf_dir / file_name).string();
@@ -189,12 +197,14 @@ budget_source quota_source(std::string name, const cgroup_location& where, std::
     source.cpus = tightest->quota.cpus();
     source.path = tightest->file.string();
     parts.push_back(tightest->quota.describe());
-    if (levels_read > 1) parts.push_back("the tightest of " + std::to_string(levels_read) + " levels read");
+    if (levels_read > 1)
+      parts.push_back("the tightest of " + std::to_string(levels_read) + " levels read");
   } else if (levels_read > 0) {
     parts.emplace_back("max: no limit");
   } else if (problems.empty()) {
-    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() + " up to " +
-                    where.mount_dir.string() + " (controller not enabled there): no limit");
+    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
+                    " up to " + where.mount_dir.string() +
+                    " (controller not enabled there): no limit");
   } else {
     source.skipped = true;
     parts.emplace_back("skipped");
@@ -205,7 +215,8 @@ budget_source quota_source(std::string name, const cgroup_location& where, std::
   return source;
 }
 
-budget_source cpuset_source(std::string name, const cgroup_location& where, std::string_view file_name) {
+budget_source cpuset_source(std::string name, const cgroup_location& where,
+                            std::string_view file_name) {
   budget_source source;
   source.name = std::move(name);
   source.path = (where.leaf_dir / file_name).string();
@@ -251,10 +262,12 @@ budget_source cpuset_source(std::string name, const cgroup_location& where, std:
     source.cpu_ids = allowed;
     source.path = narrowest_file;
     parts.push_back("CPUs " + allowed->to_string());
-    if (levels_read > 1) parts.push_back("the intersection of " + std::to_string(levels_read) + " levels read");
+    if (levels_read > 1)
+      parts.push_back("the intersection of " + std::to_string(levels_read) + " levels read");
   } else if (problems.empty()) {
-    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() + " up to " +
-                    where.mount_dir.string() + " (controller not enabled there): no limit");
+    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
+                    " up to " + where.mount_dir.string() +
+                    " (controller not enabled there): no limit");
   } else {
     source.skipped = true;
     parts.emplace_back("skipped");
@@ -281,7 +294,8 @@ std::vector<cgroup_membership> parse_proc_cgroup(std::string_view text) {
     membership.hierarchy_id = static_cast<int>(*id);
     const std::string_view controllers = line.substr(first + 1, second - first - 1);
     if (!controllers.empty()) {
-      for (std::string_view name : split(controllers, ',')) membership.controllers.emplace_back(name);
+      for (std::string_view name : split(controllers, ','))
+        membership.controllers.emplace_back(name);
     }
     membership.path = std::string(trim(line.substr(second + 1)));
     if (membership.path.empty()) continue;
@@ -294,9 +308,12 @@ std::vector<cgroup_mount> parse_cgroup_mounts(std::string_view mountinfo) {
   std::vector<cgroup_mount> result;
   for (std::string_view line : split(mountinfo, '\n')) {
     const std::vector<std::string_view> fields = split_whitespace(line);
-    // id parent major:minor root mount-point options [optional fields...] - fstype source super-options
+    // id parent major:minor root mount-point options [optional fields...] - fstype source
+    // super-options
     const auto dash = std::find(fields.begin(), fields.end(), std::string_view{"-"});
-    if (fields.size() < 6 || dash == fields.end() || dash - fields.begin() < 6 || dash + 1 == fields.end()) continue;
+    if (fields.size() < 6 || dash == fields.end() || dash - fields.begin() < 6 ||
+        dash + 1 == fields.end())
+      continue;
     const std::string_view fstype = *(dash + 1);
     cgroup_mount mount;
     if (fstype == "cgroup2") {
@@ -304,7 +321,8 @@ std::vector<cgroup_mount> parse_cgroup_mounts(std::string_view mountinfo) {
     } else if (fstype == "cgroup") {
       mount.version = 1;
       if (dash + 3 < fields.end()) {
-        for (std::string_view option : split(*(dash + 3), ',')) mount.controllers.emplace_back(option);
+        for (std::string_view option : split(*(dash + 3), ','))
+          mount.controllers.emplace_back(option);
       }
     } else {
       continue;
@@ -331,14 +349,16 @@ std::vector<fs::path> cgroup_location::dirs_leaf_first() const {
 }
 
 std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership>& memberships,
-                                             const std::vector<cgroup_mount>& mounts, std::string_view controller,
-                                             const fs::path& proc_root, const fs::path& sys_root) {
+                                             const std::vector<cgroup_mount>& mounts,
+                                             std::string_view controller, const fs::path& proc_root,
+                                             const fs::path& sys_root) {
   const auto has = [&](const std::vector<std::string>& list) {
     return std::find(list.begin(), list.end(), controller) != list.end();
   };
   const cgroup_membership* member = nullptr;
   for (const cgroup_membership& m : memberships) {
-    const bool matches = controller.empty() ? (m.hierarchy_id == 0 && m.controllers.empty()) : has(m.controllers);
+    const bool matches =
+        controller.empty() ? (m.hierarchy_id == 0 && m.controllers.empty()) : has(m.controllers);
     if (matches) {
       member = &m;
       break;
@@ -349,11 +369,14 @@ std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership
   // Several mounts of one hierarchy (bind mounts): prefer the one whose root holds our path.
   const cgroup_mount* chosen = nullptr;
   for (const cgroup_mount& mount : mounts) {
-    const bool matches = controller.empty() ? mount.version == 2 : (mount.version == 1 && has(mount.controllers));
+    const bool matches =
+        controller.empty() ? mount.version == 2 : (mount.version == 1 && has(mount.controllers));
     if (!matches) continue;
     const bool holds = mount.root == "/" || starts_with_dir(member->path, mount.root);
-    const bool chosen_holds = chosen != nullptr && (chosen->root == "/" || starts_with_dir(member->path, chosen->root));
-    if (chosen == nullptr || (holds && (!chosen_holds || mount.root.size() > chosen->root.size()))) chosen = &mount;
+    const bool chosen_holds =
+        chosen != nullptr && (chosen->root == "/" || starts_with_dir(member->path, chosen->root));
+    if (chosen == nullptr || (holds && (!chosen_holds || mount.root.size() > chosen->root.size())))
+      chosen = &mount;
   }
   if (chosen == nullptr) return std::nullopt;
 
@@ -369,13 +392,15 @@ std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership
     relative = std::string_view(path).substr(chosen->root.size());
   } else {
     // A container's mount shows only its own cgroup, while /proc/self/cgroup shows the host's path.
-    where.note = "cgroup path " + path + " is not under the mount's root " + chosen->root + ": read the mount root";
+    where.note = "cgroup path " + path + " is not under the mount's root " + chosen->root +
+                 ": read the mount root";
   }
   while (relative.starts_with('/')) relative.remove_prefix(1);
   where.leaf_dir = relative.empty() ? where.mount_dir : where.mount_dir / relative;
   std::error_code error;
   if (!relative.empty() && !fs::is_directory(where.leaf_dir, error)) {
-    where.note = "cgroup path " + path + " is not visible at " + where.leaf_dir.string() + ": read the mount root";
+    where.note = "cgroup path " + path + " is not visible at " + where.leaf_dir.string() +
+                 ": read the mount root";
     where.leaf_dir = where.mount_dir;
   }
   return where;
@@ -405,7 +430,8 @@ std::string cpu_quota::describe() const {
   }
   char text[160];
   std::snprintf(text, sizeof text, "quota %lld us per %lld us = %.4g CPUs, rounded up to %d",
-                static_cast<long long>(quota_us), static_cast<long long>(period_us), exact_cpus(), cpus());
+                static_cast<long long>(quota_us), static_cast<long long>(period_us), exact_cpus(),
+                cpus());
   return text;
 }
 
@@ -484,25 +510,30 @@ struct location_cache_entry {
 std::mutex location_cache_mutex;
 std::optional<location_cache_entry> location_cache;
 
-std::optional<located_hierarchies> cached_locations(const fs::path& proc_root, const fs::path& sys_root,
+std::optional<located_hierarchies> cached_locations(const fs::path& proc_root,
+                                                    const fs::path& sys_root,
                                                     const std::string& cgroup_text) {
   std::unique_lock lock(location_cache_mutex, std::try_to_lock);
   if (!lock || !location_cache || location_cache->cgroup_text != cgroup_text ||
-      location_cache->proc_root != proc_root.native() || location_cache->sys_root != sys_root.native()) {
+      location_cache->proc_root != proc_root.native() ||
+      location_cache->sys_root != sys_root.native()) {
     return std::nullopt;
   }
   return location_cache->where;
 }
 
-void remember_locations(const fs::path& proc_root, const fs::path& sys_root, const std::string& cgroup_text,
-                        const located_hierarchies& where) {
+void remember_locations(const fs::path& proc_root, const fs::path& sys_root,
+                        const std::string& cgroup_text, const located_hierarchies& where) {
   std::unique_lock lock(location_cache_mutex, std::try_to_lock);
-  if (lock) location_cache = location_cache_entry{proc_root.native(), sys_root.native(), cgroup_text, where};
+  if (lock)
+    location_cache =
+        location_cache_entry{proc_root.native(), sys_root.native(), cgroup_text, where};
 }
 
 }  // namespace
 
-std::vector<budget_source> read_cgroup_sources(const fs::path& proc_root, const fs::path& sys_root, bool reuse_mounts) {
+std::vector<budget_source> read_cgroup_sources(const fs::path& proc_root, const fs::path& sys_root,
+                                               bool reuse_mounts) {
   static constexpr const char* v2_quota = "cgroup v2 cpu.max";
   static constexpr const char* v2_cpuset = "cgroup v2 cpuset.cpus.effective";
   static constexpr const char* v1_quota = "cgroup v1 cpu.cfs_quota_us";
@@ -511,13 +542,17 @@ std::vector<budget_source> read_cgroup_sources(const fs::path& proc_root, const 
   const fs::path cgroup_file = proc_root / "self" / "cgroup";
   const detail::text_file cgroup_text = detail::read_text_file(cgroup_file);
   std::optional<located_hierarchies> where;
-  if (cgroup_text.ok() && reuse_mounts) where = cached_locations(proc_root, sys_root, cgroup_text.text);
+  if (cgroup_text.ok() && reuse_mounts)
+    where = cached_locations(proc_root, sys_root, cgroup_text.text);
   if (!where) {
     const fs::path mountinfo_file = proc_root / "self" / "mountinfo";
-    const detail::text_file mountinfo_text = cgroup_text.ok() ? detail::read_text_file(mountinfo_file) : detail::text_file{};
+    const detail::text_file mountinfo_text =
+        cgroup_text.ok() ? detail::read_text_file(mountinfo_file) : detail::text_file{};
     if (!cgroup_text.ok() || !mountinfo_text.ok()) {
-      const std::string why = !cgroup_text.ok() ? "cannot read " + cgroup_file.string() + ": " + cgroup_text.error
-                                                : "cannot read " + mountinfo_file.string() + ": " + mountinfo_text.error;
+      const std::string why =
+          !cgroup_text.ok()
+              ? "cannot read " + cgroup_file.string() + ": " + cgroup_text.error
+              : "cannot read " + mountinfo_file.string() + ": " + mountinfo_text.error;
       std::vector<budget_source> sources;
       for (const char* name : {v2_quota, v2_cpuset, v1_quota, v1_cpuset}) {
         budget_source source = absent_source(name, "skipped: " + why);
@@ -539,18 +574,22 @@ std::vector<budget_source> read_cgroup_sources(const fs::path& proc_root, const 
     sources.push_back(quota_source(v2_quota, *where->v2, "cpu.max", read_v2_quota));
     sources.push_back(cpuset_source(v2_cpuset, *where->v2, "cpuset.cpus.effective"));
   } else {
-    sources.push_back(absent_source(v2_quota, "no cgroup v2 hierarchy mounted for this process: no limit"));
-    sources.push_back(absent_source(v2_cpuset, "no cgroup v2 hierarchy mounted for this process: no limit"));
+    sources.push_back(
+        absent_source(v2_quota, "no cgroup v2 hierarchy mounted for this process: no limit"));
+    sources.push_back(
+        absent_source(v2_cpuset, "no cgroup v2 hierarchy mounted for this process: no limit"));
   }
   if (where->v1_cpu) {
     sources.push_back(quota_source(v1_quota, *where->v1_cpu, "cpu.cfs_quota_us", read_v1_quota));
   } else {
-    sources.push_back(absent_source(v1_quota, "no cgroup v1 cpu controller mounted for this process: no limit"));
+    sources.push_back(
+        absent_source(v1_quota, "no cgroup v1 cpu controller mounted for this process: no limit"));
   }
   if (where->v1_cpuset) {
     sources.push_back(cpuset_source(v1_cpuset, *where->v1_cpuset, "cpuset.cpus"));
   } else {
-    sources.push_back(absent_source(v1_cpuset, "no cgroup v1 cpuset controller mounted for this process: no limit"));
+    sources.push_back(absent_source(
+        v1_cpuset, "no cgroup v1 cpuset controller mounted for this process: no limit"));
   }
   return sources;
 }

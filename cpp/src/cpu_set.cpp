@@ -33,8 +33,10 @@ int parse_id(std::string_view list, std::string_view text) {
   int value = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error == std::errc::result_out_of_range) bad_list(list, "cpu id out of range");
-  if (error != std::errc{} || end != text.data() + text.size()) bad_list(list, "not a cpu id: \"" + std::string(text) + "\"");
-  if (value < 0 || value > cpu_set::max_cpu_id) bad_list(list, "cpu id out of range: " + std::string(text));
+  if (error != std::errc{} || end != text.data() + text.size())
+    bad_list(list, "not a cpu id: \"" + std::string(text) + "\"");
+  if (value < 0 || value > cpu_set::max_cpu_id)
+    bad_list(list, "cpu id out of range: " + std::string(text));
   return value;
 }
 
@@ -77,7 +79,8 @@ cpu_set cpu_set::of(std::initializer_list<int> ids) {
 }
 
 void cpu_set::add(int id) {
-  if (id < 0 || id > max_cpu_id) throw std::out_of_range("cpu id out of range: " + std::to_string(id));
+  if (id < 0 || id > max_cpu_id)
+    throw std::out_of_range("cpu id out of range: " + std::to_string(id));
   const auto word = static_cast<std::size_t>(id / bits_per_word);
   if (words_.size() <= word) words_.resize(word + 1, 0);
   words_[word] |= std::uint64_t{1} << (id % bits_per_word);
@@ -85,7 +88,8 @@ void cpu_set::add(int id) {
 
 void cpu_set::remove(int id) {
   if (!contains(id)) return;
-  words_[static_cast<std::size_t>(id / bits_per_word)] &= ~(std::uint64_t{1} << (id % bits_per_word));
+  words_[static_cast<std::size_t>(id / bits_per_word)] &=
+      ~(std::uint64_t{1} << (id % bits_per_word));
   trim();
 }
 
@@ -116,7 +120,8 @@ std::vector<int> cpu_set::ids() const {
 
 int cpu_set::first() const {
   for (std::size_t word = 0; word < words_.size(); ++word) {
-    if (words_[word] != 0) return static_cast<int>(word) * bits_per_word + std::countr_zero(words_[word]);
+    if (words_[word] != 0)
+      return static_cast<int>(word) * bits_per_word + std::countr_zero(words_[word]);
   }
   return -1;
 }
@@ -124,7 +129,8 @@ int cpu_set::first() const {
 cpu_set cpu_set::operator&(const cpu_set& other) const {
   cpu_set result;
   result.words_.resize(std::min(words_.size(), other.words_.size()));
-  for (std::size_t i = 0; i < result.words_.size(); ++i) result.words_[i] = words_[i] & other.words_[i];
+  for (std::size_t i = 0; i < result.words_.size(); ++i)
+    result.words_[i] = words_[i] & other.words_[i];
   result.trim();
   return result;
 }
@@ -136,9 +142,13 @@ cpu_set cpu_set::operator|(const cpu_set& other) const {
   return result;
 }
 
-bool cpu_set::is_subset_of(const cpu_set& other) const { return (*this & other) == *this; }
+bool cpu_set::is_subset_of(const cpu_set& other) const {
+  return (*this & other) == *this;
+}
 
-bool operator==(const cpu_set& a, const cpu_set& b) { return a.words_ == b.words_; }
+bool operator==(const cpu_set& a, const cpu_set& b) {
+  return a.words_ == b.words_;
+}
 
 std::string cpu_set::to_string() const {
   std::string text;

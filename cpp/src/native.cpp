@@ -1,6 +1,7 @@
 #include "corral/native.hpp"
 
 #include <link.h>
+#include <pthread.h>
 
 #include <climits>
 #include <cstdlib>
@@ -83,7 +84,14 @@ std::vector<library_info> discover() {
 }
 
 controller& controller::process() {
-  static controller* const instance = new controller();  // leaked on purpose: no destruction-order hazard
+  // Leaked on purpose: no destruction-order hazard at exit. Held across fork() so that a child never
+  // inherits it locked by a thread that does not exist there.
+  static controller* const instance = [] {
+    auto* c = new controller();
+    pthread_atfork([] { process().mutex_.lock(); }, [] { process().mutex_.unlock(); },
+                   [] { process().mutex_.unlock(); });
+    return c;
+  }();
   return *instance;
 }
 

@@ -16,6 +16,7 @@
 
 #include "corral/blocking.hpp"
 #include "corral/budget.hpp"
+#include "corral/fence.hpp"
 #include "scheduler_state.hpp"
 
 namespace corral {
@@ -40,6 +41,10 @@ using detail::this_thread;
 constexpr unsigned pause_rounds = 32;
 constexpr unsigned yield_rounds = 32;
 constexpr unsigned pauses_per_round = 16;
+
+// How long a thread that holds no slot (an outside thread, or a worker in a blocking scope) keeps
+// checking, yielding the CPU in between, before it sleeps in a wait.
+constexpr auto external_spin = std::chrono::microseconds(50);
 
 void backoff(unsigned round) noexcept {
   if (round < pause_rounds) {
@@ -160,7 +165,17 @@ void scheduler::state::run_worker(worker& w) {
     // A task boundary: give the slot to a returning blocked thread, or shed it after set_slots shrank.
     if (should_yield()) release_slot(false);
   }
-  if (!retired) threads.fetch_sub(1, std::memory_order_relaxed);
+  if (retired) {
+    // Nobody will join a retired spare (the global scheduler is never destroyed): detach. The
+    // destructor waits for `alive` to drop instead; after that store this thread touches nothing of ours.
+    std::lock_guard<std::mutex> lock(spawn_mutex);
+    if (w.joinable) {
+      pthread_detach(w.thread);
+      w.joinable = false;
+    }
+  } else {
+    threads.fetch_sub(1, std::memory_order_relaxed);
+  }
   me = {};
   w.alive.store(false, std::memory_order_release);
 }
@@ -342,7 +357,7 @@ void scheduler::state::wake_one_if_useful() noexcept {
 }
 
 void scheduler::state::notify_work_strict() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  detail::seq_cst_fence();
   if (free_slots.load(std::memory_order_relaxed) <= static_cast<int>(returners.load(std::memory_order_relaxed)))
     return;  // every slot is taken: its holder will find the work at its next task boundary
   if (work_ec.waiters() != 0) {
@@ -383,7 +398,7 @@ void scheduler::state::release_slot(bool may_start_spare) noexcept {
     return;
   }
   // Someone sleeping may now run waiting work with this slot (strict: see above).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  detail::seq_cst_fence();
   if (free_slots.load(std::memory_order_relaxed) <= 0 || !work_available()) return;
   if (work_ec.waiters() != 0) {
     work_ec.notify_one();
@@ -453,9 +468,18 @@ bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline
   if (w.ready()) return true;
   thread_state& me = this_thread();
   if (me.state != nullptr && me.has_slot) return me.state->help_until(w, deadline);
-  for (int i = 0; i < 256; ++i) {  // a few microseconds: short waits skip the futex round trip
+  // Not running tasks here (no slot). Short waits are common (a parallel_for of a few microseconds
+  // from the main thread), and a futex sleep + wake costs tens of microseconds, so first spin
+  // briefly, then yield the CPU for up to external_spin, and only then sleep.
+  for (int i = 0; i < 256; ++i) {
     if (w.ready()) return true;
     cpu_relax();
+  }
+  auto spin_until = std::chrono::steady_clock::now() + external_spin;
+  if (deadline != nullptr && *deadline < spin_until) spin_until = *deadline;
+  while (std::chrono::steady_clock::now() < spin_until) {
+    if (w.ready()) return true;
+    sched_yield();
   }
   return w.sleep(deadline);
 }
@@ -510,13 +534,22 @@ scheduler::~scheduler() {
   s.stopping.store(true, std::memory_order_seq_cst);
   s.work_ec.notify_all();
   s.slot_ec.notify_all();
-  std::lock_guard<std::mutex> lock(s.spawn_mutex);  // no thread starts after stopping is set
+  std::vector<pthread_t> to_join;
+  {
+    std::lock_guard<std::mutex> lock(s.spawn_mutex);  // no thread starts after stopping is set
+    for (unsigned i = 0; i < s.max_threads; ++i) {
+      worker* w = s.worker_storage[i].get();
+      if (w != nullptr && w->joinable) {
+        to_join.push_back(w->thread);
+        w->joinable = false;
+      }
+    }
+  }
+  for (pthread_t t : to_join) pthread_join(t, nullptr);
+  // Retired spares detached themselves; wait until the last of them has left our memory.
   for (unsigned i = 0; i < s.max_threads; ++i) {
     worker* w = s.worker_storage[i].get();
-    if (w != nullptr && w->joinable) {
-      pthread_join(w->thread, nullptr);
-      w->joinable = false;
-    }
+    while (w != nullptr && w->alive.load(std::memory_order_acquire)) std::this_thread::yield();
   }
 }
 

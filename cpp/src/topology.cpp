@@ -32,7 +32,8 @@ std::optional<int> parse_whole(std::string_view text) {
   return value;
 }
 
-std::vector<physical_core> read_cores(const cpu_set& allowed, const fs::path& cpu_dir, cpu_set& unknown) {
+std::vector<physical_core> read_cores(const cpu_set& allowed, const fs::path& cpu_dir,
+                                      cpu_set& unknown) {
   std::vector<physical_core> cores;
   cpu_set placed;
   for (const int cpu : allowed.ids()) {
@@ -40,11 +41,13 @@ std::vector<physical_core> read_cores(const cpu_set& allowed, const fs::path& cp
     const fs::path topology_dir = cpu_dir / ("cpu" + std::to_string(cpu)) / "topology";
     // core_cpus_list is the current name; thread_siblings_list the older one (same content).
     std::optional<cpu_set> siblings = read_cpu_list(topology_dir / "core_cpus_list");
-    if (!siblings || siblings->empty()) siblings = read_cpu_list(topology_dir / "thread_siblings_list");
+    if (!siblings || siblings->empty())
+      siblings = read_cpu_list(topology_dir / "thread_siblings_list");
     physical_core core;
     if (siblings && siblings->contains(cpu)) {
       core.cpus = *siblings & allowed;
-      for (const int other : placed.ids()) core.cpus.remove(other);  // inconsistent files: first one wins
+      for (const int other : placed.ids())
+        core.cpus.remove(other);  // inconsistent files: first one wins
     } else {
       unknown.add(cpu);
       core.cpus.add(cpu);
@@ -57,7 +60,8 @@ std::vector<physical_core> read_cores(const cpu_set& allowed, const fs::path& cp
   return cores;
 }
 
-std::vector<numa_node> read_numa_nodes(const cpu_set& allowed, const fs::path& node_dir, std::vector<std::string>& notes) {
+std::vector<numa_node> read_numa_nodes(const cpu_set& allowed, const fs::path& node_dir,
+                                       std::vector<std::string>& notes) {
   std::vector<numa_node> nodes;
   std::error_code error;
   cpu_set listed;
@@ -75,14 +79,17 @@ std::vector<numa_node> read_numa_nodes(const cpu_set& allowed, const fs::path& n
     if (!mine.empty()) nodes.push_back({*id, mine});
   }
   if (!any_node) {
-    notes.push_back("no NUMA information under " + node_dir.string() + ": all CPUs counted in node 0");
+    notes.push_back("no NUMA information under " + node_dir.string() +
+                    ": all CPUs counted in node 0");
     return {{0, allowed}};
   }
-  std::sort(nodes.begin(), nodes.end(), [](const numa_node& a, const numa_node& b) { return a.id < b.id; });
+  std::sort(nodes.begin(), nodes.end(),
+            [](const numa_node& a, const numa_node& b) { return a.id < b.id; });
   cpu_set orphans = allowed;
   for (const int cpu : listed.ids()) orphans.remove(cpu);
   if (!orphans.empty()) {
-    notes.push_back("CPUs " + orphans.to_string() + " are in no NUMA node's cpulist: grouped as node -1");
+    notes.push_back("CPUs " + orphans.to_string() +
+                    " are in no NUMA node's cpulist: grouped as node -1");
     nodes.push_back({-1, orphans});
   }
   return nodes;
@@ -96,10 +103,12 @@ cpu_topology read_topology(const cpu_set& allowed, const fs::path& sys_root) {
   cpu_set unknown;
   topology.cores = read_cores(allowed, cpu_dir, unknown);
   if (!unknown.empty()) {
-    topology.notes.push_back("no SMT sibling information for CPUs " + unknown.to_string() + " under " +
-                             cpu_dir.string() + ": each counted as its own core");
+    topology.notes.push_back("no SMT sibling information for CPUs " + unknown.to_string() +
+                             " under " + cpu_dir.string() + ": each counted as its own core");
   }
-  if (!allowed.empty()) topology.numa_nodes = read_numa_nodes(allowed, sys_root / "devices" / "system" / "node", topology.notes);
+  if (!allowed.empty())
+    topology.numa_nodes =
+        read_numa_nodes(allowed, sys_root / "devices" / "system" / "node", topology.notes);
   return topology;
 }
 

@@ -14,7 +14,8 @@ class fake_tree {
  public:
   fake_tree() {
     const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/corral-test-XXXXXX";
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/corral-test-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     root_ = pattern;
   }
@@ -31,7 +32,9 @@ class fake_tree {
     std::filesystem::create_directories(path.parent_path());
     std::ofstream(path) << content;
   }
-  void mkdir(const std::string& relative) const { std::filesystem::create_directories(root_ / relative); }
+  void mkdir(const std::string& relative) const {
+    std::filesystem::create_directories(root_ / relative);
+  }
 
   [[nodiscard]] const std::filesystem::path& root() const { return root_; }
   [[nodiscard]] std::filesystem::path proc() const { return root_ / "proc"; }

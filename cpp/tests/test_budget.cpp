@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fake_tree.hpp"
@@ -13,10 +15,10 @@ using corral::testing::fake_tree;
 
 namespace {
 
-std::string mount_line(const std::string& root, const std::string& mount_point, const std::string& fstype,
-                       const std::string& super_options) {
-  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " + fstype + " " +
-         fstype + " " + super_options + "\n";
+std::string mount_line(const std::string& root, const std::string& mount_point,
+                       const std::string& fstype, const std::string& super_options) {
+  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " +
+         fstype + " " + fstype + " " + super_options + "\n";
 }
 
 // A fake machine with eight CPUs in the affinity mask and no CORRAL_CPUS.
@@ -32,20 +34,23 @@ budget_options options_for(const fake_tree& tree, const char* affinity = "0-7") 
 // cgroup v2 only, the process in `path`.
 void write_v2(const fake_tree& tree, const std::string& path) {
   tree.write("proc/self/cgroup", "0::" + path + "\n");
-  tree.write("proc/self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" + mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
+  tree.write("proc/self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" +
+                                        mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
   tree.mkdir("sys/fs/cgroup" + path);
 }
 
 // cgroup v1 with cpu,cpuacct co-mounted and cpuset apart, plus an empty v2 hierarchy
 // (hybrid, like systemd's default for years), the process in `path`.
 void write_v1_hybrid(const fake_tree& tree, const std::string& path) {
-  tree.write("proc/self/cgroup", "9:name=systemd:" + path + "\n4:cpu,cpuacct:" + path + "\n3:cpuset:" + path + "\n0::" +
-                                     path + "\n");
-  tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
-                                        mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
-                                        mount_line("/", "/sys/fs/cgroup/systemd", "cgroup", "rw,xattr,name=systemd") +
-                                        mount_line("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"));
-  for (const char* hierarchy : {"cpu,cpuacct", "cpuset", "unified"}) tree.mkdir("sys/fs/cgroup/" + std::string(hierarchy) + path);
+  tree.write("proc/self/cgroup", "9:name=systemd:" + path + "\n4:cpu,cpuacct:" + path +
+                                     "\n3:cpuset:" + path + "\n0::" + path + "\n");
+  tree.write("proc/self/mountinfo",
+             mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
+                 mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
+                 mount_line("/", "/sys/fs/cgroup/systemd", "cgroup", "rw,xattr,name=systemd") +
+                 mount_line("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"));
+  for (const char* hierarchy : {"cpu,cpuacct", "cpuset", "unified"})
+    tree.mkdir("sys/fs/cgroup/" + std::string(hierarchy) + path);
 }
 
 std::vector<std::string> source_names(const cpu_budget& budget) {
@@ -65,8 +70,9 @@ TEST(Budget, NoCgroupLimitsMeansTheAffinityMask) {
   EXPECT_EQ(budget.decided_by, "affinity");
   EXPECT_FALSE(budget.exceeds_hardware);
   EXPECT_EQ(source_names(budget),
-            (std::vector<std::string>{"affinity", "cgroup v2 cpu.max", "cgroup v2 cpuset.cpus.effective",
-                                      "cgroup v1 cpu.cfs_quota_us", "cgroup v1 cpuset.cpus", "CORRAL_CPUS"}));
+            (std::vector<std::string>{
+                "affinity", "cgroup v2 cpu.max", "cgroup v2 cpuset.cpus.effective",
+                "cgroup v1 cpu.cfs_quota_us", "cgroup v1 cpuset.cpus", "CORRAL_CPUS"}));
   EXPECT_EQ(budget.source("affinity")->cpus, 6);
   EXPECT_EQ(budget.source("affinity")->detail, "CPUs 0-5");
   EXPECT_FALSE(budget.source("CORRAL_CPUS")->cpus);
@@ -79,7 +85,8 @@ TEST(Budget, QuotaOfOneAndAHalfCpusGivesTwo) {
   const cpu_budget budget = read_budget(options_for(tree));
   EXPECT_EQ(budget.cpus, 2);
   EXPECT_EQ(budget.decided_by, "cgroup v2 cpu.max");
-  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path, (tree.sys() / "fs/cgroup/job/cpu.max").string());
+  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path,
+            (tree.sys() / "fs/cgroup/job/cpu.max").string());
   EXPECT_EQ(budget.cpu_ids.count(), 8U);  // a quota limits time, not which CPUs
 }
 
@@ -99,7 +106,8 @@ TEST(Budget, AncestorQuotaTighterThanLeaf) {
   tree.write("sys/fs/cgroup/parent/leaf/cpu.max", "600000 100000\n");
   const cpu_budget budget = read_budget(options_for(tree));
   EXPECT_EQ(budget.cpus, 2);
-  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path, (tree.sys() / "fs/cgroup/parent/cpu.max").string());
+  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path,
+            (tree.sys() / "fs/cgroup/parent/cpu.max").string());
 }
 
 TEST(Budget, LeafQuotaTighterThanAncestor) {
@@ -109,7 +117,8 @@ TEST(Budget, LeafQuotaTighterThanAncestor) {
   tree.write("sys/fs/cgroup/parent/leaf/cpu.max", "300000 100000\n");
   const cpu_budget budget = read_budget(options_for(tree));
   EXPECT_EQ(budget.cpus, 3);
-  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path, (tree.sys() / "fs/cgroup/parent/leaf/cpu.max").string());
+  EXPECT_EQ(budget.source("cgroup v2 cpu.max")->path,
+            (tree.sys() / "fs/cgroup/parent/leaf/cpu.max").string());
 }
 
 TEST(Budget, SystemdSliceScopePath) {
@@ -146,7 +155,8 @@ TEST(Budget, MissingFilesMeanNoLimit) {
   EXPECT_EQ(budget.decided_by, "affinity");
   EXPECT_FALSE(budget.source("cgroup v2 cpu.max")->skipped);
   EXPECT_NE(budget.source("cgroup v2 cpu.max")->detail.find("not enabled"), std::string::npos);
-  EXPECT_NE(budget.source("cgroup v1 cpuset.cpus")->detail.find("no cgroup v1 cpuset"), std::string::npos);
+  EXPECT_NE(budget.source("cgroup v1 cpuset.cpus")->detail.find("no cgroup v1 cpuset"),
+            std::string::npos);
 }
 
 TEST(Budget, NoProcFilesAtAllStillGivesTheAffinity) {
@@ -262,13 +272,15 @@ TEST(Budget, V1ContainerWhosePathIsNotVisibleReadsTheMountRoot) {
   fake_tree tree;
   // The host's path in /proc/self/cgroup; only the container's own cgroup mounted.
   tree.write("proc/self/cgroup", "4:cpu,cpuacct:/kubepods/burstable/pod1/abc\n0::/\n");
-  tree.write("proc/self/mountinfo", mount_line("/docker/abc", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"));
+  tree.write("proc/self/mountinfo",
+             mount_line("/docker/abc", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"));
   tree.write("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us", "50000\n");
   tree.write("sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
   const cpu_budget budget = read_budget(options_for(tree));
   EXPECT_EQ(budget.cpus, 1);
   EXPECT_EQ(budget.decided_by, "cgroup v1 cpu.cfs_quota_us");
-  EXPECT_NE(budget.source("cgroup v1 cpu.cfs_quota_us")->detail.find("mount root"), std::string::npos);
+  EXPECT_NE(budget.source("cgroup v1 cpu.cfs_quota_us")->detail.find("mount root"),
+            std::string::npos);
 }
 
 TEST(Budget, V1AndV2QuotasTightestWins) {
@@ -312,7 +324,8 @@ TEST(Budget, CorralCpusAboveTheHardwareSaysSo) {
 
 TEST(Budget, MalformedCorralCpusIsAClearError) {
   fake_tree tree;
-  for (const char* bad : {"0", "-2", "abc", "2.5", "", " ", "+3", "4 cpus", "99999999999999999999", "70000"}) {
+  for (const char* bad :
+       {"0", "-2", "abc", "2.5", "", " ", "+3", "4 cpus", "99999999999999999999", "70000"}) {
     budget_options options = options_for(tree);
     options.env_cpus = bad;
     try {
@@ -333,8 +346,9 @@ TEST(Budget, TopologyOfTheAllowedCpus) {
   write_v2(tree, "/job");
   tree.write("sys/fs/cgroup/job/cpuset.cpus.effective", "0-2\n");
   for (int cpu = 0; cpu < 4; ++cpu) {
-    tree.write("sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list",
-               cpu % 2 == 0 ? "0,2\n" : "1,3\n");
+    tree.write(
+        "sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/thread_siblings_list",
+        cpu % 2 == 0 ? "0,2\n" : "1,3\n");
   }
   tree.write("sys/devices/system/node/node0/cpulist", "0-3\n");
   const cpu_budget budget = read_budget(options_for(tree, "0-3"));
@@ -396,4 +410,29 @@ TEST(Budget, ReusesMountsAndTopologyButRereadsLimits) {
   EXPECT_EQ(read_budget(options).topology.cores.size(), 7U);  // reused
   options.reuse_static_reads = false;
   EXPECT_EQ(read_budget(options).topology.cores.size(), 6U);  // read afresh
+}
+
+TEST(Budget, ConcurrentCallsAgree) {
+  // The reuse caches are shared by all threads (run under TSan too).
+  fake_tree tree;
+  write_v2(tree, "/job");
+  tree.write("sys/fs/cgroup/job/cpu.max", "300000 100000\n");
+  const budget_options options = options_for(tree);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&options, &wrong, t] {
+      budget_options mine = options;
+      if (t % 2 == 1)
+        mine.proc_root = "/proc", mine.sys_root = "/sys",
+        mine.affinity = std::nullopt;  // alternate roots
+      for (int i = 0; i < 50; ++i) {
+        const cpu_budget budget = read_budget(mine);
+        if (t % 2 == 0 && (budget.cpus != 3 || budget.topology.cores.size() != 8)) ++wrong;
+        if (t % 2 == 1 && budget.cpu_ids.empty()) ++wrong;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(wrong.load(), 0);
 }

@@ -13,10 +13,10 @@ using corral::testing::fake_tree;
 namespace {
 
 // A mountinfo line for a cgroup file system (the optional "shared:N" field included).
-std::string mount_line(const std::string& root, const std::string& mount_point, const std::string& fstype,
-                       const std::string& super_options) {
-  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " + fstype + " " +
-         fstype + " " + super_options + "\n";
+std::string mount_line(const std::string& root, const std::string& mount_point,
+                       const std::string& fstype, const std::string& super_options) {
+  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " +
+         fstype + " " + fstype + " " + super_options + "\n";
 }
 
 const budget_source& find(const std::vector<budget_source>& sources, const std::string& name) {
@@ -29,7 +29,8 @@ const budget_source& find(const std::vector<budget_source>& sources, const std::
 }  // namespace
 
 TEST(ProcCgroup, ParsesV1AndV2Lines) {
-  const auto lines = parse_proc_cgroup("9:name=systemd:/\n4:cpu,cpuacct:/docker/abc\n0::/system.slice/x.scope\nbad line\n");
+  const auto lines = parse_proc_cgroup(
+      "9:name=systemd:/\n4:cpu,cpuacct:/docker/abc\n0::/system.slice/x.scope\nbad line\n");
   ASSERT_EQ(lines.size(), 3U);
   EXPECT_EQ(lines[1].hierarchy_id, 4);
   EXPECT_EQ(lines[1].controllers, (std::vector<std::string>{"cpu", "cpuacct"}));
@@ -40,11 +41,12 @@ TEST(ProcCgroup, ParsesV1AndV2Lines) {
 }
 
 TEST(Mountinfo, FindsCgroupMountsOnly) {
-  const std::string text = "22 27 0:21 / /proc rw,relatime - proc proc rw\n" +
-                           mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
-                           mount_line("/docker/abc", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
-                           "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n" +
-                           mount_line("/", "/mnt/my\\040cgroup", "cgroup2", "rw") + "garbage\n- cgroup2\n";
+  const std::string text =
+      "22 27 0:21 / /proc rw,relatime - proc proc rw\n" +
+      mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
+      mount_line("/docker/abc", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
+      "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n" +
+      mount_line("/", "/mnt/my\\040cgroup", "cgroup2", "rw") + "garbage\n- cgroup2\n";
   const auto mounts = parse_cgroup_mounts(text);
   ASSERT_EQ(mounts.size(), 4U);
   EXPECT_EQ(mounts[0].version, 1);
@@ -73,7 +75,8 @@ TEST(CpuQuota, MaxAndMinusOneMeanNoLimit) {
 }
 
 TEST(CpuQuota, GarbageIsInvalidWithAReason) {
-  for (const char* bad : {"", "abc", "150000", "150000 0", "0 100000", "-5 100000", "1.5 100000", "max abc", "1 2 3"}) {
+  for (const char* bad : {"", "abc", "150000", "150000 0", "0 100000", "-5 100000", "1.5 100000",
+                          "max abc", "1 2 3"}) {
     const cpu_quota quota = parse_cpu_max(bad);
     EXPECT_EQ(quota.state, cpu_quota::status::invalid) << bad;
     EXPECT_FALSE(quota.error.empty()) << bad;
@@ -88,9 +91,10 @@ TEST(CpuQuota, GarbageIsInvalidWithAReason) {
 TEST(LocateCgroup, MapsTheCgroupPathUnderTheMountPoint) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup/system.slice/docker-abc.scope");
-  const auto where = locate_cgroup(parse_proc_cgroup("0::/system.slice/docker-abc.scope\n"),
-                                   parse_cgroup_mounts(mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw")), "",
-                                   tree.proc(), tree.sys());
+  const auto where =
+      locate_cgroup(parse_proc_cgroup("0::/system.slice/docker-abc.scope\n"),
+                    parse_cgroup_mounts(mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw")), "",
+                    tree.proc(), tree.sys());
   ASSERT_TRUE(where);
   EXPECT_EQ(where->mount_dir, tree.sys() / "fs/cgroup");
   EXPECT_EQ(where->leaf_dir, tree.sys() / "fs/cgroup/system.slice/docker-abc.scope");
@@ -105,7 +109,8 @@ TEST(LocateCgroup, V1ControllerFoundInCoMountedHierarchy) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup/cpu,cpuacct/job");
   const auto memberships = parse_proc_cgroup("3:cpuset:/\n2:cpu,cpuacct:/job\n0::/\n");
-  const auto mounts = parse_cgroup_mounts(mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"));
+  const auto mounts = parse_cgroup_mounts(
+      mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"));
   const auto cpu = locate_cgroup(memberships, mounts, "cpu", tree.proc(), tree.sys());
   ASSERT_TRUE(cpu);
   EXPECT_EQ(cpu->leaf_dir, tree.sys() / "fs/cgroup/cpu,cpuacct/job");
@@ -117,12 +122,15 @@ TEST(LocateCgroup, V1ControllerFoundInCoMountedHierarchy) {
 TEST(LocateCgroup, ContainerMountRootIsStrippedFromThePath) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup/cpu/sub");
-  const auto mounts = parse_cgroup_mounts(mount_line("/docker/abc", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"));
-  const auto at_root = locate_cgroup(parse_proc_cgroup("2:cpu:/docker/abc\n"), mounts, "cpu", tree.proc(), tree.sys());
+  const auto mounts =
+      parse_cgroup_mounts(mount_line("/docker/abc", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"));
+  const auto at_root = locate_cgroup(parse_proc_cgroup("2:cpu:/docker/abc\n"), mounts, "cpu",
+                                     tree.proc(), tree.sys());
   ASSERT_TRUE(at_root);
   EXPECT_EQ(at_root->leaf_dir, tree.sys() / "fs/cgroup/cpu");
   EXPECT_EQ(at_root->dirs_leaf_first().size(), 1U);
-  const auto below = locate_cgroup(parse_proc_cgroup("2:cpu:/docker/abc/sub\n"), mounts, "cpu", tree.proc(), tree.sys());
+  const auto below = locate_cgroup(parse_proc_cgroup("2:cpu:/docker/abc/sub\n"), mounts, "cpu",
+                                   tree.proc(), tree.sys());
   ASSERT_TRUE(below);
   EXPECT_EQ(below->leaf_dir, tree.sys() / "fs/cgroup/cpu/sub");
 }
@@ -130,8 +138,10 @@ TEST(LocateCgroup, ContainerMountRootIsStrippedFromThePath) {
 TEST(LocateCgroup, PathOutsideTheMountRootFallsBackToTheMountRoot) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup/cpu");
-  const auto mounts = parse_cgroup_mounts(mount_line("/docker/abc", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"));
-  const auto where = locate_cgroup(parse_proc_cgroup("2:cpu:/kubepods/pod1/xyz\n"), mounts, "cpu", tree.proc(), tree.sys());
+  const auto mounts =
+      parse_cgroup_mounts(mount_line("/docker/abc", "/sys/fs/cgroup/cpu", "cgroup", "rw,cpu"));
+  const auto where = locate_cgroup(parse_proc_cgroup("2:cpu:/kubepods/pod1/xyz\n"), mounts, "cpu",
+                                   tree.proc(), tree.sys());
   ASSERT_TRUE(where);
   EXPECT_EQ(where->leaf_dir, where->mount_dir);
   EXPECT_NE(where->note.find("not under the mount's root"), std::string::npos) << where->note;
@@ -141,11 +151,13 @@ TEST(LocateCgroup, InvisiblePathFallsBackToTheMountRoot) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup");
   const auto mounts = parse_cgroup_mounts(mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
-  const auto missing = locate_cgroup(parse_proc_cgroup("0::/not/here\n"), mounts, "", tree.proc(), tree.sys());
+  const auto missing =
+      locate_cgroup(parse_proc_cgroup("0::/not/here\n"), mounts, "", tree.proc(), tree.sys());
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->leaf_dir, missing->mount_dir);
   EXPECT_NE(missing->note.find("not visible"), std::string::npos) << missing->note;
-  const auto outside = locate_cgroup(parse_proc_cgroup("0::/../../elsewhere\n"), mounts, "", tree.proc(), tree.sys());
+  const auto outside = locate_cgroup(parse_proc_cgroup("0::/../../elsewhere\n"), mounts, "",
+                                     tree.proc(), tree.sys());
   ASSERT_TRUE(outside);
   EXPECT_EQ(outside->leaf_dir, outside->mount_dir);
   EXPECT_FALSE(outside->note.empty());
@@ -154,9 +166,11 @@ TEST(LocateCgroup, InvisiblePathFallsBackToTheMountRoot) {
 TEST(LocateCgroup, PrefersTheBindMountThatHoldsThePath) {
   fake_tree tree;
   tree.mkdir("sys/fs/cgroup/a/leaf");
-  const auto mounts = parse_cgroup_mounts(mount_line("/other", "/sys/fs/cgroup/b", "cgroup2", "rw") +
-                                          mount_line("/job", "/sys/fs/cgroup/a", "cgroup2", "rw"));
-  const auto where = locate_cgroup(parse_proc_cgroup("0::/job/leaf\n"), mounts, "", tree.proc(), tree.sys());
+  const auto mounts =
+      parse_cgroup_mounts(mount_line("/other", "/sys/fs/cgroup/b", "cgroup2", "rw") +
+                          mount_line("/job", "/sys/fs/cgroup/a", "cgroup2", "rw"));
+  const auto where =
+      locate_cgroup(parse_proc_cgroup("0::/job/leaf\n"), mounts, "", tree.proc(), tree.sys());
   ASSERT_TRUE(where);
   EXPECT_EQ(where->leaf_dir, tree.sys() / "fs/cgroup/a/leaf");
 }
@@ -202,7 +216,8 @@ TEST(CgroupSources, GarbageLevelIsIgnoredWhenAnotherLevelIsUsable) {
   tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
   tree.write("sys/fs/cgroup/a/cpu.max", "lots please\n");
   tree.write("sys/fs/cgroup/cpu.max", "50000 100000\n");
-  const budget_source quota = find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v2 cpu.max");
+  const budget_source quota =
+      find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v2 cpu.max");
   EXPECT_FALSE(quota.skipped);
   EXPECT_EQ(quota.cpus, 1);
   EXPECT_NE(quota.detail.find("ignored"), std::string::npos) << quota.detail;
@@ -212,9 +227,11 @@ TEST(CgroupSources, GarbageLevelIsIgnoredWhenAnotherLevelIsUsable) {
 TEST(CgroupSources, EmptyCpusetIsSkippedNotZero) {
   fake_tree tree;
   tree.write("proc/self/cgroup", "3:cpuset:/\n");
-  tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset"));
+  tree.write("proc/self/mountinfo",
+             mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset"));
   tree.write("sys/fs/cgroup/cpuset/cpuset.cpus", "\n");
-  const budget_source cpuset = find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v1 cpuset.cpus");
+  const budget_source cpuset =
+      find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v1 cpuset.cpus");
   EXPECT_TRUE(cpuset.skipped);
   EXPECT_FALSE(cpuset.cpus);
   EXPECT_NE(cpuset.detail.find("empty"), std::string::npos) << cpuset.detail;
@@ -225,7 +242,8 @@ TEST(CgroupSources, UnreadableQuotaFileIsSkippedWithTheError) {
   tree.write("proc/self/cgroup", "0::/\n");
   tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
   tree.mkdir("sys/fs/cgroup/cpu.max");  // a directory: read() fails with EISDIR
-  const budget_source quota = find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v2 cpu.max");
+  const budget_source quota =
+      find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v2 cpu.max");
   EXPECT_TRUE(quota.skipped);
   EXPECT_NE(quota.detail.find("cannot read"), std::string::npos) << quota.detail;
 }

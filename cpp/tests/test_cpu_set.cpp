@@ -39,7 +39,8 @@ TEST(CpuSet, HoldsMoreThan1024Cpus) {
 }
 
 TEST(CpuSet, RejectsGarbageWithTheTextInTheMessage) {
-  for (const char* bad : {"abc", "1-", "-1", "3-1", "0,,2", "1,", "0-3x", "1.5", "99999999999", "70000", "0 1"}) {
+  for (const char* bad :
+       {"abc", "1-", "-1", "3-1", "0,,2", "1,", "0-3x", "1.5", "99999999999", "70000", "0 1"}) {
     try {
       (void)cpu_set::parse(bad);
       ADD_FAILURE() << "accepted " << bad;

@@ -4,6 +4,8 @@
 #include "corral/native.hpp"
 
 #include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -300,5 +302,23 @@ TEST(NativeController, ConcurrentUseIsSafe) {
   });
   for (auto& t : threads) t.join();
   EXPECT_TRUE(ok.load());
+  dlclose(gomp);
+}
+
+// A forked child (multiprocessing's fork start method) can use the shared controller straight away.
+TEST(NativeController, SharedInstanceWorksInAForkedChild) {
+  void* gomp = load_libgomp();
+  std::size_t in_parent = native::controller::process().libraries()->size();
+  ASSERT_GE(in_parent, 1u);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    bool ok = native::controller::process().libraries()->size() == in_parent &&
+              native::controller::process().set_thread_limit(1).entries.size() >= 1;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   dlclose(gomp);
 }

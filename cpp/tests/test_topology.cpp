@@ -54,7 +54,8 @@ TEST(Topology, GroupsSmtSiblingsIntoCores) {
 TEST(Topology, OlderKernelsThreadSiblingsListIsRead) {
   fake_tree tree;
   write_smt_machine(tree, "thread_siblings_list");
-  EXPECT_EQ(core_ids(read_topology(cpu_set::parse("0-3"), tree.sys())), (std::vector<std::vector<int>>{{0, 2}, {1, 3}}));
+  EXPECT_EQ(core_ids(read_topology(cpu_set::parse("0-3"), tree.sys())),
+            (std::vector<std::vector<int>>{{0, 2}, {1, 3}}));
 }
 
 TEST(Topology, OnlyAllowedCpusAppear) {
@@ -64,7 +65,8 @@ TEST(Topology, OnlyAllowedCpusAppear) {
   EXPECT_EQ(core_ids(topology), (std::vector<std::vector<int>>{{0, 2}, {1}}));
   EXPECT_EQ(node_ids(topology), (std::vector<std::vector<int>>{{0, 1}, {2}}));
   // A node none of whose CPUs is allowed is left out.
-  EXPECT_EQ(node_ids(read_topology(cpu_set::parse("2-3"), tree.sys())), (std::vector<std::vector<int>>{{2, 3}}));
+  EXPECT_EQ(node_ids(read_topology(cpu_set::parse("2-3"), tree.sys())),
+            (std::vector<std::vector<int>>{{2, 3}}));
 }
 
 TEST(Topology, MissingFilesMeanOneCorePerCpuAndOneNode) {

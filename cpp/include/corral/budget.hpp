@@ -46,10 +46,11 @@ struct budget_options {
 };
 
 struct cpu_budget {
-  int cpus = 1;          // the budget B: at least 1
-  cpu_set cpu_ids;       // the CPUs this process may run on: affinity within the cgroup cpusets
+  int cpus = 1;            // the budget B: at least 1
+  cpu_set cpu_ids;         // the CPUs this process may run on: affinity within the cgroup cpusets
   std::string decided_by;  // the name of the source that set `cpus`
-  bool exceeds_hardware = false;  // CORRAL_CPUS is above cpu_ids.count(): emulating a bigger machine
+  bool exceeds_hardware =
+      false;  // CORRAL_CPUS is above cpu_ids.count(): emulating a bigger machine
   // In this order: "affinity", "cgroup v2 cpu.max", "cgroup v2 cpuset.cpus.effective",
   // "cgroup v1 cpu.cfs_quota_us", "cgroup v1 cpuset.cpus", "CORRAL_CPUS". All always present.
   std::vector<budget_source> sources;

@@ -27,8 +27,8 @@ std::vector<cgroup_membership> parse_proc_cgroup(std::string_view text);
 struct cgroup_mount {
   int version = 0;                       // 1 or 2
   std::vector<std::string> controllers;  // v1: from the super options, e.g. {"cpu", "cpuacct"}
-  std::string root;                      // the cgroup shown at the mount point ("/" unless bind-mounted)
-  std::string mount_point;               // octal escapes (\040) decoded
+  std::string root;         // the cgroup shown at the mount point ("/" unless bind-mounted)
+  std::string mount_point;  // octal escapes (\040) decoded
 };
 
 std::vector<cgroup_mount> parse_cgroup_mounts(std::string_view mountinfo);
@@ -46,7 +46,8 @@ struct cgroup_location {
 // point is read under sys_root / proc_root when it lies under /sys or /proc, so that
 // fake trees work. nullopt when the process has no such hierarchy mounted.
 std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership>& memberships,
-                                             const std::vector<cgroup_mount>& mounts, std::string_view controller,
+                                             const std::vector<cgroup_mount>& mounts,
+                                             std::string_view controller,
                                              const std::filesystem::path& proc_root,
                                              const std::filesystem::path& sys_root);
 
@@ -65,7 +66,8 @@ struct cpu_quota {
 };
 
 cpu_quota parse_cpu_max(std::string_view text);  // "max 100000" or "150000 100000"
-cpu_quota parse_cfs_quota(std::string_view quota_text, std::string_view period_text);  // -1 means none
+cpu_quota parse_cfs_quota(std::string_view quota_text,
+                          std::string_view period_text);  // -1 means none
 
 // The four cgroup sources, in this order: "cgroup v2 cpu.max", "cgroup v2 cpuset.cpus.effective",
 // "cgroup v1 cpu.cfs_quota_us", "cgroup v1 cpuset.cpus". Each is present even when its
@@ -77,6 +79,7 @@ cpu_quota parse_cfs_quota(std::string_view quota_text, std::string_view period_t
 // (the costliest read: about 100 us on a VM). A cgroup file system mounted afresh since
 // then goes unseen; moving the process to another cgroup does not.
 std::vector<budget_source> read_cgroup_sources(const std::filesystem::path& proc_root,
-                                               const std::filesystem::path& sys_root, bool reuse_mounts = false);
+                                               const std::filesystem::path& sys_root,
+                                               bool reuse_mounts = false);
 
 }  // namespace corral

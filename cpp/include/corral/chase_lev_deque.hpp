@@ -21,6 +21,8 @@
 #pragma once
 
 #include <atomic>
+
+#include "corral/fence.hpp"
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -59,7 +61,7 @@ class chase_lev_deque {
     std::int64_t b = bottom_.load(std::memory_order_relaxed) - 1;
     ring* a = array_.load(std::memory_order_relaxed);
     bottom_.store(b, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    seq_cst_fence();
     std::int64_t t = top_.load(std::memory_order_relaxed);
     if (t > b) {  // was empty
       bottom_.store(b + 1, std::memory_order_relaxed);
@@ -77,7 +79,7 @@ class chase_lev_deque {
   // Any thread.
   steal_result steal(T& out) noexcept {
     std::int64_t t = top_.load(std::memory_order_acquire);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    seq_cst_fence();
     std::int64_t b = bottom_.load(std::memory_order_acquire);
     if (t >= b) return steal_result::empty;
     ring* a = array_.load(std::memory_order_acquire);

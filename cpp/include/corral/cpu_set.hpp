@@ -33,7 +33,7 @@ class cpu_set {
   [[nodiscard]] std::size_t count() const;
   [[nodiscard]] bool empty() const { return count() == 0; }
   [[nodiscard]] std::vector<int> ids() const;  // ascending
-  [[nodiscard]] int first() const;            // -1 when empty
+  [[nodiscard]] int first() const;             // -1 when empty
 
   [[nodiscard]] cpu_set operator&(const cpu_set& other) const;  // intersection
   [[nodiscard]] cpu_set operator|(const cpu_set& other) const;  // union

@@ -14,6 +14,8 @@
 #pragma once
 
 #include <atomic>
+
+#include "corral/fence.hpp"
 #include <chrono>
 #include <climits>
 #include <cstdint>
@@ -26,7 +28,7 @@ class event_count {
  public:
   std::uint32_t prepare_wait() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    seq_cst_fence();
     return epoch_.load(std::memory_order_acquire);
   }
 
@@ -61,7 +63,7 @@ class event_count {
 
  private:
   void notify(int count) noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // F_n: orders the caller's publish before N3
+    seq_cst_fence();  // F_n: orders the caller's publish before N3
     if (waiters_.load(std::memory_order_relaxed) == 0) return;
     epoch_.fetch_add(1, std::memory_order_seq_cst);
     futex_wake(&epoch_, count);

@@ -21,7 +21,7 @@ struct numa_node {
 };
 
 struct cpu_topology {
-  std::vector<physical_core> cores;  // ordered by first CPU
+  std::vector<physical_core> cores;   // ordered by first CPU
   std::vector<numa_node> numa_nodes;  // ordered by id; nodes without allowed CPUs are left out
   std::vector<std::string> notes;     // what was missing and what was assumed instead
 };
