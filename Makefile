@@ -34,6 +34,10 @@ test-cpp: $(addprefix test-cpp-,$(PRESETS))
 
 $(addprefix test-cpp-,$(PRESETS)): test-cpp-%: $(VENV)/.deps
 	cd cpp && cmake --preset $* >/dev/null && cmake --build --preset $* && ctest --preset $*
+	@# Under CI (CORRAL_NO_SKIP=1) a GoogleTest skip is a failure, as a pytest skip is.
+	@if [ "$${CORRAL_NO_SKIP:-}" = 1 ] && grep -q '\[  SKIPPED \]' build/cpp-$*/Testing/Temporary/LastTest.log; then \
+	  grep '\[  SKIPPED \]' build/cpp-$*/Testing/Temporary/LastTest.log; \
+	  echo "C++ tests were skipped ($*): CI does not accept skips" >&2; exit 1; fi
 
 test-py: setup
 	$(VPY) -m pytest tests -q

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 
@@ -53,7 +54,8 @@ def _format_text(report: dict) -> str:
     for name, src in report["sources"].items():
         value = "no limit" if src.get("cpus") is None else f"{src['cpus']} CPUs"
         where = f" [{src['path']}]" if src.get("path") else ""
-        detail = f": {src['detail']}" if src.get("detail") else ""
+        text = src.get("detail", "").removesuffix(": no limit")
+        detail = f": {text}" if text and text != "no limit" else ""
         lines.append(f"  {name:34s} {value}{where}{detail}")
     cores = report["cores"]
     smt = sum(1 for c in cores if len(c) > 1)
@@ -96,9 +98,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a malformed CORRAL_CPUS
         print(f"corral info: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        json.dump(report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(_format_text(report))
+    out = json.dumps(report, indent=2) if args.json else _format_text(report)
+    try:
+        print(out)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `info | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
