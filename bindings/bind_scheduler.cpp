@@ -19,8 +19,8 @@
 #include "bindings.hpp"
 #include "corral/blocking.hpp"
 #include "corral/event.hpp"
-#include "corral/native.hpp"
 #include "corral/scheduler.hpp"
+#include "task_native_limits.hpp"
 #include "wait_monitor.hpp"
 
 namespace corral::bindings {
@@ -68,25 +68,9 @@ class worker_thread_state {
 
 thread_local worker_thread_state this_worker;
 
-// inner_threads for submit(): 0 leaves the native libraries alone, < 0 shares the budget among the
-// tasks running now, n > 0 sets n.
-unsigned inner_thread_count(int inner_threads) {
-  if (inner_threads > 0) return static_cast<unsigned>(inner_threads);
-  scheduler& s = scheduler::global();
-  const unsigned running = std::max(1u, s.running());
-  return std::max(1u, s.slots() / running);
-}
-
 // Runs one Python callable; owns the reference. Never throws.
 void run_python_task(PyObject* callable, int inner_threads) noexcept {
-  std::optional<native::scoped_thread_limit> limit;
-  if (inner_threads != 0) {
-    try {
-      limit.emplace(native::controller::process(), inner_thread_count(inner_threads));
-    } catch (...) {
-      // A library that refuses a limit must not cost the task; it runs with the library's setting.
-    }
-  }
+  const task_native_limits limits(inner_threads);
   if (!this_worker.ready()) return;  // Python is exiting: the callable (and its reference) is dropped
   wait_monitor::task_started();  // unannounced waits in the task get their slot lent
   PyGILState_STATE gil = PyGILState_Ensure();

@@ -15,6 +15,7 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -24,7 +25,11 @@ namespace corral::bindings::wait_monitor {
 namespace {
 
 constexpr std::chrono::milliseconds sample_interval{1};
-constexpr int stalled_samples_needed = 2;  // ~1-2 ms asleep in one system call before a slot is lent
+// Samples asleep before a slot is lent: ~1-2 ms in I/O or a sleep; ~20 ms in futex (a lock, a
+// condition variable: longer than a GIL hand-over takes, so that waiting for the GIL is not counted,
+// yet a task blocked on a lock whose owner waits for a slot gets one: no deadlock).
+constexpr int stalled_samples_needed = 2;
+constexpr int futex_samples_needed = 20;
 
 pid_t this_thread_id() noexcept {
   thread_local const pid_t id = static_cast<pid_t>(::syscall(SYS_gettid));
@@ -50,30 +55,49 @@ bool is_futex_call(long number) noexcept {
   return false;
 }
 
-// Whether thread `tid` of this process sleeps in a system call other than futex right now.
-bool sleeps_outside_futex(pid_t tid) noexcept {
-  char path[64];
-  char buf[512];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
-  if (!read_small_file(path, buf, sizeof buf)) return false;
+enum class sleep_kind { none, futex, other };
+
+// Whether thread `tid` of this process sleeps in a system call now, and in which (path, buf: scratch).
+sleep_kind sleeping_in(pid_t tid, char* path, std::size_t path_size, char* buf, std::size_t buf_size) noexcept {
+  std::snprintf(path, path_size, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  if (!read_small_file(path, buf, buf_size)) return sleep_kind::none;
   const char* end_of_name = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
-  if (end_of_name == nullptr || end_of_name[1] == '\0') return false;
+  if (end_of_name == nullptr || end_of_name[1] == '\0') return sleep_kind::none;
   const char state = end_of_name[2];
-  if (state != 'S' && state != 'D') return false;
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
-  if (!read_small_file(path, buf, sizeof buf)) return false;  // unreadable: never lend on a guess
-  if (std::strncmp(buf, "running", 7) == 0) return false;
+  if (state != 'S' && state != 'D') return sleep_kind::none;
+  std::snprintf(path, path_size, "/proc/self/task/%d/syscall", static_cast<int>(tid));
+  if (!read_small_file(path, buf, buf_size)) return sleep_kind::none;  // unreadable: never guess
+  if (std::strncmp(buf, "running", 7) == 0) return sleep_kind::none;
   char* after = nullptr;
   const long number = std::strtol(buf, &after, 10);
-  if (after == buf || number < 0) return false;
-  return !is_futex_call(number);
+  if (after == buf || number < 0) return sleep_kind::none;
+  return is_futex_call(number) ? sleep_kind::futex : sleep_kind::other;
+}
+
+struct thread_sample {
+  sleep_kind kind = sleep_kind::none;
+  unsigned long long cpu_ns = 0;  // CPU time so far: unchanged between samples = did not run at all
+};
+
+// Whether thread `tid` of this process sleeps in a system call now, in which kind, and its CPU time.
+thread_sample sample_thread(pid_t tid) noexcept {
+  thread_sample out;
+  char path[64];
+  char buf[512];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+  if (!read_small_file(path, buf, sizeof buf)) return out;
+  out.cpu_ns = std::strtoull(buf, nullptr, 10);
+  out.kind = sleeping_in(tid, path, sizeof path, buf, sizeof buf);
+  return out;
 }
 
 struct thread_entry {
   int tasks = 0;                // Python tasks the thread is inside (nested ones run inside waits)
   int announced = 0;            // announced waits in the innermost task
   std::vector<int> outer;       // `announced` of the enclosing tasks
-  int stalled_samples = 0;      // consecutive samples found stalled
+  int stalled_samples = 0;      // consecutive samples found asleep outside futex
+  int futex_samples = 0;        // consecutive samples found asleep in futex
+  unsigned long long cpu_ns = 0;  // CPU time at the last sample
 };
 
 class monitor {
@@ -85,6 +109,7 @@ class monitor {
     e.outer.push_back(e.announced);
     e.announced = 0;
     e.stalled_samples = 0;
+    e.futex_samples = 0;
     if (!thread_started_) {
       std::thread([this] { loop(); }).detach();  // lives as long as the process
       thread_started_ = true;
@@ -104,6 +129,7 @@ class monitor {
     e.announced = e.outer.back();
     e.outer.pop_back();
     e.stalled_samples = 0;
+    e.futex_samples = 0;
   }
 
   void announced(int delta) {
@@ -112,6 +138,7 @@ class monitor {
     if (it == threads_.end()) return;
     it->second.announced += delta;
     it->second.stalled_samples = 0;
+    it->second.futex_samples = 0;
   }
 
   void set_base(unsigned slots) {
@@ -130,22 +157,32 @@ class monitor {
   void loop() noexcept {
     std::unique_lock<std::mutex> lock(mutex_);
     std::vector<pid_t> candidates;
-    std::vector<pid_t> stalled_now;
+    std::vector<std::pair<pid_t, thread_sample>> samples;
     for (;;) {
       wake_.wait(lock, [&] { return !threads_.empty() || lent_ > 0; });
       candidates.clear();
       for (const auto& [tid, e] : threads_)
         if (e.announced == 0) candidates.push_back(tid);
       lock.unlock();
-      stalled_now.clear();
-      for (pid_t tid : candidates)
-        if (sleeps_outside_futex(tid)) stalled_now.push_back(tid);
+      samples.clear();
+      for (pid_t tid : candidates) samples.emplace_back(tid, sample_thread(tid));
       lock.lock();
       unsigned stalled = 0;
       for (auto& [tid, e] : threads_) {
-        const bool asleep = e.announced == 0 && std::find(stalled_now.begin(), stalled_now.end(), tid) != stalled_now.end();
-        e.stalled_samples = asleep ? e.stalled_samples + 1 : 0;
-        if (e.stalled_samples >= stalled_samples_needed) ++stalled;
+        // In futex, only a thread that has not run at all since the last sample counts: one long
+        // wait, not a thread that keeps waking up (a GIL waiter wakes every 5 ms to ask for the GIL).
+        sleep_kind kind = sleep_kind::none;
+        if (e.announced == 0) {
+          for (const auto& [sampled_tid, sample] : samples) {
+            if (sampled_tid != tid) continue;
+            kind = sample.kind;
+            if (kind == sleep_kind::futex && sample.cpu_ns != e.cpu_ns) kind = sleep_kind::none;
+            e.cpu_ns = sample.cpu_ns;
+          }
+        }
+        e.stalled_samples = kind == sleep_kind::other ? e.stalled_samples + 1 : 0;
+        e.futex_samples = kind == sleep_kind::futex ? e.futex_samples + 1 : 0;
+        if (e.stalled_samples >= stalled_samples_needed || e.futex_samples >= futex_samples_needed) ++stalled;
       }
       wanted_ = stalled;
       apply_locked();

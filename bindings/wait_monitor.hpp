@@ -3,11 +3,12 @@
 // goroutine stuck in a syscall.
 //
 // A monitor thread samples the threads running Python tasks every millisecond through
-// /proc/self/task/<tid>/{stat,syscall}. A thread seen sleeping (state S or D) in a system call other
-// than futex on two samples running is "stalled": the scheduler gets one more slot per stalled thread,
-// and the slot is taken back once the thread runs again or its task ends. futex waits are left out on
-// purpose: a thread waiting for the GIL sleeps in futex too, and lending slots for those would let more
-// tasks than the budget run native code at once. Announced waits (blocking scopes) are not counted:
+// /proc/self/task/<tid>/{stat,syscall,schedstat}. A thread seen sleeping (state S or D) in a system
+// call other than futex on two samples running is "stalled": the
+// scheduler gets one more slot per stalled thread, and the slot is taken back once the thread runs
+// again or its task ends. futex waits count only after ~20 ms without running: a thread waiting for
+// the GIL sleeps in futex too (but wakes every 5 ms to ask for it, so it never qualifies), and a task
+// blocked on a lock whose owner waits for a slot must get one in the end, or the two deadlock. Announced waits (blocking scopes) are not counted:
 // they have given their slot already.
 #pragma once
 

@@ -148,9 +148,35 @@ def test_sleeping_tasks_are_not_throttled_by_the_budget():
     assert elapsed < 0.05 * 2 * 3, f"64 naps of 50 ms on 32 in flight took {elapsed:.2f} s"
 
 
-def test_static_mode_is_accepted_by_the_pools():
-    with corral.patch(mode="static"), corral.ThreadPool(4) as pool:
-        assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+NATIVE_PROBE = textwrap.dedent("""\
+    from multiprocessing.pool import ThreadPool
+    import threadpoolctl, numpy
+    def blas_threads(_):
+        return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+    for size in (1, 2, 4):
+        with ThreadPool(size) as pool:
+            print(size, sorted(set(pool.map(blas_threads, range(8), chunksize=1))))
+    import time
+    time.sleep(0.05)  # the last task puts the process-wide limit back just after its result is out
+    print("main", blas_threads(None))
+""")
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--mode", "static"], {"1": "[2]", "2": "[1]", "4": "[1]"}),  # budget // pool size
+    (["--no-native"], {"1": "[2]", "2": "[2]", "4": "[2]"}),      # left alone
+])
+def test_native_limits_in_tasks(options, expected):
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")  # what a 2-CPU machine gives every task
+    env.pop("CORRAL_CPUS", None)
+    out = subprocess.run([sys.executable, "-m", "corral", "-p", "2", *options, "-c", NATIVE_PROBE], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert {k: lines[k] for k in expected} == expected
+    assert lines["main"] == "2"  # outside tasks, the process's own setting is back
 
 
 def test_terminate_fails_the_tasks_it_discards():
@@ -203,3 +229,40 @@ def test_cpu_bound_tasks_get_no_extra_slots():
     with corral.ThreadPool(8) as pool:
         pool.map(spin, range(64), chunksize=1)
     assert peak == budget
+
+
+def test_sleeping_while_holding_a_lock_does_not_deadlock():
+    # The sleeper gives its slot away; the slot holders then block on its lock. When it wakes it
+    # needs a slot back, and the holders will not reach a task boundary: the wait monitor must lend.
+    lock = threading.Lock()
+    counter = []
+
+    def locked_nap(i):
+        with lock:
+            time.sleep(0.005)
+            counter.append(i)
+
+    with corral.ThreadPool(8) as pool:
+        result = pool.map_async(locked_nap, range(40), chunksize=1)
+        assert result.get(timeout=60) == [None] * 40
+    assert sorted(counter) == list(range(40))
+
+
+def test_producers_and_consumers_in_one_pool():
+    import queue
+
+    q = queue.Queue(maxsize=2)
+
+    def produce(n):
+        for i in range(n):
+            q.put(i)
+        return n
+
+    def consume(n):
+        return sum(q.get(timeout=30) for _ in range(n))
+
+    with corral.ThreadPoolExecutor(6) as ex:
+        consumers = [ex.submit(consume, 50) for _ in range(3)]
+        producers = [ex.submit(produce, 50) for _ in range(3)]
+        assert [f.result(timeout=60) for f in producers] == [50] * 3
+        assert sum(f.result(timeout=60) for f in consumers) == 3 * sum(range(50))

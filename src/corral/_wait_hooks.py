@@ -68,6 +68,53 @@ def _socket_blocks(self, *args, **kwargs):
     return self.gettimeout() != 0.0  # a non-blocking socket never waits
 
 
+def _condition_wait(original):
+    """threading.Condition.wait that holds no slot while it waits, and takes its slot back *before*
+    taking the condition's lock again: waiting for a slot while holding the lock could deadlock
+    against the slot holders that wait for the lock. Same steps as the stdlib's own wait."""
+    from . import _scheduler
+
+    on_worker = _scheduler.on_worker
+    scope_type = _scheduler.BlockingScope
+    allocate_lock = threading._allocate_lock
+
+    @functools.wraps(original)
+    def wait(self, timeout=None):
+        if not on_worker():
+            return original(self, timeout)
+        if not self._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = allocate_lock()
+        waiter.acquire()
+        self._waiters.append(waiter)
+        saved_state = self._release_save()
+        gotit = False
+        try:  # restore state no matter what (e.g., KeyboardInterrupt)
+            scope = scope_type()
+            scope.enter()
+            try:
+                if timeout is None:
+                    waiter.acquire()
+                    gotit = True
+                elif timeout > 0:
+                    gotit = waiter.acquire(True, timeout)
+                else:
+                    gotit = waiter.acquire(False)
+            finally:
+                scope.exit()
+            return gotit
+        finally:
+            self._acquire_restore(saved_state)
+            if not gotit:
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    wait.__corral_original__ = original
+    return wait
+
+
 def install() -> None:
     """Wraps the waits above (idempotent)."""
     global _installed
@@ -85,5 +132,5 @@ def install() -> None:
             original = getattr(socket.socket, name, None)
             if original is not None:
                 setattr(socket.socket, name, _announcing(original, _socket_blocks))
-        threading.Condition.wait = _announcing(threading.Condition.wait)
+        threading.Condition.wait = _condition_wait(threading.Condition.wait)
         _installed = True

@@ -2,7 +2,7 @@
 
 While active, `multiprocessing.pool.ThreadPool` (hence `multiprocessing.dummy.Pool`) and
 `concurrent.futures.ThreadPoolExecutor` (also reached as `concurrent.futures.thread.ThreadPoolExecutor`)
-build corral's pools. Names a program imported before the patch are covered as well: the stdlib classes
+build corral's pools, and so do the process pools that corral.process_pool.patch_targets() lists. Names a program imported before the patch are covered as well: the stdlib classes
 get an `__init__` that makes the instance corral's when the stdlib class itself is called, so
 `from concurrent.futures import ThreadPoolExecutor` at a module's top still gives a corral pool.
 Subclasses of the stdlib classes are left alone (their code may rely on the stdlib's internals).
@@ -123,6 +123,19 @@ def _patch_classes() -> None:
         "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor",
         "names imported before patching: stdlib class construction builds corral's",
     ]
+    # Process pools: their module (process_pool.py) lists what to replace.
+    for owner, name, replacement in _process_pool_targets():
+        _set(owner, name, replacement)
+        owner_name = getattr(owner, "__qualname__", None) or getattr(owner, "__name__", repr(owner))
+        _active_description.append(f"{owner_name}.{name} -> corral's {getattr(replacement, '__qualname__', name)}")
+
+
+def _process_pool_targets():
+    try:
+        from .process_pool import patch_targets
+    except ImportError:  # process pools not built into this corral
+        return []
+    return patch_targets()
 
 
 def is_patched() -> bool:

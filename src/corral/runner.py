@@ -26,8 +26,9 @@ DESCRIPTION = """\
 Run a Python program with one CPU budget for all of its parallelism. While it runs,
 multiprocessing.pool.ThreadPool and concurrent.futures.ThreadPoolExecutor are corral's pools
 (names imported before the program started included): a pool keeps as many tasks in flight as
-its processes/max_workers says, but only about budget-many run at once; waits (sleep, sockets,
-select, locks, events, corral futures) do not count. BLAS/OpenMP thread counts are set as tasks start.
+its processes/max_workers says, but only about budget-many run at once; tasks that wait (sleep,
+sockets, select, locks, events, corral futures, any system call a monitor sees them asleep in) do
+not count. BLAS/OpenMP thread counts are set as tasks start (see modes).
 
 The program sees the same sys.argv, __main__, sys.path[0] and exit status as under plain python.
 `python -m corral info` shows the budget and the native thread pools (a script named "info": ./info)."""

@@ -24,6 +24,8 @@ from . import _dispatch, _pool_settings, _scheduler, _wait_hooks
 from ._dispatch import Dispatcher, WorkItem
 
 _live_pools: "weakref.WeakSet[ThreadPool]" = weakref.WeakSet()
+# The stdlib's chunking, taken before a patch may replace multiprocessing.pool.Pool.
+_get_tasks = _stdlib.Pool._get_tasks
 
 
 class _PoolEvent:
@@ -140,7 +142,7 @@ class ThreadPool(_stdlib.ThreadPool):
         if len(iterable) == 0:
             chunksize = 0
         result = _MapResult(self, chunksize, len(iterable), callback, error_callback=error_callback)
-        batches = _stdlib.Pool._get_tasks(func, iterable, chunksize)
+        batches = _get_tasks(func, iterable, chunksize)
         for task in self._guarded_task_generation(result._job, mapper, batches):
             self._put(task)
         return result
@@ -159,7 +161,7 @@ class ThreadPool(_stdlib.ThreadPool):
         if chunksize == 1:
             tasks = self._guarded_task_generation(result._job, func, iterable)
         else:
-            batches = _stdlib.Pool._get_tasks(func, iterable, chunksize)
+            batches = _get_tasks(func, iterable, chunksize)
             tasks = self._guarded_task_generation(result._job, _stdlib.mapstar, batches)
         # As the stdlib's task thread does: the iterable is walked in the background, so imap returns
         # at once even for a long or endless generator.
