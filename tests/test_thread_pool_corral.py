@@ -266,3 +266,10 @@ def test_producers_and_consumers_in_one_pool():
         producers = [ex.submit(produce, 50) for _ in range(3)]
         assert [f.result(timeout=60) for f in producers] == [50] * 3
         assert sum(f.result(timeout=60) for f in consumers) == 3 * sum(range(50))
+
+
+def test_waiting_for_the_pool_from_its_own_task_is_an_error_not_a_hang():
+    ex = corral.ThreadPoolExecutor(2)
+    with pytest.raises(RuntimeError, match="own tasks"):
+        ex.submit(ex.shutdown, wait=True).result(timeout=10)
+    ex.shutdown(wait=True)

@@ -180,5 +180,8 @@ class Dispatcher:
         """Waits until nothing is queued or in flight; a waiting corral worker gives up its slot."""
         from .blocking import blocking
 
+        stack = getattr(_running, "dispatchers", None)
+        if stack and self in stack:  # the stdlib: "cannot join current thread"
+            raise RuntimeError("cannot wait for a pool to finish from one of its own tasks")
         with blocking(), self._lock:
             return self._idle.wait_for(lambda: self._unfinished == 0 and not self._queue, timeout)
