@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 SOURCES := $(shell find cpp bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 
-.PHONY: setup demo test test-cpp test-py bench bench-cpp bench-py format clean $(addprefix test-cpp-,$(PRESETS))
+.PHONY: setup demo test test-cpp test-py bench bench-cpp bench-py bench-quick format clean $(addprefix test-cpp-,$(PRESETS))
 
 setup: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 demo: setup
 	$(VPY) benchmarks/demo.py
 
-test: setup test-cpp test-py
+test: setup test-cpp test-py bench-quick
 
 test-cpp: $(addprefix test-cpp-,$(PRESETS))
 
@@ -50,6 +50,10 @@ bench-cpp: $(VENV)/.deps
 
 bench-py: setup
 	$(VPY) benchmarks/run.py $(if $(QUICK),--quick,)
+
+# make test proves the benchmark harness works (correctness, not speed); results go to build/, not results/.
+bench-quick: setup
+	$(VPY) benchmarks/run.py --quick --out build/bench-quick
 
 format:
 	clang-format -i $$(find cpp bindings -name '*.cpp' -o -name '*.hpp')

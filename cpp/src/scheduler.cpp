@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -18,6 +20,7 @@
 #include "corral/budget.hpp"
 #include "corral/fence.hpp"
 #include "scheduler_state.hpp"
+#include "wait_monitor.hpp"
 
 namespace corral {
 
@@ -67,6 +70,11 @@ void bump(std::atomic<std::uint64_t>& counter) noexcept {  // single writer: no 
 
 constexpr std::size_t default_stack_size = std::size_t{64} << 20;
 
+pid_t kernel_thread_id() noexcept {
+  thread_local const pid_t id = static_cast<pid_t>(::syscall(SYS_gettid));
+  return id;
+}
+
 void* worker_entry(void* arg) {
   auto* w = static_cast<worker*>(arg);
   w->owner.run_worker(*w);
@@ -84,33 +92,45 @@ scheduler::state::state(scheduler& owner, options o) : self(owner), opts(std::mo
   if (max_threads < n)
     throw std::invalid_argument("corral::scheduler: max_threads (" + std::to_string(max_threads) +
                                 ") is below slots (" + std::to_string(n) + ")");
+  // Threads use at most max_threads records; outside helpers hold slots, so at most max_threads more.
+  record_capacity = 2 * max_threads;
   slots.store(n, std::memory_order_relaxed);
   free_slots.store(static_cast<int>(n), std::memory_order_relaxed);
   observer.store(opts.observer, std::memory_order_relaxed);
-  workers.reset(new std::atomic<detail::worker*>[max_threads]);
-  for (unsigned i = 0; i < max_threads; ++i) workers[i].store(nullptr, std::memory_order_relaxed);
-  worker_storage.reset(new std::unique_ptr<detail::worker>[max_threads]);
+  workers.reset(new std::atomic<detail::worker*>[record_capacity]);
+  for (unsigned i = 0; i < record_capacity; ++i) workers[i].store(nullptr, std::memory_order_relaxed);
+  worker_storage.reset(new std::unique_ptr<detail::worker>[record_capacity]);
+}
+
+scheduler::state::~state() = default;
+
+worker* scheduler::state::claim_record_locked() {
+  for (unsigned i = 0; i < record_capacity; ++i) {
+    worker* candidate = workers[i].load(std::memory_order_relaxed);
+    if (candidate == nullptr) {
+      worker_storage[i] = std::make_unique<worker>(*this, i);
+      worker* w = worker_storage[i].get();
+      w->alive.store(true, std::memory_order_relaxed);
+      workers[i].store(w, std::memory_order_release);
+      if (high_water.load(std::memory_order_relaxed) < i + 1) high_water.store(i + 1, std::memory_order_release);
+      return w;
+    }
+    if (!candidate->alive.load(std::memory_order_acquire)) {
+      if (candidate->joinable) {  // its previous thread retired; reap it (it is at most finishing its return)
+        pthread_join(candidate->thread, nullptr);
+        candidate->joinable = false;
+      }
+      candidate->alive.store(true, std::memory_order_relaxed);
+      return candidate;
+    }
+  }
+  return nullptr;
 }
 
 bool scheduler::state::start_thread_locked() {
   if (stopping.load(std::memory_order_relaxed)) return false;
   if (threads.load(std::memory_order_relaxed) >= max_threads) return false;
-  worker* w = nullptr;
-  for (unsigned i = 0; i < max_threads && w == nullptr; ++i) {
-    worker* candidate = workers[i].load(std::memory_order_relaxed);
-    if (candidate == nullptr) {
-      worker_storage[i] = std::make_unique<worker>(*this, i);
-      w = worker_storage[i].get();
-      workers[i].store(w, std::memory_order_release);
-      if (high_water.load(std::memory_order_relaxed) < i + 1) high_water.store(i + 1, std::memory_order_release);
-    } else if (!candidate->alive.load(std::memory_order_acquire)) {
-      w = candidate;
-      if (w->joinable) {  // its previous thread retired; reap it (it is at most finishing its return)
-        pthread_join(w->thread, nullptr);
-        w->joinable = false;
-      }
-    }
-  }
+  worker* w = claim_record_locked();
   if (w == nullptr) return false;
 
   pthread_attr_t attributes;
@@ -121,7 +141,6 @@ bool scheduler::state::start_thread_locked() {
   sigfillset(&all);
   for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
   pthread_sigmask(SIG_SETMASK, &all, &previous);
-  w->alive.store(true, std::memory_order_relaxed);
   unsigned now = threads.fetch_add(1, std::memory_order_relaxed) + 1;
   int rc = pthread_create(&w->thread, &attributes, &worker_entry, w);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
@@ -146,7 +165,8 @@ void scheduler::state::start_spare() {
 
 void scheduler::state::run_worker(worker& w) {
   detail::thread_state& me = this_thread();
-  me = {&self, this, &w, false};
+  me = {&self, this, &w, false, false, 0};
+  w.tid.store(kernel_thread_id(), std::memory_order_relaxed);
   {
     char name[16];
     std::snprintf(name, sizeof name, "corral-%u", w.index);
@@ -298,9 +318,15 @@ task* scheduler::state::search(worker& w) {
 }
 
 void scheduler::state::execute(worker& w, task* t) noexcept {
+  detail::thread_state& me = this_thread();
   task_observer* watcher = observer.load(std::memory_order_relaxed);
   if (watcher != nullptr) watcher->on_task_start(self);
+  ++me.task_depth;
+  if (monitoring()) arm(w);
   t->execute(t);
+  // A task boundary: if the monitor lent our slot while the task slept, take one back (as a returner).
+  settle(disarm(w));
+  --me.task_depth;
   if (watcher != nullptr) watcher->on_task_end(self);
   bump(w.tasks_run);
 }
@@ -384,14 +410,22 @@ bool scheduler::state::try_acquire_slot(bool returning) noexcept {
   int keep = returning ? 0 : static_cast<int>(returners.load(std::memory_order_relaxed));
   int free = free_slots.load(std::memory_order_relaxed);
   while (free > keep) {
-    if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire, std::memory_order_relaxed))
+    if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+      // The monitor sleeps while no slot is held; a slot taken means a task may soon run (strict
+      // wake: event_count's fence orders our CAS before its look at the monitor's waiter count).
+      if (monitoring() && monitor_ec.waiters() != 0) wake_monitor();
       return true;
+    }
   }
   return false;
 }
 
 void scheduler::state::release_slot(bool may_start_spare) noexcept {
   this_thread().has_slot = false;
+  give_back_slot(may_start_spare);
+}
+
+void scheduler::state::give_back_slot(bool may_start_spare) noexcept {
   free_slots.fetch_add(1, std::memory_order_seq_cst);
   if (returners.load(std::memory_order_seq_cst) != 0) {
     slot_ec.notify_all();  // a returner takes it (they wait on slot_ec, not work_ec)
@@ -413,6 +447,14 @@ void scheduler::state::release_slot(bool may_start_spare) noexcept {
 }
 
 void scheduler::state::enter_blocking() noexcept {
+  detail::thread_state& me = this_thread();
+  std::uint32_t stage = disarm(*me.self);
+  if (stage == detail::lent) {  // the monitor gave our slot away already: the scope takes that over
+    lent_now.fetch_sub(1, std::memory_order_relaxed);
+    me.has_slot = false;
+    return;
+  }
+  settle(stage);
   blocked.fetch_add(1, std::memory_order_relaxed);
   release_slot(true);
 }
@@ -421,6 +463,10 @@ void scheduler::state::leave_blocking() noexcept {
   // Announce first, so that slot holders yield at their next boundary and sleepers leave us a slot.
   returners.fetch_add(1, std::memory_order_seq_cst);
   blocked.fetch_sub(1, std::memory_order_relaxed);
+  wait_as_returner();
+}
+
+void scheduler::state::wait_as_returner() noexcept {
   for (;;) {
     if (try_acquire_slot(true)) break;
     std::uint32_t key = slot_ec.prepare_wait();
@@ -435,6 +481,57 @@ void scheduler::state::leave_blocking() noexcept {
   // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
   notify_work_strict();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lending a sleeping task's slot (the worker's side; the monitor's is in wait_monitor.cpp).
+//
+// The worker arms its record as a task starts and disarms it before anything that touches its slot
+// (the task's end, a wait, a blocking scope). Disarming is a CAS out of a stable stage (waiting while
+// the monitor is `busy` with it), so exactly one side settles each lend: if the stage was `lent`, the
+// monitor released the slot and counted us blocked, and we come back as a returner; if `reclaiming`,
+// the monitor already counted us as a returner and we wait for the slot. The CAS acquires the
+// monitor's release store of the stage, so its counter updates are visible to what we do next.
+
+void scheduler::state::arm(worker& w) noexcept {
+  w.arm_count.store(w.arm_count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  w.lend_state.store(detail::armed, std::memory_order_release);  // publishes arm_count with it
+}
+
+std::uint32_t scheduler::state::disarm(worker& w) noexcept {
+  std::uint32_t stage = w.lend_state.load(std::memory_order_relaxed);
+  if (stage == detail::not_armed) return stage;  // the common case: one relaxed load
+  unsigned spins = 0;
+  for (;;) {
+    if (stage == detail::busy) {  // the monitor is mid-transition: it finishes in a few instructions
+      if (++spins < 64)
+        detail::cpu_relax();
+      else
+        sched_yield();
+      stage = w.lend_state.load(std::memory_order_relaxed);
+      continue;
+    }
+    if (w.lend_state.compare_exchange_weak(stage, detail::not_armed, std::memory_order_acquire,
+                                           std::memory_order_relaxed))
+      return stage;
+  }
+}
+
+void scheduler::state::settle(std::uint32_t stage) noexcept {
+  if (stage == detail::lent) {
+    lent_now.fetch_sub(1, std::memory_order_relaxed);
+    leave_blocking();
+  } else if (stage == detail::reclaiming) {
+    lent_now.fetch_sub(1, std::memory_order_relaxed);
+    wait_as_returner();
+  }
+}
+
+void scheduler::state::rearm_if_in_task() noexcept {
+  detail::thread_state& me = this_thread();
+  if (me.task_depth != 0 && me.has_slot && monitoring()) arm(*me.self);
+}
+
+void scheduler::state::wake_monitor() noexcept { monitor_ec.notify_one(); }
 
 // ---------------------------------------------------------------------------------------------
 // Waiting for a task group or an event.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <pthread.h>
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstdint>
@@ -34,6 +35,23 @@ struct worker {
   std::atomic<std::uint64_t> tasks_run{0};
   std::atomic<std::uint64_t> steals{0};
   std::atomic<std::uint64_t> parks{0};
+
+  // The wait monitor (wait_monitor.cpp) may lend this thread's slot while a task sleeps in it.
+  // lend_state is a lend_stage; each transition is made by whoever moves it out of a stable stage
+  // with a CAS (the monitor through `busy`), so the slot is given away and taken back exactly once.
+  std::atomic<std::uint32_t> lend_state{0};
+  std::atomic<std::uint32_t> arm_count{0};  // bumped at each arming: samples belong to one task
+  std::atomic<pid_t> tid{0};                // kernel thread id of the thread using this record
+};
+
+// worker::lend_state. Stable stages: not_armed, armed, lent, reclaiming; busy: the monitor is moving
+// the record from one to another (the worker waits for it to finish).
+enum lend_stage : std::uint32_t {
+  not_armed = 0,   // not inside a task, or inside an announced wait: never lent
+  armed = 1,       // inside a task, holding its slot: the monitor may lend it
+  busy = 2,        // the monitor is changing the stage
+  lent = 3,        // the monitor released the slot for this thread (counted in `blocked`)
+  reclaiming = 4,  // the thread ran again; the monitor registered it as a returner (`returners`)
 };
 
 // What the calling thread is to the scheduler. Plain thread_local: the fork handler resets it.
@@ -42,17 +60,23 @@ struct thread_state {
   scheduler::state* state = nullptr;
   worker* self = nullptr;
   bool has_slot = false;  // may run tasks now
+  bool temporary = false;  // an outside thread that took a free slot while it waits (outside_worker)
+  unsigned task_depth = 0; // tasks being run on this thread (nested ones run inside waits)
 };
 
 thread_state& this_thread() noexcept;
 
 }  // namespace detail
 
+class wait_monitor;
+
 struct scheduler::state {
   state(scheduler& owner, options o);
+  ~state();
 
   // Worker threads.
   bool start_thread_locked();  // spawn_mutex held
+  detail::worker* claim_record_locked();  // spawn_mutex held; a record no thread uses, marked alive
   void start_spare();
   void run_worker(detail::worker& w);
   bool wait_for_slot_and_work(detail::worker& w, bool& retired);
@@ -65,6 +89,7 @@ struct scheduler::state {
   // Slots.
   bool try_acquire_slot(bool returning) noexcept;
   void release_slot(bool may_start_spare) noexcept;
+  void give_back_slot(bool may_start_spare) noexcept;  // release_slot without touching the caller's TLS
   bool should_yield() const noexcept {
     return free_slots.load(std::memory_order_relaxed) <
            static_cast<int>(returners.load(std::memory_order_relaxed));
@@ -72,6 +97,16 @@ struct scheduler::state {
   bool surplus_threads() const noexcept;
   void enter_blocking() noexcept;
   void leave_blocking() noexcept;
+  void wait_as_returner() noexcept;  // `returners` already counts us: wait for a slot, then hold it
+
+  // Lending (the wait monitor). The worker side: arm as a task starts, disarm around anything that
+  // touches its slot; disarming settles a lend (takes the slot back as a returner).
+  void arm(detail::worker& w) noexcept;
+  std::uint32_t disarm(detail::worker& w) noexcept;  // returns the stage it found (not settled)
+  void settle(std::uint32_t stage) noexcept;         // holds a slot again afterwards
+  void rearm_if_in_task() noexcept;
+  bool monitoring() const noexcept { return monitor_on.load(std::memory_order_relaxed); }
+  void wake_monitor() noexcept;
 
   // Work.
   void push(detail::task* t);
@@ -79,10 +114,13 @@ struct scheduler::state {
   void notify_work_strict() noexcept;
   void wake_one_if_useful() noexcept;
   bool help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline);
+  bool join_as_temporary_worker() noexcept;  // an outside thread takes a free slot and a record
+  void leave_as_temporary_worker() noexcept;
 
   scheduler& self;
   options opts;
   unsigned max_threads;
+  unsigned record_capacity;  // worker records: max_threads threads plus one per slot for outside helpers
 
   alignas(64) std::atomic<int> free_slots{0};    // slots - threads holding a slot (negative after set_slots shrinks)
   std::atomic<unsigned> returners{0};            // back from blocking, waiting for a slot: they go first
@@ -97,6 +135,15 @@ struct scheduler::state {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> detached_pending{0};
   std::atomic<std::uint64_t> spares_started{0};
+  std::atomic<std::uint64_t> outside_helps{0};   // waits in which an outside thread ran tasks itself
+
+  // The wait monitor (wait_monitor.cpp): off unless options::monitor_waits or set_wait_monitor(true).
+  std::atomic<bool> monitor_on{false};
+  std::atomic<unsigned> lent_now{0};         // records in stage lent or reclaiming
+  std::atomic<std::uint64_t> lends{0};       // slots lent so far
+  detail::event_count monitor_ec;            // the monitor, idle while no slot is held
+  std::mutex monitor_mutex;                  // starting and stopping the monitor
+  std::unique_ptr<wait_monitor> monitor;
 
   std::unique_ptr<std::atomic<detail::worker*>[]> workers;
   std::unique_ptr<std::unique_ptr<detail::worker>[]> worker_storage;  // owns the records

@@ -45,7 +45,7 @@ task_group::~task_group() {
   if ((state_.load(std::memory_order_acquire) & count_mask) != 0) {
     if (std::uncaught_exceptions() > 0) cancel();
     pending_waitable pending(*this);
-    detail::wait_for(pending, nullptr);
+    detail::wait_for(pending, nullptr, scheduler_);
   }
 }
 
@@ -71,7 +71,7 @@ void task_group::capture(std::exception_ptr error) noexcept {
 
 void task_group::wait_until_empty() noexcept {
   pending_waitable pending(*this);
-  detail::wait_for(pending, nullptr);
+  detail::wait_for(pending, nullptr, scheduler_);
 }
 
 void task_group::wait() {

@@ -4,7 +4,6 @@ corral (see runner.py); `python -m corral info` shows what corral sees."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from . import _info, runner
@@ -26,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if own and own[-1] == "info" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # `info` is a subcommand; options before it (-p N) still apply. A script named info: ./info
         options = runner.build_parser().parse_args(own[:-1])
-        if options.cpus is not None:
-            os.environ["CORRAL_CPUS"] = str(options.cpus)
+        runner.apply_cpus(options.cpus)
         return _info.run(build_info_parser().parse_args(rest))
     return runner.main(argv)
 

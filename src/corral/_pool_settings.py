@@ -1,9 +1,11 @@
-"""How corral's thread pools size the native (BLAS/OpenMP) threads of their tasks.
+"""How corral's pools size the native (BLAS/OpenMP) threads of their tasks and workers.
 
 Process-wide; corral.patch() and the `python -m corral` runner set them for the program.
   native: set BLAS/OpenMP thread limits as tasks start (False: never touch them).
   mode:   "dynamic": inner = max(1, budget // tasks running now), decided at each task start.
           "static":  inner = max(1, budget // pool size), fixed for a pool (SMP-like).
+  factor: process pools' oversubscription factor (>= 1) when a pool is given none.
+  force:  process pools set thread limits even where the user set them, when a pool is given no `force`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 MODES = ("dynamic", "static")
 
 _lock = threading.Lock()
-_settings = {"native": True, "mode": "dynamic"}
+_settings = {"native": True, "mode": "dynamic", "factor": 1.0, "force": False}
 
 
 def get() -> dict:
@@ -28,6 +30,12 @@ def replace(**changes) -> dict:
         raise TypeError(f"unknown pool settings: {', '.join(sorted(unknown))}")
     if "mode" in changes and changes["mode"] not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {changes['mode']!r}")
+    if "factor" in changes:
+        from .worker_share import validate_factor
+
+        changes["factor"] = validate_factor(changes["factor"])
+    if "force" in changes:
+        changes["force"] = bool(changes["force"])
     with _lock:
         previous = dict(_settings)
         _settings.update(changes)

@@ -2,7 +2,10 @@
 
 While active, `multiprocessing.pool.ThreadPool` (hence `multiprocessing.dummy.Pool`) and
 `concurrent.futures.ThreadPoolExecutor` (also reached as `concurrent.futures.thread.ThreadPoolExecutor`)
-build corral's pools, and so do the process pools that corral.process_pool.patch_targets() lists. Names a program imported before the patch are covered as well: the stdlib classes
+build corral's thread pools, and the process pools that corral.process_pool.patch_targets() lists
+(`multiprocessing.Pool`, `multiprocessing.pool.Pool`, `ctx.Pool`, `concurrent.futures.ProcessPoolExecutor`,
+joblib's loky/multiprocessing worker environment) build corral's process pools, whose workers each get
+a share of the budget. Names a program imported before the patch are covered as well: the stdlib classes
 get an `__init__` that makes the instance corral's when the stdlib class itself is called, so
 `from concurrent.futures import ThreadPoolExecutor` at a module's top still gives a corral pool.
 Subclasses of the stdlib classes are left alone (their code may rely on the stdlib's internals).
@@ -67,27 +70,47 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
 
 
 class patch(contextlib.ContextDecorator):
-    """Context manager (and decorator) that makes the stdlib thread pools corral's.
+    """Context manager (and decorator) that makes the stdlib thread and process pools corral's.
 
-    native: set BLAS/OpenMP thread limits as tasks start (False: leave them as they are).
+    native: set BLAS/OpenMP thread limits as thread-pool tasks start (False: leave them as they are).
     mode: "dynamic" (inner threads = budget // running tasks, as tasks start) or "static"
     (SMP-like: inner threads = max(1, budget // pool size), fixed per pool).
+    factor: process pools' oversubscription factor (>= 1): each worker's CPU set, and its thread
+    limits, grow to ceil(share * factor); joblib's workers get the same widened limits.
+    force: process-pool and joblib workers get corral's thread-limit variables even where the user
+    set them (default: a variable the user set is passed on unchanged).
+    Explicit factor= / force= arguments of a corral.Pool or ProcessPoolExecutor still win.
     Nested patches are allowed; only the outermost one patches and restores.
     """
 
-    def __init__(self, *, native: bool = True, mode: str = "dynamic"):
+    def __init__(self, *, native: bool = True, mode: str = "dynamic", factor: float = 1.0, force: bool = False):
         if mode not in _pool_settings.MODES:
             raise ValueError(f"corral.patch: mode must be one of {', '.join(_pool_settings.MODES)}, not {mode!r}")
+        from .worker_share import validate_factor
+
+        try:
+            self.factor = validate_factor(factor)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"corral.patch: {exc}") from None
         self.native = bool(native)
         self.mode = mode
+        self.force = bool(force)
         self._previous_settings = None
 
     def __enter__(self) -> "patch":
         global _depth
         with _lock:
             if _depth == 0:
-                self._previous_settings = _pool_settings.replace(native=self.native, mode=self.mode)
-                _patch_classes()
+                self._previous_settings = _pool_settings.replace(native=self.native, mode=self.mode,
+                                                                 factor=self.factor, force=self.force)
+                try:
+                    _patch_classes()
+                except BaseException:
+                    _restore_all()
+                    _active_description.clear()
+                    _pool_settings.replace(**self._previous_settings)
+                    self._previous_settings = None
+                    raise
             _depth += 1
         return self
 
@@ -125,9 +148,23 @@ def _patch_classes() -> None:
     ]
     # Process pools: their module (process_pool.py) lists what to replace.
     for owner, name, replacement in _process_pool_targets():
+        previous = getattr(owner, name, None)
         _set(owner, name, replacement)
-        owner_name = getattr(owner, "__qualname__", None) or getattr(owner, "__name__", repr(owner))
-        _active_description.append(f"{owner_name}.{name} -> corral's {getattr(replacement, '__qualname__', name)}")
+        target = _qualified(replacement)
+        _active_description.append(f"{_qualified(owner)}.{name} -> " + (
+            f"wrapped by {replacement.__module__}" if "<locals>" in target else target))
+        # Names imported before the patch (`from concurrent.futures import ProcessPoolExecutor`):
+        # the stdlib class builds corral's, as for the thread pools above.
+        if (isinstance(previous, type) and isinstance(replacement, type) and previous is not replacement
+                and issubclass(replacement, previous) and "__init__" in previous.__dict__
+                and not any(o is previous and n == "__init__" for o, n, _ in _saved)):
+            _set(previous, "__init__", _redirecting_init(previous, replacement))
+
+
+def _qualified(obj: object) -> str:
+    module = getattr(obj, "__module__", None)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+    return f"{module}.{name}" if module and not isinstance(obj, type(contextlib)) else name
 
 
 def _process_pool_targets():

@@ -19,13 +19,15 @@ class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
     """concurrent.futures.ProcessPoolExecutor with one CPU share per worker.
 
     max_workers: workers (default: the budget, not os.cpu_count()).
-    factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor).
-    force: set the thread-limit variables even where the user set them.
+    factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor)
+        (None: 1, or what corral.patch(factor=) / the runner's -f set).
+    force: set the thread-limit variables even where the user set them (None: False, or what
+        corral.patch(force=) / the runner's --force set).
     The other arguments are the stdlib's.
     """
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
-                 max_tasks_per_child=None, factor: float = 1.0, force: bool = False):
+                 max_tasks_per_child=None, factor: float | None = None, force: bool | None = None):
         if max_workers is None:
             max_workers = worker_share.default_workers()
         if mp_context is None:

@@ -42,13 +42,15 @@ class Pool(multiprocessing.pool.Pool):
     """multiprocessing.pool.Pool with one CPU share per worker.
 
     processes: workers (default: the budget, not os.cpu_count()).
-    factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor).
-    force: set the thread-limit variables even where the user set them.
+    factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor)
+        (None: 1, or what corral.patch(factor=) / the runner's -f set).
+    force: set the thread-limit variables even where the user set them (None: False, or what
+        corral.patch(force=) / the runner's --force set).
     The other arguments are the stdlib's.
     """
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
-                 context=None, *, factor: float = 1.0, force: bool = False):
+                 context=None, *, factor: float | None = None, force: bool | None = None):
         if not isinstance(self, Pool):
             # The stdlib's ThreadPool.__init__ calls `Pool.__init__` through its module global,
             # which a patch makes this class: a thread pool gets the stdlib's own set-up.
@@ -139,12 +141,14 @@ def context_pool(self, processes=None, initializer=None, initargs=(), maxtaskspe
     return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 
 
-def patch_targets():
+def patch_targets(*, joblib: bool = True):
     """(owner, attribute, replacement) for every name corral.patch() should replace to put
     process pools under corral:
       multiprocessing.pool.Pool, multiprocessing.context.BaseContext.Pool (multiprocessing.Pool),
       concurrent.futures.ProcessPoolExecutor (and .process.ProcessPoolExecutor),
-      and, with joblib installed, the thread limits joblib gives loky workers.
+      and, with joblib installed and `joblib` true, the thread limits joblib gives loky workers
+      (this imports joblib, and numpy with it: corral.patch() asks for those only once the
+      program imports joblib itself).
     """
     import concurrent.futures
     import concurrent.futures.process
@@ -158,7 +162,8 @@ def patch_targets():
         (concurrent.futures.process, "ProcessPoolExecutor", ProcessPoolExecutor),
         (concurrent.futures, "ProcessPoolExecutor", ProcessPoolExecutor),
     ]
-    from . import thread_limits
+    if joblib:
+        from . import thread_limits
 
-    targets.extend(thread_limits.joblib_patch_targets())
+        targets.extend(thread_limits.joblib_patch_targets())
     return targets

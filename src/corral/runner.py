@@ -23,24 +23,49 @@ PROG = "python -m corral"
 USAGE = f"{PROG} [options] (script.py | -m module | -c code | info) [args ...]"
 
 DESCRIPTION = """\
-Run a Python program with one CPU budget for all of its parallelism. While it runs,
-multiprocessing.pool.ThreadPool and concurrent.futures.ThreadPoolExecutor are corral's pools
-(names imported before the program started included): a pool keeps as many tasks in flight as
-its processes/max_workers says, but only about budget-many run at once; tasks that wait (sleep,
-sockets, select, locks, events, corral futures, any system call a monitor sees them asleep in) do
-not count. BLAS/OpenMP thread counts are set as tasks start (see modes).
+Run a Python program with one CPU budget for all of its parallelism. While it runs, the stdlib's
+pools are corral's (names imported before the program started included):
+
+  thread pools   multiprocessing.pool.ThreadPool (multiprocessing.dummy.Pool) and
+                 concurrent.futures.ThreadPoolExecutor keep as many tasks in flight as their
+                 processes/max_workers says, but only about budget-many run at once; tasks that
+                 wait (sleep, sockets, select, locks, events, corral futures, any system call a
+                 monitor sees them asleep in) do not count. BLAS/OpenMP thread counts are set as
+                 tasks start (see modes).
+  process pools  multiprocessing.Pool, multiprocessing.pool.Pool, ctx.Pool(...) and
+                 concurrent.futures.ProcessPoolExecutor give each worker process its own share of
+                 the budget: CPUs (affinity; disjoint while workers <= CPUs, widened by -f), and
+                 OMP/OPENBLAS/MKL/BLIS/VECLIB/NUMEXPR/NUMBA_NUM_THREADS, PYTHON_CPU_COUNT and
+                 CORRAL_CPUS set to the share's size. A worker that dies breaks the pool with an
+                 error instead of a hang. With joblib installed, its loky (and multiprocessing)
+                 workers get the same thread-limit variables, budget // n_jobs each (widened by
+                 -f; no CPU set: loky starts and reuses its workers itself).
 
 The program sees the same sys.argv, __main__, sys.path[0] and exit status as under plain python.
 `python -m corral info` shows the budget and the native thread pools (a script named "info": ./info)."""
 
 EPILOG = """\
-modes:
+cpus (-p / --cpus):
+  N        a budget of N CPUs (same as CORRAL_CPUS=N): the program may run on every CPU it
+           could before, but keeps about N busy
+  LIST     run the whole program (and its children) on these CPUs only, e.g. 0-3,8: the
+           runner's affinity is set before anything starts, so the budget is their number
+           (or less, under a cgroup CPU quota or CORRAL_CPUS)
+           A value with '-' or ',' is a LIST; one CPU: --cpus 3-3 (--cpus 3 is a budget of 3).
+           CPUs this process may not use are an error.
+
+modes (thread pools; process pools always use fixed per-worker shares):
   dynamic  each task, as it starts, gets inner (BLAS/OpenMP) threads = max(1, budget // tasks running now)
   static   SMP-like fixed limits: a pool keeps its size, each of its tasks gets
            inner threads = max(1, budget // pool size)
 
+thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
+  process-pool and joblib workers get your value unchanged, and the thread counts of BLAS/OpenMP
+  libraries already loaded in them are left alone; --force gives them corral's share instead.
+  Thread-pool tasks get corral's limits either way (--no-native leaves those alone).
+
 environment:
-  CORRAL_CPUS=N   the budget (what -p sets; children inherit it)"""
+  CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,31 +73,122 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-p", "--cpus", type=_positive_int, metavar="N",
-                        help="CPU budget (same as CORRAL_CPUS=N; exported to child processes)")
+    parser.add_argument("-p", "--cpus", type=cpus_option, metavar="N|LIST",
+                        help="a budget of N CPUs (CORRAL_CPUS=N, exported to child processes), or a CPU "
+                             "LIST such as 0-3,8 (or 3-3 for one CPU) to run the whole program on; see below")
+    parser.add_argument("-f", "--oversubscription-factor", dest="factor", type=factor_option, default=1.0,
+                        metavar="F",
+                        help="widen each process-pool worker's CPU set, and its thread limits, to "
+                             "ceil(share * F) CPUs; joblib workers' thread limits likewise "
+                             "(a number >= 1; default 1: disjoint sets)")
+    parser.add_argument("--force", action="store_true",
+                        help="process-pool and joblib workers get corral's thread-limit variables even "
+                             "where you set them (default: yours are kept)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="print to stderr what was patched, the budget and the native libraries' limits")
-    parser.add_argument("--no-native", action="store_true", help="do not touch BLAS/OpenMP thread limits")
+                        help="print to stderr the CPUs and budget, what was patched (thread and process "
+                             "pools), the process-pool settings and the native libraries' limits")
+    parser.add_argument("--no-native", action="store_true",
+                        help="do not touch BLAS/OpenMP thread limits in thread-pool tasks")
     parser.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
-                        help="how inner threads are sized (see below; default: dynamic)")
+                        help="how thread-pool tasks' inner threads are sized (see below; default: dynamic)")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     parser.add_argument("-c", dest="code", metavar="code", help="run a program passed in as a string")
     parser.add_argument("target", nargs="?", metavar="script.py | info", help="the program to run")
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of CPUs, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the budget must be at least 1 CPU, got {value}")
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """The CPUs of a kernel cpu list ("0-3,8"), as corral's C++ cpu_set::parse reads it: items
+    separated by commas, each an id or an inclusive range, blanks around items allowed. Anything
+    else (an empty item, a reversed range, a negative or huge id, stray characters) is a ValueError."""
+    cpus: set[int] = set()
+    for item in text.split(","):
+        first, dash, last = item.partition("-")
+        low = _cpu_id(first, text)
+        high = _cpu_id(last, text) if dash else low
+        if high < low:
+            raise ValueError(f"reversed range {item.strip()!r} in CPU list {text!r}")
+        cpus.update(range(low, high + 1))
+    return frozenset(cpus)
+
+
+_MAX_CPU_ID = 65535  # cpu_set::max_cpu_id: garbage like 0-4000000000 is an error, not a huge set
+
+
+def _cpu_id(word: str, text: str) -> int:
+    word = word.strip()
+    if not word:
+        raise ValueError(f"empty item in CPU list {text!r}")
+    if not word.isdigit() or not word.isascii():
+        raise ValueError(f"{word!r} is not a CPU id (in CPU list {text!r})")
+    value = int(word)
+    if value > _MAX_CPU_ID:
+        raise ValueError(f"CPU id {value} is out of range (in CPU list {text!r})")
     return value
 
 
+def format_cpu_list(cpus) -> str:
+    """The shortest cpu list: {0, 1, 2, 3, 8} -> "0-3,8"."""
+    parts, ids = [], sorted(cpus)
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def cpus_option(text: str) -> int | frozenset[int]:
+    """-p/--cpus: a count N (the budget), or a CPU list (a value with '-' or ',')."""
+    if "-" in text or "," in text:
+        try:
+            cpus = parse_cpu_list(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        allowed = os.sched_getaffinity(0)
+        refused = cpus - allowed
+        if refused:
+            raise argparse.ArgumentTypeError(
+                f"CPU{'s' if len(refused) > 1 else ''} {format_cpu_list(refused)} "
+                f"{'are' if len(refused) > 1 else 'is'} not allowed to this process "
+                f"(allowed: {format_cpu_list(allowed)})")
+        return cpus
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of CPUs (N) or a CPU list such as 0-3,8, got {text!r}") from None
+    if value < 1:
+        hint = f"; for CPU {value} alone write {value}-{value}" if value == 0 else ""
+        raise argparse.ArgumentTypeError(f"the budget must be at least 1 CPU, got {value}{hint}")
+    return value
+
+
+def factor_option(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the oversubscription factor must be a number >= 1, got {text!r}") from None
+    if not (1.0 <= value < float("inf")):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"the oversubscription factor must be a finite number >= 1, got {text!r}")
+    return value
+
+
+def apply_cpus(cpus: int | frozenset[int] | None) -> None:
+    """Puts -p/--cpus into effect, before anything reads the budget: a count becomes CORRAL_CPUS
+    (children inherit it); a list becomes this process's affinity (children inherit that)."""
+    if cpus is None:
+        return
+    if isinstance(cpus, int):
+        os.environ["CORRAL_CPUS"] = str(cpus)
+    else:
+        os.sched_setaffinity(0, cpus)
+
+
 # Options that take a value in the next word (the split below must skip it).
-_VALUE_OPTIONS = {"-p", "--cpus", "--mode"}
+_VALUE_OPTIONS = {"-p", "--cpus", "--mode", "-f", "--oversubscription-factor"}
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -109,8 +225,7 @@ def main(argv: list[str]) -> int:
     if len(chosen) > 1:
         parser.error("give one of: a script, -m module, -c code")
 
-    if args.cpus is not None:
-        os.environ["CORRAL_CPUS"] = str(args.cpus)  # before the budget is read; children inherit it
+    apply_cpus(args.cpus)  # before the budget is read; children inherit it
 
     if args.target is not None:
         script = args.target
@@ -121,7 +236,7 @@ def main(argv: list[str]) -> int:
 
     from .patch import patch
 
-    patcher = patch(native=not args.no_native, mode=args.mode)
+    patcher = patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
     if args.verbose:
         _report(patcher)
@@ -233,12 +348,17 @@ def _report(patcher) -> None:
     from .patch import describe
 
     out = sys.stderr
+    print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
     budget = getattr(corral, "budget", None)
     if budget is not None:
         b = budget()
         print(f"corral: budget {b.cpus} CPUs (decided by {getattr(b, 'decided_by', '?')})", file=out)
     for line in describe():
         print(f"corral: patched {line}", file=out)
+    widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
+    kept = "overridden (--force)" if patcher.force else "kept"
+    print(f"corral: process pools: each worker gets its own CPUs ({widened}) and thread limits = its share; "
+          f"thread-limit variables you set are {kept}", file=out)
     if patcher.native:
         rule = ("max(1, budget // tasks running), set as each task starts" if patcher.mode == "dynamic"
                 else "max(1, budget // pool size), fixed per pool")

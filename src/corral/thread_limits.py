@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -126,7 +127,10 @@ def joblib_patch_targets() -> list[tuple[object, str, object]]:
     give their workers corral's limits: budget // n_jobs threads (joblib uses cpu_count() //
     n_jobs, which ignores CORRAL_CPUS), PYTHON_CPU_COUNT, and CORRAL_CPUS so that corral inside a
     loky worker sees its share. joblib already keeps variables the user set, and an explicit
-    inner_max_num_threads (parallel_config) still wins. Empty when joblib is not installed.
+    inner_max_num_threads (parallel_config) still wins. The process-wide factor and force settings
+    (corral.patch(factor=, force=), the runner's -f / --force) widen the share and override
+    variables the user set, as they do for corral's own process pools. Empty when joblib is not
+    installed.
 
     loky starts its workers itself (fork_exec with this environment), so they get no CPU set:
     loky reuses one executor across calls with different n_jobs, which a static partition does
@@ -143,11 +147,15 @@ def joblib_patch_targets() -> list[tuple[object, str, object]]:
 
     def _prepare_worker_env(self, n_jobs):
         env = original(self, n_jobs)
+        from . import _pool_settings
         from .worker_share import budget_view
 
-        share = max(1, budget_view().cpus // max(1, int(n_jobs)))
+        settings = _pool_settings.get()  # the runner's -f / --force (corral.patch(factor=, force=))
+        budget = budget_view().cpus
+        share = max(1, budget // max(1, int(n_jobs)))
+        share = min(max(budget, 1), math.ceil(share * settings["factor"]))  # widened as Pool's sets are
         explicit = getattr(self, "inner_max_num_threads", None)
-        corral_env = environment_for(int(explicit) if explicit else share, cpus=share)
+        corral_env = environment_for(int(explicit) if explicit else share, cpus=share, force=settings["force"])
         if explicit:
             for var in THREAD_LIMIT_VARS:
                 if var in env:

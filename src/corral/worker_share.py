@@ -104,10 +104,19 @@ def validate_factor(factor: float) -> float:
     return value
 
 
-def plan_shares(workers: int, *, factor: float = 1.0, force: bool = False,
+def plan_shares(workers: int, *, factor: float | None = None, force: bool | None = None,
                 environ: Mapping[str, str] | None = None, view: BudgetView | None = None) -> list[WorkerShare]:
-    """One share per worker slot: the partition of this process's budget."""
-    from . import _core
+    """One share per worker slot: the partition of this process's budget.
+
+    factor / force: None takes the process-wide setting (1.0 / False unless corral.patch() or the
+    runner's -f / --force said otherwise).
+    """
+    from . import _core, _pool_settings
+
+    if factor is None or force is None:
+        settings = _pool_settings.get()
+        factor = settings["factor"] if factor is None else factor
+        force = settings["force"] if force is None else force
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"the number of workers must be a whole number >= 1, not {workers!r}")

@@ -39,11 +39,14 @@ void parallel_for_range(std::size_t begin, std::size_t end, Body& body, task_gro
 
 // Calls body(i) once for each i in [begin, end), in parallel, and returns when all calls are done.
 // Rethrows the first exception a call threw (the remaining calls are then skipped). Inside a task of
-// `s` the calling worker takes part; from any other thread the work goes to s's workers.
+// `s` the calling worker takes part. A thread outside every pool takes a free slot of `s` when there
+// is one and takes part as a temporary worker (as oneTBB's calling thread does); otherwise the work
+// goes to s's workers.
 template <class F>
 void parallel_for(std::size_t begin, std::size_t end, F&& body, scheduler& s = scheduler::global()) {
   if (begin >= end) return;
   task_group group(s);
+  detail::outside_worker helper(s);  // destroyed before the group: the group outlives its tasks
   if (scheduler::current() == &s && detail::holds_slot()) {
     try {
       detail::parallel_for_range(begin, end, body, group);

@@ -42,6 +42,14 @@ struct scheduler_stats {
   std::uint64_t steals = 0;
   std::uint64_t parks = 0;           // times a worker went to sleep
   std::uint64_t spares_started = 0;  // threads started to take a blocked thread's slot
+  // The wait monitor (options::monitor_waits): slots of threads found asleep inside a task without a
+  // blocking_scope. `lent` are away now (also counted in `blocked` until the thread runs again, then
+  // in `returning`); `lends` counts every lend so far.
+  unsigned lent = 0;
+  std::uint64_t lends = 0;
+  // Waits (task_group::wait, parallel_for) by threads outside the pool that took a free slot and ran
+  // tasks themselves.
+  std::uint64_t outside_helps = 0;
 };
 
 class scheduler {
@@ -53,6 +61,12 @@ class scheduler {
     // How long a spare thread may sleep unused before it exits.
     std::chrono::milliseconds spare_idle{200};
     task_observer* observer = nullptr;
+    // Watch the threads running tasks (Linux /proc, every millisecond) and lend the slot of one found
+    // asleep in a task without a blocking_scope: a sleep, a read on a pipe or socket (asleep outside
+    // futex on two samples), or a lock or condition variable (in futex, not running for ~20 ms). The
+    // slot goes to another thread as for a blocking_scope; when the sleeper runs again it takes a slot
+    // back as a returner. See set_wait_monitor.
+    bool monitor_waits = false;
     // Called with the exception of a detached (submit) task. Unset: std::terminate, as std::thread does.
     std::function<void(std::exception_ptr)> on_unhandled_exception;
   };
@@ -87,6 +101,11 @@ class scheduler {
   unsigned running() const noexcept;
   stats_t stats() const noexcept;
   void set_observer(task_observer* observer) noexcept;
+  // Starts or stops the wait monitor (options::monitor_waits). Any thread but this scheduler's own
+  // workers; cheap when nothing changes. Slots lent when it stops come back as their threads reach
+  // their next task boundary. Throws std::system_error when the monitor thread cannot start.
+  void set_wait_monitor(bool on);
+  bool wait_monitor() const noexcept;
 
   // Internal: queue a task (used by submit, task_group, parallel_for).
   void spawn(detail::task* t);

@@ -3,6 +3,10 @@
 
 #include <chrono>
 
+namespace corral {
+class scheduler;
+}
+
 namespace corral::detail {
 
 struct task {
@@ -23,9 +27,27 @@ class waitable {
 };
 
 // Waits for `w` on the calling thread (see scheduler.cpp): on a worker that holds a slot, runs other
-// tasks while any are found and then sleeps inside a blocking scope; elsewhere, just sleeps.
+// tasks while any are found and then sleeps inside a blocking scope. A thread outside every pool
+// that waits for work of `owner` (when given) takes a free slot of it, if one is free, and runs tasks
+// itself until the wait ends or it finds nothing to run. Elsewhere, just sleeps.
 // Returns w.ready() (false only when the deadline passed).
-bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline);
+bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline, scheduler* owner = nullptr);
+
+// An outside thread (no worker of any scheduler) that takes a free slot of `s`, if one is free
+// without exceeding the slots, and is a worker of `s` with a deque of its own until destroyed. On
+// any other thread, or with no slot free, it does nothing (joined() is false).
+class outside_worker {
+ public:
+  explicit outside_worker(scheduler& s) noexcept;
+  ~outside_worker();
+  outside_worker(const outside_worker&) = delete;
+  outside_worker& operator=(const outside_worker&) = delete;
+  bool joined() const noexcept { return joined_; }
+
+ private:
+  scheduler* scheduler_;
+  bool joined_ = false;
+};
 
 // True when the calling thread is a worker whose own deque is empty: the signal that idle workers
 // have stolen everything it offered, which parallel_for's lazy binary splitting uses to split again.
