@@ -19,9 +19,8 @@
 #include "bindings.hpp"
 #include "corral/blocking.hpp"
 #include "corral/event.hpp"
+#include "corral/native_policy.hpp"
 #include "corral/scheduler.hpp"
-#include "task_native_limits.hpp"
-#include "wait_monitor.hpp"
 
 namespace corral::bindings {
 namespace {
@@ -70,9 +69,8 @@ thread_local worker_thread_state this_worker;
 
 // Runs one Python callable; owns the reference. Never throws.
 void run_python_task(PyObject* callable, int inner_threads) noexcept {
-  const task_native_limits limits(inner_threads);
+  const task_native_limits limits(scheduler::global(), inner_threads);  // native_policy.hpp
   if (!this_worker.ready()) return;  // Python is exiting: the callable (and its reference) is dropped
-  wait_monitor::task_started();  // unannounced waits in the task get their slot lent
   PyGILState_STATE gil = PyGILState_Ensure();
   PyObject* result = PyObject_CallNoArgs(callable);
   if (result == nullptr) {
@@ -83,13 +81,17 @@ void run_python_task(PyObject* callable, int inner_threads) noexcept {
   }
   Py_DECREF(callable);
   PyGILState_Release(gil);
-  wait_monitor::task_finished();
 }
 
 void submit(nb::callable fn, int inner_threads) {
+  scheduler& s = scheduler::global();
+  // The pools' tasks may wait without saying so (a sleep, a socket): the scheduler's wait monitor
+  // lends their slots. Turned on here rather than at import so that a child after fork(), which gets
+  // a fresh global scheduler, has it too; a no-op (one relaxed load) once on.
+  s.set_wait_monitor(true);
   PyObject* owned = fn.release().ptr();
   try {
-    scheduler::global().submit([owned, inner_threads]() noexcept { run_python_task(owned, inner_threads); });
+    s.submit([owned, inner_threads]() noexcept { run_python_task(owned, inner_threads); });
   } catch (...) {
     Py_DECREF(owned);
     throw;
@@ -107,14 +109,6 @@ std::chrono::nanoseconds to_duration(double seconds) {
   return std::chrono::nanoseconds(static_cast<long long>(seconds * 1e9));
 }
 
-// Marks a wait on corral's event as announced (it hands its slot over itself).
-struct announced_wait {
-  announced_wait() noexcept { wait_monitor::announced_wait_started(); }
-  ~announced_wait() { wait_monitor::announced_wait_finished(); }
-  announced_wait(const announced_wait&) = delete;
-  announced_wait& operator=(const announced_wait&) = delete;
-};
-
 // corral::event for Python: wait releases the GIL; on a worker it runs other tasks meanwhile.
 class python_event {
  public:
@@ -129,8 +123,7 @@ class python_event {
     for (;;) {
       bool done;
       {
-        nb::gil_scoped_release unlocked;
-        announced_wait guard;
+        nb::gil_scoped_release unlocked;  // the wait is announced: the scheduler hands the slot over
         if (!on_main_thread && !timeout) {
           event_.wait();
           done = true;
@@ -156,14 +149,12 @@ class python_blocking_scope {
   void enter() {
     if (scope_) throw std::runtime_error("corral: this blocking scope is already entered");
     nb::gil_scoped_release unlocked;  // handing the slot over may wake another thread
-    wait_monitor::announced_wait_started();
     scope_.emplace();
   }
   void exit() {
     if (!scope_) throw std::runtime_error("corral: this blocking scope was not entered");
     nb::gil_scoped_release unlocked;  // taking a slot back may wait for one
     scope_.reset();
-    wait_monitor::announced_wait_finished();
   }
 
  private:
@@ -186,6 +177,9 @@ nb::dict stats_dict() {
   d["steals"] = s.steals;
   d["parks"] = s.parks;
   d["spares_started"] = s.spares_started;
+  d["lent"] = s.lent;
+  d["lends"] = s.lends;
+  d["outside_helps"] = s.outside_helps;
   return d;
 }
 
@@ -209,11 +203,11 @@ void bind_scheduler(nb::module_& m) {
         const unsigned cap = scheduler::global().max_threads();
         if (static_cast<unsigned long>(slots) > cap)
           throw nb::value_error(("corral: at most " + std::to_string(cap) + " slots (the scheduler's max_threads)").c_str());
-        wait_monitor::set_base_slots(static_cast<unsigned>(slots));
+        scheduler::global().set_slots(static_cast<unsigned>(slots));
       },
       nb::arg("slots"), "Sets how many threads may run tasks at once (>= 1).");
-  m.def("scheduler_lent_slots", &wait_monitor::lent_slots,
-        "Slots lent now to tasks found waiting without announcing it (see bindings/wait_monitor.hpp).");
+  m.def("scheduler_lent_slots", [] { return scheduler::global().stats().lent; },
+        "Slots lent now to tasks found waiting without announcing it (scheduler::options::monitor_waits).");
   m.def("scheduler_stats", &stats_dict, "The process-wide scheduler's counters, as a dict.");
 
   nb::class_<python_event>(m, "SchedulerEvent",

@@ -1,11 +1,19 @@
-"""corral.patch(): the stdlib pools become corral's, names imported earlier included, and leaving
-the patch puts everything back exactly."""
+"""corral.patch(): the stdlib thread and process pools become corral's, names imported earlier
+included, and leaving the patch puts everything back exactly."""
 
 import concurrent.futures
+import concurrent.futures.process
 import concurrent.futures.thread
+import multiprocessing.context
 import multiprocessing.dummy
 import multiprocessing.pool
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ProcessPoolExecutor as EarlyProcessExecutor
 from concurrent.futures import ThreadPoolExecutor as EarlyExecutor  # imported before any patch
+from multiprocessing.pool import Pool as EarlyProcessPool
 from multiprocessing.pool import ThreadPool as EarlyPool
 
 import pytest
@@ -93,11 +101,134 @@ def test_settings_follow_the_patch():
     from corral import _pool_settings
 
     before = _pool_settings.get()
-    with corral.patch(native=False, mode="static"):
-        assert _pool_settings.get() == {"native": False, "mode": "static"}
+    with corral.patch(native=False, mode="static", factor=2, force=True):
+        assert _pool_settings.get() == {"native": False, "mode": "static", "factor": 2.0, "force": True}
     assert _pool_settings.get() == before
 
 
 def test_bad_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="mode"):
         corral.patch(mode="turbo")
+
+
+@pytest.mark.parametrize("factor, error", [(0.5, ValueError), (float("nan"), ValueError),
+                                           (float("inf"), ValueError), ("two", TypeError)])
+def test_bad_factor_is_a_clear_error(factor, error):
+    before = _process_state()
+    with pytest.raises(error, match="corral.patch: factor"):
+        corral.patch(factor=factor)
+    assert _process_state() == before
+
+
+# --- process pools ------------------------------------------------------------------------------
+
+def _process_state():
+    return (
+        multiprocessing.pool.Pool,
+        multiprocessing.context.BaseContext.__dict__["Pool"],
+        concurrent.futures.process.ProcessPoolExecutor,
+        vars(concurrent.futures).get("ProcessPoolExecutor"),
+        vars(multiprocessing.pool.Pool)["__init__"],
+        vars(concurrent.futures.process.ProcessPoolExecutor)["__init__"],
+        _joblib_prepare_env(),
+        list(sys.meta_path),
+    )
+
+
+def _joblib_prepare_env():
+    backends = sys.modules.get("joblib._parallel_backends")
+    return None if backends is None else vars(backends.ParallelBackendBase)["_prepare_worker_env"]
+
+
+def test_process_pools_are_replaced_and_restored():
+    concurrent.futures.ProcessPoolExecutor  # noqa: B018  (resolve the lazy attribute as a program would)
+    before = _process_state()
+    with corral.patch():
+        assert multiprocessing.pool.Pool is corral.Pool
+        assert concurrent.futures.ProcessPoolExecutor is corral.ProcessPoolExecutor
+        assert concurrent.futures.process.ProcessPoolExecutor is corral.ProcessPoolExecutor
+        assert any("ProcessPoolExecutor" in line for line in sys.modules["corral.patch"].describe())
+    assert _process_state() == before
+
+
+def test_process_pools_built_under_the_patch_are_corrals(monkeypatch):
+    for var in ("OMP_NUM_THREADS", "CORRAL_CPUS", "CORRAL_MANAGED_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    fork = multiprocessing.get_context("fork")
+    with corral.patch(factor=2):
+        pools = [multiprocessing.Pool(1), fork.Pool(1), EarlyProcessPool(1, context=fork)]
+        executors = [concurrent.futures.ProcessPoolExecutor(1, mp_context=fork),
+                     EarlyProcessExecutor(1, mp_context=fork)]
+    try:
+        for pool in pools:
+            assert type(pool) is corral.Pool
+        for executor in executors:
+            assert type(executor) is corral.ProcessPoolExecutor
+            assert executor._max_workers == 1  # __init__ ran once, with the caller's arguments
+        assert pools[0].apply(os.getpid) != os.getpid()  # they work after the patch ended
+        assert executors[1].submit(abs, -3).result(timeout=60) == 3
+    finally:
+        for pool in pools:
+            pool.terminate()
+            pool.join()
+        for executor in executors:
+            executor.shutdown()
+    # One worker has every CPU whatever the factor: the patch's factor shows in a pool of `cpus`.
+    with corral.patch(factor=2):
+        widened = corral.Pool(cpus, context=fork)
+        explicit = corral.Pool(cpus, context=fork, factor=1)
+    try:
+        assert all(len(share.cpus) == min(cpus, 2) for share in widened.shares)
+        assert all(len(share.cpus) == 1 for share in explicit.shares)  # an explicit factor wins
+    finally:
+        for pool in (widened, explicit):
+            pool.terminate()
+            pool.join()
+    plain = EarlyProcessPool(1)
+    assert type(plain) is EarlyProcessPool  # after the patch, the stdlib's again
+    plain.terminate()
+    plain.join()
+
+
+def test_force_follows_the_patch(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("CORRAL_MANAGED_ENV", raising=False)
+    fork = multiprocessing.get_context("fork")
+    with corral.patch():
+        kept = corral.Pool(1, context=fork)
+    with corral.patch(force=True):
+        forced = corral.Pool(1, context=fork)
+    try:
+        assert "OMP_NUM_THREADS" not in kept.shares[0].env  # the user's 7 is passed on
+        assert forced.shares[0].env["OMP_NUM_THREADS"] == str(forced.shares[0].threads)
+    finally:
+        for pool in (kept, forced):
+            pool.terminate()
+            pool.join()
+
+
+def test_joblib_is_patched_only_once_imported():
+    """Patching must not import joblib (and numpy with it) into a program that does not use it."""
+    code = textwrap.dedent("""\
+        import sys
+        import corral
+        with corral.patch(factor=2):
+            assert "joblib" not in sys.modules and "numpy" not in sys.modules
+            try:
+                import joblib._parallel_backends as backends
+            except ImportError:
+                print("no joblib")
+                raise SystemExit(0)
+            prepare = vars(backends.ParallelBackendBase)["_prepare_worker_env"]
+            print(hasattr(prepare, "__wrapped__"), backends.LokyBackend()._prepare_worker_env(1)["CORRAL_CPUS"])
+        print(hasattr(vars(backends.ParallelBackendBase)["_prepare_worker_env"], "__wrapped__"))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["CORRAL_CPUS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "no joblib":
+        pytest.skip("joblib is not installed")
+    # Budget 1, n_jobs 1, factor 2: the share is widened to at most the budget.
+    assert out.stdout.split() == ["True", "1", "False"]

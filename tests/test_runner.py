@@ -125,7 +125,9 @@ def test_bad_options_are_exit_2(tmp_path, args):
 def test_help_describes_the_options():
     under = run(["-m", "corral", "--help"])
     assert under.returncode == 0
-    for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info"):
+    for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info",
+                 "--oversubscription-factor", "--force", "N|LIST", "3-3", "ProcessPoolExecutor",
+                 "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS"):
         assert word in under.stdout
 
 
@@ -160,3 +162,14 @@ def test_verbose_reports_patches_and_limits(tmp_path):
     assert "native limits" in under.stderr
     quiet = run(["-m", "corral", "--no-native", "-v", "-c", "pass"])
     assert "untouched" in quiet.stderr
+
+
+def test_verbose_reports_cpus_and_process_pools():
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    under = run(["-m", "corral", "-v", "--cpus", f"{cpu}-{cpu}", "-f", "1.5", "--force", "-c", "pass"])
+    assert under.returncode == 0, under.stderr
+    assert f"CPUs {cpu} " in under.stderr and "budget 1" in under.stderr
+    for patched in ("multiprocessing.pool.Pool", "BaseContext.Pool", "concurrent.futures.ProcessPoolExecutor",
+                    "joblib"):
+        assert patched in under.stderr
+    assert "factor 1.5" in under.stderr and "overridden (--force)" in under.stderr

@@ -413,7 +413,7 @@ bool scheduler::state::try_acquire_slot(bool returning) noexcept {
     if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire, std::memory_order_relaxed)) {
       // The monitor sleeps while no slot is held; a slot taken means a task may soon run (strict
       // wake: event_count's fence orders our CAS before its look at the monitor's waiter count).
-      if (monitoring() && monitor_ec.waiters() != 0) wake_monitor();
+      if (monitoring()) wake_monitor();
       return true;
     }
   }
@@ -494,7 +494,9 @@ void scheduler::state::wait_as_returner() noexcept {
 
 void scheduler::state::arm(worker& w) noexcept {
   w.arm_count.store(w.arm_count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  w.lend_state.store(detail::armed, std::memory_order_release);  // publishes arm_count with it
+  // Only from not_armed: a lend not yet settled stays for the next disarm. Release publishes arm_count.
+  std::uint32_t expected = detail::not_armed;
+  w.lend_state.compare_exchange_strong(expected, detail::armed, std::memory_order_release, std::memory_order_relaxed);
 }
 
 std::uint32_t scheduler::state::disarm(worker& w) noexcept {
@@ -537,7 +539,15 @@ void scheduler::state::wake_monitor() noexcept { monitor_ec.notify_one(); }
 // Waiting for a task group or an event.
 
 bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline) {
-  worker& me = *this_thread().self;
+  detail::thread_state& thread = this_thread();
+  worker& me = *thread.self;
+  // A wait is announced: the monitor must not lend our slot meanwhile (and a lend made while the task
+  // slept is settled first: we take a slot back before running anything).
+  settle(disarm(me));
+  struct rearm_on_exit {
+    scheduler::state& s;
+    ~rearm_on_exit() { s.rearm_if_in_task(); }
+  } rearm{*this};
   unsigned idle = 0;
   while (!w.ready()) {
     if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) return false;
@@ -552,6 +562,12 @@ bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady
         continue;
       }
     }
+    if (thread.temporary) {
+      // An outside thread helping: it has nothing to run here, so it gives the slot back for good
+      // (no returning for it) and waits as outside threads do.
+      release_slot(false);
+      return w.sleep(deadline);
+    }
     // Nothing to run (or a returning thread wants our slot): sleep with the slot handed over.
     blocking_scope scope;
     return w.sleep(deadline);
@@ -559,12 +575,65 @@ bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady
   return true;
 }
 
+// An outside thread becomes a worker for the length of a wait: a free slot (never more than the
+// slots: the same CAS as a parked worker's, leaving returners theirs) and a record of its own, so
+// that what it spawns goes to its own deque and can be stolen.
+bool scheduler::state::join_as_temporary_worker() noexcept {
+  if (stopping.load(std::memory_order_relaxed) || !try_acquire_slot(false)) return false;
+  worker* w = nullptr;
+  try {
+    std::lock_guard<std::mutex> lock(spawn_mutex);
+    w = claim_record_locked();
+  } catch (...) {  // out of memory for a record
+  }
+  if (w == nullptr) {
+    give_back_slot(false);
+    return false;
+  }
+  w->tid.store(kernel_thread_id(), std::memory_order_relaxed);
+  this_thread() = {&self, this, w, true, true, 0};
+  outside_helps.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void scheduler::state::leave_as_temporary_worker() noexcept {
+  detail::thread_state& me = this_thread();
+  worker& w = *me.self;
+  settle(disarm(w));  // cannot be armed here (no task runs), but keep the record clean
+  // Tasks still in our deque (spawned by tasks we ran, for groups we did not wait for) go to the
+  // injection queue, where the workers find them; release_slot below wakes one (strict).
+  bool moved = false;
+  while (task* t = w.deque.pop()) {
+    try {
+      std::lock_guard<std::mutex> lock(inject_mutex);
+      injected.push_back(t);
+      injected_size.store(injected.size(), std::memory_order_relaxed);
+      moved = true;
+    } catch (...) {  // no memory to move it: run it here rather than lose it
+      execute(w, t);
+    }
+  }
+  bool had_slot = me.has_slot;
+  me = {};
+  w.tid.store(0, std::memory_order_relaxed);
+  w.alive.store(false, std::memory_order_release);  // the record may be reused from here on
+  if (had_slot)
+    give_back_slot(false);
+  else if (moved)
+    notify_work_strict();
+}
+
 namespace detail {
 
-bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline) {
+bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline, scheduler* owner) {
   if (w.ready()) return true;
   thread_state& me = this_thread();
   if (me.state != nullptr && me.has_slot) return me.state->help_until(w, deadline);
+  if (owner != nullptr && me.state == nullptr) {
+    // An outside thread: run the work itself if a slot is free (as oneTBB's calling thread does).
+    outside_worker helper(*owner);
+    if (helper.joined()) return me.state->help_until(w, deadline);
+  }
   // Not running tasks here (no slot). Short waits are common (a parallel_for of a few microseconds
   // from the main thread), and a futex sleep + wake costs tens of microseconds, so first spin
   // briefly, then yield the CPU for up to external_spin, and only then sleep.
@@ -588,6 +657,16 @@ bool local_queue_empty() noexcept {
 
 bool holds_slot() noexcept { return this_thread().has_slot; }
 
+outside_worker::outside_worker(scheduler& s) noexcept : scheduler_(&s) {
+  if (this_thread().state != nullptr) return;  // a worker already (of s or of another scheduler)
+  joined_ = s.state_->join_as_temporary_worker();
+}
+
+outside_worker::~outside_worker() {
+  // After fork() in a child, the thread state was reset: the parent's scheduler is not ours to touch.
+  if (joined_ && this_thread().state == scheduler_->state_.get()) scheduler_->state_->leave_as_temporary_worker();
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
@@ -606,10 +685,21 @@ scheduler::scheduler(options opts) : state_(std::make_unique<state>(*this, std::
   }
   if (state_->stopping.load()) {
     state_->work_ec.notify_all();
-    for (unsigned i = 0; i < state_->max_threads; ++i)
+    for (unsigned i = 0; i < state_->record_capacity; ++i)
       if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
     throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
                             "corral::scheduler: cannot start worker threads");
+  }
+  if (state_->opts.monitor_waits) {
+    try {
+      set_wait_monitor(true);
+    } catch (...) {
+      state_->stopping.store(true);
+      state_->work_ec.notify_all();
+      for (unsigned i = 0; i < state_->record_capacity; ++i)
+        if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
+      throw;
+    }
   }
 }
 
@@ -619,6 +709,8 @@ scheduler::~scheduler() {
     std::fputs("corral: a scheduler cannot be destroyed by one of its own worker threads\n", stderr);
     std::terminate();
   }
+  // The monitor first: it reads the worker records and may release slots.
+  set_wait_monitor(false);
   // Drain: every detached task (and what it spawned into groups it waits for) finishes first.
   while (s.detached_pending.load(std::memory_order_acquire) != 0) {
     std::uint32_t key = s.drain_ec.prepare_wait();
@@ -634,7 +726,7 @@ scheduler::~scheduler() {
   std::vector<pthread_t> to_join;
   {
     std::lock_guard<std::mutex> lock(s.spawn_mutex);  // no thread starts after stopping is set
-    for (unsigned i = 0; i < s.max_threads; ++i) {
+    for (unsigned i = 0; i < s.record_capacity; ++i) {
       worker* w = s.worker_storage[i].get();
       if (w != nullptr && w->joinable) {
         to_join.push_back(w->thread);
@@ -644,7 +736,7 @@ scheduler::~scheduler() {
   }
   for (pthread_t t : to_join) pthread_join(t, nullptr);
   // Retired spares detached themselves; wait until the last of them has left our memory.
-  for (unsigned i = 0; i < s.max_threads; ++i) {
+  for (unsigned i = 0; i < s.record_capacity; ++i) {
     worker* w = s.worker_storage[i].get();
     while (w != nullptr && w->alive.load(std::memory_order_acquire)) std::this_thread::yield();
   }
@@ -693,6 +785,26 @@ void scheduler::set_observer(task_observer* observer) noexcept {
   state_->observer.store(observer, std::memory_order_relaxed);
 }
 
+void scheduler::set_wait_monitor(bool on) {
+  state& s = *state_;
+  if (s.monitor_on.load(std::memory_order_relaxed) == on) return;  // the common call: nothing changes
+  std::unique_ptr<detail::wait_monitor> stopped;
+  {
+    std::lock_guard<std::mutex> lock(s.monitor_mutex);
+    if (on) {
+      if (s.monitor != nullptr) return;
+      s.monitor = std::make_unique<detail::wait_monitor>(s);  // starts its thread; throws if it cannot
+      s.monitor_on.store(true, std::memory_order_seq_cst);
+      return;
+    }
+    s.monitor_on.store(false, std::memory_order_seq_cst);
+    stopped = std::move(s.monitor);
+  }
+  stopped.reset();  // joins the monitor thread (outside the lock); lent slots settle at boundaries
+}
+
+bool scheduler::wait_monitor_on() const noexcept { return state_->monitor_on.load(std::memory_order_relaxed); }
+
 scheduler::stats_t scheduler::stats() const noexcept {
   const state& s = *state_;
   stats_t out;
@@ -706,6 +818,9 @@ scheduler::stats_t scheduler::stats() const noexcept {
   out.peak_threads = s.peak_threads.load(std::memory_order_relaxed);
   out.max_threads = s.max_threads;
   out.spares_started = s.spares_started.load(std::memory_order_relaxed);
+  out.lent = s.lent_now.load(std::memory_order_relaxed);
+  out.lends = s.lends.load(std::memory_order_relaxed);
+  out.outside_helps = s.outside_helps.load(std::memory_order_relaxed);
   unsigned n = s.high_water.load(std::memory_order_acquire);
   for (unsigned i = 0; i < n; ++i) {
     const worker* w = s.workers[i].load(std::memory_order_acquire);

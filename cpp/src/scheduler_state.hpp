@@ -68,7 +68,9 @@ thread_state& this_thread() noexcept;
 
 }  // namespace detail
 
+namespace detail {
 class wait_monitor;
+}
 
 struct scheduler::state {
   state(scheduler& owner, options o);
@@ -143,7 +145,7 @@ struct scheduler::state {
   std::atomic<std::uint64_t> lends{0};       // slots lent so far
   detail::event_count monitor_ec;            // the monitor, idle while no slot is held
   std::mutex monitor_mutex;                  // starting and stopping the monitor
-  std::unique_ptr<wait_monitor> monitor;
+  std::unique_ptr<detail::wait_monitor> monitor;
 
   std::unique_ptr<std::atomic<detail::worker*>[]> workers;
   std::unique_ptr<std::unique_ptr<detail::worker>[]> worker_storage;  // owns the records

@@ -3,12 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
+#include "corral/event.hpp"
+#include "corral/task_group.hpp"
 #include "test_scale.hpp"
 
 using corral::scheduler;
@@ -85,4 +88,92 @@ TEST(ParallelFor, RethrowsFromInsideATask) {
   });
   g.wait();
   EXPECT_TRUE(caught.load());
+}
+
+// An outside thread that waits takes a free slot and runs the work itself (as oneTBB's caller does),
+// but never beyond the slots.
+TEST(ParallelFor, AnOutsideCallerRunsTheWorkItselfWhenASlotIsFree) {
+  scheduler s(with_slots(1));
+  // Let the worker fall asleep so that the slot is free.
+  for (int i = 0; i < 500 && s.stats().parked != s.stats().threads; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  corral::parallel_for(0, 100, [&](std::size_t) {
+    std::lock_guard<std::mutex> lock(m);
+    ids.insert(std::this_thread::get_id());
+  }, s);
+  EXPECT_TRUE(ids.count(std::this_thread::get_id()) == 1);
+  EXPECT_GE(s.stats().outside_helps, 1u);
+  EXPECT_EQ(scheduler::current(), nullptr);  // an outside thread again afterwards
+}
+
+TEST(ParallelFor, AnOutsideCallerDoesNotExceedTheSlots) {
+  scheduler s(with_slots(1));
+  std::atomic<bool> started{false};
+  std::atomic<bool> release{false};
+  corral::event occupied_done;
+  s.submit([&] {  // holds the only slot for a while
+    started = true;
+    while (!release.load()) std::this_thread::yield();
+    occupied_done.set();
+  });
+  while (!started.load()) std::this_thread::yield();
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    release = true;
+  });
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  corral::parallel_for(0, 50, [&](std::size_t) {
+    EXPECT_TRUE(release.load());  // nothing ran beside the slot holder
+    std::lock_guard<std::mutex> lock(m);
+    ids.insert(std::this_thread::get_id());
+  }, s);
+  releaser.join();
+  occupied_done.wait();
+  EXPECT_EQ(ids.count(std::this_thread::get_id()), 0u);
+}
+
+TEST(ParallelFor, ManyOutsideCallersStayWithinTheSlots) {
+  scheduler s(with_slots(2));
+  std::atomic<int> running{0};
+  std::atomic<int> max_running{0};
+  std::vector<std::thread> callers;
+  const std::size_t n = corral::testing::scaled(20'000, 500);
+  for (int c = 0; c < 4; ++c)
+    callers.emplace_back([&] {
+      for (int round = 0; round < 20; ++round)
+        corral::parallel_for(0, n, [&](std::size_t) {
+          int now = running.fetch_add(1) + 1;
+          int seen = max_running.load();
+          while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
+          }
+          running.fetch_sub(1);
+        }, s);
+    });
+  for (auto& t : callers) t.join();
+  EXPECT_LE(max_running.load(), 2);
+  EXPECT_GE(s.stats().outside_helps, 1u);
+  auto st = s.stats();
+  EXPECT_LE(st.running, st.slots);
+}
+
+TEST(ParallelFor, TaskGroupWaitFromOutsideRunsTasksAndLeavesNothingBehind) {
+  scheduler s(with_slots(1));
+  for (int i = 0; i < 500 && s.stats().parked != s.stats().threads; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  corral::task_group g(s);
+  std::atomic<int> detached{0};
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 100; ++i)
+    g.run([&] {
+      ran.fetch_add(1);
+      // Work for nobody's group: must not be lost when the outside helper leaves.
+      s.submit([&] { detached.fetch_add(1); });
+    });
+  g.wait();
+  EXPECT_EQ(ran.load(), 100);
+  for (int i = 0; i < 5000 && detached.load() != 100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(detached.load(), 100);
 }

@@ -21,8 +21,11 @@ import concurrent.futures
 import concurrent.futures.thread
 import contextlib
 import functools
+import importlib.abc
 import multiprocessing.pool
+import sys
 import threading
+import types
 
 from . import _pool_settings
 
@@ -31,6 +34,7 @@ _lock = threading.RLock()
 _depth = 0
 _saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)
 _active_description: list[str] = []
+_cleanups: list = []  # undo steps that are not attribute assignments (the import hook)
 
 
 def _set(owner: object, name: str, value: object) -> None:
@@ -40,6 +44,8 @@ def _set(owner: object, name: str, value: object) -> None:
 
 
 def _restore_all() -> None:
+    while _cleanups:
+        _cleanups.pop()()
     while _saved:
         owner, name, previous = _saved.pop()
         if previous is _MISSING:
@@ -144,27 +150,39 @@ def _patch_classes() -> None:
     _active_description[:] = [
         "multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)",
         "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor",
-        "names imported before patching: stdlib class construction builds corral's",
     ]
-    # Process pools: their module (process_pool.py) lists what to replace.
+    # Process pools: their module (process_pool.py) lists what to replace. joblib's part imports
+    # joblib and numpy, which a program that never uses them must not pay for (nor find numpy
+    # loaded before it set OPENBLAS_NUM_THREADS): it is patched when the program imports joblib.
     for owner, name, replacement in _process_pool_targets():
-        previous = getattr(owner, name, None)
-        _set(owner, name, replacement)
-        target = _qualified(replacement)
-        _active_description.append(f"{_qualified(owner)}.{name} -> " + (
-            f"wrapped by {replacement.__module__}" if "<locals>" in target else target))
-        # Names imported before the patch (`from concurrent.futures import ProcessPoolExecutor`):
-        # the stdlib class builds corral's, as for the thread pools above.
-        if (isinstance(previous, type) and isinstance(replacement, type) and previous is not replacement
-                and issubclass(replacement, previous) and "__init__" in previous.__dict__
-                and not any(o is previous and n == "__init__" for o, n, _ in _saved)):
-            _set(previous, "__init__", _redirecting_init(previous, replacement))
+        _patch_target(owner, name, replacement)
+    _active_description.append("names imported before patching: constructing the stdlib classes builds corral's")
+    if _JOBLIB_MODULE in sys.modules:
+        _patch_joblib()
+    else:
+        _JoblibImportHook.install()
+        _active_description.append("joblib's worker environment (loky, multiprocessing backends) -> corral's "
+                                   "thread limits, once the program imports joblib")
+
+
+def _patch_target(owner: object, name: str, replacement: object) -> None:
+    previous = getattr(owner, name, None)
+    _set(owner, name, replacement)
+    target = _qualified(replacement)
+    _active_description.append(f"{_qualified(owner)}.{name} -> " + (
+        f"wrapped by {replacement.__module__}" if "<locals>" in target else target))
+    # Names imported before the patch (`from concurrent.futures import ProcessPoolExecutor`):
+    # the stdlib class builds corral's, as for the thread pools above.
+    if (isinstance(previous, type) and isinstance(replacement, type) and previous is not replacement
+            and issubclass(replacement, previous) and "__init__" in previous.__dict__
+            and not any(o is previous and n == "__init__" for o, n, _ in _saved)):
+        _set(previous, "__init__", _redirecting_init(previous, replacement))
 
 
 def _qualified(obj: object) -> str:
     module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
-    return f"{module}.{name}" if module and not isinstance(obj, type(contextlib)) else name
+    return f"{module}.{name}" if module and not isinstance(obj, types.ModuleType) else name
 
 
 def _process_pool_targets():
@@ -172,7 +190,76 @@ def _process_pool_targets():
         from .process_pool import patch_targets
     except ImportError:  # process pools not built into this corral
         return []
-    return patch_targets()
+    return patch_targets(joblib=False)
+
+
+# --- joblib, once the program imports it ------------------------------------------------------
+
+_JOBLIB_MODULE = "joblib._parallel_backends"
+
+
+def _patch_joblib() -> None:
+    from .thread_limits import joblib_patch_targets
+
+    for owner, name, replacement in joblib_patch_targets():
+        _patch_target(owner, name, replacement)
+
+
+def _patch_joblib_if_still_patched() -> None:
+    with _lock:
+        if _depth > 0:  # not when the patch ended while joblib was being imported
+            _patch_joblib()
+
+
+class _JoblibImportHook(importlib.abc.MetaPathFinder):
+    """Patches joblib's worker environment right after the program imports joblib's backends.
+
+    On sys.meta_path while a patch is active (restore removes it). It finds nothing itself: it
+    asks the finders after it for joblib._parallel_backends and wraps that module's loader so
+    that the patch follows its execution.
+    """
+
+    @classmethod
+    def install(cls) -> None:
+        hook = cls()
+        sys.meta_path.insert(0, hook)
+        _cleanups.append(lambda: sys.meta_path.remove(hook) if hook in sys.meta_path else None)
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _JOBLIB_MODULE:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)  # once is enough
+        spec.loader = _PatchAfterLoad(loader)
+        return spec
+
+
+class _PatchAfterLoad(importlib.abc.Loader):
+    """A module loader that runs the joblib patch after the real loader executed the module."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _patch_joblib_if_still_patched()
+
+    def __getattr__(self, name):  # get_source, get_code, is_package...: the real loader's
+        return getattr(self._loader, name)
 
 
 def is_patched() -> bool:

@@ -105,7 +105,7 @@ class scheduler {
   // workers; cheap when nothing changes. Slots lent when it stops come back as their threads reach
   // their next task boundary. Throws std::system_error when the monitor thread cannot start.
   void set_wait_monitor(bool on);
-  bool wait_monitor() const noexcept;
+  bool wait_monitor_on() const noexcept;
 
   // Internal: queue a task (used by submit, task_group, parallel_for).
   void spawn(detail::task* t);
@@ -113,6 +113,7 @@ class scheduler {
   struct state;
 
  private:
+  friend class detail::outside_worker;
   template <class F>
   struct detached_task;
   void detached_task_done() noexcept;

@@ -1,0 +1,67 @@
+// The BLAS/OpenMP thread limits a task runs under (design.md "Inner threads"; docs/native.md has the
+// measurements behind the rule): set as the task starts, put back as it ends.
+//   dynamic:  inner = max(1, slots / tasks running now), computed at each task start;
+//   fixed n:  inner = n (the pools' static mode).
+// Per-thread controls (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local setting) are set for
+// the task's thread alone and restored when the task ends. Process-wide controls (OpenBLAS with
+// pthreads as pip's numpy ships it, BLIS, MKL's global setting, FlexiBLAS) follow the latest task
+// start while any task with a limit runs, and get the setting they had before back when none does.
+// Nothing here throws into a task: a library that refuses a limit leaves the task running with the
+// library's own setting.
+#pragma once
+
+#include <optional>
+
+#include "corral/native.hpp"
+#include "corral/scheduler.hpp"
+
+namespace corral {
+
+// max(1, slots / running), with running counted as at least 1.
+unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept;
+
+// What a task's limits are. 0: leave the libraries alone; dynamic_inner (-1, or any negative): the
+// dynamic rule; n > 0: n threads.
+inline constexpr int dynamic_inner = -1;
+
+// One task's limits (RAII, on the thread that runs the task). Never throws.
+class task_native_limits {
+ public:
+  // `s`: the scheduler whose slots and running count the dynamic rule reads.
+  task_native_limits(scheduler& s, int inner_threads) noexcept;
+  ~task_native_limits();
+  task_native_limits(const task_native_limits&) = delete;
+  task_native_limits& operator=(const task_native_limits&) = delete;
+
+  // The inner thread count this task got (0: none set, or the libraries refused it).
+  unsigned threads() const noexcept { return threads_; }
+
+ private:
+  std::optional<native::scoped_thread_limit> thread_limit_;
+  unsigned threads_ = 0;
+  bool counted_ = false;  // counted by the process-wide owner: uncount on exit
+};
+
+// A task_observer that gives every task of the schedulers it is installed on its limits
+// (scheduler::options::observer or set_observer). Tasks nested in waits get their own limits and
+// restore the outer task's. The object must outlive its installation.
+class native_limit_observer final : public task_observer {
+ public:
+  explicit native_limit_observer(int inner_threads = dynamic_inner) noexcept : inner_threads_(inner_threads) {}
+  void on_task_start(scheduler& s) noexcept override;
+  void on_task_end(scheduler& s) noexcept override;
+  int inner_threads() const noexcept { return inner_threads_; }
+
+ private:
+  int inner_threads_;
+};
+
+// The process-wide setting corral's limits have in place now (0: none; the library's own setting is
+// in place), and how many tasks run with a limit. For tests and stats.
+struct process_native_limit_state {
+  unsigned threads = 0;
+  int tasks = 0;
+};
+process_native_limit_state process_native_limit() noexcept;
+
+}  // namespace corral

@@ -1,0 +1,225 @@
+// The wait monitor's thread (wait_monitor.hpp says what it does; scheduler.cpp has the worker's side
+// of lending: arm, disarm, settle).
+//
+// Every change of a record's lend stage by the monitor is: CAS from a stable stage to `busy`
+// (acquire: we see the worker's arming and what preceded it), the counter updates, then a release
+// store of the new stable stage (the worker's acquiring CAS out of it sees those updates). The worker
+// never touches its slot while the stage is lent or reclaiming without first taking the stage back
+// with its own CAS, so each lent slot is released once (by us) and taken back once (by us or it).
+#include "wait_monitor.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+
+#include "corral/futex.hpp"
+
+namespace corral::detail {
+namespace {
+
+constexpr auto sample_interval = std::chrono::milliseconds(1);
+
+// Reads a small /proc file into buf (NUL-terminated); false when it cannot be read.
+bool read_small_file(const char* path, char* buf, std::size_t size) noexcept {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, buf, size - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  return true;
+}
+
+bool is_futex_call(long number) noexcept {
+  if (number == SYS_futex) return true;
+#ifdef SYS_futex_waitv
+  if (number == SYS_futex_waitv) return true;
+#endif
+  return false;
+}
+
+}  // namespace
+
+thread_sample sample_thread(pid_t tid) noexcept {
+  thread_sample out;
+  if (tid <= 0) return out;
+  char path[64];
+  char buf[512];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  if (!read_small_file(path, buf, sizeof buf)) return out;
+  out.readable = true;
+  const char* end_of_name = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
+  if (end_of_name == nullptr || end_of_name[1] == '\0' || end_of_name[2] == '\0') return out;
+  const char state = end_of_name[2];
+  if (state != 'S' && state != 'D') return out;
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+  if (!read_small_file(path, buf, sizeof buf)) return out;
+  out.cpu_ns = std::strtoull(buf, nullptr, 10);
+  // The system call it sleeps in: "running" when it has just woken; unreadable: never guess.
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
+  if (!read_small_file(path, buf, sizeof buf)) return out;
+  if (std::strncmp(buf, "running", 7) == 0) return out;
+  char* after = nullptr;
+  const long number = std::strtol(buf, &after, 10);
+  if (after == buf || number < 0) return out;
+  out.asleep = true;
+  out.kind = is_futex_call(number) ? sleep_kind::futex : sleep_kind::other;
+  return out;
+}
+
+wait_monitor::wait_monitor(scheduler::state& s) : s_(s), history_(s.record_capacity) {
+  // No asynchronous signals here (as in the workers): Ctrl-C goes to the program's own threads.
+  sigset_t all, previous;
+  sigfillset(&all);
+  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);
+  const int rc = pthread_create(&thread_, nullptr, &entry, this);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "corral: cannot start the wait monitor");
+}
+
+wait_monitor::~wait_monitor() {
+  stop_.store(1, std::memory_order_seq_cst);
+  futex_wake(&stop_, INT_MAX);
+  s_.monitor_ec.notify_all();
+  s_.slot_ec.notify_all();
+  pthread_join(thread_, nullptr);
+}
+
+void* wait_monitor::entry(void* self) noexcept {
+  pthread_setname_np(pthread_self(), "corral-monitor");
+  static_cast<wait_monitor*>(self)->run();
+  return nullptr;
+}
+
+void wait_monitor::run() noexcept {
+  while (stop_.load(std::memory_order_acquire) == 0) {
+    bool watching = false;
+    bool any_reclaiming = false;
+    pass(watching, any_reclaiming);
+    if (!watching && s_.lent_now.load(std::memory_order_relaxed) == 0 && s_.self.running() == 0)
+      idle_wait();
+    else
+      tick(any_reclaiming);
+  }
+}
+
+// Nothing to watch and no slot held: sleep until a thread takes a slot (try_acquire_slot wakes us).
+void wait_monitor::idle_wait() noexcept {
+  std::uint32_t key = s_.monitor_ec.prepare_wait();
+  // After prepare_wait's fence: a slot taken before it is visible here; one taken after it sees our
+  // waiter count in its notify (event_count.hpp).
+  if (stop_.load(std::memory_order_acquire) != 0 || s_.self.running() != 0 ||
+      s_.lent_now.load(std::memory_order_relaxed) != 0) {
+    s_.monitor_ec.cancel_wait();
+    return;
+  }
+  s_.monitor_ec.commit_wait(key);
+}
+
+void wait_monitor::tick(bool any_reclaiming) noexcept {
+  if (any_reclaiming) {
+    // A thread we registered as a returner waits for a slot: wake as soon as one is released.
+    std::uint32_t key = s_.slot_ec.prepare_wait();
+    if (stop_.load(std::memory_order_acquire) != 0 || s_.free_slots.load(std::memory_order_relaxed) > 0) {
+      s_.slot_ec.cancel_wait();
+      return;
+    }
+    s_.slot_ec.commit_wait_for(key, sample_interval);
+    return;
+  }
+  futex_wait_for(stop_, 0, sample_interval);
+}
+
+void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
+  const unsigned n = s_.high_water.load(std::memory_order_acquire);
+  for (unsigned i = 0; i < n; ++i) {
+    worker* w = s_.workers[i].load(std::memory_order_acquire);
+    if (w == nullptr) continue;
+    history& h = history_[i];
+    const std::uint32_t stage = w->lend_state.load(std::memory_order_acquire);
+    if (stage == armed) {
+      watching = true;
+      const std::uint32_t count = w->arm_count.load(std::memory_order_relaxed);
+      const pid_t tid = w->tid.load(std::memory_order_relaxed);
+      if (h.arm_count != count || h.tid != tid) h = {count, tid, 0, 0, 0, false};
+      const thread_sample sample = sample_thread(tid);
+      if (sample.asleep && sample.kind == sleep_kind::other) {
+        ++h.other_samples;
+        h.futex_samples = 0;
+      } else if (sample.asleep && sample.kind == sleep_kind::futex && h.cpu_known && sample.cpu_ns == h.cpu_ns) {
+        ++h.futex_samples;  // in futex and has not run at all since the last sample
+        h.other_samples = 0;
+      } else {
+        h.other_samples = 0;
+        h.futex_samples = 0;
+      }
+      h.cpu_ns = sample.cpu_ns;
+      h.cpu_known = sample.asleep;
+      if (h.other_samples >= other_samples_needed || h.futex_samples >= futex_samples_needed) {
+        h.other_samples = 0;
+        h.futex_samples = 0;
+        lend(*w, count);
+      }
+    } else if (stage == lent) {
+      watching = true;
+      const thread_sample sample = sample_thread(w->tid.load(std::memory_order_relaxed));
+      // Running again (or gone from /proc: it will settle the lend itself at its task boundary).
+      if (!sample.asleep || sample.cpu_ns != h.cpu_ns) reclaim(*w, lent);
+      h.cpu_ns = sample.cpu_ns;
+    } else if (stage == detail::reclaiming) {
+      watching = true;
+      any_reclaiming = true;
+      reclaim(*w, detail::reclaiming);
+    } else {
+      h.other_samples = 0;
+      h.futex_samples = 0;
+    }
+  }
+}
+
+void wait_monitor::lend(worker& w, std::uint32_t sampled_arm_count) noexcept {
+  std::uint32_t expected = armed;
+  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire, std::memory_order_relaxed))
+    return;  // the task ended (or the thread announced a wait) meanwhile
+  if (w.arm_count.load(std::memory_order_relaxed) != sampled_arm_count) {
+    w.lend_state.store(armed, std::memory_order_release);  // another task than the one we saw asleep
+    return;
+  }
+  // What a blocking_scope does, for the sleeping thread.
+  s_.blocked.fetch_add(1, std::memory_order_relaxed);
+  s_.lent_now.fetch_add(1, std::memory_order_relaxed);
+  s_.lends.fetch_add(1, std::memory_order_relaxed);
+  s_.give_back_slot(true);  // a parked worker or a spare takes it when work waits
+  w.lend_state.store(lent, std::memory_order_release);
+}
+
+// From lent (the thread ran again): register it as a returner, as leaving a blocking scope does, so
+// that slot holders yield at their next task boundary. From reclaiming: try again for a slot.
+void wait_monitor::reclaim(worker& w, std::uint32_t from) noexcept {
+  std::uint32_t expected = from;
+  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire, std::memory_order_relaxed))
+    return;  // the thread settled it itself
+  if (from == lent) {
+    s_.returners.fetch_add(1, std::memory_order_seq_cst);
+    s_.blocked.fetch_sub(1, std::memory_order_relaxed);
+  }
+  if (s_.try_acquire_slot(true)) {
+    s_.returners.fetch_sub(1, std::memory_order_seq_cst);
+    s_.lent_now.fetch_sub(1, std::memory_order_relaxed);
+    s_.notify_work_strict();  // as leave_blocking: more free slots may now be usable by sleepers
+    w.lend_state.store(armed, std::memory_order_release);
+    return;
+  }
+  w.lend_state.store(reclaiming, std::memory_order_release);
+}
+
+}  // namespace corral::detail

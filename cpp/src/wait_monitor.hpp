@@ -1,0 +1,79 @@
+// The wait monitor: finds tasks that sleep without a blocking_scope and lends their slot while they
+// sleep, as Go's sysmon retakes the P of a goroutine stuck in a system call. Not a public header:
+// scheduler::options::monitor_waits and scheduler::set_wait_monitor turn it on.
+//
+// One thread per scheduler samples every worker record that is inside a task (lend_stage armed, lent
+// or reclaiming) every millisecond through /proc/self/task/<tid>/{stat,syscall,schedstat}:
+//  * asleep (state S or D) in a system call other than futex on 2 samples running: lend;
+//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A thread waiting for a
+//    lock or a condition variable sleeps in futex, but so does one waiting briefly for another
+//    thread (a Python thread waits for the GIL in futex and wakes every 5 ms to ask for it, so it
+//    never qualifies); a task blocked on a lock whose owner waits for a slot gets one in the end.
+// Lending is what a blocking_scope does on the thread's behalf: blocked += 1, release the slot (which
+// wakes a parked worker or starts a spare when work waits). When the sampled thread runs again the
+// monitor registers it as a returner (slot holders yield at their next task boundary) and takes the
+// next free slot for it; or the thread itself settles the lend at its next task boundary.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include <pthread.h>
+
+#include "scheduler_state.hpp"
+
+namespace corral::detail {
+
+enum class sleep_kind { none, futex, other };
+
+struct thread_sample {
+  bool readable = false;          // false: the thread is gone or /proc is not there
+  bool asleep = false;            // state S (interruptible) or D (uninterruptible)
+  sleep_kind kind = sleep_kind::none;
+  unsigned long long cpu_ns = 0;  // CPU time so far (schedstat), read when asleep
+};
+
+// How thread `tid` of this process is now. Never throws; an unreadable file reads as "not asleep".
+thread_sample sample_thread(pid_t tid) noexcept;
+
+class wait_monitor {
+ public:
+  // Starts the monitor thread (std::system_error when it cannot).
+  explicit wait_monitor(scheduler::state& s);
+  // Stops and joins it. Lends in place stay; their threads settle them at their next boundary.
+  ~wait_monitor();
+  wait_monitor(const wait_monitor&) = delete;
+  wait_monitor& operator=(const wait_monitor&) = delete;
+
+  static constexpr int other_samples_needed = 2;
+  static constexpr int futex_samples_needed = 20;
+
+ private:
+  struct history {
+    std::uint32_t arm_count = 0;
+    pid_t tid = 0;
+    int other_samples = 0;  // consecutive samples asleep outside futex
+    int futex_samples = 0;  // consecutive samples asleep in futex, not having run in between
+    unsigned long long cpu_ns = 0;
+    bool cpu_known = false;
+  };
+
+  static void* entry(void* self) noexcept;
+  void run() noexcept;
+  // One look at every record; returns {watching anything, any reclaiming}.
+  void pass(bool& watching, bool& any_reclaiming) noexcept;
+  void lend(worker& w, std::uint32_t sampled_arm_count) noexcept;
+  void reclaim(worker& w, std::uint32_t from) noexcept;
+  void idle_wait() noexcept;
+  void tick(bool any_reclaiming) noexcept;
+
+  scheduler::state& s_;
+  std::vector<history> history_;
+  std::atomic<std::uint32_t> stop_{0};
+  pthread_t thread_{};
+};
+
+}  // namespace corral::detail

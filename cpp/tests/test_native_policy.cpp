@@ -1,0 +1,206 @@
+// The per-task native-limit policy (native_policy.hpp) with real libraries: gcc's libgomp (per-thread
+// ICV) and, where installed, Debian's OpenBLAS with pthreads (process-wide control).
+#include "corral/native_policy.hpp"
+
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "corral/event.hpp"
+#include "corral/task_group.hpp"
+
+using namespace std::chrono_literals;
+using corral::scheduler;
+using corral::task_group;
+
+namespace {
+
+using get_fn = int (*)();
+using set_fn = void (*)(int);
+
+struct openmp {
+  get_fn get = nullptr;
+  set_fn set = nullptr;
+};
+
+// libgomp from the loader's search path (gcc's runtime, present wherever g++ is).
+openmp load_libgomp() {
+  void* handle = dlopen("libgomp.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  if (handle == nullptr) return {};
+  return {reinterpret_cast<get_fn>(dlsym(handle, "omp_get_max_threads")),
+          reinterpret_cast<set_fn>(dlsym(handle, "omp_set_num_threads"))};
+}
+
+scheduler::options slots(unsigned n) {
+  scheduler::options o;
+  o.slots = n;
+  return o;
+}
+
+// Waits until every worker sleeps, so that the next task starts alone.
+void wait_until_idle(scheduler& s) {
+  auto end = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < end) {
+    auto st = s.stats();
+    if (st.running == 0 && st.parked == st.threads) return;
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+}  // namespace
+
+TEST(NativePolicy, DynamicRule) {
+  EXPECT_EQ(corral::dynamic_inner_threads(4, 0), 4u);
+  EXPECT_EQ(corral::dynamic_inner_threads(4, 1), 4u);
+  EXPECT_EQ(corral::dynamic_inner_threads(4, 2), 2u);
+  EXPECT_EQ(corral::dynamic_inner_threads(4, 3), 1u);
+  EXPECT_EQ(corral::dynamic_inner_threads(4, 8), 1u);
+  EXPECT_EQ(corral::dynamic_inner_threads(1, 1), 1u);
+  EXPECT_EQ(corral::dynamic_inner_threads(16, 5), 3u);
+}
+
+TEST(NativePolicy, OpenMpInTasksFollowsSlotsOverRunning) {
+  openmp omp = load_libgomp();
+  if (omp.get == nullptr) GTEST_SKIP() << "libgomp.so.1 not found";
+  corral::native_limit_observer observer;  // dynamic
+  scheduler::options o = slots(2);
+  o.observer = &observer;
+  scheduler s(o);
+
+  // Alone: the task is the only one running, so it gets both slots.
+  wait_until_idle(s);
+  std::atomic<int> alone{0};
+  corral::event done;
+  s.submit([&] {
+    alone = omp.get();
+    done.set();
+  });
+  done.wait();
+  EXPECT_EQ(alone.load(), 2);
+
+  // Two at once (they meet before reading): the second to start sees 2 running and gets 1.
+  std::atomic<int> arrived{0};
+  std::mutex m;
+  std::vector<int> seen;
+  task_group g(s);
+  for (int i = 0; i < 2; ++i)
+    g.run([&] {
+      int mine = omp.get();
+      arrived.fetch_add(1);
+      while (arrived.load() < 2) std::this_thread::yield();
+      std::lock_guard<std::mutex> lock(m);
+      seen.push_back(mine);
+    });
+  g.wait();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(*std::min_element(seen.begin(), seen.end()), 1);
+  for (int v : seen) EXPECT_TRUE(v == 1 || v == 2) << v;
+}
+
+TEST(NativePolicy, FixedLimitAndTheThreadsOwnSettingComesBack) {
+  openmp omp = load_libgomp();
+  if (omp.get == nullptr) GTEST_SKIP() << "libgomp.so.1 not found";
+  corral::native_limit_observer observer(3);
+  EXPECT_EQ(observer.inner_threads(), 3);
+  scheduler s(slots(1));
+  // The worker's own setting, before any limit.
+  int before = 0;
+  {
+    corral::event done;
+    s.submit([&] {
+      omp.set(5);
+      before = omp.get();
+      done.set();
+    });
+    done.wait();
+  }
+  ASSERT_EQ(before, 5);
+  s.set_observer(&observer);
+  std::vector<int> inside;
+  task_group g(s);
+  for (int i = 0; i < 4; ++i) g.run([&] { inside.push_back(omp.get()); });
+  g.wait();
+  // Nested: a task waiting for a task it spawned; each sees its own limit, the outer one's comes back.
+  int outer_after = 0;
+  g.run([&] {
+    task_group inner(s);
+    inner.run([&] { omp.set(7); });
+    inner.wait();
+    outer_after = omp.get();
+  });
+  g.wait();
+  s.set_observer(nullptr);
+  int after = 0;
+  {
+    corral::event done;
+    s.submit([&] {
+      after = omp.get();
+      done.set();
+    });
+    done.wait();
+  }
+  EXPECT_EQ(inside, std::vector<int>(4, 3));
+  EXPECT_EQ(outer_after, 3);
+  EXPECT_EQ(after, 5);
+}
+
+TEST(NativePolicy, ZeroTouchesNothing) {
+  openmp omp = load_libgomp();
+  if (omp.get == nullptr) GTEST_SKIP() << "libgomp.so.1 not found";
+  scheduler s(slots(1));
+  omp.set(6);
+  corral::task_native_limits limits(s, 0);
+  EXPECT_EQ(limits.threads(), 0u);
+  EXPECT_EQ(omp.get(), 6);
+  {
+    corral::task_native_limits fixed(s, 2);
+    EXPECT_EQ(fixed.threads(), 2u);
+    EXPECT_EQ(omp.get(), 2);
+  }
+  EXPECT_EQ(omp.get(), 6);
+}
+
+TEST(NativePolicy, ProcessWideSettingFollowsTasksAndIsRestoredWhenIdle) {
+  void* blas = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  if (blas == nullptr) GTEST_SKIP() << "Debian's libopenblas0-pthread is not installed: " << dlerror();
+  auto get = reinterpret_cast<get_fn>(dlsym(blas, "openblas_get_num_threads"));
+  auto set = reinterpret_cast<set_fn>(dlsym(blas, "openblas_set_num_threads"));
+  auto parallel = reinterpret_cast<get_fn>(dlsym(blas, "openblas_get_parallel"));
+  ASSERT_NE(get, nullptr);
+  ASSERT_NE(set, nullptr);
+  if (parallel != nullptr && parallel() != 1) GTEST_SKIP() << "this libopenblas is not the pthreads build";
+  set(3);
+  ASSERT_EQ(get(), 3);
+  corral::native_limit_observer observer;  // dynamic
+  scheduler::options o = slots(2);
+  o.observer = &observer;
+  scheduler s(o);
+  std::atomic<int> arrived{0};
+  std::mutex m;
+  std::vector<int> seen;
+  task_group g(s);
+  for (int i = 0; i < 2; ++i)
+    g.run([&] {
+      arrived.fetch_add(1);
+      while (arrived.load() < 2) std::this_thread::yield();
+      // Both running now: the latest start set max(1, 2 / 2) = 1 for the whole process.
+      std::lock_guard<std::mutex> lock(m);
+      seen.push_back(get());
+    });
+  g.wait();
+  EXPECT_EQ(seen, std::vector<int>(2, 1));
+  // Every task has ended: the setting from before is back, and nothing is counted.
+  auto end = std::chrono::steady_clock::now() + 5s;
+  while (corral::process_native_limit().tasks != 0 && std::chrono::steady_clock::now() < end)
+    std::this_thread::sleep_for(1ms);
+  EXPECT_EQ(corral::process_native_limit().tasks, 0);
+  EXPECT_EQ(corral::process_native_limit().threads, 0u);
+  EXPECT_EQ(get(), 3);
+}
