@@ -39,8 +39,26 @@ class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
             self._slot_table = worker_share.SlotTable(shares)
             mp_context = worker_share.ShareContext(worker_share.base_context(mp_context), self._slot_table)
         super().__init__(max_workers, mp_context, initializer, initargs, max_tasks_per_child=max_tasks_per_child)
+        if hasattr(self, "_slot_table"):
+            self._processes = _Workers(self._slot_table)
 
     @property
     def shares(self) -> list[worker_share.WorkerShare]:
         """The share of each worker slot (CPUs, thread limit, environment)."""
         return list(self._slot_table.shares)
+
+
+class _Workers(dict):
+    """The executor's pid -> process table. The stdlib pops a worker that retires (after
+    max_tasks_per_child) before it has exited, and may start its replacement at once: popping
+    frees the worker's slot, so the replacement takes it rather than a slot still held."""
+
+    def __init__(self, slot_table: worker_share.SlotTable):
+        super().__init__()
+        self._slot_table = slot_table
+
+    def pop(self, pid, *default):
+        process = super().pop(pid, *default)
+        if process is not None and not isinstance(process, int):
+            self._slot_table.retire(process)
+        return process

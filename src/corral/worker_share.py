@@ -183,6 +183,13 @@ class SlotTable:
             if holder is not None and holder() is process:
                 self._holders[slot] = None
 
+    def retire(self, process) -> None:
+        """The pool has let `process` go (it is exiting): its slot is free for a replacement."""
+        with self._lock:
+            for slot, holder in enumerate(self._holders):
+                if holder is not None and holder() is process:
+                    self._holders[slot] = None
+
     def holder_of(self, slot: int):
         holder = self._holders[slot]
         return holder() if holder is not None else None
