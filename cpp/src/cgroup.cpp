@@ -170,6 +170,23 @@ budget_source absent_source(std::string name, std::string why) {
   return source;
 }
 
+// The end of every cgroup source's description: why nothing was found, what was ignored, notes.
+budget_source finish_source(budget_source source, std::vector<std::string> parts,
+                            const std::vector<std::string>& problems, const cgroup_location& where,
+                            std::string_view file_name) {
+  if (parts.empty() && problems.empty()) {
+    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
+                    " up to " + where.mount_dir.string() + " (controller not enabled there): no limit");
+  } else if (parts.empty()) {
+    source.skipped = true;
+    parts.emplace_back("skipped");
+  }
+  if (!problems.empty()) parts.push_back("ignored " + join(problems, "; "));
+  if (!where.note.empty()) parts.push_back(where.note);
+  source.detail = join(parts, "; ");
+  return source;
+}
+
 template <class ReadLevel>
 budget_source quota_source(std::string name, const cgroup_location& where,
                            std::string_view file_name, ReadLevel read_level) {
@@ -201,18 +218,8 @@ budget_source quota_source(std::string name, const cgroup_location& where,
       parts.push_back("the tightest of " + std::to_string(levels_read) + " levels read");
   } else if (levels_read > 0) {
     parts.emplace_back("max: no limit");
-  } else if (problems.empty()) {
-    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
-                    " up to " + where.mount_dir.string() +
-                    " (controller not enabled there): no limit");
-  } else {
-    source.skipped = true;
-    parts.emplace_back("skipped");
   }
-  if (!problems.empty()) parts.push_back("ignored " + join(problems, "; "));
-  if (!where.note.empty()) parts.push_back(where.note);
-  source.detail = join(parts, "; ");
-  return source;
+  return finish_source(std::move(source), std::move(parts), problems, where, file_name);
 }
 
 budget_source cpuset_source(std::string name, const cgroup_location& where,
@@ -264,18 +271,8 @@ budget_source cpuset_source(std::string name, const cgroup_location& where,
     parts.push_back("CPUs " + allowed->to_string());
     if (levels_read > 1)
       parts.push_back("the intersection of " + std::to_string(levels_read) + " levels read");
-  } else if (problems.empty()) {
-    parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
-                    " up to " + where.mount_dir.string() +
-                    " (controller not enabled there): no limit");
-  } else {
-    source.skipped = true;
-    parts.emplace_back("skipped");
   }
-  if (!problems.empty()) parts.push_back("ignored " + join(problems, "; "));
-  if (!where.note.empty()) parts.push_back(where.note);
-  source.detail = join(parts, "; ");
-  return source;
+  return finish_source(std::move(source), std::move(parts), problems, where, file_name);
 }
 
 }  // namespace
