@@ -173,3 +173,16 @@ def test_verbose_reports_cpus_and_process_pools():
                     "joblib"):
         assert patched in under.stderr
     assert "factor 1.5" in under.stderr and "overridden (--force)" in under.stderr
+
+
+def test_openblas_spinning_is_quieted_unless_the_user_set_it():
+    def seen(*options, **extra):
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "CORRAL_CPUS")}
+        env.update(extra)
+        code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+        return subprocess.run([sys.executable, "-m", "corral", *options, "-c", code], env=env,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+
+    assert seen() == "4"
+    assert seen("--no-native") == "None"
+    assert seen(OPENBLAS_THREAD_TIMEOUT="28") == "28"

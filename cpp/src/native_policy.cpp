@@ -1,31 +1,78 @@
 // The per-task native-limit policy (native_policy.hpp).
 #include "corral/native_policy.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <new>
+#include <thread>
 #include <utility>
 
 namespace corral {
 namespace {
 
-// One owner for the process-wide controls, so that tasks starting at once do not fight over them:
-// the latest start sets its count; the setting from before the first task comes back when the last
-// task with a limit ends.
+class process_limit;
+process_limit& the_process_limit();
+
+
+// One owner for the process-wide controls, so that tasks starting at once do not fight over them.
+// It also counts the tasks between their start and end (running or waiting inside), which is the
+// demand the dynamic rule divides by: a pool's task that sleeps still comes back for a core, and a
+// count of running tasks alone would hand its core's share to the next task's BLAS (measured:
+// docs/native.md). The setting from before the first task comes back when the last one ends.
+//
+// Lowering is immediate (at a task start); raising, when tasks end and the demand falls, waits until
+// the demand has stayed low for raise_delay. In a map the next task starts within microseconds of
+// the last one's end, and flipping OpenBLAS to 2 threads and back in between costs the task still
+// running (measured: W1 0.47 s -> 0.62 s); when the last tasks of a map are one large call, its later
+// BLAS calls get the cores the finished tasks left (W2).
 class process_limit {
  public:
-  void task_started(unsigned n) {
+  static constexpr auto raise_delay = std::chrono::milliseconds(2);
+
+  process_limit() {
+    pthread_atfork([] { the_process_limit().mutex_.lock(); },
+                   [] { the_process_limit().mutex_.unlock(); },
+                   [] { the_process_limit().after_fork_in_child(); });
+  }
+
+  // Counts a starting task and returns its inner thread count: `fixed`, or for 0 the dynamic rule
+  // over max(running, tasks started and not ended, this one included).
+  unsigned task_started(unsigned fixed, unsigned slots, unsigned running) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++tasks_;
-    if (n == current_) return;
-    native::snapshot replaced = native::controller::process().set_process_limit(n);
-    if (current_ == 0) original_ = std::move(replaced);  // the setting before any task ran
-    current_ = n;
+    dynamic_ = fixed == 0;
+    slots_ = slots;
+    raise_pending_ = false;
+    const auto now = std::chrono::steady_clock::now();
+    unsigned n = dynamic_ ? dynamic_inner_threads(slots, std::max(running, tasks_)) : fixed;
+    if (dynamic_ && n > 1 && now - last_shared_ < raise_delay) {
+      // Another task ran a moment ago: more are likely on their way (the next chunk of a map), so
+      // start with one thread and raise only if the demand stays low.
+      n = 1;
+      schedule_raise_locked();
+    }
+    if (tasks_ > 1) last_shared_ = now;
+    try {
+      apply_locked(n);
+    } catch (...) {  // a library that refuses: the task runs with its own setting, still counted
+    }
+    return n;
   }
 
   void task_finished() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (--tasks_ > 0 || current_ == 0) return;
+    if (tasks_ > 1) last_shared_ = std::chrono::steady_clock::now();
+    if (--tasks_ > 0) {
+      if (dynamic_ && dynamic_inner_threads(slots_, tasks_) > current_) schedule_raise_locked();
+      return;
+    }
+    raise_pending_ = false;
+    if (current_ == 0) return;
     try {
       native::controller::restore(original_);
     } catch (...) {
@@ -36,13 +83,76 @@ class process_limit {
 
   process_native_limit_state state() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    return {current_, tasks_};
+    return {current_, static_cast<int>(tasks_)};
   }
 
  private:
+  void apply_locked(unsigned n) {
+    if (n == current_) return;
+    native::snapshot replaced = native::controller::process().set_process_limit(n);
+    if (current_ == 0) original_ = std::move(replaced);  // the setting before any task ran
+    current_ = n;
+  }
+
+  void schedule_raise_locked() noexcept {
+    raise_due_ = std::chrono::steady_clock::now() + raise_delay;
+    raise_pending_ = true;
+    if (!raiser_started_) {
+      try {
+        std::thread([this] { raise_when_due(); }).detach();
+        raiser_started_ = true;
+      } catch (...) {  // no thread: the setting stays low (safe), as before any raise existed
+        raise_pending_ = false;
+        return;
+      }
+    }
+    raise_cv_.notify_one();
+  }
+
+  // The raiser thread: lives as long as the process; sleeps unless a raise is pending.
+  void raise_when_due() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      if (!raise_pending_) {
+        raise_cv_.wait(lock);
+        continue;
+      }
+      if (std::chrono::steady_clock::now() < raise_due_) {  // a later end may have moved it on
+        raise_cv_.wait_until(lock, raise_due_);
+        continue;
+      }
+      if (raise_due_ < last_shared_ + raise_delay) {  // tasks shared the cores since: wait on
+        raise_due_ = last_shared_ + raise_delay;
+        continue;
+      }
+      raise_pending_ = false;
+      if (tasks_ > 0 && dynamic_) {
+        try {
+          apply_locked(dynamic_inner_threads(slots_, tasks_));
+        } catch (...) {
+        }
+      }
+    }
+  }
+
+  // The raiser thread does not exist in a forked child; the lock was held across the fork.
+  void after_fork_in_child() noexcept {
+    new (&raise_cv_) std::condition_variable;  // the parent's may have had waiters: start afresh
+    raiser_started_ = false;
+    raise_pending_ = false;
+    mutex_.unlock();
+  }
+
   std::mutex mutex_;
-  int tasks_ = 0;         // tasks running with a limit
+  std::condition_variable raise_cv_;
+  unsigned tasks_ = 0;    // tasks started with a limit and not ended
+  unsigned slots_ = 1;    // the slots the latest start saw
+  bool dynamic_ = true;   // whether the latest start used the dynamic rule
   unsigned current_ = 0;  // what we set (0: the original is in place)
+  bool raise_pending_ = false;
+  bool raiser_started_ = false;
+  std::chrono::steady_clock::time_point raise_due_{};
+  std::chrono::steady_clock::time_point last_shared_{};  // when two or more tasks last ran at once
   native::snapshot original_;
 };
 
@@ -71,11 +181,11 @@ unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
 task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept {
   if (inner_threads == 0) return;
   try {
-    const unsigned n = inner_threads > 0 ? static_cast<unsigned>(inner_threads)
-                                         : dynamic_inner_threads(s.slots(), s.running());
+    const unsigned fixed = inner_threads > 0 ? static_cast<unsigned>(inner_threads) : 0;
+    // task_started counts the task before anything in it can throw.
+    const unsigned n = the_process_limit().task_started(fixed, s.slots(), s.running());
+    counted_ = true;
     thread_limit_.emplace(native::controller::process(), n);
-    counted_ = true;  // task_started counts the task before anything in it can throw
-    the_process_limit().task_started(n);
     threads_ = n;
   } catch (...) {
     // A library that refuses a limit must not cost the task; it runs with the library's setting.

@@ -20,6 +20,7 @@
 #include "corral/budget.hpp"
 #include "corral/fence.hpp"
 #include "scheduler_state.hpp"
+#include "stack_headroom.hpp"
 #include "wait_monitor.hpp"
 
 namespace corral {
@@ -549,9 +550,11 @@ bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady
     ~rearm_on_exit() { s.rearm_if_in_task(); }
   } rearm{*this};
   unsigned idle = 0;
+  // Tasks run here nest on this thread's stack: with too little left, only wait.
+  const bool may_run_tasks = detail::stack_headroom() >= detail::min_stack_headroom;
   while (!w.ready()) {
     if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) return false;
-    if (!should_yield()) {
+    if (may_run_tasks && !should_yield()) {
       if (task* t = find_task(me)) {
         execute(me, t);
         idle = 0;

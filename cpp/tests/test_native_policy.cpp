@@ -183,19 +183,37 @@ TEST(NativePolicy, ProcessWideSettingFollowsTasksAndIsRestoredWhenIdle) {
   o.observer = &observer;
   scheduler s(o);
   std::atomic<int> arrived{0};
+  std::atomic<int> recorded{0};
+  std::atomic<bool> first_done{false};
   std::mutex m;
   std::vector<int> seen;
+  int alone = 0;
   task_group g(s);
   for (int i = 0; i < 2; ++i)
-    g.run([&] {
+    g.run([&, i] {
       arrived.fetch_add(1);
       while (arrived.load() < 2) std::this_thread::yield();
-      // Both running now: the latest start set max(1, 2 / 2) = 1 for the whole process.
-      std::lock_guard<std::mutex> lock(m);
-      seen.push_back(get());
+      {  // Both running now: the demand is 2, so max(1, 2 / 2) = 1 for the whole process.
+        std::lock_guard<std::mutex> lock(m);
+        seen.push_back(get());
+      }
+      recorded.fetch_add(1);
+      while (recorded.load() < 2) std::this_thread::yield();
+      if (i == 0) {
+        first_done.store(true);
+        return;
+      }
+      // The other task has ended (its end is counted after it returns): the demand is 1, and once
+      // it has stayed 1 for a moment the process-wide setting follows it up to max(1, 2 / 1) = 2
+      // while this task still runs.
+      auto until = std::chrono::steady_clock::now() + 5s;
+      while ((!first_done.load() || get() != 2) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(100us);
+      alone = get();
     });
   g.wait();
   EXPECT_EQ(seen, std::vector<int>(2, 1));
+  EXPECT_EQ(alone, 2);
   // Every task has ended: the setting from before is back, and nothing is counted.
   auto end = std::chrono::steady_clock::now() + 5s;
   while (corral::process_native_limit().tasks != 0 && std::chrono::steady_clock::now() < end)

@@ -1,6 +1,7 @@
 // The BLAS/OpenMP thread limits a task runs under (design.md "Inner threads"; docs/native.md has the
 // measurements behind the rule): set as the task starts, put back as it ends.
-//   dynamic:  inner = max(1, slots / tasks running now), computed at each task start;
+//   dynamic:  inner = max(1, slots / demand), demand = max(tasks running now, tasks started and
+//             not ended); process-wide controls follow the demand as tasks start and end;
 //   fixed n:  inner = n (the pools' static mode).
 // Per-thread controls (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local setting) are set for
 // the task's thread alone and restored when the task ends. Process-wide controls (OpenBLAS with
