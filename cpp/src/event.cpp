@@ -14,23 +14,9 @@ class event_waitable final : public detail::waitable {
   bool ready() const noexcept override { return event_.is_set(); }
 
   bool sleep(const std::chrono::steady_clock::time_point* deadline) noexcept override {
-    std::atomic<std::uint32_t>& word = event_.state_;
-    std::uint32_t seen = word.load(std::memory_order_acquire);
-    while ((seen & event::set_bit) == 0) {
-      if ((seen & event::waiter_bit) == 0) {
-        if (!word.compare_exchange_weak(seen, seen | event::waiter_bit, std::memory_order_acquire)) continue;
-        seen |= event::waiter_bit;
-      }
-      if (deadline != nullptr) {
-        auto left = *deadline - std::chrono::steady_clock::now();
-        if (left <= std::chrono::nanoseconds::zero()) return false;
-        detail::futex_wait_for(word, seen, left);
-      } else {
-        detail::futex_wait(word, seen);
-      }
-      seen = word.load(std::memory_order_acquire);
-    }
-    return true;
+    return detail::futex_sleep_until(
+        event_.state_, event::waiter_bit, [](std::uint32_t v) { return (v & event::set_bit) != 0; },
+        deadline);
   }
 
  private:

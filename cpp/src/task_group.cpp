@@ -18,23 +18,8 @@ class task_group::pending_waitable final : public detail::waitable {
   }
 
   bool sleep(const std::chrono::steady_clock::time_point* deadline) noexcept override {
-    std::atomic<std::uint32_t>& word = group_.state_;
-    std::uint32_t seen = word.load(std::memory_order_acquire);
-    while ((seen & count_mask) != 0) {
-      if ((seen & waiter_bit) == 0) {
-        if (!word.compare_exchange_weak(seen, seen | waiter_bit, std::memory_order_acquire)) continue;
-        seen |= waiter_bit;
-      }
-      if (deadline != nullptr) {
-        auto left = *deadline - std::chrono::steady_clock::now();
-        if (left <= std::chrono::nanoseconds::zero()) return false;
-        detail::futex_wait_for(word, seen, left);
-      } else {
-        detail::futex_wait(word, seen);
-      }
-      seen = word.load(std::memory_order_acquire);
-    }
-    return true;
+    return detail::futex_sleep_until(
+        group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; }, deadline);
   }
 
  private:
