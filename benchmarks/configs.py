@@ -156,9 +156,10 @@ def plan(config: str, workload: Workload, python: str, args: dict[str, object], 
     if config == "tbb4py":
         return reasons["tbb4py"] or Launch([python, "-m", "tbb", script, *argv], env)
     if config == "corral":
-        return reasons["corral"] or Launch([python, "-m", "corral", script, *argv], env)
+        return reasons["corral"] or Launch([python, "-m", "corral", *workload.corral_options, script, *argv], env)
     if config == "corral-static":
-        return reasons["corral-static"] or Launch([python, "-m", "corral", "--mode", "static", script, *argv], env)
+        return reasons["corral-static"] or Launch(
+            [python, "-m", "corral", "--mode", "static", *workload.corral_options, script, *argv], env)
     if config == "corral-api":
         cls = CORRAL_API_CLASS.get(workload.family, "ThreadPool")
         return reasons.get(f"corral.{cls}") or Launch([python, script, "--impl", "corral", *argv], env)

@@ -45,6 +45,8 @@ class Workload:
     env: Callable[[int], dict[str, str]] = lambda budget: {}
     # configuration name -> why it does not apply here
     not_applicable: dict[str, str] = dataclasses.field(default_factory=dict)
+    # options the corral runner gets for this workload (W4-16: --force over the claimed 16 CPUs)
+    corral_options: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -106,15 +108,28 @@ def _w3_args(budget: int, quick: bool) -> dict[str, object]:
     return args
 
 
-def _w4(start_method: str) -> Workload:
+def _w4(start_method: str, claimed: bool = False) -> Workload:
     def args(budget: int, quick: bool) -> dict[str, object]:
         if quick:
             return {"--start-method": start_method, "--tasks": 2 * budget, "--batch": 2, "--n": 96, "--passes": 1}
         return {"--start-method": start_method, "--tasks": 8 * budget, "--batch": 4, "--n": 256, "--passes": 3}
 
     not_applicable = {"tbb4py": PROCESS_POOL_TBB, "joblib-threading": THREADS_NOT_PROCESSES}
-    if start_method == "fork":
+    if start_method == "fork" or claimed:
         not_applicable["joblib-loky"] = LOKY_ONE_START_METHOD
+    if claimed:
+        # The claimed 16 CPUs arrive as OPENBLAS/OMP/MKL_NUM_THREADS=16, which corral's process pools
+        # keep as the user's own values unless told --force (the runner's option for exactly this).
+        not_applicable["corral-api"] = ("the claimed CPUs are thread-limit variables, which corral.Pool keeps "
+                                        "unless force=True; measured through the runner with --force")
+        return Workload(
+            id="W4-claimed", title=f"processes, {start_method}, libraries told 16 CPUs",
+            script="w4_processes.py",
+            measures=f"W4-{start_method} with OPENBLAS/OMP/MKL_NUM_THREADS=16 (a container claiming 16 CPUs); "
+                     "corral runs with --force so that its shares replace the claimed 16",
+            higher_is_better=False, unit="s", args=args, env=_w3_env,
+            grid=lambda b: _grid([1, b, 2 * b], [1, b]), not_applicable=not_applicable,
+            corral_options=("--force",))
     return Workload(
         id=f"W4-{start_method}", title=f"processes ({start_method})", script="w4_processes.py",
         measures=f"multiprocessing.Pool(ncpu) under {start_method}; tasks run qr on 256x256 batches; "
@@ -179,6 +194,7 @@ WORKLOADS: list[Workload] = [
         grid=lambda b: _grid([1, b, 2 * b], [1, b])),
     _w4("fork"),
     _w4("spawn"),
+    _w4("fork", claimed=True),
     Workload(
         id="W5", title="I/O-bound", script="w5_io_bound.py",
         measures="ThreadPool(32); each task waits ~20 ms on a loopback echo server, then hashes the answer",
