@@ -96,7 +96,8 @@ def test_bad_arguments_fail_clearly(argv, message, tmp_path):
 
 
 def test_workload_selection_by_family_and_case():
-    assert [w.id for w in workload_specs.select("w4")] == ["W4-fork", "W4-spawn"]
+    assert [w.id for w in workload_specs.select("w4")] == ["W4-fork", "W4-spawn", "W4-claimed"]
+    assert [w.id for w in workload_specs.select("W4-claimed")] == ["W4-claimed"]
     assert [w.id for w in workload_specs.select(" W5 , w1")] == ["W1", "W5"]  # suite order
     assert len(workload_specs.select(None)) == len(workload_specs.WORKLOADS)
 
@@ -122,6 +123,15 @@ def test_emulated_big_machine_never_sets_corral_cpus(monkeypatch):
     assert launch.env["OPENBLAS_NUM_THREADS"] == "16"
     plain = configs.plan("plain", workload_specs.select("W1")[0], "python", {}, 2, {})
     assert "OPENBLAS_NUM_THREADS" not in plain.env  # plain means library defaults
+
+
+def test_w4_claimed_tells_the_libraries_16_cpus_and_forces_corrals_shares():
+    w4 = workload_specs.select("W4-claimed")[0]
+    launch = configs.plan("corral", w4, "python", w4.args(2, False), 2, {"corral": None})
+    assert launch.argv[1:4] == ["-m", "corral", "--force"]
+    assert launch.env["OPENBLAS_NUM_THREADS"] == "16" and "CORRAL_CPUS" not in launch.env
+    plain = configs.plan("plain", w4, "python", w4.args(2, False), 2, {})
+    assert "--force" not in plain.argv and plain.env["OPENBLAS_NUM_THREADS"] == "16"
 
 
 def test_unavailable_or_inapplicable_configurations_give_reasons():
