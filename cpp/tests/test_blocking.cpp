@@ -11,6 +11,7 @@
 #include "corral/event.hpp"
 #include "corral/scheduler.hpp"
 #include "corral/task_group.hpp"
+#include "scheduler_options.hpp"
 #include "test_scale.hpp"
 
 using namespace std::chrono_literals;
@@ -20,10 +21,9 @@ using corral::task_group;
 
 namespace {
 
+// Spares retire after 20 ms idle here, so the tests see them come and go quickly.
 scheduler::options with_slots(unsigned slots, unsigned max_threads = 0) {
-  scheduler::options o;
-  o.slots = slots;
-  o.max_threads = max_threads;
+  scheduler::options o = corral::testing::with_slots(slots, max_threads);
   o.spare_idle = std::chrono::milliseconds(20);
   return o;
 }

@@ -12,17 +12,11 @@
 
 #include "corral/event.hpp"
 #include "corral/task_group.hpp"
+#include "scheduler_options.hpp"
 #include "test_scale.hpp"
 
 using corral::scheduler;
-
-namespace {
-scheduler::options with_slots(unsigned slots) {
-  scheduler::options o;
-  o.slots = slots;
-  return o;
-}
-}  // namespace
+using corral::testing::with_slots;
 
 TEST(ParallelFor, EveryIndexOnceForManySizes) {
   scheduler s(with_slots(2));

@@ -14,18 +14,15 @@
 
 #include "corral/event.hpp"
 #include "corral/task_group.hpp"
+#include "scheduler_options.hpp"
 #include "test_scale.hpp"
 
 using namespace std::chrono_literals;
 using corral::scheduler;
+using corral::testing::with_slots;
 
 namespace {
 
-scheduler::options with_slots(unsigned slots) {
-  scheduler::options o;
-  o.slots = slots;
-  return o;
-}
 
 double process_cpu_seconds() {
   timespec t{};

@@ -9,20 +9,15 @@
 #include <vector>
 
 #include "corral/event.hpp"
+#include "scheduler_options.hpp"
 #include "test_scale.hpp"
 
 using namespace std::chrono_literals;
 using corral::scheduler;
+using corral::testing::with_slots;
 using corral::task_group;
 
 namespace {
-
-scheduler::options with_slots(unsigned slots, unsigned max_threads = 0) {
-  scheduler::options o;
-  o.slots = slots;
-  o.max_threads = max_threads;
-  return o;
-}
 
 long fib(scheduler& s, int n) {
   if (n < 2) return n;
