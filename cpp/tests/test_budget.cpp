@@ -12,14 +12,9 @@
 
 using namespace corral;
 using corral::testing::fake_tree;
+using corral::testing::mount_line;
 
 namespace {
-
-std::string mount_line(const std::string& root, const std::string& mount_point,
-                       const std::string& fstype, const std::string& super_options) {
-  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " +
-         fstype + " " + fstype + " " + super_options + "\n";
-}
 
 // A fake machine with eight CPUs in the affinity mask and no CORRAL_CPUS.
 budget_options options_for(const fake_tree& tree, const char* affinity = "0-7") {

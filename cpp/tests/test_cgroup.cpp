@@ -9,15 +9,9 @@
 
 using namespace corral;
 using corral::testing::fake_tree;
+using corral::testing::mount_line;
 
 namespace {
-
-// A mountinfo line for a cgroup file system (the optional "shared:N" field included).
-std::string mount_line(const std::string& root, const std::string& mount_point,
-                       const std::string& fstype, const std::string& super_options) {
-  return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " +
-         fstype + " " + fstype + " " + super_options + "\n";
-}
 
 const budget_source& find(const std::vector<budget_source>& sources, const std::string& name) {
   for (const budget_source& source : sources) {

@@ -33,14 +33,13 @@ class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
         if mp_context is None:
             # The stdlib's own default: fork cannot replace workers (max_tasks_per_child).
             mp_context = multiprocessing.get_context("spawn" if max_tasks_per_child is not None else None)
-        # Invalid sizes get the stdlib's own errors (from its __init__), before any planning.
-        if isinstance(max_workers, int) and not isinstance(max_workers, bool) and max_workers >= 1:
-            shares = worker_share.plan_shares(max_workers, factor=factor, force=force)
-            self._slot_table = worker_share.SlotTable(shares)
-            mp_context = worker_share.ShareContext(worker_share.base_context(mp_context), self._slot_table)
+        table = worker_share.slot_table_for(max_workers, factor=factor, force=force)
+        if table is not None:
+            self._slot_table = table
+            mp_context = worker_share.ShareContext(worker_share.base_context(mp_context), table)
         super().__init__(max_workers, mp_context, initializer, initargs, max_tasks_per_child=max_tasks_per_child)
-        if hasattr(self, "_slot_table"):
-            self._processes = _Workers(self._slot_table)
+        if table is not None:
+            self._processes = _Workers(table)
 
     @property
     def shares(self) -> list[worker_share.WorkerShare]:

@@ -62,10 +62,8 @@ class Pool(multiprocessing.pool.Pool):
         self._broken_lock = threading.Lock()
         if processes is None:
             processes = worker_share.default_workers()
-        # Invalid sizes get the stdlib's own errors (from its __init__), before any planning.
-        if isinstance(processes, int) and not isinstance(processes, bool) and processes >= 1:
-            shares = worker_share.plan_shares(processes, factor=factor, force=force)
-            table = worker_share.SlotTable(shares)
+        table = worker_share.slot_table_for(processes, factor=factor, force=force)
+        if table is not None:
             on_exit = weakref.WeakMethod(self._worker_exited)
             context = worker_share.ShareContext(worker_share.base_context(context), table,
                                                 on_exit=lambda process: _call_weak(on_exit, process))

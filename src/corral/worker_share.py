@@ -195,6 +195,14 @@ class SlotTable:
         return holder() if holder is not None else None
 
 
+def slot_table_for(workers, *, factor: float | None = None, force: bool | None = None) -> "SlotTable | None":
+    """The slot table of a pool of `workers`, or None for a size the stdlib will refuse (it then
+    raises its own error, before any planning)."""
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
+        return SlotTable(plan_shares(workers, factor=factor, force=force))
+    return None
+
+
 # --- the worker: applying a share -----------------------------------------------------------
 
 
