@@ -566,9 +566,10 @@ bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady
       }
     }
     if (thread.temporary) {
-      // An outside thread helping: it has nothing to run here, so it gives the slot back for good
-      // (no returning for it) and waits as outside threads do.
-      release_slot(false);
+      // An outside thread helping: it gives the slot back for good (no returning for it) and waits
+      // as outside threads do. Work may be left behind (its stack ran short, or a returner wants the
+      // slot) with every worker blocked: the release may start a spare, as a blocking scope's does.
+      release_slot(true);
       return w.sleep(deadline);
     }
     // Nothing to run (or a returning thread wants our slot): sleep with the slot handed over.

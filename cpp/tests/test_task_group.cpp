@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <random>
 #include <stdexcept>
@@ -160,6 +162,42 @@ TEST(TaskGroup, RecursionTenThousandDeep) {
   g.wait();
   EXPECT_EQ(depth, levels);
   EXPECT_LE(s.stats().peak_threads, 8u);
+}
+
+namespace {
+// Runs f on a new thread with a stack of the given size (std::thread cannot choose one).
+template <class F>
+void run_on_thread_with_stack(std::size_t stack_size, F f) {
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  ASSERT_EQ(pthread_attr_setstacksize(&attributes, stack_size), 0);
+  pthread_t thread;
+  auto entry = [](void* arg) -> void* {
+    (*static_cast<F*>(arg))();
+    return nullptr;
+  };
+  ASSERT_EQ(pthread_create(&thread, &attributes, entry, &f), 0);
+  pthread_attr_destroy(&attributes);
+  pthread_join(thread, nullptr);
+}
+}  // namespace
+
+// An outside thread that helps with its wait runs tasks on its own (here small) stack; when that runs
+// short it stops helping with a task left in its deque while every worker is blocked in a wait of
+// its own. Its slot must then go to a spare, or nothing runs that task (a hang CI found under ASan).
+TEST(TaskGroup, RecursionFromAnOutsideThreadWhoseStackRunsShort) {
+  const int levels = static_cast<int>(corral::testing::scaled(10'000, 2'000));
+  for (int round = 0; round < 20; ++round) {
+    scheduler s(with_slots(2, 8));
+    int depth = 0;
+    run_on_thread_with_stack(std::size_t{2} << 20, [&] {
+      task_group g(s);
+      g.run([&] { depth = descend(s, levels); });
+      g.wait();
+    });
+    ASSERT_EQ(depth, levels) << "round " << round;
+    EXPECT_LE(s.stats().peak_threads, 8u);
+  }
 }
 
 namespace {
