@@ -661,6 +661,18 @@ bool local_queue_empty() noexcept {
 
 bool holds_slot() noexcept { return this_thread().has_slot; }
 
+bool work_wanted() noexcept {
+  const thread_state& me = this_thread();
+  if (me.state == nullptr) return false;
+  // Relaxed: a hint. Missing a searcher that has just started costs one chunk of delay; the
+  // splitting side checks again after every chunk.
+  return me.state->searching.load(std::memory_order_relaxed) != 0 ||
+         me.state->free_slots.load(std::memory_order_relaxed) >
+             static_cast<int>(me.state->returners.load(std::memory_order_relaxed));
+}
+
+const void* current_worker() noexcept { return this_thread().self; }
+
 outside_worker::outside_worker(scheduler& s) noexcept : scheduler_(&s) {
   if (this_thread().state != nullptr) return;  // a worker already (of s or of another scheduler)
   joined_ = s.state_->join_as_temporary_worker();

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -40,6 +41,46 @@ TEST(ParallelFor, UsesSeveralWorkersOnSlowBodies) {
     ids.insert(std::this_thread::get_id());
   }, s);
   EXPECT_GE(ids.size(), 2u);
+}
+
+// Slow indices bunched at one end: a worker that finishes its cheap half must be able to take over
+// part of the slow half, and so on down to every slot (the slow bodies sleep, so four slots need
+// no four cores). Ideal: 16 slow indices a thread.
+TEST(ParallelFor, BunchedSlowIndicesSpreadOverEverySlot) {
+  scheduler s(with_slots(4));
+  std::mutex m;
+  std::map<std::thread::id, int> slow_per_thread;
+  corral::parallel_for(0, 256, [&](std::size_t i) {
+    if (i >= 64) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::lock_guard<std::mutex> lock(m);
+    ++slow_per_thread[std::this_thread::get_id()];
+  }, s);
+  EXPECT_EQ(slow_per_thread.size(), 4u);
+  for (const auto& [id, count] : slow_per_thread) EXPECT_LE(count, 32) << "one thread ran most of the slow indices";
+}
+
+// A range its offerer took back (nobody was free to steal it) is not split while every slot is busy,
+// but must be as soon as a worker frees up. Here the other slot's worker is held by a task until the
+// caller, having run [0, 32) alone, starts on the half it took back; it must then share [32, 64).
+TEST(ParallelFor, ARangeTakenBackSplitsWhenAWorkerFreesUp) {
+  scheduler s(with_slots(2));
+  std::atomic<bool> holding{false}, release{false};
+  s.submit([&] {
+    holding = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::microseconds(100));  // keeps its slot
+  });
+  while (!holding) std::this_thread::yield();
+  std::mutex m;
+  std::set<std::thread::id> upper_half_threads;
+  corral::parallel_for(0, 64, [&](std::size_t i) {
+    if (i == 32) release = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (i < 32) return;
+    std::lock_guard<std::mutex> lock(m);
+    upper_half_threads.insert(std::this_thread::get_id());
+  }, s);
+  EXPECT_EQ(upper_half_threads.size(), 2u);
 }
 
 TEST(ParallelFor, NestedRunsOnTheSameWorkers) {

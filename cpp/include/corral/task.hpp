@@ -57,4 +57,12 @@ bool local_queue_empty() noexcept;
 // True when the calling thread is a worker that holds a slot (may run tasks now).
 bool holds_slot() noexcept;
 
+// True when work offered now would be taken: a worker of the caller's scheduler is searching for
+// work, or a slot is free for a sleeping one to wake into. Off a worker thread: false.
+bool work_wanted() noexcept;
+
+// The calling thread's worker record as an opaque token (nullptr off a worker): parallel_for tells
+// a range it offered and then ran itself from one a thief took.
+const void* current_worker() noexcept;
+
 }  // namespace corral::detail
