@@ -5,7 +5,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-SOURCES := $(shell find cpp bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name 'CMakeLists.txt' \) 2>/dev/null) CMakeLists.txt pyproject.toml
+# What the package build compiles (CMakeLists.txt: cpp/ without its tests and benchmarks, and bindings/).
+SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' \) 2>/dev/null) \
+  cpp/CMakeLists.txt CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 
 .PHONY: setup demo test test-cpp test-py bench bench-cpp bench-py bench-quick format clean $(addprefix test-cpp-,$(PRESETS))
@@ -13,11 +15,12 @@ PRESETS := release asan tsan
 setup: $(VENV)/.installed
 
 # Tools and test dependencies: only when the venv is new or the requirements change.
+# The venv first: its ninja then spares the system one (the requirements are wheels; no compiler needed).
 $(VENV)/.deps: scripts/ensure-system-deps.sh requirements-dev.txt
-	VENV_BIN=$(abspath $(VENV))/bin bash scripts/ensure-system-deps.sh
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -r requirements-dev.txt
+	VENV_BIN=$(abspath $(VENV))/bin bash scripts/ensure-system-deps.sh
 	touch $@
 
 # The package itself, rebuilt when any source changes (incremental: build/py-*).

@@ -14,20 +14,20 @@ so. The script timed is benchmarks/workloads/w1_balanced.py (W1 and W3 of the be
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE / "workloads"))
 
+import _common  # noqa: E402
 import configs  # noqa: E402
 import machine as machine_info  # noqa: E402
 from workload_specs import emulated_cpus  # noqa: E402
 
 SCRIPT = HERE / "workloads" / "w1_balanced.py"
-RESULT_PREFIX = "BENCH_RESULT "
 
 
 def timed(python: str, runner: list[str], args: list[str], env_extra: dict[str, str]) -> dict:
@@ -35,10 +35,10 @@ def timed(python: str, runner: list[str], args: list[str], env_extra: dict[str, 
     env.update(env_extra)
     out = subprocess.run([python, *runner, str(SCRIPT), *args], env=env, capture_output=True, text=True,
                          timeout=600)
-    line = next((x for x in reversed(out.stdout.splitlines()) if x.startswith(RESULT_PREFIX)), None)
-    if out.returncode != 0 or line is None:
+    result = _common.read_result(out.stdout) if out.returncode == 0 else None
+    if result is None:
         raise RuntimeError(f"{' '.join(runner) or 'plain'} run failed: {configs.last_line(out.stderr or out.stdout)}")
-    return json.loads(line[len(RESULT_PREFIX):])
+    return result
 
 
 def row(label: str, result: dict) -> str:

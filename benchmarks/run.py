@@ -15,7 +15,6 @@ repetition, rotating the order, so that machine noise falls evenly on all of the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -24,14 +23,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent / "workloads"))
 
+import _common  # noqa: E402
 import configs  # noqa: E402
 import machine as machine_info  # noqa: E402
 import report  # noqa: E402
 import stats  # noqa: E402
 from workload_specs import WORKLOADS, Setting, Workload, select, thinned  # noqa: E402
 
-RESULT_PREFIX = "BENCH_RESULT "
 QUICK_GRID_POINTS = 3
 MIN_REPS = 3  # fewest repetitions the time budget may cut a workload to (a median and a spread still mean something)
 DEFAULT_TIME_BUDGET_S = 780.0  # the full suite must fit 15 minutes on 2 CPUs, start-up and reports included
@@ -106,12 +106,11 @@ def execute(launch: configs.Launch, timeout_s: float) -> dict:
         _kill_group(proc)
         raise
     wall = time.perf_counter() - start
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if proc.returncode != 0 or not lines:
-        detail = configs.last_line(stderr or stdout)
-        return {"ok": False, "error": f"exit {proc.returncode}: {detail}", "wall_s": wall}
     try:
-        result = json.loads(lines[-1][len(RESULT_PREFIX):])
+        result = _common.read_result(stdout) if proc.returncode == 0 else None
+        if result is None:
+            detail = configs.last_line(stderr or stdout)
+            return {"ok": False, "error": f"exit {proc.returncode}: {detail}", "wall_s": wall}
         value = float(result["value"])
     except (ValueError, KeyError, TypeError) as error:
         return {"ok": False, "error": f"unreadable result line: {error}", "wall_s": wall}
@@ -143,10 +142,9 @@ def calibrate_w6(python: str, budget: int) -> dict:
     script = next(w for w in WORKLOADS if w.id == "W6").path
     out = subprocess.run([python, str(script), "--calibrate", "5"], env=env, capture_output=True, text=True,
                          timeout=120)
-    line = next((x for x in out.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
-    if out.returncode != 0 or line is None:
+    calibration = _common.read_result(out.stdout) if out.returncode == 0 else None
+    if calibration is None:
         raise RuntimeError(f"W6 calibration failed: {configs.last_line(out.stderr or out.stdout)}")
-    calibration = json.loads(line[len(RESULT_PREFIX):])
     calibration["ideal_tasks_per_s"] = budget * 1000.0 / calibration["compute_ms"]
     return calibration
 
@@ -170,13 +168,13 @@ def tune(workload: Workload, python: str, args: dict, budget: int, reasons: dict
             else:
                 errors[setting] = outcome["error"]
                 log(f"  tune {workload.id} {setting.label():<32} FAILED {outcome['error']}")
-    ran = [s for s in grid if samples[s]]
-    points = [{"setting": s.label(), "samples": samples[s], "error": errors.get(s),
-               "median": stats.summarize(samples[s])["median"] if samples[s] else None} for s in grid]
-    if not ran:
+    median = {s: stats.summarize(samples[s])["median"] for s in grid if samples[s]}
+    points = [{"setting": s.label(), "samples": samples[s], "error": errors.get(s), "median": median.get(s)}
+              for s in grid]
+    if not median:
         return {"winner": None, "points": points}
-    medians = [stats.summarize(samples[s])["median"] for s in ran]
-    winner = ran[stats.best_index(medians, workload.higher_is_better)]
+    ran = list(median)
+    winner = ran[stats.best_index([median[s] for s in ran], workload.higher_is_better)]
     return {"winner": winner, "winner_label": winner.label(), "points": points}
 
 

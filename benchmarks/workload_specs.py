@@ -58,13 +58,17 @@ class Workload:
         return self.id.split("-", 1)[0]
 
 
-def _grid(pools, blas, extra=()) -> list[Setting]:
+def _grid(pools, blas) -> list[Setting]:
     settings = []
     for pool in sorted(set(pools)):
         for threads in sorted(set(blas)) if blas else [None]:
-            args = (("--pool", pool),) + tuple(extra)
-            settings.append(Setting(args, threads))
+            settings.append(Setting((("--pool", pool),), threads))
     return settings
+
+
+def _pool_blas_grid(budget: int) -> list[Setting]:
+    """The qr workloads' grid: pools of 1, budget and 2*budget against 1 or budget BLAS threads."""
+    return _grid([1, budget, 2 * budget], [1, budget])
 
 
 def emulated_cpus(budget: int) -> int:
@@ -128,14 +132,14 @@ def _w4(start_method: str, claimed: bool = False) -> Workload:
             measures=f"W4-{start_method} with OPENBLAS/OMP/MKL_NUM_THREADS=16 (a container claiming 16 CPUs); "
                      "corral runs with --force so that its shares replace the claimed 16",
             higher_is_better=False, unit="s", args=args, env=_w3_env,
-            grid=lambda b: _grid([1, b, 2 * b], [1, b]), not_applicable=not_applicable,
+            grid=_pool_blas_grid, not_applicable=not_applicable,
             corral_options=("--force",))
     return Workload(
         id=f"W4-{start_method}", title=f"processes ({start_method})", script="w4_processes.py",
         measures=f"multiprocessing.Pool(ncpu) under {start_method}; tasks run qr on 256x256 batches; "
                  "pool start-up to join",
         higher_is_better=False, unit="s", args=args,
-        grid=lambda b: _grid([1, b, 2 * b], [1, b]), not_applicable=not_applicable)
+        grid=_pool_blas_grid, not_applicable=not_applicable)
 
 
 def _w5_args(budget: int, quick: bool) -> dict[str, object]:
@@ -180,18 +184,18 @@ WORKLOADS: list[Workload] = [
         id="W1", title="balanced", script="w1_balanced.py",
         measures="the seed's demo: ThreadPool(ncpu).map(np.linalg.qr, 32*budget arrays of 256x256), 3 passes",
         higher_is_better=False, unit="s", args=_qr_args(32, 256, 3),
-        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+        grid=_pool_blas_grid),
     Workload(
         id="W2", title="unbalanced", script="w2_unbalanced.py",
         measures="W1's arrays plus one 2000x2000 array in the middle of the list, 1 pass",
         higher_is_better=False, unit="s", args=_qr_args(32, 256, 1, big=2000),
-        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+        grid=_pool_blas_grid),
     Workload(
         id="W3", title="emulated big machine", script="w3_emulated_big_machine.py",
         measures="W1 with a pool of 16 and OPENBLAS/OMP/MKL_NUM_THREADS=16 (a container claiming 16 CPUs), "
                  "CORRAL_CPUS unset, 2 passes",
         higher_is_better=False, unit="s", args=_w3_args, env=_w3_env,
-        grid=lambda b: _grid([1, b, 2 * b], [1, b])),
+        grid=_pool_blas_grid),
     _w4("fork"),
     _w4("spawn"),
     _w4("fork", claimed=True),

@@ -21,9 +21,9 @@ nb::dict to_dict(const native::library_info& info) {
   d["threading_layer"] = info.threading_layer;
   d["num_threads"] = info.num_threads;
   d["prefix"] = info.prefix;
-  d["scope"] = info.has_thread_control    ? "calling_thread"
-               : info.has_process_control ? "process"
-                                          : "none";
+  d["scope"] = std::string(info.has_thread_control    ? native::to_string(native::limit_scope::calling_thread)
+                           : info.has_process_control ? native::to_string(native::limit_scope::process)
+                                                      : "none");
   return d;
 }
 
@@ -85,15 +85,12 @@ void bind_native(nb::module_& m) {
   m.def(
       "capture_native_limits",
       [](const std::string& scope) {
-        native::limit_scope s;
-        if (scope == "calling_thread")
-          s = native::limit_scope::calling_thread;
-        else if (scope == "process")
-          s = native::limit_scope::process;
-        else
-          throw nb::value_error("scope must be 'calling_thread' or 'process'");
-        nb::gil_scoped_release release;
-        return native::controller::process().capture(s);
+        for (native::limit_scope s : {native::limit_scope::calling_thread, native::limit_scope::process}) {
+          if (scope != native::to_string(s)) continue;
+          nb::gil_scoped_release release;
+          return native::controller::process().capture(s);
+        }
+        throw nb::value_error("scope must be 'calling_thread' or 'process'");
       },
       nb::arg("scope"), "The current settings of one scope, as a NativeSnapshot.");
 

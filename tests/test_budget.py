@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import corral
+
+from _helpers import run_python
 
 AFFINITY = sorted(os.sched_getaffinity(0))
 SOURCE_NAMES = [
@@ -25,12 +25,9 @@ SOURCE_NAMES = [
 
 def budget_in_subprocess(env_cpus: str | None = None, prefix: list[str] | None = None) -> dict:
     """corral.budget().to_dict() from a fresh interpreter (taskset and the environment apply at start)."""
-    env = {k: v for k, v in os.environ.items() if k != "CORRAL_CPUS"}
-    if env_cpus is not None:
-        env["CORRAL_CPUS"] = env_cpus
     code = "import corral, json; print(json.dumps(corral.budget().to_dict()))"
-    out = subprocess.run((prefix or []) + [sys.executable, "-c", code], env=env, check=True,
-                         capture_output=True, text=True, timeout=60)
+    out = run_python(["-c", code], env={} if env_cpus is None else {"CORRAL_CPUS": env_cpus}, prefix=prefix or (),
+                     check=True, timeout=60)
     return json.loads(out.stdout)
 
 

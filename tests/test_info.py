@@ -8,13 +8,11 @@ import sys
 
 import pytest
 
+from _helpers import run_python
+
 
 def run_info(*args, env_extra=None, prefix=()):
-    env = dict(os.environ)
-    env.pop("CORRAL_CPUS", None)
-    env.update(env_extra or {})
-    return subprocess.run([*prefix, sys.executable, "-m", "corral", "info", *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return run_python(["-m", "corral", "info", *args], env=env_extra, prefix=prefix, timeout=120)
 
 
 def info_json(**kwargs):

@@ -8,19 +8,13 @@ import textwrap
 
 import pytest
 
+from _helpers import run_python as run
+
 SHOW = textwrap.dedent("""\
     import json, os, sys
     print(json.dumps({"argv": sys.argv, "name": __name__, "path0": sys.path[0],
                       "file": globals().get("__file__"), "cpus": os.environ.get("CORRAL_CPUS")}))
 """)
-
-
-def run(args, cwd=None, env=None, timeout=60):
-    full_env = dict(os.environ)
-    full_env.pop("CORRAL_CPUS", None)
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def both(tmp_path, python_args, corral_options=()):

@@ -1,9 +1,6 @@
 """What corral's thread pools add to the stdlib's contract (tests/contract/): the budget bounds the
 tasks running at once, not the tasks in flight; waits give up their slot; nested waits never deadlock."""
 
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -12,6 +9,8 @@ import traceback
 import pytest
 
 import corral
+
+from _helpers import run_python
 
 # Run in a child so that the process-wide scheduler gets the budget under test.
 BUDGET_PROBE = textwrap.dedent("""\
@@ -46,11 +45,8 @@ BUDGET_PROBE = textwrap.dedent("""\
 
 
 def probe(args, env_cpus=None, pool="ThreadPool"):
-    env = dict(os.environ)
-    env.pop("CORRAL_CPUS", None)
-    if env_cpus is not None:
-        env["CORRAL_CPUS"] = str(env_cpus)
-    out = subprocess.run([sys.executable, *args, pool], env=env, capture_output=True, text=True, timeout=120)
+    env = {} if env_cpus is None else {"CORRAL_CPUS": str(env_cpus)}
+    out = run_python([*args, pool], env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     import json
 
@@ -169,10 +165,8 @@ NATIVE_PROBE = textwrap.dedent("""\
 def test_native_limits_in_tasks(options, expected):
     pytest.importorskip("numpy")
     pytest.importorskip("threadpoolctl")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")  # what a 2-CPU machine gives every task
-    env.pop("CORRAL_CPUS", None)
-    out = subprocess.run([sys.executable, "-m", "corral", "-p", "2", *options, "-c", NATIVE_PROBE], env=env,
-                         capture_output=True, text=True, timeout=120)
+    env = {"OPENBLAS_NUM_THREADS": "2"}  # what a 2-CPU machine gives every task
+    out = run_python(["-m", "corral", "-p", "2", *options, "-c", NATIVE_PROBE], env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert {k: lines[k] for k in expected} == expected

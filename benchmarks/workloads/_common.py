@@ -1,4 +1,5 @@
-"""Plumbing shared by the benchmark workloads: arguments, the pool implementations under test, the result line.
+"""Plumbing shared by the benchmark workloads: arguments, the pool implementations under test, the result line
+(written here, read back by the harness with read_result).
 
 Every workload is a standalone script that benchmarks/run.py starts in a fresh interpreter, so that
 environment variables (OPENBLAS_NUM_THREADS...) are read before numpy loads and so that
@@ -65,6 +66,17 @@ def thread_map(impl: str, processes: int) -> Iterator[Callable[[Callable, list],
             yield mapper
 
 
+def executor(impl: str, workers: int | None):
+    """A concurrent.futures executor of `workers` (None: the implementation's default size) from `impl`."""
+    if impl == "corral":
+        import corral
+
+        return corral.ThreadPoolExecutor(workers)
+    import concurrent.futures  # looked up now: runners patch the module attribute
+
+    return concurrent.futures.ThreadPoolExecutor(workers)
+
+
 @contextlib.contextmanager
 def joblib_map(impl: str, n_jobs: int) -> Iterator[Callable[[Callable, list], list]]:
     """Parallel(n_jobs, backend)(delayed(fn)(x) for x in items), with the workers kept across calls."""
@@ -117,6 +129,15 @@ def emit(workload: str, impl: str, pool: int, value: float, unit: str, **extra: 
     record.update(extra)
     sys.stdout.flush()
     print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+def read_result(stdout: str) -> dict | None:
+    """The record of the last result line in a run's output; None when there is none, ValueError when it is not
+    JSON."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])
+    return None
 
 
 def check(condition: bool, message: str) -> None:

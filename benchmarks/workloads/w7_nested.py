@@ -9,19 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import concurrent.futures  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 import _common  # noqa: E402
-
-
-def executor(impl: str, workers: int):
-    if impl == "corral":
-        import corral
-
-        return corral.ThreadPoolExecutor(workers)
-    return concurrent.futures.ThreadPoolExecutor(workers)  # looked up now: runners patch it
 
 
 def main():
@@ -51,11 +41,11 @@ def main():
             seconds = _common.timed_passes(args.passes, lambda: results.append(outer_map(outer_task, groups)))
     else:
         def outer_task(group):
-            with executor(args.impl, inner) as inner_pool:
+            with _common.executor(args.impl, inner) as inner_pool:
                 return sum(inner_pool.map(r_diagonal_sum, group))
 
         results = []
-        with _common.blas_limited_to_one_if(args.impl), executor(args.impl, outer) as outer_pool:
+        with _common.blas_limited_to_one_if(args.impl), _common.executor(args.impl, outer) as outer_pool:
             seconds = _common.timed_passes(
                 args.passes, lambda: results.append(list(outer_pool.map(outer_task, groups))))
 

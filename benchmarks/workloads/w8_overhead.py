@@ -8,9 +8,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import concurrent.futures  # noqa: E402
-import time  # noqa: E402
-
 import _common  # noqa: E402
 
 
@@ -33,12 +30,7 @@ def main():
             seconds = _common.timed_passes(args.passes, lambda: totals.append(sum(pmap(tiny, items))))
         workers = n_jobs
     else:
-        if args.impl == "corral":
-            import corral
-
-            pool = corral.ThreadPoolExecutor(args.pool)
-        else:
-            pool = concurrent.futures.ThreadPoolExecutor(args.pool)  # None: the stdlib default size
+        pool = _common.executor(args.impl, args.pool)  # None: the implementation's default size
         workers = pool._max_workers if hasattr(pool, "_max_workers") else args.pool
 
         def submit_then_collect():

@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <string_view>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -61,11 +60,26 @@ double process_cpu_seconds() {
 
 struct cpu_meter {
   double start = process_cpu_seconds();
-  // ns of process CPU per unit of work over the benchmark loop.
-  void report(benchmark::State& state, const char* counter, double units_per_iteration) const {
+  // ns per unit of work over the benchmark loop: `wall_counter` in real time (a rate the library
+  // inverts), `cpu_counter` in process CPU time.
+  void report(benchmark::State& state, const char* wall_counter, const char* cpu_counter,
+              double units_per_iteration) const {
     double used = process_cpu_seconds() - start;
-    state.counters[counter] = used * 1e9 / (units_per_iteration * static_cast<double>(state.iterations()));
+    state.counters[cpu_counter] =
+        used * 1e9 / (units_per_iteration * static_cast<double>(state.iterations()));
+    state.counters[wall_counter] = benchmark::Counter(
+        units_per_iteration * 1e-9,
+        benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   }
+};
+
+// oneTBB held to `threads`: the global cap and an arena of that size (the cap outlives the arena).
+struct tbb_threads {
+  tbb::global_control limit;
+  tbb::task_arena arena;
+  explicit tbb_threads(int threads)
+      : limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads)),
+        arena(threads) {}
 };
 
 long fib_tasks(int n) { return n < 2 ? 0 : 1 + fib_tasks(n - 1) + fib_tasks(n - 2); }
@@ -92,12 +106,6 @@ long tbb_fib(int n) {
   return a + b;
 }
 
-void set_task_counter(benchmark::State& state, double tasks_per_iteration) {
-  state.counters["ns_per_task"] = benchmark::Counter(tasks_per_iteration * 1e-9,
-                                                     benchmark::Counter::kIsIterationInvariantRate |
-                                                         benchmark::Counter::kInvert);
-}
-
 void fib_corral(benchmark::State& state, int threads) {
   corral::scheduler s(slots(threads));
   cpu_meter cpu;
@@ -108,48 +116,36 @@ void fib_corral(benchmark::State& state, int threads) {
     g.wait();
     benchmark::DoNotOptimize(r);
   }
-  cpu.report(state, "cpu_ns_per_task", static_cast<double>(fib_tasks(fib_n)));
-  set_task_counter(state, static_cast<double>(fib_tasks(fib_n)));
+  cpu.report(state, "ns_per_task", "cpu_ns_per_task", static_cast<double>(fib_tasks(fib_n)));
 }
 
 void fib_tbb(benchmark::State& state, int threads) {
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads));
-  tbb::task_arena arena(threads);
+  tbb_threads pool(threads);
   cpu_meter cpu;
-  arena.execute([&] {
+  pool.arena.execute([&] {
     for (auto _ : state) benchmark::DoNotOptimize(tbb_fib(fib_n));
   });
-  cpu.report(state, "cpu_ns_per_task", static_cast<double>(fib_tasks(fib_n)));
-  set_task_counter(state, static_cast<double>(fib_tasks(fib_n)));
+  cpu.report(state, "ns_per_task", "cpu_ns_per_task", static_cast<double>(fib_tasks(fib_n)));
 }
 
 // ---- parallel_for_empty ----------------------------------------------------------------------
-
-void set_index_counter(benchmark::State& state) {
-  state.counters["ns_per_index"] = benchmark::Counter(static_cast<double>(state.range(0)) * 1e-9,
-                                                      benchmark::Counter::kIsIterationInvariantRate |
-                                                          benchmark::Counter::kInvert);
-}
 
 void parallel_for_corral(benchmark::State& state, int threads) {
   corral::scheduler s(slots(threads));
   auto n = static_cast<std::size_t>(state.range(0));
   cpu_meter cpu;
   for (auto _ : state) corral::parallel_for(0, n, [](std::size_t i) { benchmark::DoNotOptimize(i); }, s);
-  cpu.report(state, "cpu_ns_per_index", static_cast<double>(n));
-  set_index_counter(state);
+  cpu.report(state, "ns_per_index", "cpu_ns_per_index", static_cast<double>(n));
 }
 
 void parallel_for_tbb(benchmark::State& state, int threads) {
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads));
-  tbb::task_arena arena(threads);
+  tbb_threads pool(threads);
   auto n = static_cast<std::size_t>(state.range(0));
   cpu_meter cpu;
-  arena.execute([&] {
+  pool.arena.execute([&] {
     for (auto _ : state) tbb::parallel_for(std::size_t{0}, n, [](std::size_t i) { benchmark::DoNotOptimize(i); });
   });
-  cpu.report(state, "cpu_ns_per_index", static_cast<double>(n));
-  set_index_counter(state);
+  cpu.report(state, "ns_per_index", "cpu_ns_per_index", static_cast<double>(n));
 }
 
 // ---- wake_latency ----------------------------------------------------------------------------
@@ -173,14 +169,13 @@ void wake_corral(benchmark::State& state, int threads) {
 }
 
 void wake_tbb(benchmark::State& state, int threads) {
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads));
-  tbb::task_arena arena(threads);
-  arena.initialize();
+  tbb_threads pool(threads);
+  pool.arena.initialize();
   for (auto _ : state) {
     std::this_thread::sleep_for(settle);
     std::atomic<clock_type::rep> started{0};
     auto t0 = clock_type::now();
-    arena.enqueue([&] { started = clock_type::now().time_since_epoch().count(); });
+    pool.arena.enqueue([&] { started = clock_type::now().time_since_epoch().count(); });
     while (started.load() == 0) std::this_thread::yield();
     state.SetIterationTime(static_cast<double>(started.load() - t0.time_since_epoch().count()) * 1e-9);
   }
@@ -200,13 +195,14 @@ void compute_for(std::chrono::microseconds d) {
 template <class RunAll>
 void blocking_mix(benchmark::State& state, int threads, RunAll run_all) {
   const int tasks = 128 * threads;  // enough that the last blocking tail (1 ms) matters little
-  double busy = 0, wall = 0;
+  double wall = 0;
   for (auto _ : state) {
     auto t0 = clock_type::now();
     run_all(tasks);
     wall += std::chrono::duration<double>(clock_type::now() - t0).count();
-    busy += tasks * std::chrono::duration<double>(compute_time).count();
   }
+  double busy = static_cast<double>(state.iterations()) * tasks *
+                std::chrono::duration<double>(compute_time).count();
   state.counters["busy"] = busy / (wall * threads);
 }
 
@@ -227,9 +223,8 @@ void blocking_corral(benchmark::State& state, int threads) {
 }
 
 void blocking_tbb(benchmark::State& state, int threads) {
-  tbb::global_control limit(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(threads));
-  tbb::task_arena arena(threads);
-  arena.execute([&] {
+  tbb_threads pool(threads);
+  pool.arena.execute([&] {
     blocking_mix(state, threads, [&](int tasks) {
       tbb::task_group g;
       for (int i = 0; i < tasks; ++i)
@@ -249,32 +244,37 @@ std::string name(const char* workload, const char* impl, int threads) {
   return buffer;
 }
 
+void real_time_ms(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
 void register_all() {
   using fn = void (*)(benchmark::State&, int);
   struct workload {
     const char* name;
     fn corral;
     fn tbb;
+    void (*configure)(benchmark::internal::Benchmark*);
   };
-  const workload workloads[] = {{"fib", fib_corral, fib_tbb},
-                                {"parallel_for_empty", parallel_for_corral, parallel_for_tbb},
-                                {"wake_latency", wake_corral, wake_tbb},
-                                {"blocking_mix", blocking_corral, blocking_tbb}};
+  const workload workloads[] = {
+      {"fib", fib_corral, fib_tbb, real_time_ms},
+      {"parallel_for_empty", parallel_for_corral, parallel_for_tbb,
+       [](benchmark::internal::Benchmark* b) {
+         b->RangeMultiplier(10)
+             ->Range(1000, 100'000'000)
+             ->UseRealTime()
+             ->Unit(benchmark::kMicrosecond);
+       }},
+      {"wake_latency", wake_corral, wake_tbb,
+       [](benchmark::internal::Benchmark* b) {
+         b->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
+       }},
+      {"blocking_mix", blocking_corral, blocking_tbb, real_time_ms}};
   for (int t : thread_counts()) {
     for (const workload& w : workloads) {
-      for (bool ours : {true, false}) {
-        auto* b = benchmark::RegisterBenchmark(name(w.name, ours ? "corral" : "tbb", t).c_str(), ours ? w.corral : w.tbb, t);
-        std::string_view kind = w.name;
-        if (kind == "fib") {
-          b->UseRealTime()->Unit(benchmark::kMillisecond);
-        } else if (kind == "parallel_for_empty") {
-          b->RangeMultiplier(10)->Range(1000, 100'000'000)->UseRealTime()->Unit(benchmark::kMicrosecond);
-        } else if (kind == "wake_latency") {
-          b->UseManualTime()->Iterations(100)->Unit(benchmark::kMicrosecond);
-        } else {
-          b->UseRealTime()->Unit(benchmark::kMillisecond);
-        }
-      }
+      for (bool ours : {true, false})
+        w.configure(benchmark::RegisterBenchmark(name(w.name, ours ? "corral" : "tbb", t).c_str(),
+                                                 ours ? w.corral : w.tbb, t));
     }
   }
 }

@@ -7,7 +7,7 @@ namespace corral {
 blocking_scope::blocking_scope() noexcept {
   detail::thread_state& me = detail::this_thread();
   if (me.state != nullptr && me.has_slot) {
-    released_from_ = me.sched;
+    released_from_ = &me.state->self;
     me.state->enter_blocking();  // an announced wait: the wait monitor leaves it alone
   }
 }

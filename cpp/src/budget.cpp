@@ -43,12 +43,7 @@ budget_source read_affinity(const budget_options& options, std::vector<std::stri
       source.cpu_ids = process_affinity();
     } catch (const std::exception& error) {
       const std::filesystem::path online = options.sys_root / "devices/system/cpu/online";
-      const detail::text_file file = detail::read_text_file(online);
-      cpu_set cpus;
-      try {
-        if (file.ok()) cpus = cpu_set::parse(file.text);
-      } catch (const std::invalid_argument&) {
-      }
+      cpu_set cpus = detail::read_cpu_list(online).value_or(cpu_set{});
       if (cpus.empty())
         cpus = cpu_set::range(
             0, static_cast<int>(std::max(1U, std::thread::hardware_concurrency())) - 1);

@@ -18,12 +18,7 @@ namespace {
 
 constexpr std::int64_t default_period_us = 100000;
 
-std::string_view trim(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
+using detail::trim;
 
 std::vector<std::string_view> split(std::string_view text, char separator) {
   std::vector<std::string_view> parts;
@@ -109,49 +104,52 @@ bool has_dot_dot(std::string_view path) {
 
 // ---- reading one level of a hierarchy -------------------------------------------------
 
-struct quota_level {
-  fs::path file;
-  bool missing = false;
-  std::string problem;  // unreadable or garbage
-  cpu_quota quota;
-};
-
-quota_level read_v2_quota(const fs::path& dir) {
-  quota_level level{dir / "cpu.max", false, {}, {}};
-  const detail::text_file file = detail::read_text_file(level.file);
-  if (file.missing) {
-    level.missing = true;
-  } else if (!file.ok()) {
-    level.problem = "cannot read " + level.file.string() + ": " + file.error;
-  } else {
-    level.quota = parse_cpu_max(file.text);
-    if (level.quota.state == cpu_quota::status::invalid)
-      level.problem = level.file.string() + ": " + level.quota.error;
+// One level's file: nothing when it is missing (the controller is not enabled there) or cannot
+// be read (the error joins `problems`).
+std::optional<std::string> read_level(const fs::path& path, std::vector<std::string>& problems) {
+  detail::text_file file = detail::read_text_file(path);
+  if (file.missing) return std::nullopt;
+  if (!file.ok()) {
+    problems.push_back("cannot read " + path.string() + ": " + file.error);
+    return std::nullopt;
   }
-  return level;
+  return std::move(file.text);
 }
 
-quota_level read_v1_quota(const fs::path& dir) {
-  quota_level level{dir / "cpu.cfs_quota_us", false, {}, {}};
-  const detail::text_file quota = detail::read_text_file(level.file);
-  if (quota.missing) {
-    level.missing = true;
-    return level;
+struct quota_level {
+  fs::path file;
+  cpu_quota quota;  // never invalid
+};
+
+// A level's quota: nothing when its file is missing or unusable (why joins `problems`).
+std::optional<quota_level> read_v2_quota(const fs::path& dir, std::vector<std::string>& problems) {
+  fs::path file = dir / "cpu.max";
+  const std::optional<std::string> text = read_level(file, problems);
+  if (!text) return std::nullopt;
+  cpu_quota quota = parse_cpu_max(*text);
+  if (quota.state == cpu_quota::status::invalid) {
+    problems.push_back(file.string() + ": " + quota.error);
+    return std::nullopt;
   }
-  if (!quota.ok()) {
-    level.problem = "cannot read " + level.file.string() + ": " + quota.error;
-    return level;
-  }
+  return quota_level{std::move(file), std::move(quota)};
+}
+
+std::optional<quota_level> read_v1_quota(const fs::path& dir, std::vector<std::string>& problems) {
+  fs::path file = dir / "cpu.cfs_quota_us";
+  const std::optional<std::string> text = read_level(file, problems);
+  if (!text) return std::nullopt;
   const fs::path period_file = dir / "cpu.cfs_period_us";
   const detail::text_file period = detail::read_text_file(period_file);
-  level.quota =
-      parse_cfs_quota(quota.text, period.ok() ? std::string_view{period.text} : std::string_view{});
-  if (level.quota.state == cpu_quota::status::invalid) {
-    level.problem = level.file.string() + ": " + level.quota.error;
+  cpu_quota quota =
+      parse_cfs_quota(*text, period.ok() ? std::string_view{period.text} : std::string_view{});
+  if (quota.state == cpu_quota::status::invalid) {
+    std::string problem = file.string() + ": " + quota.error;
     if (!period.ok())
-      level.problem += " (cannot read " + period_file.string() + ": " + period.error + ")";
+      problem += " (cannot read " + period_file.string() + ": " + period.error + ")";
+    problems.push_back(std::move(problem));
+    return std::nullopt;
   }
-  return level;
+  return quota_level{std::move(file), std::move(quota)};
 }
 
 std::string join(const std::vector<std::string>& parts, std::string_view separator) {
@@ -187,9 +185,9 @@ budget_source finish_source(budget_source source, std::vector<std::string> parts
   return source;
 }
 
-template <class ReadLevel>
+template <class ReadQuota>
 budget_source quota_source(std::string name, const cgroup_location& where,
-                           std::string_view file_name, ReadLevel read_level) {
+                           std::string_view file_name, ReadQuota read_quota) {
   budget_source source;
   source.name = std::move(name);
   source.path = (where.leaf_dir / file_name).string();
@@ -197,15 +195,11 @@ budget_source quota_source(std::string name, const cgroup_location& where,
   std::optional<quota_level> tightest;
   int levels_read = 0;
   for (const fs::path& dir : where.dirs_leaf_first()) {
-    quota_level level = read_level(dir);
-    if (level.missing) continue;
-    if (!level.problem.empty()) {
-      problems.push_back(level.problem);
-      continue;
-    }
+    std::optional<quota_level> level = read_quota(dir, problems);
+    if (!level) continue;
     ++levels_read;
-    if (level.quota.state == cpu_quota::status::limited &&
-        (!tightest || level.quota.exact_cpus() < tightest->quota.exact_cpus())) {
+    if (level->quota.state == cpu_quota::status::limited &&
+        (!tightest || level->quota.exact_cpus() < tightest->quota.exact_cpus())) {
       tightest = std::move(level);
     }
   }
@@ -233,19 +227,15 @@ budget_source cpuset_source(std::string name, const cgroup_location& where,
   int levels_read = 0;
   for (const fs::path& dir : where.dirs_leaf_first()) {
     const fs::path path = dir / file_name;
-    const detail::text_file file = detail::read_text_file(path);
-    if (file.missing) continue;
-    if (!file.ok()) {
-      problems.push_back("cannot read " + path.string() + ": " + file.error);
-      continue;
-    }
-    if (trim(file.text).empty()) {
+    const std::optional<std::string> text = read_level(path, problems);
+    if (!text) continue;
+    if (trim(*text).empty()) {
       problems.push_back(path.string() + ": empty");
       continue;
     }
     cpu_set level;
     try {
-      level = cpu_set::parse(file.text);
+      level = cpu_set::parse(*text);
     } catch (const std::exception& error) {
       problems.push_back(path.string() + ": " + error.what());
       continue;
@@ -363,15 +353,18 @@ std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership
   }
   if (member == nullptr) return std::nullopt;
 
+  const std::string& path = member->path;
+  const auto holds_path = [&](const cgroup_mount& mount) {
+    return mount.root == "/" || starts_with_dir(path, mount.root);
+  };
   // Several mounts of one hierarchy (bind mounts): prefer the one whose root holds our path.
   const cgroup_mount* chosen = nullptr;
   for (const cgroup_mount& mount : mounts) {
     const bool matches =
         controller.empty() ? mount.version == 2 : (mount.version == 1 && has(mount.controllers));
     if (!matches) continue;
-    const bool holds = mount.root == "/" || starts_with_dir(member->path, mount.root);
-    const bool chosen_holds =
-        chosen != nullptr && (chosen->root == "/" || starts_with_dir(member->path, chosen->root));
+    const bool holds = holds_path(mount);
+    const bool chosen_holds = chosen != nullptr && holds_path(*chosen);
     if (chosen == nullptr || (holds && (!chosen_holds || mount.root.size() > chosen->root.size())))
       chosen = &mount;
   }
@@ -380,13 +373,10 @@ std::optional<cgroup_location> locate_cgroup(const std::vector<cgroup_membership
   cgroup_location where;
   where.mount_dir = rebase(chosen->mount_point, proc_root, sys_root);
   std::string_view relative;
-  const std::string& path = member->path;
   if (!path.starts_with('/') || has_dot_dot(path)) {
     where.note = "cgroup path " + path + " lies outside this namespace's view: read the mount root";
-  } else if (chosen->root == "/") {
-    relative = path;
-  } else if (starts_with_dir(path, chosen->root)) {
-    relative = std::string_view(path).substr(chosen->root.size());
+  } else if (holds_path(*chosen)) {
+    relative = std::string_view(path).substr(chosen->root.size());  // a root of "/" takes the '/'
   } else {
     // A container's mount shows only its own cgroup, while /proc/self/cgroup shows the host's path.
     where.note = "cgroup path " + path + " is not under the mount's root " + chosen->root +

@@ -5,18 +5,13 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "text_file.hpp"
+
 namespace corral {
 
 namespace {
 
 constexpr int bits_per_word = 64;
-
-std::string_view trim_spaces(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 [[noreturn]] void bad_list(std::string_view list, std::string_view why) {
   std::string message = "invalid cpu list \"";
@@ -28,7 +23,7 @@ std::string_view trim_spaces(std::string_view s) {
 
 // A whole decimal id in [0, max_cpu_id]: no sign, no spaces inside.
 int parse_id(std::string_view list, std::string_view text) {
-  text = trim_spaces(text);
+  text = detail::trim(text);
   if (text.empty()) bad_list(list, "empty item");
   int value = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -44,7 +39,7 @@ int parse_id(std::string_view list, std::string_view text) {
 
 cpu_set cpu_set::parse(std::string_view list) {
   cpu_set result;
-  const std::string_view body = trim_spaces(list);
+  const std::string_view body = detail::trim(list);
   if (body.empty()) return result;
   std::size_t start = 0;
   while (start <= body.size()) {
@@ -56,7 +51,8 @@ cpu_set cpu_set::parse(std::string_view list) {
     } else {
       const int first = parse_id(list, item.substr(0, dash));
       const int last = parse_id(list, item.substr(dash + 1));
-      if (last < first) bad_list(list, "reversed range \"" + std::string(trim_spaces(item)) + "\"");
+      if (last < first)
+        bad_list(list, "reversed range \"" + std::string(detail::trim(item)) + "\"");
       result = result | range(first, last);
     }
     start = comma + 1;

@@ -56,6 +56,21 @@ int checked_limit(unsigned n) {
   return n > INT_MAX ? INT_MAX : static_cast<int>(n);
 }
 
+bool has_control(const native_library& library, limit_scope scope) {
+  return scope == limit_scope::calling_thread ? library.has_thread_control() : library.has_process_control();
+}
+
+int read_setting(const native_library& library, limit_scope scope) {
+  return scope == limit_scope::calling_thread ? library.thread_setting() : library.process_setting();
+}
+
+void write_setting(const native_library& library, limit_scope scope, int value) {
+  if (scope == limit_scope::calling_thread)
+    library.set_thread_setting(value);
+  else
+    library.set_process_setting(value);
+}
+
 }  // namespace
 
 loader_generation current_loader_generation() {
@@ -72,16 +87,8 @@ loaded_objects list_loaded_objects() {
   return std::move(out.objects);
 }
 
-std::vector<library_info> discover() {
-  std::vector<library_info> found;
-  std::unordered_set<std::string> seen;
-  for (const std::string& name : list_loaded_objects().names) {
-    std::string path = canonical_path(name);
-    if (path.empty() || !seen.insert(path).second) continue;
-    if (auto library = native_library::open_loaded(path)) found.push_back(library->info());
-  }
-  return found;
-}
+// A controller of its own: nothing cached, nothing kept.
+std::vector<library_info> discover() { return controller{}.info(); }
 
 controller& controller::process() {
   // Leaked on purpose: no destruction-order hazard at exit. Held across fork() so that a child never
@@ -134,10 +141,8 @@ std::vector<library_info> controller::info() {
 snapshot controller::capture(limit_scope scope) {
   snapshot saved;
   for (const auto& library : *libraries()) {
-    if (scope == limit_scope::calling_thread && library->has_thread_control())
-      saved.entries.push_back({library, scope, library->thread_setting()});
-    else if (scope == limit_scope::process && library->has_process_control())
-      saved.entries.push_back({library, scope, library->process_setting()});
+    if (has_control(*library, scope))
+      saved.entries.push_back({library, scope, read_setting(*library, scope)});
   }
   return saved;
 }
@@ -147,10 +152,7 @@ snapshot controller::set_limit(limit_scope scope, unsigned n) {
   snapshot saved = capture(scope);
   for (const snapshot::entry& entry : saved.entries) {
     if (entry.value == limit) continue;  // OpenBLAS takes a lock (and may start threads) on every set
-    if (scope == limit_scope::calling_thread)
-      entry.library->set_thread_setting(limit);
-    else
-      entry.library->set_process_setting(limit);
+    write_setting(*entry.library, scope, limit);
   }
   return saved;
 }
@@ -161,11 +163,8 @@ snapshot controller::set_process_limit(unsigned n) { return set_limit(limit_scop
 
 void controller::restore(const snapshot& saved) {
   for (const snapshot::entry& entry : saved.entries) {
-    if (entry.scope == limit_scope::calling_thread) {
-      if (entry.library->thread_setting() != entry.value) entry.library->set_thread_setting(entry.value);
-    } else {
-      if (entry.library->process_setting() != entry.value) entry.library->set_process_setting(entry.value);
-    }
+    if (read_setting(*entry.library, entry.scope) != entry.value)
+      write_setting(*entry.library, entry.scope, entry.value);
   }
 }
 

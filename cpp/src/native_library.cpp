@@ -6,6 +6,7 @@
 #include <array>
 #include <cctype>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <utility>
 
@@ -62,6 +63,16 @@ F find_symbol(void* handle, const std::string& name) {
   return reinterpret_cast<F>(dlsym(handle, name.c_str()));
 }
 
+// The prefix and suffix of this OpenBLAS build's API: the first pair (in the orders above) under
+// which it exports openblas_get_num_threads.
+std::optional<std::pair<std::string, std::string>> openblas_affixes(void* handle) {
+  for (std::string_view p : openblas_symbol_prefixes)
+    for (std::string_view x : openblas_symbol_suffixes)
+      if (dlsym(handle, (std::string(p) + "openblas_get_num_threads" + std::string(x)).c_str()))
+        return std::pair{std::string(p), std::string(x)};
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::vector<prefix_match> match_filename(std::string_view canonical_path) {
@@ -116,10 +127,7 @@ bool has_identifying_symbol(library_kind kind, void* handle) {
   };
   switch (kind) {
     case library_kind::openblas:
-      for (std::string_view p : openblas_symbol_prefixes)
-        for (std::string_view s : openblas_symbol_suffixes)
-          if (dlsym(handle, (std::string(p) + "openblas_get_num_threads" + std::string(s)).c_str())) return true;
-      return false;
+      return openblas_affixes(handle).has_value();
     case library_kind::blis:
       return any_of({"bli_thread_get_num_threads", "bli_thread_set_num_threads", "bli_info_get_version_str",
                      "bli_info_get_enable_openmp", "bli_info_get_enable_pthreads", "bli_arch_query_id",
@@ -166,20 +174,9 @@ void native_library::load_symbols() {
   symbols& s = *symbols_;
   switch (kind_) {
     case library_kind::openblas: {
-      std::string prefix, suffix;
-      for (std::string_view p : openblas_symbol_prefixes) {
-        for (std::string_view x : openblas_symbol_suffixes) {
-          if (!s.openblas_get_num_threads) {
-            s.openblas_get_num_threads =
-                find_symbol<int_getter>(handle_, std::string(p) + "openblas_get_num_threads" + std::string(x));
-            if (s.openblas_get_num_threads) {
-              prefix = p;
-              suffix = x;
-            }
-          }
-        }
-      }
-      auto affixed = [&](const char* name) { return prefix + name + suffix; };
+      const auto affixes = openblas_affixes(handle_).value_or(std::pair<std::string, std::string>{});
+      auto affixed = [&](const char* name) { return affixes.first + name + affixes.second; };
+      s.openblas_get_num_threads = find_symbol<int_getter>(handle_, affixed("openblas_get_num_threads"));
       s.openblas_set_num_threads = find_symbol<int_setter>(handle_, affixed("openblas_set_num_threads"));
       s.openblas_get_config = find_symbol<string_getter>(handle_, affixed("openblas_get_config"));
       s.openblas_get_parallel = find_symbol<int_getter>(handle_, affixed("openblas_get_parallel"));
@@ -272,6 +269,28 @@ void native_library::load_symbols() {
       threading_layer_ = "unknown";  // that of whichever backend is current
       break;
   }
+
+  // Fixed from here on: kept, so that a capture (one per task) tests two flags.
+  switch (kind_) {
+    case library_kind::openblas:
+      thread_control_ = threading_layer_ == "openmp" && s.omp_get_max_threads && s.omp_set_num_threads;
+      // The OpenMP build's pool follows each caller's ICV; its own setter would fight that.
+      process_control_ = threading_layer_ != "openmp" && s.openblas_get_num_threads && s.openblas_set_num_threads;
+      break;
+    case library_kind::blis:
+      process_control_ = s.bli_thread_get_num_threads && s.bli_thread_set_num_threads;
+      break;
+    case library_kind::mkl:
+      thread_control_ = s.mkl_set_num_threads_local != nullptr && s.mkl_get_max_threads != nullptr;
+      process_control_ = s.mkl_set_num_threads && s.mkl_get_max_threads;
+      break;
+    case library_kind::openmp:
+      thread_control_ = s.omp_get_max_threads && s.omp_set_num_threads;
+      break;
+    case library_kind::flexiblas:
+      process_control_ = s.flexiblas_get_num_threads && s.flexiblas_set_num_threads;
+      break;
+  }
 }
 
 int native_library::num_threads() const {
@@ -300,40 +319,6 @@ int native_library::num_threads() const {
 library_info native_library::info() const {
   return {kind_, path_, prefix_, version_, threading_layer_, num_threads(), has_thread_control(),
           has_process_control()};
-}
-
-bool native_library::has_thread_control() const noexcept {
-  const symbols& s = *symbols_;
-  switch (kind_) {
-    case library_kind::openblas:
-      return threading_layer_ == "openmp" && s.omp_get_max_threads && s.omp_set_num_threads;
-    case library_kind::mkl:
-      return s.mkl_set_num_threads_local != nullptr && s.mkl_get_max_threads != nullptr;
-    case library_kind::openmp:
-      return s.omp_get_max_threads && s.omp_set_num_threads;
-    case library_kind::blis:
-    case library_kind::flexiblas:
-      return false;
-  }
-  return false;
-}
-
-bool native_library::has_process_control() const noexcept {
-  const symbols& s = *symbols_;
-  switch (kind_) {
-    case library_kind::openblas:
-      // The OpenMP build's pool follows each caller's ICV; its own setter would fight that.
-      return threading_layer_ != "openmp" && s.openblas_get_num_threads && s.openblas_set_num_threads;
-    case library_kind::blis:
-      return s.bli_thread_get_num_threads && s.bli_thread_set_num_threads;
-    case library_kind::mkl:
-      return s.mkl_set_num_threads && s.mkl_get_max_threads;
-    case library_kind::flexiblas:
-      return s.flexiblas_get_num_threads && s.flexiblas_set_num_threads;
-    case library_kind::openmp:
-      return false;
-  }
-  return false;
 }
 
 namespace {

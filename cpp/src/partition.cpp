@@ -30,27 +30,26 @@ struct ordered_cpus {
 // A run [begin, end) of positions in the partition order.
 using run = std::pair<std::size_t, std::size_t>;
 
+// Throws when a CPU is listed in two of `groups` (cores or nodes: `what`) or, given `empty_error`,
+// when a group is empty; group by group, so the first fault met is the one reported.
+template <class Group>
+void check_disjoint(const std::vector<Group>& groups, const std::string& what, const char* empty_error = nullptr) {
+  cpu_set seen;
+  for (const Group& group : groups) {
+    if (empty_error != nullptr && group.cpus.empty()) throw std::invalid_argument(empty_error);
+    for (const int cpu : group.cpus.ids()) {
+      if (seen.contains(cpu)) {
+        throw std::invalid_argument("partition: CPU " + std::to_string(cpu) + " is listed in two " + what);
+      }
+      seen.add(cpu);
+    }
+  }
+}
+
 ordered_cpus order_topology(const cpu_topology& topology) {
   if (topology.cores.empty()) throw std::invalid_argument("partition: the topology has no CPU");
-  cpu_set in_cores;
-  for (const physical_core& core : topology.cores) {
-    if (core.cpus.empty()) throw std::invalid_argument("partition: the topology has an empty core");
-    for (const int cpu : core.cpus.ids()) {
-      if (in_cores.contains(cpu)) {
-        throw std::invalid_argument("partition: CPU " + std::to_string(cpu) + " is listed in two cores");
-      }
-      in_cores.add(cpu);
-    }
-  }
-  cpu_set in_nodes;
-  for (const numa_node& node : topology.numa_nodes) {
-    for (const int cpu : node.cpus.ids()) {
-      if (in_nodes.contains(cpu)) {
-        throw std::invalid_argument("partition: CPU " + std::to_string(cpu) + " is listed in two NUMA nodes");
-      }
-      in_nodes.add(cpu);
-    }
-  }
+  check_disjoint(topology.cores, "cores", "partition: the topology has an empty core");
+  check_disjoint(topology.numa_nodes, "NUMA nodes");
 
   // Cores by node (in the nodes' given order), then by their first CPU; the extra last node
   // holds cores whose first CPU no node lists.

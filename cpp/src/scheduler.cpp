@@ -33,6 +33,17 @@ namespace {
 thread_local thread_state tls_state;
 }  // namespace
 thread_state& this_thread() noexcept { return tls_state; }
+
+int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
+                                        void* (*entry)(void*), void* arg) noexcept {
+  sigset_t all, previous;
+  sigfillset(&all);
+  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
+  pthread_sigmask(SIG_SETMASK, &all, &previous);  // the new thread inherits the mask
+  int rc = pthread_create(thread, attributes, entry, arg);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return rc;
+}
 }  // namespace detail
 
 namespace {
@@ -137,14 +148,8 @@ bool scheduler::state::start_thread_locked() {
   pthread_attr_t attributes;
   pthread_attr_init(&attributes);
   pthread_attr_setstacksize(&attributes, opts.stack_size != 0 ? opts.stack_size : default_stack_size);
-  // Workers never take asynchronous signals: Ctrl-C and friends go to the program's own threads.
-  sigset_t all, previous;
-  sigfillset(&all);
-  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
   unsigned now = threads.fetch_add(1, std::memory_order_relaxed) + 1;
-  int rc = pthread_create(&w->thread, &attributes, &worker_entry, w);
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  int rc = detail::create_thread_without_async_signals(&w->thread, &attributes, &worker_entry, w);
   pthread_attr_destroy(&attributes);
   if (rc != 0) {
     threads.fetch_sub(1, std::memory_order_relaxed);
@@ -152,21 +157,23 @@ bool scheduler::state::start_thread_locked() {
     return false;
   }
   w->joinable = true;
-  unsigned peak = peak_threads.load(std::memory_order_relaxed);
-  while (peak < now && !peak_threads.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
-  }
+  // spawn_mutex is held: the only writer, as for high_water.
+  if (peak_threads.load(std::memory_order_relaxed) < now) peak_threads.store(now, std::memory_order_relaxed);
   return true;
 }
 
-void scheduler::state::start_spare() {
-  std::lock_guard<std::mutex> lock(spawn_mutex);
-  // Re-check under the lock: someone else may have started one, or a worker may have woken.
-  if (start_thread_locked()) spares_started.fetch_add(1, std::memory_order_relaxed);
+void scheduler::state::start_spare() noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(spawn_mutex);
+    // Re-check under the lock: someone else may have started one, or a worker may have woken.
+    if (start_thread_locked()) spares_started.fetch_add(1, std::memory_order_relaxed);
+  } catch (...) {  // out of memory for a thread record: the existing workers will get to the work
+  }
 }
 
 void scheduler::state::run_worker(worker& w) {
   detail::thread_state& me = this_thread();
-  me = {&self, this, &w, false, false, 0};
+  me = {this, &w, false, false};
   w.tid.store(kernel_thread_id(), std::memory_order_relaxed);
   {
     char name[16];
@@ -179,12 +186,12 @@ void scheduler::state::run_worker(worker& w) {
     task* t = find_task(w);
     if (t == nullptr) t = search(w);
     if (t == nullptr) {  // nothing anywhere: give the slot back and go to sleep
-      release_slot(false);
+      release_slot();
       continue;
     }
     execute(w, t);
     // A task boundary: give the slot to a returning blocked thread, or shed it after set_slots shrank.
-    if (should_yield()) release_slot(false);
+    if (should_yield()) release_slot();
   }
   if (retired) {
     // Nobody will join a retired spare (the global scheduler is never destroyed): detach. The
@@ -215,8 +222,7 @@ bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
     // Re-check after announcing ourselves: a push or slot release that our first check missed has
     // now either become visible here or will see us as a waiter and bump the epoch (event_count.hpp).
     if (stopping.load(std::memory_order_acquire) ||
-        (free_slots.load(std::memory_order_relaxed) > static_cast<int>(returners.load(std::memory_order_relaxed)) &&
-         work_available())) {
+        (slot_free_for_new() && work_available())) {
       work_ec.cancel_wait();
       wake_pending.store(0, std::memory_order_relaxed);
       continue;
@@ -319,15 +325,14 @@ task* scheduler::state::search(worker& w) {
 }
 
 void scheduler::state::execute(worker& w, task* t) noexcept {
-  detail::thread_state& me = this_thread();
   task_observer* watcher = observer.load(std::memory_order_relaxed);
   if (watcher != nullptr) watcher->on_task_start(self);
-  ++me.task_depth;
+  ++w.task_depth;
   if (monitoring()) arm(w);
   t->execute(t);
   // A task boundary: if the monitor lent our slot while the task slept, take one back (as a returner).
   settle(disarm(w));
-  --me.task_depth;
+  --w.task_depth;
   if (watcher != nullptr) watcher->on_task_end(self);
   bump(w.tasks_run);
 }
@@ -367,40 +372,39 @@ void scheduler::state::push(task* t) {
       notify_work_strict();
     return;
   }
-  {
-    std::lock_guard<std::mutex> lock(inject_mutex);
-    injected.push_back(t);
-    injected_size.store(injected.size(), std::memory_order_relaxed);
-  }
+  inject(t);
   notify_work_strict();
+}
+
+void scheduler::state::inject(task* t) {
+  std::lock_guard<std::mutex> lock(inject_mutex);
+  injected.push_back(t);
+  injected_size.store(injected.size(), std::memory_order_relaxed);
 }
 
 void scheduler::state::wake_one_if_useful() noexcept {
   if (work_ec.waiters() == 0) return;
   if (searching.load(std::memory_order_relaxed) != 0) return;
   if (wake_pending.load(std::memory_order_relaxed) != 0) return;
-  if (free_slots.load(std::memory_order_relaxed) <= static_cast<int>(returners.load(std::memory_order_relaxed))) return;
+  if (!slot_free_for_new()) return;
   if (wake_pending.exchange(1, std::memory_order_relaxed) == 0) work_ec.notify_one();
 }
 
 void scheduler::state::notify_work_strict() noexcept {
   detail::seq_cst_fence();
-  if (free_slots.load(std::memory_order_relaxed) <= static_cast<int>(returners.load(std::memory_order_relaxed)))
-    return;  // every slot is taken: its holder will find the work at its next task boundary
+  wake_for_free_slot();
+}
+
+void scheduler::state::wake_for_free_slot() noexcept {
+  if (!slot_free_for_new()) return;  // every slot is taken: its holder finds the work at its next boundary
   if (work_ec.waiters() != 0) {
     work_ec.notify_one();
     return;
   }
-  // Free slot, nobody asleep: normally a worker is searching. If there are fewer threads than slots
-  // able to run (threads retired while others blocked), start one.
-  unsigned able = threads.load(std::memory_order_relaxed) - blocked.load(std::memory_order_relaxed) -
-                  returners.load(std::memory_order_relaxed);
-  if (able < slots.load(std::memory_order_relaxed) && searching.load(std::memory_order_relaxed) == 0) {
-    try {
-      start_spare();
-    } catch (...) {  // out of memory for a thread record: the existing workers will get to it
-    }
-  }
+  // Free slot, nobody asleep: normally a worker is searching. If fewer threads than slots are able
+  // to run (the others blocked in scopes or waits, or retired), start one.
+  if (able_threads() < slots.load(std::memory_order_relaxed) && searching.load(std::memory_order_relaxed) == 0)
+    start_spare();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,30 +425,22 @@ bool scheduler::state::try_acquire_slot(bool returning) noexcept {
   return false;
 }
 
-void scheduler::state::release_slot(bool may_start_spare) noexcept {
+void scheduler::state::release_slot() noexcept {
   this_thread().has_slot = false;
-  give_back_slot(may_start_spare);
+  give_back_slot();
 }
 
-void scheduler::state::give_back_slot(bool may_start_spare) noexcept {
+// Every release, whoever makes it (a worker with nothing to do, a blocking scope, an outside helper
+// leaving, the wait monitor lending), ends the same way: if work waits, a sleeper or a spare takes
+// the slot. The releasing thread cannot know whether anyone else is able to; the counters can.
+void scheduler::state::give_back_slot() noexcept {
   free_slots.fetch_add(1, std::memory_order_seq_cst);
   if (returners.load(std::memory_order_seq_cst) != 0) {
     slot_ec.notify_all();  // a returner takes it (they wait on slot_ec, not work_ec)
     return;
   }
-  // Someone sleeping may now run waiting work with this slot (strict: see above).
-  detail::seq_cst_fence();
-  if (free_slots.load(std::memory_order_relaxed) <= 0 || !work_available()) return;
-  if (work_ec.waiters() != 0) {
-    work_ec.notify_one();
-    return;
-  }
-  if (may_start_spare && searching.load(std::memory_order_relaxed) == 0) {
-    try {
-      start_spare();
-    } catch (...) {
-    }
-  }
+  detail::seq_cst_fence();  // strict (see above): the release, then the look at the work and sleepers
+  if (work_available()) wake_for_free_slot();
 }
 
 void scheduler::state::enter_blocking() noexcept {
@@ -457,7 +453,7 @@ void scheduler::state::enter_blocking() noexcept {
   }
   settle(stage);
   blocked.fetch_add(1, std::memory_order_relaxed);
-  release_slot(true);
+  release_slot();
 }
 
 void scheduler::state::leave_blocking() noexcept {
@@ -531,7 +527,7 @@ void scheduler::state::settle(std::uint32_t stage) noexcept {
 
 void scheduler::state::rearm_if_in_task() noexcept {
   detail::thread_state& me = this_thread();
-  if (me.task_depth != 0 && me.has_slot && monitoring()) arm(*me.self);
+  if (me.has_slot && me.self->task_depth != 0 && monitoring()) arm(*me.self);
 }
 
 void scheduler::state::wake_monitor() noexcept { monitor_ec.notify_one(); }
@@ -567,9 +563,8 @@ bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady
     }
     if (thread.temporary) {
       // An outside thread helping: it gives the slot back for good (no returning for it) and waits
-      // as outside threads do. Work may be left behind (its stack ran short, or a returner wants the
-      // slot) with every worker blocked: the release may start a spare, as a blocking scope's does.
-      release_slot(true);
+      // as outside threads do. Work it leaves behind (its stack ran short) goes with the slot.
+      release_slot();
       return w.sleep(deadline);
     }
     // Nothing to run (or a returning thread wants our slot): sleep with the slot handed over.
@@ -591,11 +586,11 @@ bool scheduler::state::join_as_temporary_worker() noexcept {
   } catch (...) {  // out of memory for a record
   }
   if (w == nullptr) {
-    give_back_slot(false);
+    give_back_slot();
     return false;
   }
   w->tid.store(kernel_thread_id(), std::memory_order_relaxed);
-  this_thread() = {&self, this, w, true, true, 0};
+  this_thread() = {this, w, true, true};
   outside_helps.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -609,9 +604,7 @@ void scheduler::state::leave_as_temporary_worker() noexcept {
   bool moved = false;
   while (task* t = w.deque.pop()) {
     try {
-      std::lock_guard<std::mutex> lock(inject_mutex);
-      injected.push_back(t);
-      injected_size.store(injected.size(), std::memory_order_relaxed);
+      inject(t);
       moved = true;
     } catch (...) {  // no memory to move it: run it here rather than lose it
       execute(w, t);
@@ -622,7 +615,7 @@ void scheduler::state::leave_as_temporary_worker() noexcept {
   w.tid.store(0, std::memory_order_relaxed);
   w.alive.store(false, std::memory_order_release);  // the record may be reused from here on
   if (had_slot)
-    give_back_slot(false);
+    give_back_slot();
   else if (moved)
     notify_work_strict();
 }
@@ -692,28 +685,26 @@ scheduler::scheduler() : scheduler(options{}) {}
 
 scheduler::scheduler(options opts) : state_(std::make_unique<state>(*this, std::move(opts))) {
   std::lock_guard<std::mutex> lock(state_->spawn_mutex);
-  unsigned n = state_->slots.load(std::memory_order_relaxed);
-  for (unsigned i = 0; i < n; ++i) {
-    if (!state_->start_thread_locked()) {
-      state_->stopping.store(true);
-      break;
-    }
-  }
-  if (state_->stopping.load()) {
+  // A constructor that fails stops and joins the threads it started (no destructor will run).
+  auto stop_and_join = [this] {
+    state_->stopping.store(true);
     state_->work_ec.notify_all();
     for (unsigned i = 0; i < state_->record_capacity; ++i)
       if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
-    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
-                            "corral::scheduler: cannot start worker threads");
+  };
+  unsigned n = state_->slots.load(std::memory_order_relaxed);
+  for (unsigned i = 0; i < n; ++i) {
+    if (!state_->start_thread_locked()) {
+      stop_and_join();
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                              "corral::scheduler: cannot start worker threads");
+    }
   }
   if (state_->opts.monitor_waits) {
     try {
       set_wait_monitor(true);
     } catch (...) {
-      state_->stopping.store(true);
-      state_->work_ec.notify_all();
-      for (unsigned i = 0; i < state_->record_capacity; ++i)
-        if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
+      stop_and_join();
       throw;
     }
   }
@@ -765,7 +756,10 @@ unsigned scheduler::default_slots() {
   return static_cast<unsigned>(std::max(1, read_budget(options).cpus));
 }
 
-scheduler* scheduler::current() noexcept { return this_thread().sched; }
+scheduler* scheduler::current() noexcept {
+  scheduler::state* s = this_thread().state;
+  return s != nullptr ? &s->self : nullptr;
+}
 
 void scheduler::spawn(detail::task* t) { state_->push(t); }
 

@@ -42,6 +42,7 @@ struct worker {
   std::atomic<std::uint32_t> lend_state{0};
   std::atomic<std::uint32_t> arm_count{0};  // bumped at each arming: samples belong to one task
   std::atomic<pid_t> tid{0};                // kernel thread id of the thread using this record
+  unsigned task_depth = 0;  // owner only: tasks running on this thread (nested ones run inside waits)
 };
 
 // worker::lend_state. Stable stages: not_armed, armed, lent, reclaiming; busy: the monitor is moving
@@ -56,15 +57,18 @@ enum lend_stage : std::uint32_t {
 
 // What the calling thread is to the scheduler. Plain thread_local: the fork handler resets it.
 struct thread_state {
-  scheduler* sched = nullptr;
   scheduler::state* state = nullptr;
   worker* self = nullptr;
-  bool has_slot = false;  // may run tasks now
+  bool has_slot = false;   // may run tasks now
   bool temporary = false;  // an outside thread that took a free slot while it waits (outside_worker)
-  unsigned task_depth = 0; // tasks being run on this thread (nested ones run inside waits)
 };
 
 thread_state& this_thread() noexcept;
+
+// pthread_create for our own threads (workers, the wait monitor): they never take asynchronous
+// signals, so Ctrl-C and friends go to the program's own threads. Returns pthread_create's code.
+int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
+                                        void* (*entry)(void*), void* arg) noexcept;
 
 }  // namespace detail
 
@@ -79,7 +83,7 @@ struct scheduler::state {
   // Worker threads.
   bool start_thread_locked();  // spawn_mutex held
   detail::worker* claim_record_locked();  // spawn_mutex held; a record no thread uses, marked alive
-  void start_spare();
+  void start_spare() noexcept;  // gives up quietly (cap reached, no memory): the slot holders carry on
   void run_worker(detail::worker& w);
   bool wait_for_slot_and_work(detail::worker& w, bool& retired);
   detail::task* search(detail::worker& w);
@@ -90,11 +94,19 @@ struct scheduler::state {
 
   // Slots.
   bool try_acquire_slot(bool returning) noexcept;
-  void release_slot(bool may_start_spare) noexcept;
-  void give_back_slot(bool may_start_spare) noexcept;  // release_slot without touching the caller's TLS
-  bool should_yield() const noexcept {
+  void release_slot() noexcept;
+  void give_back_slot() noexcept;  // release_slot without touching the caller's TLS
+  bool should_yield() const noexcept {  // a returner waits for a slot that we hold
     return free_slots.load(std::memory_order_relaxed) <
            static_cast<int>(returners.load(std::memory_order_relaxed));
+  }
+  bool slot_free_for_new() const noexcept {  // a slot is free beyond those the returners may claim
+    return free_slots.load(std::memory_order_relaxed) >
+           static_cast<int>(returners.load(std::memory_order_relaxed));
+  }
+  unsigned able_threads() const noexcept {  // workers neither blocked nor waiting to return
+    return threads.load(std::memory_order_relaxed) - blocked.load(std::memory_order_relaxed) -
+           returners.load(std::memory_order_relaxed);
   }
   bool surplus_threads() const noexcept;
   void enter_blocking() noexcept;
@@ -112,8 +124,10 @@ struct scheduler::state {
 
   // Work.
   void push(detail::task* t);
+  void inject(detail::task* t);  // to the injection queue; may throw std::bad_alloc
   bool work_available() const noexcept;
   void notify_work_strict() noexcept;
+  void wake_for_free_slot() noexcept;  // after a seq_cst fence: a sleeper or a spare takes a free slot
   void wake_one_if_useful() noexcept;
   bool help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline);
   bool join_as_temporary_worker() noexcept;  // an outside thread takes a free slot and a record

@@ -29,8 +29,7 @@ class task_group::pending_waitable final : public detail::waitable {
 task_group::~task_group() {
   if ((state_.load(std::memory_order_acquire) & count_mask) != 0) {
     if (std::uncaught_exceptions() > 0) cancel();
-    pending_waitable pending(*this);
-    detail::wait_for(pending, nullptr, scheduler_);
+    wait_until_empty();
   }
 }
 

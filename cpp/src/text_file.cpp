@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 
 namespace corral::detail {
 
@@ -40,6 +41,16 @@ text_file read_text_file(const std::filesystem::path& path) {
   ::close(fd);
   if (!result.ok()) result.text.clear();
   return result;
+}
+
+std::optional<cpu_set> read_cpu_list(const std::filesystem::path& path) {
+  const text_file file = read_text_file(path);
+  if (!file.ok()) return std::nullopt;
+  try {
+    return cpu_set::parse(file.text);
+  } catch (const std::invalid_argument&) {
+    return std::nullopt;
+  }
 }
 
 }  // namespace corral::detail

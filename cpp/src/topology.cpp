@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <charconv>
 #include <optional>
-#include <stdexcept>
 #include <system_error>
 
 #include "text_file.hpp"
@@ -13,16 +12,6 @@ namespace corral {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::optional<cpu_set> read_cpu_list(const fs::path& path) {
-  const detail::text_file file = detail::read_text_file(path);
-  if (!file.ok()) return std::nullopt;
-  try {
-    return cpu_set::parse(file.text);
-  } catch (const std::invalid_argument&) {
-    return std::nullopt;
-  }
-}
 
 std::optional<int> parse_whole(std::string_view text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
@@ -40,9 +29,9 @@ std::vector<physical_core> read_cores(const cpu_set& allowed, const fs::path& cp
     if (placed.contains(cpu)) continue;
     const fs::path topology_dir = cpu_dir / ("cpu" + std::to_string(cpu)) / "topology";
     // core_cpus_list is the current name; thread_siblings_list the older one (same content).
-    std::optional<cpu_set> siblings = read_cpu_list(topology_dir / "core_cpus_list");
+    std::optional<cpu_set> siblings = detail::read_cpu_list(topology_dir / "core_cpus_list");
     if (!siblings || siblings->empty())
-      siblings = read_cpu_list(topology_dir / "thread_siblings_list");
+      siblings = detail::read_cpu_list(topology_dir / "thread_siblings_list");
     physical_core core;
     if (siblings && siblings->contains(cpu)) {
       core.cpus = *siblings & allowed;
@@ -71,7 +60,7 @@ std::vector<numa_node> read_numa_nodes(const cpu_set& allowed, const fs::path& n
     if (!name.starts_with("node")) continue;
     const std::optional<int> id = parse_whole(std::string_view(name).substr(4));
     if (!id || *id < 0) continue;
-    const std::optional<cpu_set> cpus = read_cpu_list(it->path() / "cpulist");
+    const std::optional<cpu_set> cpus = detail::read_cpu_list(it->path() / "cpulist");
     if (!cpus) continue;
     any_node = true;
     const cpu_set mine = *cpus & allowed;

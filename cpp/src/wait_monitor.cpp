@@ -76,13 +76,7 @@ thread_sample sample_thread(pid_t tid) noexcept {
 }
 
 wait_monitor::wait_monitor(scheduler::state& s) : s_(s), history_(s.record_capacity) {
-  // No asynchronous signals here (as in the workers): Ctrl-C goes to the program's own threads.
-  sigset_t all, previous;
-  sigfillset(&all);
-  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
-  pthread_sigmask(SIG_SETMASK, &all, &previous);
-  const int rc = pthread_create(&thread_, nullptr, &entry, this);
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  const int rc = detail::create_thread_without_async_signals(&thread_, nullptr, &entry, this);
   if (rc != 0) throw std::system_error(rc, std::generic_category(), "corral: cannot start the wait monitor");
 }
 
@@ -198,7 +192,7 @@ void wait_monitor::lend(worker& w, std::uint32_t sampled_arm_count) noexcept {
   s_.blocked.fetch_add(1, std::memory_order_relaxed);
   s_.lent_now.fetch_add(1, std::memory_order_relaxed);
   s_.lends.fetch_add(1, std::memory_order_relaxed);
-  s_.give_back_slot(true);  // a parked worker or a spare takes it when work waits
+  s_.give_back_slot();  // a parked worker or a spare takes it when work waits
   w.lend_state.store(lent, std::memory_order_release);
 }
 

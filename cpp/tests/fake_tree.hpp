@@ -51,4 +51,26 @@ class fake_tree {
   std::filesystem::path root_;
 };
 
+// cgroup v2 only, the process in `path`.
+inline void write_v2(const fake_tree& tree, const std::string& path) {
+  tree.write("proc/self/cgroup", "0::" + path + "\n");
+  tree.write("proc/self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" +
+                                        mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
+  tree.mkdir("sys/fs/cgroup" + path);
+}
+
+// cgroup v1 with cpu,cpuacct co-mounted and cpuset apart, plus an empty v2 hierarchy
+// (hybrid, like systemd's default for years), the process in `path`.
+inline void write_v1_hybrid(const fake_tree& tree, const std::string& path) {
+  tree.write("proc/self/cgroup", "9:name=systemd:" + path + "\n4:cpu,cpuacct:" + path +
+                                     "\n3:cpuset:" + path + "\n0::" + path + "\n");
+  tree.write("proc/self/mountinfo",
+             mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
+                 mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
+                 mount_line("/", "/sys/fs/cgroup/systemd", "cgroup", "rw,xattr,name=systemd") +
+                 mount_line("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"));
+  for (const char* hierarchy : {"cpu,cpuacct", "cpuset", "unified"})
+    tree.mkdir("sys/fs/cgroup/" + std::string(hierarchy) + path);
+}
+
 }  // namespace corral::testing

@@ -13,11 +13,14 @@
 #include "corral/task_group.hpp"
 #include "scheduler_options.hpp"
 #include "test_scale.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using corral::blocking_scope;
 using corral::scheduler;
 using corral::task_group;
+using corral::testing::record_max;
+using corral::testing::spin_for;
 
 namespace {
 
@@ -26,18 +29,6 @@ scheduler::options with_slots(unsigned slots, unsigned max_threads = 0) {
   scheduler::options o = corral::testing::with_slots(slots, max_threads);
   o.spare_idle = std::chrono::milliseconds(20);
   return o;
-}
-
-void record_max(std::atomic<int>& max, int value) {
-  int seen = max.load();
-  while (value > seen && !max.compare_exchange_weak(seen, value)) {
-  }
-}
-
-void spin_for(std::chrono::microseconds d) {
-  auto end = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < end) {
-  }
 }
 
 }  // namespace
@@ -187,8 +178,7 @@ TEST(Blocking, SparesRetireWhenIdle) {
   g.wait();
   EXPECT_GT(s.stats().peak_threads, 2u);
   std::this_thread::sleep_for(200ms);
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (s.stats().threads > 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  corral::testing::eventually([&] { return s.stats().threads <= 2; }, 5s);
   EXPECT_EQ(s.stats().threads, 2u);
 }
 

@@ -13,6 +13,8 @@
 using namespace corral;
 using corral::testing::fake_tree;
 using corral::testing::mount_line;
+using corral::testing::write_v1_hybrid;
+using corral::testing::write_v2;
 
 namespace {
 
@@ -24,28 +26,6 @@ budget_options options_for(const fake_tree& tree, const char* affinity = "0-7") 
   options.env_cpus = std::nullopt;
   options.affinity = cpu_set::parse(affinity);
   return options;
-}
-
-// cgroup v2 only, the process in `path`.
-void write_v2(const fake_tree& tree, const std::string& path) {
-  tree.write("proc/self/cgroup", "0::" + path + "\n");
-  tree.write("proc/self/mountinfo", "22 27 0:21 / /proc rw - proc proc rw\n" +
-                                        mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
-  tree.mkdir("sys/fs/cgroup" + path);
-}
-
-// cgroup v1 with cpu,cpuacct co-mounted and cpuset apart, plus an empty v2 hierarchy
-// (hybrid, like systemd's default for years), the process in `path`.
-void write_v1_hybrid(const fake_tree& tree, const std::string& path) {
-  tree.write("proc/self/cgroup", "9:name=systemd:" + path + "\n4:cpu,cpuacct:" + path +
-                                     "\n3:cpuset:" + path + "\n0::" + path + "\n");
-  tree.write("proc/self/mountinfo",
-             mount_line("/", "/sys/fs/cgroup/cpu,cpuacct", "cgroup", "rw,cpu,cpuacct") +
-                 mount_line("/", "/sys/fs/cgroup/cpuset", "cgroup", "rw,cpuset") +
-                 mount_line("/", "/sys/fs/cgroup/systemd", "cgroup", "rw,xattr,name=systemd") +
-                 mount_line("/", "/sys/fs/cgroup/unified", "cgroup2", "rw"));
-  for (const char* hierarchy : {"cpu,cpuacct", "cpuset", "unified"})
-    tree.mkdir("sys/fs/cgroup/" + std::string(hierarchy) + path);
 }
 
 std::vector<std::string> source_names(const cpu_budget& budget) {

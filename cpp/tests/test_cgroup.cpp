@@ -10,6 +10,7 @@
 using namespace corral;
 using corral::testing::fake_tree;
 using corral::testing::mount_line;
+using corral::testing::write_v2;
 
 namespace {
 
@@ -186,8 +187,7 @@ TEST(CgroupSources, AlwaysFourInAFixedOrder) {
 
 TEST(CgroupSources, NestedV2QuotasTightestWinsAndNamesItsFile) {
   fake_tree tree;
-  tree.write("proc/self/cgroup", "0::/outer/inner\n");
-  tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
+  write_v2(tree, "/outer/inner");
   tree.write("sys/fs/cgroup/outer/cpu.max", "300000 100000\n");
   tree.write("sys/fs/cgroup/outer/inner/cpu.max", "max 100000\n");
   tree.write("sys/fs/cgroup/outer/inner/cpuset.cpus.effective", "0-3\n");
@@ -206,8 +206,7 @@ TEST(CgroupSources, NestedV2QuotasTightestWinsAndNamesItsFile) {
 
 TEST(CgroupSources, GarbageLevelIsIgnoredWhenAnotherLevelIsUsable) {
   fake_tree tree;
-  tree.write("proc/self/cgroup", "0::/a\n");
-  tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
+  write_v2(tree, "/a");
   tree.write("sys/fs/cgroup/a/cpu.max", "lots please\n");
   tree.write("sys/fs/cgroup/cpu.max", "50000 100000\n");
   const budget_source quota =
@@ -233,8 +232,7 @@ TEST(CgroupSources, EmptyCpusetIsSkippedNotZero) {
 
 TEST(CgroupSources, UnreadableQuotaFileIsSkippedWithTheError) {
   fake_tree tree;
-  tree.write("proc/self/cgroup", "0::/\n");
-  tree.write("proc/self/mountinfo", mount_line("/", "/sys/fs/cgroup", "cgroup2", "rw"));
+  write_v2(tree, "/");
   tree.mkdir("sys/fs/cgroup/cpu.max");  // a directory: read() fails with EISDIR
   const budget_source quota =
       find(read_cgroup_sources(tree.proc(), tree.sys()), "cgroup v2 cpu.max");

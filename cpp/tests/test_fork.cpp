@@ -9,20 +9,12 @@
 #include "corral/parallel_for.hpp"
 #include "corral/scheduler.hpp"
 #include "corral/task_group.hpp"
+#include "test_util.hpp"
 
 using corral::scheduler;
+using corral::testing::fib;
 
 namespace {
-
-long fib(scheduler& s, int n) {
-  if (n < 2) return n;
-  long a = 0;
-  corral::task_group g(s);
-  g.run([&] { a = fib(s, n - 1); });
-  long b = fib(s, n - 2);
-  g.wait();
-  return a + b;
-}
 
 // In the child: use the global scheduler for real work. Exit code 0 on success; the parent's
 // waitpid with a deadline turns a deadlock into a failure.

@@ -15,8 +15,10 @@
 #include "corral/task_group.hpp"
 #include "scheduler_options.hpp"
 #include "test_scale.hpp"
+#include "test_util.hpp"
 
 using corral::scheduler;
+using corral::testing::eventually;
 using corral::testing::with_slots;
 
 TEST(ParallelFor, EveryIndexOnceForManySizes) {
@@ -130,8 +132,7 @@ TEST(ParallelFor, RethrowsFromInsideATask) {
 TEST(ParallelFor, AnOutsideCallerRunsTheWorkItselfWhenASlotIsFree) {
   scheduler s(with_slots(1));
   // Let the worker fall asleep so that the slot is free.
-  for (int i = 0; i < 500 && s.stats().parked != s.stats().threads; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  eventually([&] { return s.stats().parked == s.stats().threads; }, std::chrono::milliseconds(500));
   std::mutex m;
   std::set<std::thread::id> ids;
   corral::parallel_for(0, 100, [&](std::size_t) {
@@ -181,9 +182,7 @@ TEST(ParallelFor, ManyOutsideCallersStayWithinTheSlots) {
       for (int round = 0; round < 20; ++round)
         corral::parallel_for(0, n, [&](std::size_t) {
           int now = running.fetch_add(1) + 1;
-          int seen = max_running.load();
-          while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
-          }
+          corral::testing::record_max(max_running, now);
           running.fetch_sub(1);
         }, s);
     });
@@ -196,8 +195,7 @@ TEST(ParallelFor, ManyOutsideCallersStayWithinTheSlots) {
 
 TEST(ParallelFor, TaskGroupWaitFromOutsideRunsTasksAndLeavesNothingBehind) {
   scheduler s(with_slots(1));
-  for (int i = 0; i < 500 && s.stats().parked != s.stats().threads; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  eventually([&] { return s.stats().parked == s.stats().threads; }, std::chrono::milliseconds(500));
   corral::task_group g(s);
   std::atomic<int> detached{0};
   std::atomic<int> ran{0};
@@ -209,6 +207,6 @@ TEST(ParallelFor, TaskGroupWaitFromOutsideRunsTasksAndLeavesNothingBehind) {
     });
   g.wait();
   EXPECT_EQ(ran.load(), 100);
-  for (int i = 0; i < 5000 && detached.load() != 100; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  eventually([&] { return detached.load() == 100; }, std::chrono::seconds(5));
   EXPECT_EQ(detached.load(), 100);
 }

@@ -16,29 +16,19 @@
 #include "corral/task_group.hpp"
 #include "scheduler_options.hpp"
 #include "test_scale.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using corral::scheduler;
+using corral::testing::eventually;
 using corral::testing::with_slots;
 
 namespace {
-
 
 double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
-}
-
-// Waits until `pred` holds, up to `limit`.
-template <class P>
-bool eventually(P pred, std::chrono::milliseconds limit = 5000ms) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 }  // namespace
@@ -95,7 +85,7 @@ TEST(Scheduler, IdleWorkersUseNoCpu) {
     for (int i = 0; i < 1000; ++i) g.run([] {});
     g.wait();
   }
-  ASSERT_TRUE(eventually([&] { return s.stats().parked == s.stats().threads; }));
+  ASSERT_TRUE(eventually([&] { return s.stats().parked == s.stats().threads; }, 5s));
   double before = process_cpu_seconds();
   std::this_thread::sleep_for(1s);
   double used = process_cpu_seconds() - before;
@@ -105,7 +95,7 @@ TEST(Scheduler, IdleWorkersUseNoCpu) {
 
 TEST(Scheduler, WakesAnIdlePoolQuickly) {
   scheduler s(with_slots(2));
-  ASSERT_TRUE(eventually([&] { return s.stats().parked == s.stats().threads; }));
+  ASSERT_TRUE(eventually([&] { return s.stats().parked == s.stats().threads; }, 5s));
   std::vector<double> latencies;
   for (int i = 0; i < 20; ++i) {
     std::this_thread::sleep_for(5ms);  // workers fall asleep
@@ -188,7 +178,7 @@ TEST(Scheduler, ObserverSeesEveryTaskStartOnAWorker) {
     for (int i = 0; i < 500; ++i) g.run([] {});
     g.wait();
     // The count is bumped just after each task returns: let the last one land.
-    EXPECT_TRUE(eventually([&] { return s.stats().tasks_run == 500u; }));
+    EXPECT_TRUE(eventually([&] { return s.stats().tasks_run == 500u; }, 5s));
   }
   EXPECT_EQ(watcher.starts.load(), 500);
   EXPECT_EQ(watcher.ends.load(), 500);
@@ -216,9 +206,7 @@ TEST(Scheduler, SetSlotsUnderLoad) {
       int now = running.fetch_add(1) + 1;
       // After a change settles, running tasks stay within the slots (+1 for a change in flight).
       if (now > static_cast<int>(limit.load()) + 2 && now > 4) violations.fetch_add(1);
-      int seen = max_running.load();
-      while (now > seen && !max_running.compare_exchange_weak(seen, now)) {
-      }
+      corral::testing::record_max(max_running, now);
       volatile int spin = 0;
       for (int k = 0; k < 2000; ++k) spin = spin + k;
       running.fetch_sub(1);
@@ -228,10 +216,11 @@ TEST(Scheduler, SetSlotsUnderLoad) {
   changer.join();
   EXPECT_EQ(violations.load(), 0);
   EXPECT_LE(max_running.load(), 4);  // never above the largest slot count used
-  EXPECT_TRUE(eventually([&] { return s.stats().tasks_run == static_cast<std::uint64_t>(tasks); }));
+  EXPECT_TRUE(
+      eventually([&] { return s.stats().tasks_run == static_cast<std::uint64_t>(tasks); }, 5s));
   s.set_slots(3);
   EXPECT_EQ(s.slots(), 3u);
-  EXPECT_TRUE(eventually([&] { return s.stats().threads >= 3; }));
+  EXPECT_TRUE(eventually([&] { return s.stats().threads >= 3; }, 5s));
 }
 
 TEST(Scheduler, GlobalIsOneSchedulerWithBudgetSlots) {

@@ -10,26 +10,17 @@
 #include <thread>
 #include <vector>
 
-#include "corral/event.hpp"
 #include "scheduler_options.hpp"
 #include "test_scale.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using corral::scheduler;
-using corral::testing::with_slots;
 using corral::task_group;
+using corral::testing::fib;
+using corral::testing::with_slots;
 
 namespace {
-
-long fib(scheduler& s, int n) {
-  if (n < 2) return n;
-  long a = 0;
-  task_group g(s);
-  g.run([&] { a = fib(s, n - 1); });
-  long b = fib(s, n - 2);
-  g.wait();
-  return a + b;
-}
 
 long fib_serial(int n) { return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2); }
 
@@ -62,7 +53,6 @@ TEST(TaskGroup, FirstExceptionIsRethrownAtWaitAndCancelsTheRest) {
   task_group g(s);
   std::atomic<int> ran{0};
   g.run([] { throw std::runtime_error("first"); });
-  corral::event thrown;
   std::this_thread::sleep_for(5ms);  // let it throw before the others are queued
   for (int i = 0; i < 1000; ++i) g.run([&] { ran.fetch_add(1); });
   EXPECT_TRUE(g.is_canceling());

@@ -16,10 +16,13 @@
 #include "corral/scheduler.hpp"
 #include "corral/task_group.hpp"
 #include "test_scale.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using corral::scheduler;
 using corral::task_group;
+using corral::testing::eventually;
+using corral::testing::spin_for;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -36,22 +39,6 @@ void raw_sleep(std::chrono::milliseconds d) {  // nanosleep, no blocking_scope
   timespec t{static_cast<time_t>(d.count() / 1000), static_cast<long>(d.count() % 1000) * 1000000L};
   while (nanosleep(&t, &t) != 0) {
   }
-}
-
-void spin_for(std::chrono::microseconds d) {
-  auto end = clock_type::now() + d;
-  while (clock_type::now() < end) {
-  }
-}
-
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 10s) {
-  auto end = clock_type::now() + limit;
-  while (!pred()) {
-    if (clock_type::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 }  // namespace

@@ -14,7 +14,7 @@ import collections
 import itertools
 import threading
 
-from . import _scheduler
+from . import _pool_settings, _scheduler, _wait_hooks
 
 _running = threading.local()  # .dispatchers: the pools whose tasks this thread is inside, innermost last
 
@@ -56,7 +56,8 @@ class WorkItem:
 
 class Dispatcher:
     def __init__(self, limit: int, *, initializer=None, initargs=(), on_initializer_failure=None,
-                 thread_name_prefix: str | None = None, inner_threads=lambda: -1):
+                 thread_name_prefix: str | None = None):
+        _wait_hooks.install()  # for the life of the process: the pool's tasks need the hooks
         self._limit = limit
         self._queue: collections.deque[WorkItem] = collections.deque()
         self._in_flight = 0  # places taken, at most `limit` (plus places reclaimed after a wait)
@@ -69,7 +70,7 @@ class Dispatcher:
         self._thread_name_prefix = thread_name_prefix
         self._thread_numbers = itertools.count()
         self._thread_state = threading.local()  # .ready, .name in this thread
-        self._inner_threads = inner_threads  # () -> int, see _scheduler.submit
+        self._inner_threads = _pool_settings.inner_threads(limit)
 
     def put(self, item: WorkItem) -> None:
         with self._lock:
@@ -82,7 +83,7 @@ class Dispatcher:
 
     def _submit(self, item: WorkItem) -> None:
         try:
-            _scheduler.submit(lambda: self._run(item), self._inner_threads())
+            _scheduler.submit(lambda: self._run(item), self._inner_threads)
         except BaseException as exc:  # the scheduler refused (e.g. the process is exiting)
             self._finished_one()
             item.fail(exc)
@@ -136,8 +137,7 @@ class Dispatcher:
             self._unfinished -= 1
             if not self._queue or self._in_flight > self._limit:  # over the limit: a reclaimed place
                 self._in_flight -= 1
-                if self._unfinished == 0 and not self._queue:
-                    self._idle.notify_all()
+                self._notify_if_idle()
                 return
             following = self._queue.popleft()  # takes over this task's place
             self._unfinished += 1
@@ -160,16 +160,18 @@ class Dispatcher:
         with self._lock:
             self._in_flight -= 1
             self._unfinished -= 1
-            if self._unfinished == 0 and not self._queue:
-                self._idle.notify_all()
+            self._notify_if_idle()
+
+    def _notify_if_idle(self) -> None:  # with the lock held
+        if self._unfinished == 0 and not self._queue:
+            self._idle.notify_all()
 
     def drain(self) -> list[WorkItem]:
         """Takes every queued (not yet started) item out, in order."""
         with self._lock:
             items = list(self._queue)
             self._queue.clear()
-            if self._unfinished == 0:
-                self._idle.notify_all()
+            self._notify_if_idle()
             return items
 
     def in_flight(self) -> int:

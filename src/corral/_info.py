@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from .runner import format_cpu_list
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -49,7 +51,7 @@ def _format_text(report: dict) -> str:
     source = report["decided_by"]
     extra = " (above the hardware: emulating a bigger machine)" if report.get("exceeds_hardware") else ""
     lines.append(f"budget: {report['budget']} CPUs, decided by {source}{extra}")
-    lines.append(f"cpus:   {_cpu_list(report['cpus'])}")
+    lines.append(f"cpus:   {format_cpu_list(report['cpus'])}")
     lines.append("sources:")
     for name, src in report["sources"].items():
         value = "no limit" if src.get("cpus") is None else f"{src['cpus']} CPUs"
@@ -62,7 +64,7 @@ def _format_text(report: dict) -> str:
     lines.append(f"cores:  {len(cores)} physical ({smt} with SMT siblings): "
                  + " ".join("[" + ",".join(map(str, c)) + "]" for c in cores))
     lines.append(f"numa:   {len(report['numa_nodes'])} node(s): "
-                 + " ".join("[" + _cpu_list(n) + "]" for n in report["numa_nodes"]))
+                 + " ".join("[" + format_cpu_list(n) + "]" for n in report["numa_nodes"]))
     lines.append("")
     imported = ", ".join(report["imported"]) or "nothing"
     pools = report["native_pools"]
@@ -71,22 +73,6 @@ def _format_text(report: dict) -> str:
         lines.append(f"  {p['library']:10s} {p.get('version') or '?':12s} {p['threading_layer']:9s} "
                      f"{p['num_threads']:>3} threads  {p['path']}")
     return "\n".join(lines)
-
-
-def _cpu_list(cpus: list[int]) -> str:
-    """[0,1,2,5] -> '0-2,5' (the kernel's cpulist format)."""
-    parts, start, prev = [], None, None
-    for c in sorted(cpus):
-        if start is None:
-            start = prev = c
-        elif c == prev + 1:
-            prev = c
-        else:
-            parts.append(f"{start}-{prev}" if prev != start else f"{start}")
-            start = prev = c
-    if start is not None:
-        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
-    return ",".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,23 +43,20 @@ def replace(**changes) -> dict:
 
 
 def budget_cpus() -> int:
-    """The process's CPU budget (corral.budget() where built, else the affinity mask)."""
-    import corral
+    """The process's CPU budget: corral.budget().cpus, at least 1."""
+    from . import _core
 
-    budget = getattr(corral, "budget", None)
-    if budget is not None:
-        return max(1, int(budget().cpus))
-    import os
-
-    return max(1, len(os.sched_getaffinity(0)))
+    return max(1, int(_core.budget().cpus))
 
 
-def inner_threads_rule(settings: dict, pool_size: int):
-    """() -> the inner (BLAS/OpenMP) thread count for a task of a pool of `pool_size` as it starts:
-    0 leaves the libraries alone, -1 lets the scheduler apply max(1, budget // running tasks), n > 0 is n."""
+def inner_threads(pool_size: int) -> int:
+    """The inner (BLAS/OpenMP) thread count for every task of a pool of `pool_size` built now
+    (see _scheduler.submit): 0 leaves the libraries alone, -1 lets the scheduler apply
+    max(1, budget // running tasks) as each task starts, n > 0 is n. Fixed for the pool's life:
+    settings changed later (a patch that ends) apply to pools built later."""
+    settings = get()
     if not settings["native"]:
-        return lambda: 0
+        return 0
     if settings["mode"] == "static":
-        fixed = max(1, budget_cpus() // pool_size)
-        return lambda: fixed
-    return lambda: -1
+        return max(1, budget_cpus() // pool_size)
+    return -1

@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 
-from . import _dispatch, _pool_settings, _scheduler, _wait_hooks
+from . import _dispatch, _scheduler
 from ._dispatch import Dispatcher, WorkItem
 
 _LOGGER = concurrent.futures._base.LOGGER
@@ -102,7 +102,6 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        _wait_hooks.install()
         self._max_workers = max_workers
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
@@ -111,12 +110,10 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         self._initializer = initializer
         self._initargs = initargs
         self._threads = set()  # the stdlib's attribute; corral's tasks run on the scheduler's threads
-        settings = _pool_settings.get()
         self._dispatcher = Dispatcher(
             max_workers, initializer=initializer, initargs=initargs,
             on_initializer_failure=self._corral_initializer_failed,
             thread_name_prefix=self._thread_name_prefix,
-            inner_threads=_pool_settings.inner_threads_rule(settings, max_workers),
         )
         _live_executors.add(self)
 

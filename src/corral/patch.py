@@ -38,7 +38,7 @@ _cleanups: list = []  # undo steps that are not attribute assignments (the impor
 
 
 def _set(owner: object, name: str, value: object) -> None:
-    previous = owner.__dict__.get(name, _MISSING) if isinstance(owner, type) else vars(owner).get(name, _MISSING)
+    previous = vars(owner).get(name, _MISSING)
     _saved.append((owner, name, previous))
     setattr(owner, name, value)
 
@@ -112,10 +112,7 @@ class patch(contextlib.ContextDecorator):
                 try:
                     _patch_classes()
                 except BaseException:
-                    _restore_all()
-                    _active_description.clear()
-                    _pool_settings.replace(**self._previous_settings)
-                    self._previous_settings = None
+                    self._unpatch()
                     raise
             _depth += 1
         return self
@@ -125,15 +122,20 @@ class patch(contextlib.ContextDecorator):
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _restore_all()
-                _active_description.clear()
-                if self._previous_settings is not None:
-                    _pool_settings.replace(**self._previous_settings)
-                    self._previous_settings = None
+                self._unpatch()
+
+    def _unpatch(self) -> None:
+        """Puts back every patched attribute and the settings this patch replaced (under _lock)."""
+        _restore_all()
+        _active_description.clear()
+        if self._previous_settings is not None:
+            _pool_settings.replace(**self._previous_settings)
+            self._previous_settings = None
 
 
 def _patch_classes() -> None:
     from .executor import ThreadPoolExecutor
+    from .process_pool import patch_targets
     from .thread_pool import ThreadPool
 
     stdlib_pool = multiprocessing.pool.ThreadPool
@@ -154,7 +156,7 @@ def _patch_classes() -> None:
     # Process pools: their module (process_pool.py) lists what to replace. joblib's part imports
     # joblib and numpy, which a program that never uses them must not pay for (nor find numpy
     # loaded before it set OPENBLAS_NUM_THREADS): it is patched when the program imports joblib.
-    for owner, name, replacement in _process_pool_targets():
+    for owner, name, replacement in patch_targets(joblib=False):
         _patch_target(owner, name, replacement)
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's")
     if _JOBLIB_MODULE in sys.modules:
@@ -183,14 +185,6 @@ def _qualified(obj: object) -> str:
     module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
     return f"{module}.{name}" if module and not isinstance(obj, types.ModuleType) else name
-
-
-def _process_pool_targets():
-    try:
-        from .process_pool import patch_targets
-    except ImportError:  # process pools not built into this corral
-        return []
-    return patch_targets(joblib=False)
 
 
 # --- joblib, once the program imports it ------------------------------------------------------

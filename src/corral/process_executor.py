@@ -15,7 +15,7 @@ from . import worker_share
 __all__ = ["ProcessPoolExecutor"]
 
 
-class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
+class ProcessPoolExecutor(worker_share.SharesMixin, concurrent.futures.process.ProcessPoolExecutor):
     """concurrent.futures.ProcessPoolExecutor with one CPU share per worker.
 
     max_workers: workers (default: the budget, not os.cpu_count()).
@@ -36,15 +36,10 @@ class ProcessPoolExecutor(concurrent.futures.process.ProcessPoolExecutor):
         table = worker_share.slot_table_for(max_workers, factor=factor, force=force)
         if table is not None:
             self._slot_table = table
-            mp_context = worker_share.ShareContext(worker_share.base_context(mp_context), table)
+            mp_context = worker_share.ShareContext(mp_context, table)
         super().__init__(max_workers, mp_context, initializer, initargs, max_tasks_per_child=max_tasks_per_child)
         if table is not None:
             self._processes = _Workers(table)
-
-    @property
-    def shares(self) -> list[worker_share.WorkerShare]:
-        """The share of each worker slot (CPUs, thread limit, environment)."""
-        return list(self._slot_table.shares)
 
 
 class _Workers(dict):

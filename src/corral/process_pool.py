@@ -38,7 +38,7 @@ def describe_exit(pid: int | None, exitcode: int | None) -> str:
     return f"worker process {pid} exited with code {exitcode}"
 
 
-class Pool(multiprocessing.pool.Pool):
+class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
     """multiprocessing.pool.Pool with one CPU share per worker.
 
     processes: workers (default: the budget, not os.cpu_count()).
@@ -65,15 +65,10 @@ class Pool(multiprocessing.pool.Pool):
         table = worker_share.slot_table_for(processes, factor=factor, force=force)
         if table is not None:
             on_exit = weakref.WeakMethod(self._worker_exited)
-            context = worker_share.ShareContext(worker_share.base_context(context), table,
+            context = worker_share.ShareContext(context, table,
                                                 on_exit=lambda process: _call_weak(on_exit, process))
             self._slot_table = table
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
-
-    @property
-    def shares(self) -> list[worker_share.WorkerShare]:
-        """The share of each worker slot (CPUs, thread limit, environment)."""
-        return list(self._slot_table.shares)
 
     def _check_running(self):
         if self._broken is not None:

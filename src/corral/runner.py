@@ -18,6 +18,8 @@ import sys
 import types
 import zipfile
 
+from .worker_share import validate_factor
+
 PROG = "python -m corral"
 
 USAGE = f"{PROG} [options] (script.py | -m module | -c code | info) [args ...]"
@@ -170,12 +172,12 @@ def cpus_option(text: str) -> int | frozenset[int]:
 
 def factor_option(text: str) -> float:
     try:
-        value = float(text)
-    except ValueError:
+        return validate_factor(text)
+    except TypeError:  # not a number
         raise argparse.ArgumentTypeError(f"the oversubscription factor must be a number >= 1, got {text!r}") from None
-    if not (1.0 <= value < float("inf")):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"the oversubscription factor must be a finite number >= 1, got {text!r}")
-    return value
+    except ValueError:  # below 1, infinite or nan
+        raise argparse.ArgumentTypeError(
+            f"the oversubscription factor must be a finite number >= 1, got {text!r}") from None
 
 
 def apply_cpus(cpus: int | frozenset[int] | None) -> None:
@@ -361,10 +363,8 @@ def _report(patcher) -> None:
 
     out = sys.stderr
     print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
-    budget = getattr(corral, "budget", None)
-    if budget is not None:
-        b = budget()
-        print(f"corral: budget {b.cpus} CPUs (decided by {getattr(b, 'decided_by', '?')})", file=out)
+    b = corral.budget()
+    print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
     for line in describe():
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
@@ -375,8 +375,7 @@ def _report(patcher) -> None:
         rule = ("max(1, budget // tasks running), set as each task starts" if patcher.mode == "dynamic"
                 else "max(1, budget // pool size), fixed per pool")
         print(f"corral: native limits ({patcher.mode}): inner threads = {rule}", file=out)
-        pools = getattr(corral, "native_pools", None)
-        found = pools() if pools is not None else []
+        found = corral.native_pools()
         if not found:
             print("corral: no BLAS/OpenMP library loaded yet (limits apply once one is)", file=out)
         for p in found:

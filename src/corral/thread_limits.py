@@ -148,12 +148,11 @@ def joblib_patch_targets() -> list[tuple[object, str, object]]:
     def _prepare_worker_env(self, n_jobs):
         env = original(self, n_jobs)
         from . import _pool_settings
-        from .worker_share import budget_view
 
         settings = _pool_settings.get()  # the runner's -f / --force (corral.patch(factor=, force=))
-        budget = budget_view().cpus
+        budget = _pool_settings.budget_cpus()
         share = max(1, budget // max(1, int(n_jobs)))
-        share = min(max(budget, 1), math.ceil(share * settings["factor"]))  # widened as Pool's sets are
+        share = min(budget, math.ceil(share * settings["factor"]))  # widened as Pool's sets are
         explicit = getattr(self, "inner_max_num_threads", None)
         corral_env = environment_for(int(explicit) if explicit else share, cpus=share, force=settings["force"])
         if explicit:

@@ -20,7 +20,7 @@ import queue
 import threading
 import weakref
 
-from . import _dispatch, _pool_settings, _scheduler, _wait_hooks
+from . import _dispatch, _scheduler
 from ._dispatch import Dispatcher, WorkItem
 
 _live_pools: "weakref.WeakSet[ThreadPool]" = weakref.WeakSet()
@@ -49,25 +49,24 @@ class _PoolEvent:
             return self._event.wait(timeout)
 
 
-class _ApplyResult(_stdlib.ApplyResult):
+class _CorralEventResult:
+    """Mixed in front of a stdlib result class: its threading.Event becomes a _PoolEvent, set
+    already where the stdlib's was (an empty map is done at once)."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._event = _PoolEvent()
+        event = _PoolEvent()
+        if self._event.is_set():
+            event.set()
+        self._event = event
 
 
-class _MapResult(_stdlib.MapResult):
-    def __init__(self, pool, chunksize, length, callback, error_callback):
-        _stdlib.ApplyResult.__init__(self, pool, callback, error_callback)
-        self._event = _PoolEvent()
-        self._success = True
-        self._value = [None] * length
-        self._chunksize = chunksize
-        if chunksize <= 0:
-            self._number_left = 0
-            self._event.set()
-            del self._cache[self._job]
-        else:
-            self._number_left = length // chunksize + bool(length % chunksize)
+class _ApplyResult(_CorralEventResult, _stdlib.ApplyResult):
+    pass
+
+
+class _MapResult(_CorralEventResult, _stdlib.MapResult):
+    pass
 
 
 class _PoolItem(WorkItem):
@@ -104,15 +103,11 @@ class ThreadPool(_stdlib.ThreadPool):
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        _wait_hooks.install()
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
         self._results_lock = threading.Lock()  # results complete one at a time, as in the stdlib
-        self._dispatcher = Dispatcher(
-            processes, initializer=initializer, initargs=initargs,
-            inner_threads=_pool_settings.inner_threads_rule(_pool_settings.get(), processes),
-        )
+        self._dispatcher = Dispatcher(processes, initializer=initializer, initargs=initargs)
         self._feeder = None  # a thread that walks imap()'s iterables, started on first use
         self._feeder_queue = queue.SimpleQueue()
         self._feeder_lock = threading.Lock()

@@ -61,24 +61,13 @@ class BudgetView:
 
 
 def budget_view() -> BudgetView:
-    """This process's budget from corral.budget(); a flat view of the affinity mask (each CPU
-    its own core, one node, CORRAL_CPUS honoured) where that is not available."""
-    import corral
+    """This process's budget from corral.budget() (where it knows no topology: each CPU its own core, one node)."""
+    from . import _core
 
-    budget = getattr(corral, "budget", None)
-    if budget is not None:
-        b = budget()
-        cpu_ids = sorted(b.cpu_ids)
-        return BudgetView(int(b.cpus), cpu_ids, [sorted(c) for c in b.cores] or [[c] for c in cpu_ids],
-                          [sorted(n) for n in b.numa_nodes] or [cpu_ids])
-    cpu_ids = sorted(os.sched_getaffinity(0))
-    cpus = len(cpu_ids)
-    value = os.environ.get(thread_limits.BUDGET_VAR, "").strip()
-    if value:
-        if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"{thread_limits.BUDGET_VAR} must be a whole number >= 1, not {value!r}")
-        cpus = int(value)
-    return BudgetView(cpus, cpu_ids, [[c] for c in cpu_ids], [cpu_ids])
+    b = _core.budget()
+    cpu_ids = sorted(b.cpu_ids)
+    return BudgetView(int(b.cpus), cpu_ids, [sorted(c) for c in b.cores] or [[c] for c in cpu_ids],
+                      [sorted(n) for n in b.numa_nodes] or [cpu_ids])
 
 
 def _restricted(view: BudgetView) -> BudgetView:
@@ -136,7 +125,9 @@ def plan_shares(workers: int, *, factor: float | None = None, force: bool | None
 
 def default_workers() -> int:
     """A pool's size when the caller gives none: the budget (the stdlib uses os.cpu_count())."""
-    return max(1, budget_view().cpus)
+    from ._pool_settings import budget_cpus
+
+    return budget_cpus()
 
 
 def _has_exited(process) -> bool:
@@ -177,22 +168,12 @@ class SlotTable:
             # More live workers than slots (a pool that grew): share round robin.
             return self.shares[(self._claims - 1) % len(self.shares)]
 
-    def release(self, slot: int, process) -> None:
-        with self._lock:
-            holder = self._holders[slot]
-            if holder is not None and holder() is process:
-                self._holders[slot] = None
-
     def retire(self, process) -> None:
         """The pool has let `process` go (it is exiting): its slot is free for a replacement."""
         with self._lock:
             for slot, holder in enumerate(self._holders):
                 if holder is not None and holder() is process:
                     self._holders[slot] = None
-
-    def holder_of(self, slot: int):
-        holder = self._holders[slot]
-        return holder() if holder is not None else None
 
 
 def slot_table_for(workers, *, factor: float | None = None, force: bool | None = None) -> "SlotTable | None":
@@ -210,17 +191,8 @@ def _set_native_limits(threads: int) -> None:
     """Thread counts of the BLAS/OpenMP libraries loaded in this process (none loaded: nothing)."""
     from . import _core
 
-    process_limit = getattr(_core, "set_native_process_limit", None)
-    thread_limit = getattr(_core, "set_native_thread_limit", None)
-    if process_limit is not None and thread_limit is not None:
-        process_limit(threads)
-        thread_limit(threads)  # this (the worker's main) thread runs the tasks
-        return
-    try:
-        import threadpoolctl
-    except ImportError:
-        return
-    threadpoolctl.threadpool_limits(limits=threads)
+    _core.set_native_process_limit(threads)
+    _core.set_native_thread_limit(threads)  # this (the worker's main) thread runs the tasks
 
 
 def apply_in_worker(share: WorkerShare) -> None:
@@ -279,7 +251,7 @@ class _ShareProcess:
                 # shared by every pool, so the child sets it in run() as well.
                 super().start()
         except BaseException:
-            parent.table.release(share.slot, self)
+            parent.table.retire(self)
             raise
         with contextlib.suppress(OSError):
             os.sched_setaffinity(self.pid, share.cpus)
@@ -315,12 +287,10 @@ _PROCESS_CLASSES = {"fork": ForkShareProcess, "spawn": SpawnShareProcess, "forks
 
 class ShareContext:
     """A multiprocessing context whose Process objects take a slot of `table`; everything else
-    (queues, locks, the start method) is the base context's."""
+    (queues, locks, the start method) is that of base_context(base)."""
 
-    def __init__(self, base: multiprocessing.context.BaseContext, table: SlotTable,
-                 on_exit: Callable[[object], None] | None = None):
-        if isinstance(base, ShareContext):
-            base = base.base
+    def __init__(self, base, table: SlotTable, on_exit: Callable[[object], None] | None = None):
+        base = base_context(base)
         method = base.get_start_method()
         if method not in _PROCESS_CLASSES:
             raise ValueError(f"corral: unsupported start method {method!r}")
@@ -351,3 +321,14 @@ def base_context(context=None) -> multiprocessing.context.BaseContext:
     if context is None:
         return multiprocessing.get_context()
     return context.get_context() if hasattr(context, "get_context") else context
+
+
+class SharesMixin:
+    """The `shares` property of corral's process pools (which keep their SlotTable in _slot_table).
+    No __slots__: an empty one, first among the bases, makes the layout differ from the stdlib
+    class's, and corral.patch() could no longer turn a stdlib pool into corral's (__class__)."""
+
+    @property
+    def shares(self) -> list[WorkerShare]:
+        """The share of each worker slot (CPUs, thread limit, environment)."""
+        return list(self._slot_table.shares)

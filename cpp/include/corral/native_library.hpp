@@ -68,8 +68,8 @@ class native_library {
   int num_threads() const;
   library_info info() const;
 
-  bool has_thread_control() const noexcept;
-  bool has_process_control() const noexcept;
+  bool has_thread_control() const noexcept { return thread_control_; }
+  bool has_process_control() const noexcept { return process_control_; }
 
   // Raw settings, for snapshot and restore. For MKL the per-thread setting is the thread-local value
   // (0: follows the process-wide one), read without disturbing it. Calling one without its control
@@ -91,6 +91,8 @@ class native_library {
   std::unique_ptr<symbols> symbols_;
   std::optional<std::string> version_;
   std::string threading_layer_;
+  bool thread_control_ = false;  // both set once by load_symbols
+  bool process_control_ = false;
 };
 
 }  // namespace corral::native
