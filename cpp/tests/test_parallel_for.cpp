@@ -58,7 +58,9 @@ TEST(ParallelFor, BunchedSlowIndicesSpreadOverEverySlot) {
     std::lock_guard<std::mutex> lock(m);
     ++slow_per_thread[std::this_thread::get_id()];
   }, s);
-  EXPECT_EQ(slow_per_thread.size(), 4u);
+  // At least one thread per slot; more is possible (4 workers plus the calling thread, slots changing
+  // hands as threads park and wake), never fewer if every slot took part.
+  EXPECT_GE(slow_per_thread.size(), 4u);
   for (const auto& [id, count] : slow_per_thread) EXPECT_LE(count, 32) << "one thread ran most of the slow indices";
 }
 
@@ -82,7 +84,8 @@ TEST(ParallelFor, ARangeTakenBackSplitsWhenAWorkerFreesUp) {
     std::lock_guard<std::mutex> lock(m);
     upper_half_threads.insert(std::this_thread::get_id());
   }, s);
-  EXPECT_EQ(upper_half_threads.size(), 2u);
+  // Shared: two threads at least (the caller and a worker; another worker may take over a slot).
+  EXPECT_GE(upper_half_threads.size(), 2u);
 }
 
 TEST(ParallelFor, NestedRunsOnTheSameWorkers) {
