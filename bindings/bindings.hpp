@@ -11,6 +11,6 @@ namespace nb = nanobind;
 void bind_budget(nb::module_& m);
 void bind_native(nb::module_& m);
 void bind_partition(nb::module_& m);
-void bind_scheduler(nb::module_& m);
+void bind_permits(nb::module_& m);
 
 }  // namespace corral::bindings

@@ -178,12 +178,15 @@ unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
   return std::max(1u, slots / std::max(1u, running));
 }
 
-task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept {
+task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept
+    : task_native_limits(s.slots(), s.running(), inner_threads) {}
+
+task_native_limits::task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept {
   if (inner_threads == 0) return;
   try {
     const unsigned fixed = inner_threads > 0 ? static_cast<unsigned>(inner_threads) : 0;
     // task_started counts the task before anything in it can throw.
-    const unsigned n = the_process_limit().task_started(fixed, s.slots(), s.running());
+    const unsigned n = the_process_limit().task_started(fixed, slots, running);
     counted_ = true;
     thread_limit_.emplace(native::controller::process(), n);
     threads_ = n;

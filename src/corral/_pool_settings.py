@@ -51,7 +51,7 @@ def budget_cpus() -> int:
 
 def inner_threads(pool_size: int) -> int:
     """The inner (BLAS/OpenMP) thread count for every task of a pool of `pool_size` built now
-    (see _scheduler.submit): 0 leaves the libraries alone, -1 lets the scheduler apply
+    (see _permits.run): 0 leaves the libraries alone, -1 applies
     max(1, budget // running tasks) as each task starts, n > 0 is n. Fixed for the pool's life:
     settings changed later (a patch that ends) apply to pools built later."""
     settings = get()

@@ -1,8 +1,8 @@
-"""Waits that announce themselves: common blocking calls, made to give up the caller's slot.
+"""Waits that announce themselves: common blocking calls, made to give up the caller's permit.
 
-A pool may keep 32 tasks in flight while only budget-many hold a slot. A task that sleeps or waits on
-a socket without saying so would keep its slot idle and throttle the pool. These wrappers make the
-usual waits behave as if inside corral.blocking() when, and only when, they run on a corral worker;
+A pool may keep 32 tasks in flight while only budget-many hold a permit. A task that sleeps or waits on
+a socket without saying so would keep its permit idle and throttle the pool. These wrappers make the
+usual waits behave as if inside corral.blocking() when, and only when, they run inside a corral task;
 anywhere else they cost one C call and call the original.
 
 Covered: time.sleep, select.select, the selectors' select(), blocking socket.socket
@@ -29,10 +29,10 @@ _installed = False
 
 
 def _announcing(original, should_announce=None):
-    from . import _scheduler
+    from . import _core
 
-    on_worker = _scheduler.on_worker
-    scope_type = _scheduler.BlockingScope
+    on_worker = _core.in_permit_task
+    scope_type = _core.PermitPause
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
@@ -69,13 +69,13 @@ def _socket_blocks(self, *args, **kwargs):
 
 
 def _condition_wait(original):
-    """threading.Condition.wait that holds no slot while it waits, and takes its slot back *before*
-    taking the condition's lock again: waiting for a slot while holding the lock could deadlock
-    against the slot holders that wait for the lock. Same steps as the stdlib's own wait."""
-    from . import _scheduler
+    """threading.Condition.wait that holds no permit while it waits, and takes its permit back *before*
+    taking the condition's lock again: waiting for a permit while holding the lock could deadlock
+    against the permit holders that wait for the lock. Same steps as the stdlib's own wait."""
+    from . import _core
 
-    on_worker = _scheduler.on_worker
-    scope_type = _scheduler.BlockingScope
+    on_worker = _core.in_permit_task
+    scope_type = _core.PermitPause
     allocate_lock = threading._allocate_lock
 
     @functools.wraps(original)

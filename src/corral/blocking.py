@@ -1,8 +1,8 @@
 """corral.blocking(): announce that the calling task is about to wait (I/O, a lock, a child process).
 
-While inside, a corral worker does not hold one of the budget's slots: a spare thread runs other
-tasks on it, and the worker takes a slot back when it leaves. Outside corral's workers it does
-nothing, so library code can use it unconditionally.
+While inside, a corral task does not hold one of the budget's permits: another pool thread runs on
+it, and the task takes a permit back when it leaves (ahead of tasks not yet started). Outside corral's
+tasks it does nothing, so library code can use it unconditionally.
 
     with corral.blocking():
         data = sock.recv(65536)
@@ -25,11 +25,11 @@ class _Blocking(contextlib.ContextDecorator):
         self._local = threading.local()
 
     def __enter__(self):
-        from . import _scheduler
+        from . import _core
 
         scope = None
-        if _scheduler.on_worker():
-            scope = _scheduler.BlockingScope()
+        if _core.in_permit_task():
+            scope = _core.PermitPause()
             scope.enter()
         stack = getattr(self._local, "stack", None)
         if stack is None:

@@ -30,6 +30,8 @@ class task_native_limits {
  public:
   // `s`: the scheduler whose slots and running count the dynamic rule reads.
   task_native_limits(scheduler& s, int inner_threads) noexcept;
+  // `slots`: the permits (budget); `running`: threads running tasks now (permit_table holders).
+  task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept;
   ~task_native_limits();
   task_native_limits(const task_native_limits&) = delete;
   task_native_limits& operator=(const task_native_limits&) = delete;

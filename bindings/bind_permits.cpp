@@ -1,0 +1,112 @@
+// The permit table for corral's Python pools (permit_table.hpp): a task runs while its thread holds
+// a permit; a wait gives it back. See src/corral/_permits.py for the Python view.
+//
+// GIL: taking a permit that is free costs a mutex and no GIL release; one that must be waited for is
+// waited for with the GIL released (a waiting thread must not keep the holders from running).
+#include <nanobind/stl/optional.h>
+
+#include <optional>
+#include <stdexcept>
+
+#include "bindings.hpp"
+#include "corral/native_policy.hpp"
+#include "corral/permit_table.hpp"
+
+namespace corral::bindings {
+namespace {
+
+void take_permit(permit_table& table) {
+  if (table.try_acquire()) return;
+  nb::gil_scoped_release unlocked;
+  table.acquire();
+}
+
+struct held_permit {
+  explicit held_permit(permit_table& t) : table(t) { take_permit(table); }
+  ~held_permit() { table.release(); }
+  held_permit(const held_permit&) = delete;
+  held_permit& operator=(const held_permit&) = delete;
+  permit_table& table;
+};
+
+// fn(*args, **kwargs) holding a permit, with the task's BLAS/OpenMP limits (native_policy.hpp).
+nb::object run_permitted(int inner_threads, nb::handle fn, nb::args args, nb::kwargs kwargs) {
+  permit_table& table = permit_table::process();
+  held_permit permit(table);
+  std::optional<task_native_limits> limits;
+  if (inner_threads != 0) {
+    const permit_stats now = table.stats();
+    limits.emplace(now.permits, now.held, inner_threads);
+  }
+  return fn(*args, **kwargs);
+}
+
+// corral.blocking() and the wait hooks: enter() and exit() on the same thread.
+class python_permit_pause {
+ public:
+  void enter() {
+    if (pause_) throw std::runtime_error("corral: this pause is already entered");
+    pause_.emplace();  // gives the permit back: wakes a waiter, never waits
+  }
+  void exit() {
+    if (!pause_) throw std::runtime_error("corral: this pause was not entered");
+    if (!permit_pause::in_task()) {
+      pause_.reset();
+      return;
+    }
+    nb::gil_scoped_release unlocked;  // taking a permit back may wait for one
+    pause_.reset();
+  }
+
+ private:
+  std::optional<permit_pause> pause_;
+};
+
+nb::dict stats_dict() {
+  const permit_stats s = permit_table::process().stats();
+  nb::dict d;
+  d["permits"] = s.permits;
+  d["held"] = s.held;
+  d["waiting"] = s.waiting;
+  d["paused"] = s.paused;
+  d["lent"] = s.lent;
+  d["holders"] = s.holders;
+  d["acquires"] = s.acquires;
+  d["waits"] = s.waits;
+  d["lends"] = s.lends;
+  d["overdrafts"] = s.overdrafts;
+  return d;
+}
+
+}  // namespace
+
+void bind_permits(nb::module_& m) {
+  // Positional-only (no nb::arg names), so that a task's own keyword arguments can never collide.
+  m.def("run_permitted", &run_permitted,
+        "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while it holds one of the process's permits (waiting "
+        "for one with the GIL released). inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets "
+        "max(1, permits // holders) for the call, n > 0 sets n.");
+  m.def("in_permit_task", &permit_pause::in_task,
+        "Whether the calling thread is inside run_permitted (holding, or having given back, a permit).");
+  m.def("permits", [] { return permit_table::process().permits(); },
+        "How many threads of this process may run corral tasks at once (the budget).");
+  m.def(
+      "set_permits",
+      [](long n) {
+        if (n < 1) throw nb::value_error("corral: at least 1 permit");
+        permit_table::process().set_permits(static_cast<unsigned>(std::min<long>(n, 1 << 20)));
+      },
+      nb::arg("n"), "Sets how many threads may run corral tasks at once (>= 1).");
+  m.def("set_permit_monitor", [](bool on) { permit_table::process().set_wait_monitor(on); }, nb::arg("on"),
+        "Starts or stops the thread that lends the permits of tasks found asleep in a system call.");
+  m.def("permit_stats", &stats_dict, "The process's permit table, as a dict of counters and gauges.");
+
+  nb::class_<python_permit_pause>(m, "PermitPause",
+                                  "Between enter() and exit() the calling thread holds no permit (if it "
+                                  "held one); exit() takes one back, ahead of tasks not yet started.")
+      .def(nb::init<>())
+      .def("enter", &python_permit_pause::enter)
+      .def("exit", &python_permit_pause::exit);
+}
+
+}  // namespace corral::bindings

@@ -1,0 +1,115 @@
+// The permit table: how many threads of a process may run at once (the budget), and who runs now.
+// The seam every layer asks before it runs work (docs/architecture.md, invariants 2-4 and 6;
+// docs/permits.md has the protocol and its memory-order argument):
+//   * a thread takes a permit before it runs a task and gives it back when the task ends;
+//   * a holder about to wait gives its permit back (permit_pause) and takes one again when it wakes,
+//     ahead of threads that have not started yet, as Go hands a P over around a system call;
+//   * a holder found asleep without saying so is lent out by the permit monitor (set_wait_monitor),
+//     and counted again, over the budget if need be, as soon as it runs again;
+//   * no thread waits for ever: one that has waited `starvation_limit` while no permit changed hands
+//     takes one over the budget (an overdraft). Holders may wait on each other in ways no sampler can
+//     see (a spin on a flag that a waiting thread would set); plain threads would make progress there,
+//     so must we.
+// Threads are many, permits few: a thread that holds no permit runs nothing for corral, but never
+// runs someone else's work either; waiting for a permit is the only thing it does.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+
+namespace corral {
+
+struct permit_stats {
+  unsigned permits = 0;  // threads that may run at once: the budget
+  unsigned held = 0;     // permits held now, overdrafts included (may exceed `permits`)
+  unsigned waiting = 0;  // threads waiting for a permit (new tasks and returning waiters)
+  unsigned paused = 0;   // holders inside a permit_pause (their permit given back)
+  unsigned lent = 0;     // holders the monitor found asleep, their permit given to another
+  unsigned holders = 0;  // threads between acquire and release (holding, paused or lent)
+  std::uint64_t acquires = 0;    // permits taken (acquire and resume)
+  std::uint64_t waits = 0;       // of those, the ones that had to wait
+  std::uint64_t lends = 0;       // permits the monitor lent
+  std::uint64_t overdrafts = 0;  // permits taken over the budget (starvation limit or a lent thread back)
+};
+
+class permit_table {
+ public:
+  // How long a waiter waits while no permit changes hands before it takes one over the budget.
+  static constexpr std::chrono::milliseconds starvation_limit{1000};
+
+  explicit permit_table(unsigned permits);
+  // No thread may hold, wait for or pause a permit of this table any more.
+  ~permit_table();
+  permit_table(const permit_table&) = delete;
+  permit_table& operator=(const permit_table&) = delete;
+
+  // The process's table, made on first use with the CPU budget's count (budget.hpp; throws
+  // std::invalid_argument when CORRAL_CPUS is malformed). Never destroyed. In a child after fork()
+  // it holds only what the forking thread held.
+  static permit_table& process();
+
+  unsigned permits() const noexcept;
+  // Any thread, any time (>= 1). Fewer permits take effect as holders give theirs back.
+  void set_permits(unsigned permits);
+
+  // Takes a permit for the calling thread, waiting (futex) while none is free. Nests: a thread that
+  // holds one already only counts the depth. A thread holds permits of one table at a time
+  // (std::logic_error otherwise).
+  void acquire();
+  // acquire() when it need not wait (a permit is free and nobody queues, or this thread holds one).
+  bool try_acquire();
+  // Gives the calling thread's permit back (the outermost release of a nest). Never throws.
+  void release() noexcept;
+  // Whether the calling thread is between acquire and release of this table (paused or lent too).
+  bool held_by_this_thread() const noexcept;
+
+  // Counters and gauges, read under the table's lock.
+  permit_stats stats() const noexcept;
+
+  // Starts or stops the permit monitor (a thread that samples holders every millisecond through
+  // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot start.
+  void set_wait_monitor(bool on);
+  bool wait_monitor_on() const noexcept;
+
+  struct state;
+
+ private:
+  friend class permit_pause;
+  static void fork_prepare() noexcept;
+  static void fork_parent() noexcept;
+  static void fork_child() noexcept;
+  std::unique_ptr<state> state_;
+};
+
+// RAII: a permit of `table` for the calling thread.
+class permit {
+ public:
+  explicit permit(permit_table& table) : table_(table) { table_.acquire(); }
+  ~permit() { table_.release(); }
+  permit(const permit&) = delete;
+  permit& operator=(const permit&) = delete;
+
+ private:
+  permit_table& table_;
+};
+
+// RAII: the calling thread is about to wait. If it holds a permit (of any table) it gives it back for
+// the scope, and takes one again on the way out, ahead of threads that have not started a task;
+// pauses nest. A thread that holds no permit is not touched: waits outside corral's tasks cost one
+// thread-local read.
+class permit_pause {
+ public:
+  permit_pause() noexcept;
+  ~permit_pause();
+  permit_pause(const permit_pause&) = delete;
+  permit_pause& operator=(const permit_pause&) = delete;
+
+  // Whether the calling thread holds (or has paused, or was lent) a permit of any table.
+  static bool in_task() noexcept;
+
+ private:
+  permit_table::state* paused_ = nullptr;
+};
+
+}  // namespace corral

@@ -1,0 +1,125 @@
+// The permit monitor's thread (permit_monitor.hpp says what it does). It reads the holders under the
+// table's mutex, samples /proc without it, and changes a holder's stage only under the mutex and only
+// if the holder's generation is the one it sampled: a holder that released, paused or took a new
+// permit meanwhile is left alone, so each lend is given back once (by the monitor) and taken back
+// once (by the monitor on waking, or by the thread's release).
+#include "permit_monitor.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <system_error>
+
+#include "corral/futex.hpp"
+#include "wait_monitor.hpp"
+
+namespace corral::detail {
+namespace {
+
+constexpr auto sample_interval = std::chrono::milliseconds(1);
+constexpr auto idle_interval = std::chrono::milliseconds(20);  // nobody to watch: look less often
+
+}  // namespace
+
+permit_monitor::permit_monitor(permit_table::state& s) : s_(s) {
+  const int rc = create_thread_without_async_signals(&thread_, nullptr, &entry, this);
+  if (rc != 0) throw std::system_error(rc, std::generic_category(), "corral: cannot start the permit monitor");
+}
+
+permit_monitor::~permit_monitor() {
+  stop_.store(1, std::memory_order_release);
+  futex_wake(&stop_, INT_MAX);
+  pthread_join(thread_, nullptr);
+}
+
+void* permit_monitor::entry(void* self) noexcept {
+  pthread_setname_np(pthread_self(), "corral-permits");
+  static_cast<permit_monitor*>(self)->run();
+  return nullptr;
+}
+
+void permit_monitor::run() noexcept {
+  while (stop_.load(std::memory_order_acquire) == 0) {
+    pass();
+    futex_wait_for(stop_, 0, watched_.empty() ? idle_interval : sample_interval);
+  }
+}
+
+void permit_monitor::pass() noexcept {
+  // The holders as they are now; samples kept for those still in the same generation and stage.
+  std::vector<watched> now;
+  {
+    std::lock_guard<std::mutex> lock(s_.mutex);
+    try {
+      now.reserve(s_.holders.size());
+    } catch (...) {
+      return;
+    }
+    for (holder* h : s_.holders) {
+      if (h->stage == holder_stage::paused) continue;
+      watched w{h, h->generation, h->tid, h->stage};
+      for (const watched& old : watched_)
+        if (old.who == h && old.generation == w.generation && old.stage == w.stage) w = old;
+      now.push_back(w);
+    }
+  }
+  watched_.swap(now);
+
+  std::vector<watched*> lend, reclaim;
+  for (watched& w : watched_) {
+    const thread_sample sample = sample_thread(w.tid);
+    if (w.stage == holder_stage::lent) {
+      if (!sample.asleep || sample.cpu_ns != w.cpu_ns) reclaim.push_back(&w);  // it ran again
+      continue;
+    }
+    if (sample.asleep && sample.kind == sleep_kind::other) {
+      ++w.other_samples;
+      w.futex_samples = 0;
+    } else if (sample.asleep && sample.kind == sleep_kind::futex && w.cpu_known && sample.cpu_ns == w.cpu_ns) {
+      ++w.futex_samples;  // in futex and has not run at all since the last sample
+      w.other_samples = 0;
+    } else {
+      w.other_samples = 0;
+      w.futex_samples = 0;
+    }
+    w.cpu_ns = sample.cpu_ns;
+    w.cpu_known = sample.asleep;
+    if (w.other_samples >= other_samples_needed || w.futex_samples >= futex_samples_needed) lend.push_back(&w);
+  }
+  if (lend.empty() && reclaim.empty()) return;
+
+  waiter* to_wake[64];
+  int n_wake = 0;
+  {
+    std::lock_guard<std::mutex> lock(s_.mutex);
+    // A holder that released may have exited since: touch only those still registered.
+    auto registered = [this](holder* h) {
+      return std::find(s_.holders.begin(), s_.holders.end(), h) != s_.holders.end();
+    };
+    for (watched* w : lend) {
+      holder* h = w->who;
+      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::holding) continue;
+      if (n_wake == 64) break;
+      to_wake[n_wake++] = s_.give_back_locked();
+      h->stage = holder_stage::lent;
+      ++s_.lent;
+      ++s_.lends;
+      w->stage = holder_stage::lent;  // keep its cpu_ns: the reclaim test compares with it
+      w->other_samples = w->futex_samples = 0;
+    }
+    for (watched* w : reclaim) {
+      holder* h = w->who;
+      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::lent) continue;
+      h->stage = holder_stage::holding;
+      --s_.lent;
+      ++s_.held;  // over the budget if need be: see permit_monitor.hpp
+      ++s_.acquires;
+      if (s_.held > s_.permits) ++s_.overdrafts;
+      w->stage = holder_stage::holding;
+      w->cpu_known = false;
+    }
+  }
+  for (int i = 0; i < n_wake; ++i)
+    if (to_wake[i] != nullptr) futex_wake(&to_wake[i]->granted, 1);
+}
+
+}  // namespace corral::detail

@@ -1,0 +1,61 @@
+// The permit monitor: lends the permit of a holder found asleep without a permit_pause, as Go's sysmon
+// retakes the P of a goroutine stuck in a system call, and counts it again when the thread runs.
+// Not a public header: permit_table::set_wait_monitor starts and stops it.
+//
+// One thread samples every holder in stage `holding` each millisecond through /proc (sample_thread,
+// wait_monitor.hpp, with the scheduler's rules):
+//  * asleep in a system call other than futex on 2 samples running: lend;
+//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A Python thread
+//    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never
+//    qualifies; one blocked on a lock does.
+// A lent holder seen running again (awake, or its CPU time moved) is counted again at once, over
+// the budget if need be: it runs whether we count it or not, and new tasks then wait until the
+// count is back under the budget.
+#pragma once
+
+#include <pthread.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "permit_state.hpp"
+
+namespace corral::detail {
+
+class permit_monitor {
+ public:
+  // Starts the thread (std::system_error when it cannot). Called with the table's mutex held.
+  explicit permit_monitor(permit_table::state& s);
+  // Stops and joins it. Called without the table's mutex.
+  ~permit_monitor();
+  permit_monitor(const permit_monitor&) = delete;
+  permit_monitor& operator=(const permit_monitor&) = delete;
+
+  static constexpr int other_samples_needed = 2;
+  static constexpr int futex_samples_needed = 20;
+
+ private:
+  struct watched {
+    holder* who = nullptr;
+    std::uint32_t generation = 0;
+    pid_t tid = 0;
+    holder_stage stage = holder_stage::holding;
+    int other_samples = 0;
+    int futex_samples = 0;
+    unsigned long long cpu_ns = 0;
+    bool cpu_known = false;
+  };
+
+  static void* entry(void* self) noexcept;
+  void run() noexcept;
+  void pass() noexcept;
+
+  permit_table::state& s_;
+  std::vector<watched> watched_;
+  std::atomic<std::uint32_t> stop_{0};
+  pthread_t thread_{};
+};
+
+}  // namespace corral::detail

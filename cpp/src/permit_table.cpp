@@ -1,0 +1,313 @@
+// The permit table (permit_table.hpp): the threads' side. permit_monitor.cpp lends and reclaims.
+#include "corral/permit_table.hpp"
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <new>
+#include <stdexcept>
+#include <system_error>
+
+#include "corral/budget.hpp"
+#include "corral/futex.hpp"
+#include "permit_monitor.hpp"
+#include "permit_state.hpp"
+
+namespace corral {
+namespace {
+
+using detail::holder;
+using detail::holder_stage;
+using detail::waiter;
+
+thread_local holder this_thread;
+
+// A waiter re-checks the starvation rule this often while it sleeps.
+constexpr auto recheck_interval = std::chrono::milliseconds(100);
+
+void wake(waiter* w) noexcept {
+  if (w != nullptr) detail::futex_wake(&w->granted, 1);
+}
+
+pid_t current_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+}  // namespace
+
+// -- state ------------------------------------------------------------------------------------------
+
+bool permit_table::state::try_take_locked() noexcept {
+  if (held >= permits || head != nullptr) return false;
+  ++held;
+  ++acquires;
+  return true;
+}
+
+waiter* permit_table::state::give_back_locked() noexcept {
+  last_turnover = clock::now();
+  if (held <= permits && head != nullptr) {  // a hand-over: `held` stays, the waiter holds it now
+    waiter* w = head;
+    unlink_locked(w);
+    ++acquires;
+    w->granted.store(1, std::memory_order_relaxed);  // under the mutex: see permit_state.hpp
+    return w;
+  }
+  --held;
+  return nullptr;
+}
+
+void permit_table::state::unlink_locked(waiter* w) noexcept {
+  (w->prev ? w->prev->next : head) = w->next;
+  (w->next ? w->next->prev : tail) = w->prev;
+  w->next = w->prev = nullptr;
+  --waiting;
+}
+
+void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
+  waiter w;
+  if (front) {
+    w.next = head;
+    (head ? head->prev : tail) = &w;
+    head = &w;
+  } else {
+    w.prev = tail;
+    (tail ? tail->next : head) = &w;
+    tail = &w;
+  }
+  ++waiting;
+  ++waits;
+  const auto since = clock::now();
+  for (;;) {
+    lock.unlock();
+    detail::futex_wait_for(w.granted, 0, recheck_interval);
+    lock.lock();
+    if (w.granted.load(std::memory_order_relaxed) != 0) return;  // granted under this mutex
+    const auto now = clock::now();
+    if (now - since >= starvation_limit && now - last_turnover >= starvation_limit) {
+      // Nothing moved for the whole limit: the holders may be waiting on us. Run over the budget.
+      unlink_locked(&w);
+      ++held;
+      ++acquires;
+      ++overdrafts;
+      last_turnover = now;  // the next overdraft needs another full period of standstill
+      return;
+    }
+  }
+}
+
+void permit_table::state::forget_holder_locked(holder* h) noexcept {
+  auto it = std::find(holders.begin(), holders.end(), h);
+  if (it != holders.end()) {
+    *it = holders.back();
+    holders.pop_back();
+  }
+}
+
+// -- permit_table ----------------------------------------------------------------------------------
+
+permit_table::permit_table(unsigned permits) : state_(std::make_unique<state>(std::max(1u, permits))) {}
+
+permit_table::~permit_table() { set_wait_monitor(false); }
+
+namespace {
+permit_table* process_table = nullptr;
+}  // namespace
+
+permit_table& permit_table::process() {
+  static permit_table* const table = [] {
+    budget_options options;
+    options.with_topology = false;
+    auto* t = new permit_table(static_cast<unsigned>(std::max(1, read_budget(options).cpus)));
+    process_table = t;
+    // Fork: no thread may be inside the table while the child copies it; in the child, the other
+    // threads (holders, waiters, the monitor) are gone and only the forking thread's share remains.
+    pthread_atfork(&fork_prepare, &fork_parent, &fork_child);
+    return t;
+  }();
+  return *table;
+}
+
+void permit_table::fork_prepare() noexcept { process_table->state_->mutex.lock(); }
+
+void permit_table::fork_parent() noexcept { process_table->state_->mutex.unlock(); }
+
+void permit_table::fork_child() noexcept {
+  state& s = *process_table->state_;
+  s.monitor.release();  // its thread does not exist here; the object is leaked, never run
+  s.head = s.tail = nullptr;
+  s.waiting = s.paused = s.lent = 0;
+  s.holders.clear();
+  s.held = 0;
+  if (this_thread.table == &s) {
+    s.holders.push_back(&this_thread);
+    this_thread.tid = current_tid();
+    if (this_thread.stage == holder_stage::holding) s.held = 1;
+    if (this_thread.stage == holder_stage::paused) s.paused = 1;
+    if (this_thread.stage == holder_stage::lent) {
+      this_thread.stage = holder_stage::holding;
+      s.held = 1;
+    }
+  }
+  s.last_turnover = state::clock::now();
+  new (&s.mutex) std::mutex;  // locked by the parent's prepare handler: start afresh
+}
+
+unsigned permit_table::permits() const noexcept {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->permits;
+}
+
+void permit_table::set_permits(unsigned permits) {
+  if (permits < 1) throw std::invalid_argument("corral::permit_table: at least 1 permit");
+  std::vector<waiter*> woken;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state& s = *state_;
+    s.permits = permits;
+    while (s.head != nullptr && s.held < s.permits) {  // more permits: hand them out now
+      ++s.held;
+      woken.push_back(s.give_back_locked());
+    }
+  }
+  for (waiter* w : woken) wake(w);
+}
+
+namespace {
+
+void become_holder(holder& h, permit_table::state& s) {
+  if (h.tid == 0) h.tid = current_tid();
+  h.table = &s;
+  h.depth = 1;
+  h.pause_depth = 0;
+  h.stage = holder_stage::holding;
+  ++h.generation;
+  s.holders.push_back(&h);  // may throw bad_alloc: callers undo their take
+}
+
+// Nested take by a holder: true. A holder of another table: logic_error.
+bool nested(holder& h, permit_table::state& s) {
+  if (h.table == &s) {
+    ++h.depth;
+    return true;
+  }
+  if (h.table != nullptr) throw std::logic_error("corral::permit_table: this thread holds another table's permit");
+  return false;
+}
+
+// Takes a permit for `h` (waiting when `may_wait`); false when it would have to wait.
+bool take(holder& h, permit_table::state& s, bool may_wait) {
+  if (nested(h, s)) return true;
+  std::unique_lock<std::mutex> lock(s.mutex);
+  if (!s.try_take_locked()) {
+    if (!may_wait) return false;
+    s.wait_locked(lock, false);
+  }
+  try {
+    become_holder(h, s);
+  } catch (...) {
+    waiter* w = s.give_back_locked();
+    h.table = nullptr;
+    lock.unlock();
+    wake(w);
+    throw;
+  }
+  return true;
+}
+
+}  // namespace
+
+void permit_table::acquire() { take(this_thread, *state_, true); }
+
+bool permit_table::try_acquire() { return take(this_thread, *state_, false); }
+
+void permit_table::release() noexcept {
+  holder& h = this_thread;
+  state& s = *state_;
+  if (h.table != &s || h.depth == 0) return;
+  if (--h.depth > 0) return;
+  waiter* to_wake = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.forget_holder_locked(&h);
+    switch (h.stage) {
+      case holder_stage::holding: to_wake = s.give_back_locked(); break;
+      case holder_stage::lent: --s.lent; break;      // the monitor gave it away already
+      case holder_stage::paused: --s.paused; break;  // released inside a pause: already given back
+    }
+    h.table = nullptr;
+  }
+  wake(to_wake);
+}
+
+bool permit_table::held_by_this_thread() const noexcept { return this_thread.table == state_.get(); }
+
+permit_stats permit_table::stats() const noexcept {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  const state& s = *state_;
+  permit_stats out;
+  out.permits = s.permits;
+  out.held = s.held;
+  out.waiting = s.waiting;
+  out.paused = s.paused;
+  out.lent = s.lent;
+  out.holders = static_cast<unsigned>(s.holders.size());
+  out.acquires = s.acquires;
+  out.waits = s.waits;
+  out.lends = s.lends;
+  out.overdrafts = s.overdrafts;
+  return out;
+}
+
+void permit_table::set_wait_monitor(bool on) {
+  std::unique_ptr<detail::permit_monitor> stopped;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (on == (state_->monitor != nullptr)) return;
+    if (on) {
+      state_->monitor = std::make_unique<detail::permit_monitor>(*state_);
+      return;
+    }
+    stopped = std::move(state_->monitor);
+  }
+  stopped.reset();  // joins its thread, outside the lock it takes
+}
+
+bool permit_table::wait_monitor_on() const noexcept {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->monitor != nullptr;
+}
+
+// -- permit_pause -----------------------------------------------------------------------------------
+
+bool permit_pause::in_task() noexcept { return this_thread.table != nullptr; }
+
+permit_pause::permit_pause() noexcept {
+  holder& h = this_thread;
+  if (h.table == nullptr) return;
+  paused_ = h.table;
+  if (h.pause_depth++ > 0) return;
+  waiter* to_wake = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(paused_->mutex);
+    if (h.stage == holder_stage::holding) to_wake = paused_->give_back_locked();
+    if (h.stage == holder_stage::lent) --paused_->lent;
+    h.stage = holder_stage::paused;
+    ++paused_->paused;
+  }
+  wake(to_wake);
+}
+
+permit_pause::~permit_pause() {
+  if (paused_ == nullptr) return;
+  holder& h = this_thread;
+  if (--h.pause_depth > 0) return;
+  std::unique_lock<std::mutex> lock(paused_->mutex);
+  --paused_->paused;
+  if (!paused_->try_take_locked()) paused_->wait_locked(lock, true);  // returners go first
+  h.stage = holder_stage::holding;
+  ++h.generation;
+}
+
+}  // namespace corral
