@@ -9,6 +9,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -230,6 +231,72 @@ def test_killed_pool_worker_fails_pending_results_instead_of_hanging():
     finally:
         pool.terminate()
         pool.join()
+
+
+def exit_in_task(how):
+    """What a library that calls sys.exit() does to the worker running it."""
+    if how == "os._exit(0)":
+        os._exit(0)
+    sys.exit(None if how == "sys.exit()" else 0)
+
+
+def exit_on_two(x):
+    if x == 2:
+        sys.exit()
+    time.sleep(0.05)
+    return x
+
+
+@pytest.mark.parametrize(("method", "how", "maxtasks"), [
+    *(("fork", how, maxtasks) for how in ("sys.exit()", "sys.exit(0)", "os._exit(0)") for maxtasks in (None, 3)),
+    ("spawn", "sys.exit()", 3),  # the task mark must reach workers that are not forked
+    ("forkserver", "os._exit(0)", 3),
+])
+def test_pool_worker_exiting_with_code_0_in_a_task_breaks_the_pool(method, how, maxtasks):
+    ctx = multiprocessing.get_context(method)
+    pool = corral.Pool(2, context=ctx, maxtasksperchild=maxtasks)
+    try:
+        pending = pool.map_async(nap, [0.3] * 4, chunksize=1)
+        lost = pool.apply_async(exit_in_task, (how,))
+        with pytest.raises(BrokenProcessPool, match=r"exited with code 0 in the middle of a task"):
+            lost.get(TIMEOUT)
+        try:
+            pending.get(TIMEOUT)  # done before the exit, or failed by it: never a hang
+        except BrokenProcessPool:
+            pass
+        with pytest.raises(BrokenProcessPool):
+            pool.apply_async(nap, (0,))
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_pool_map_with_a_task_calling_sys_exit_fails_instead_of_hanging():
+    """The case of pool_worker_exit_code_0_hangs.py: map_async over a task that calls sys.exit()."""
+    with corral.Pool(2, context=multiprocessing.get_context("fork")) as pool:
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool):
+            pool.map_async(exit_on_two, range(6)).get(TIMEOUT)
+        assert time.monotonic() - started < 10
+
+
+def test_pool_workers_retiring_after_maxtasksperchild_are_not_deaths():
+    ctx = multiprocessing.get_context("fork")
+    with corral.Pool(2, context=ctx, maxtasksperchild=1) as pool:
+        pids = [pool.apply_async(os.getpid).get(TIMEOUT) for _ in range(8)]
+        assert len(set(pids)) == 8  # 8 retirements with code 0, each between tasks
+        assert pool.apply_async(nap, (0,)).get(TIMEOUT) == 0  # not broken
+        pool.close()
+        pool.join()  # close() sends every worker home with code 0: not a death either
+
+
+def test_executor_worker_exiting_with_code_0_is_the_stdlibs_behaviour():
+    # os._exit(0): the stdlib's executor sees the worker gone and breaks (BrokenProcessPool);
+    # sys.exit() is an exception the stdlib's worker catches and sends back as the task's result.
+    for how, error in (("os._exit(0)", BrokenProcessPool), ("sys.exit()", SystemExit)):
+        with corral.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as executor:
+            with pytest.raises(error):
+                executor.submit(exit_in_task, how).result(TIMEOUT)
 
 
 def test_killed_pool_worker_ends_imap():
