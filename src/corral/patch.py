@@ -23,6 +23,7 @@ import contextlib
 import functools
 import importlib.abc
 import multiprocessing.pool
+import os
 import sys
 import threading
 import types
@@ -159,6 +160,7 @@ def _patch_classes() -> None:
     for owner, name, replacement in patch_targets(joblib=False):
         _patch_target(owner, name, replacement)
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's")
+    _bound_loky_cpu_count()
     if _JOBLIB_MODULE in sys.modules:
         _patch_joblib()
     else:
@@ -197,6 +199,24 @@ def _patch_joblib() -> None:
 
     for owner, name, replacement in joblib_patch_targets():
         _patch_target(owner, name, replacement)
+
+
+def _bound_loky_cpu_count() -> None:
+    """joblib.cpu_count() and n_jobs=-1 follow the budget while the patch is active, through
+    loky's public knob LOKY_MAX_CPU_COUNT in os.environ (read at each call, so joblib need not be
+    imported yet; child processes inherit it as they inherit CORRAL_CPUS). Restored at the end."""
+    from . import thread_limits
+
+    budget = _pool_settings.budget_cpus()
+    changes = thread_limits.loky_cpu_count_changes(budget, force=_pool_settings.get()["force"])
+    if not changes:
+        _active_description.append(f"LOKY_MAX_CPU_COUNT={os.environ.get('LOKY_MAX_CPU_COUNT')} kept "
+                                   f"(yours; the budget is {budget}): joblib.cpu_count() and n_jobs=-1 follow it")
+        return
+    previous = thread_limits.apply(changes)
+    _cleanups.append(lambda: thread_limits.restore(previous))
+    _active_description.append(f"LOKY_MAX_CPU_COUNT={changes['LOKY_MAX_CPU_COUNT']} (the budget): "
+                               "joblib.cpu_count() and Parallel(n_jobs=-1) follow the budget")
 
 
 def _patch_joblib_if_still_patched() -> None:
