@@ -372,7 +372,8 @@ def _report(patcher) -> None:
     for line in describe():
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
-    rule = "its share, even over yours (--force)" if patcher.force else "the lower of its share and yours"
+    rule = ("its share; thread-limit variables you set are overridden (--force)" if patcher.force
+            else "the lower of its share and a value you set")
     print(f"corral: process pools: each worker gets its own CPUs ({widened}) and thread limits = {rule}",
           file=out)
     from .thread_limits import describe_user_limits
