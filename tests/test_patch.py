@@ -4,6 +4,7 @@ included, and leaving the patch puts everything back exactly."""
 import concurrent.futures
 import concurrent.futures.process
 import concurrent.futures.thread
+import json
 import multiprocessing.context
 import multiprocessing.dummy
 import multiprocessing.pool
@@ -59,14 +60,60 @@ def test_names_imported_before_patching_build_corrals_pools():
     pool.terminate()
 
 
-def test_subclasses_of_the_stdlib_classes_are_left_alone():
-    class MyExecutor(EarlyExecutor):
-        pass
+# Subclasses a library defines at its import, before the program enters the patch (dask's threaded
+# scheduler defines one): under the runner they subclass corral's classes; under patch() too.
+class LibraryExecutor(EarlyExecutor):
+    def __init__(self, workers):
+        self.made_by_library = True  # before the base class's set-up, as subclasses often do
+        super().__init__(max_workers=workers)
 
+    def submit(self, fn, /, *args, **kwargs):  # the subclass's own override keeps coming first
+        return super().submit(fn, *args, **kwargs)
+
+
+class LibraryProcessPool(EarlyProcessPool):
+    def label(self):
+        return "library"
+
+
+class LibraryProcessExecutor(EarlyProcessExecutor):
+    pass
+
+
+def _affinity(_=None):
+    return sorted(os.sched_getaffinity(0))
+
+
+def test_subclasses_defined_before_the_patch_are_covered():
+    cpus = sorted(os.sched_getaffinity(0))
     with corral.patch():
-        with MyExecutor(2) as ex:
-            assert type(ex) is MyExecutor
+        with LibraryExecutor(2) as ex:
+            assert isinstance(ex, corral.ThreadPoolExecutor) and isinstance(ex, LibraryExecutor)
+            assert type(ex).__name__ == "LibraryExecutor" and ex.made_by_library
             assert ex.submit(abs, -4).result(timeout=10) == 4
+        pool = LibraryProcessPool(len(cpus), context=multiprocessing.get_context("fork"))
+        try:
+            assert isinstance(pool, corral.Pool) and pool.label() == "library"
+            # every worker pinned to its own CPU: corral's shares, observed from the workers
+            seen = pool.map_async(_affinity, range(4 * len(cpus)), chunksize=1).get(60)
+            assert {tuple(a) for a in seen} <= {(c,) for c in cpus}
+        finally:
+            pool.terminate()
+            pool.join()
+        with LibraryProcessExecutor(1, mp_context=multiprocessing.get_context("fork")) as ex:
+            assert isinstance(ex, corral.ProcessPoolExecutor)
+            assert ex.submit(_affinity).result(timeout=60) == cpus  # one worker: every CPU
+    with LibraryExecutor(1) as ex:  # after the patch: the stdlib's again
+        assert type(ex) is LibraryExecutor and not isinstance(ex, corral.ThreadPoolExecutor)
+
+
+def test_stdlib_subclasses_are_not_combined_with_other_replacements():
+    with corral.patch():
+        pool = multiprocessing.pool.ThreadPool(1)  # a stdlib Pool subclass: corral's ThreadPool, not a corral.Pool
+        try:
+            assert isinstance(pool, corral.ThreadPool) and not isinstance(pool, corral.Pool)
+        finally:
+            pool.terminate()
 
 
 def test_nested_patches_restore_only_at_the_outermost():
@@ -192,7 +239,7 @@ def test_process_pools_built_under_the_patch_are_corrals(monkeypatch):
 
 
 def test_force_follows_the_patch(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("CORRAL_MANAGED_ENV", raising=False)
     fork = multiprocessing.get_context("fork")
     with corral.patch():
@@ -200,7 +247,7 @@ def test_force_follows_the_patch(monkeypatch):
     with corral.patch(force=True):
         forced = corral.Pool(1, context=fork)
     try:
-        assert "OMP_NUM_THREADS" not in kept.shares[0].env  # the user's 7 is passed on
+        assert "OMP_NUM_THREADS" not in kept.shares[0].env  # the user's 1, below the share, is passed on
         assert forced.shares[0].env["OMP_NUM_THREADS"] == str(forced.shares[0].threads)
     finally:
         for pool in (kept, forced):
@@ -232,3 +279,32 @@ def test_joblib_is_patched_only_once_imported():
         pytest.skip("joblib is not installed")
     # Budget 1, n_jobs 1, factor 2: the share is widened to at most the budget.
     assert out.stdout.split() == ["True", "1", "False"]
+
+
+def test_joblib_cpu_count_follows_the_budget_while_patched():
+    """Under corral.patch() with a budget of 1: joblib.cpu_count() is 1 and Parallel(n_jobs=-1)
+    runs on one process; after the patch, LOKY_MAX_CPU_COUNT is gone and joblib is as before."""
+    code = textwrap.dedent("""\
+        import json, os, time
+        import corral
+        import joblib
+        from joblib import Parallel, delayed
+
+        def who(_):
+            time.sleep(0.3)
+            return os.getpid()
+
+        def run():
+            pids = Parallel(n_jobs=-1)(delayed(who)(i) for i in range(4 * joblib.cpu_count()))
+            return [joblib.cpu_count(), len(set(pids)), os.environ.get("LOKY_MAX_CPU_COUNT")]
+
+        with corral.patch():
+            inside = run()
+        print(json.dumps([inside, run()]))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "LOKY_"))}
+    env["CORRAL_CPUS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    cpus = len(os.sched_getaffinity(0))
+    assert json.loads(out.stdout) == [[1, 1, "1"], [cpus, cpus, None]]

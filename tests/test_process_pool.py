@@ -9,6 +9,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -194,18 +195,63 @@ def test_executor_replacements_keep_their_slot():
         assert sorted(p["affinity"][0] for p in r) == CPUS[:workers]
 
 
-def test_user_set_thread_limit_is_kept_unless_forced(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    ctx = multiprocessing.get_context("spawn")
-    with corral.Pool(1, context=ctx) as pool:
-        kept = pool.apply(probe, (None, False))
-    assert kept["env"]["OMP_NUM_THREADS"] == "3" and kept["initial_env"]["OMP_NUM_THREADS"] == "3"
-    assert kept["env"]["OPENBLAS_NUM_THREADS"] == str(len(CPUS))
-    with corral.Pool(1, context=ctx, force=True) as pool:
-        forced = pool.apply(probe, (None, False))
-    assert forced["env"]["OMP_NUM_THREADS"] == str(len(CPUS))
-    assert os.environ["OMP_NUM_THREADS"] == "3"  # the parent's own environment is untouched
+def probe_limits(_=None):
+    """The worker's thread-limit variables and, as threadpoolctl counts them, the threads of the
+    BLAS/OpenMP libraries loaded in it (inherited through fork: loaded before the user's value)."""
+    from threadpoolctl import threadpool_info
+
+    return {"env": {v: os.environ.get(v) for v in thread_limits.THREAD_LIMIT_VARS},
+            "affinity": sorted(os.sched_getaffinity(0)),
+            "threads": {p["internal_api"]: p["num_threads"] for p in threadpool_info()}}
+
+
+# (OMP_NUM_THREADS the user set, workers: 1 (share: every CPU) or one per CPU (share: 1), force)
+# -> what a worker's OMP_NUM_THREADS is
+N = str(len(CPUS))
+LIMIT_CASES = {
+    "above a 1-CPU share: lowered": ("1000", len(CPUS), False, "1"),
+    "below a 2-CPU share: kept": ("1", 1, False, "1"),
+    "at the share: kept": (N, 1, False, N),
+    "force: the share even over a lower value": ("1", 1, True, N),
+    "not a number: kept as set": ("auto", len(CPUS), False, "auto"),
+}
+
+
+@pytest.mark.skipif(len(CPUS) < 2, reason="a 2-CPU share needs 2 CPUs")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("case", LIMIT_CASES)
+def test_user_thread_limit_is_an_upper_bound(monkeypatch, method, case):
+    user, workers, force, expected = LIMIT_CASES[case]
+    monkeypatch.setenv("OMP_NUM_THREADS", user)
+    share = len(CPUS) // workers
+    with corral.Pool(workers, context=multiprocessing.get_context(method), force=force) as pool:
+        seen = pool.apply(probe_limits)
+    assert len(seen["affinity"]) == share
+    assert seen["env"]["OMP_NUM_THREADS"] == expected
+    assert seen["env"]["OPENBLAS_NUM_THREADS"] == str(share)  # not set by the user: the share
+    if method == "fork" and HAVE_NUMPY:  # OpenBLAS loaded in the parent, before the user's value
+        bound = int(expected) if expected.isdigit() else share
+        assert seen["threads"].get("openblas") == min(share, bound), seen["threads"]
+    assert os.environ["OMP_NUM_THREADS"] == user  # the parent's own environment is untouched
     assert thread_limits.MANAGED_VAR not in os.environ
+
+
+def test_thread_limit_decisions():
+    user = {"OMP_NUM_THREADS": "16", "MKL_NUM_THREADS": "1", "BLIS_NUM_THREADS": "4,2",
+            "NUMBA_NUM_THREADS": "0"}
+    env = thread_limits.environment_for(2, environ=user)
+    assert env["OMP_NUM_THREADS"] == "2"  # lowered, and corral's now
+    assert "MKL_NUM_THREADS" not in env and "BLIS_NUM_THREADS" not in env and "NUMBA_NUM_THREADS" not in env
+    assert env["OPENBLAS_NUM_THREADS"] == "2" and env["CORRAL_CPUS"] == "2"
+    assert "OMP_NUM_THREADS" in env[thread_limits.MANAGED_VAR].split(",")
+    assert "MKL_NUM_THREADS" not in env[thread_limits.MANAGED_VAR].split(",")
+    assert thread_limits.native_limit(2, environ=user) == 1  # MKL_NUM_THREADS=1 bounds loaded libraries
+    assert thread_limits.native_limit(2, environ=user, force=True) == 2
+    forced = thread_limits.environment_for(2, environ=user, force=True)
+    assert all(forced[v] == "2" for v in thread_limits.THREAD_LIMIT_VARS)
+    lines = "\n".join(thread_limits.describe_user_limits(2, environ=user))
+    assert "OMP_NUM_THREADS=16: lowered" in lines and "MKL_NUM_THREADS=1: kept" in lines
+    assert "BLIS_NUM_THREADS=4,2: kept as you set it" in lines
 
 
 def test_killed_pool_worker_fails_pending_results_instead_of_hanging():
@@ -230,6 +276,72 @@ def test_killed_pool_worker_fails_pending_results_instead_of_hanging():
     finally:
         pool.terminate()
         pool.join()
+
+
+def exit_in_task(how):
+    """What a library that calls sys.exit() does to the worker running it."""
+    if how == "os._exit(0)":
+        os._exit(0)
+    sys.exit(None if how == "sys.exit()" else 0)
+
+
+def exit_on_two(x):
+    if x == 2:
+        sys.exit()
+    time.sleep(0.05)
+    return x
+
+
+@pytest.mark.parametrize(("method", "how", "maxtasks"), [
+    *(("fork", how, maxtasks) for how in ("sys.exit()", "sys.exit(0)", "os._exit(0)") for maxtasks in (None, 3)),
+    ("spawn", "sys.exit()", 3),  # the task mark must reach workers that are not forked
+    ("forkserver", "os._exit(0)", 3),
+])
+def test_pool_worker_exiting_with_code_0_in_a_task_breaks_the_pool(method, how, maxtasks):
+    ctx = multiprocessing.get_context(method)
+    pool = corral.Pool(2, context=ctx, maxtasksperchild=maxtasks)
+    try:
+        pending = pool.map_async(nap, [0.3] * 4, chunksize=1)
+        lost = pool.apply_async(exit_in_task, (how,))
+        with pytest.raises(BrokenProcessPool, match=r"exited with code 0 in the middle of a task"):
+            lost.get(TIMEOUT)
+        try:
+            pending.get(TIMEOUT)  # done before the exit, or failed by it: never a hang
+        except BrokenProcessPool:
+            pass
+        with pytest.raises(BrokenProcessPool):
+            pool.apply_async(nap, (0,))
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def test_pool_map_with_a_task_calling_sys_exit_fails_instead_of_hanging():
+    """The case of pool_worker_exit_code_0_hangs.py: map_async over a task that calls sys.exit()."""
+    with corral.Pool(2, context=multiprocessing.get_context("fork")) as pool:
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool):
+            pool.map_async(exit_on_two, range(6)).get(TIMEOUT)
+        assert time.monotonic() - started < 10
+
+
+def test_pool_workers_retiring_after_maxtasksperchild_are_not_deaths():
+    ctx = multiprocessing.get_context("fork")
+    with corral.Pool(2, context=ctx, maxtasksperchild=1) as pool:
+        pids = [pool.apply_async(os.getpid).get(TIMEOUT) for _ in range(8)]
+        assert len(set(pids)) == 8  # 8 retirements with code 0, each between tasks
+        assert pool.apply_async(nap, (0,)).get(TIMEOUT) == 0  # not broken
+        pool.close()
+        pool.join()  # close() sends every worker home with code 0: not a death either
+
+
+def test_executor_worker_exiting_with_code_0_is_the_stdlibs_behaviour():
+    # os._exit(0): the stdlib's executor sees the worker gone and breaks (BrokenProcessPool);
+    # sys.exit() is an exception the stdlib's worker catches and sends back as the task's result.
+    for how, error in (("os._exit(0)", BrokenProcessPool), ("sys.exit()", SystemExit)):
+        with corral.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as executor:
+            with pytest.raises(error):
+                executor.submit(exit_in_task, how).result(TIMEOUT)
 
 
 def test_killed_pool_worker_ends_imap():

@@ -16,7 +16,7 @@ import pytest
 CPUS = sorted(os.sched_getaffinity(0))
 TIMEOUT = 120
 LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYTHON_CPU_COUNT", "CORRAL_CPUS",
-              "CORRAL_MANAGED_ENV", "GOTO_NUM_THREADS")
+              "CORRAL_MANAGED_ENV", "GOTO_NUM_THREADS", "LOKY_MAX_CPU_COUNT")
 
 try:
     import joblib  # noqa: F401
@@ -42,7 +42,8 @@ PROBE = textwrap.dedent("""\
             _barrier.wait(60)
         import corral
         return {"pid": os.getpid(), "affinity": sorted(os.sched_getaffinity(0)), "budget": corral.budget().cpus,
-                "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CORRAL_CPUS")}}
+                "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                                       "CORRAL_CPUS")}}
 
     if __name__ == "__main__":
         report = {"joblib_imported_at_start": "joblib" in sys.modules}
@@ -93,26 +94,29 @@ def check_workers(report, name, expected_size):
 
 
 @needs_two_cpus
-def test_process_pools_give_each_worker_its_share_and_keep_user_limits(tmp_path):
-    report = run_probe(tmp_path, env={"OMP_NUM_THREADS": "3"})
+def test_process_pools_give_each_worker_its_share_bounded_by_user_limits(tmp_path):
+    # The user's values are upper bounds: 1000 is lowered to the share, 1 is kept.
+    report = run_probe(tmp_path, env={"OMP_NUM_THREADS": "1000", "MKL_NUM_THREADS": "1"})
     share = len(CPUS) // 2
     for name in POOLS:
         first, second = check_workers(report, name, share)
         assert not set(first["affinity"]) & set(second["affinity"]), (name, first, second)  # disjoint
         for w in (first, second):
             assert w["env"]["OPENBLAS_NUM_THREADS"] == str(share), (name, w)
-            assert w["env"]["OMP_NUM_THREADS"] == "3", (name, w)  # the user's value is kept
+            assert w["env"]["OMP_NUM_THREADS"] == str(share), (name, w)  # lowered to the share
+            assert w["env"]["MKL_NUM_THREADS"] == "1", (name, w)  # below the share: kept
     if HAVE_JOBLIB:
         assert report["joblib_imported_at_start"] is False  # the runner does not import joblib itself
         for w in report["joblib"]:
             assert w["env"]["OPENBLAS_NUM_THREADS"] == w["env"]["CORRAL_CPUS"] == str(len(CPUS) // 2), w
-            assert w["env"]["OMP_NUM_THREADS"] == "3", w
+            assert w["env"]["OMP_NUM_THREADS"] == str(len(CPUS) // 2), w
+            assert w["env"]["MKL_NUM_THREADS"] == "1", w
             assert w["budget"] == len(CPUS) // 2, w
 
 
 @needs_two_cpus
 def test_factor_widens_and_force_overrides_user_limits(tmp_path):
-    report = run_probe(tmp_path, "-f", "2", "--force", env={"OMP_NUM_THREADS": "3"})
+    report = run_probe(tmp_path, "-f", "2", "--force", env={"OMP_NUM_THREADS": "1"})
     widened = min(len(CPUS), 2 * (len(CPUS) // 2))  # each share of CPUS // 2, widened by 2
     for name in POOLS:
         for w in check_workers(report, name, widened):
@@ -137,6 +141,46 @@ def test_joblib_loky_workers_see_the_limits():
     out = corral("-p", "1", "-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str([("1", "1", "1", "1", "1")])
+
+
+JOBLIB_PROBE = textwrap.dedent("""\
+    import json, os, time
+    import joblib
+    from joblib import Parallel, delayed
+
+    def who(_):
+        time.sleep(0.5)  # long enough that every worker takes a task
+        return os.getpid()
+
+    pids = Parallel(n_jobs=-1)(delayed(who)(i) for i in range(4 * joblib.cpu_count()))
+    print(json.dumps({"cpu_count": joblib.cpu_count(), "workers": len(set(pids)),
+                      "LOKY_MAX_CPU_COUNT": os.environ.get("LOKY_MAX_CPU_COUNT")}))
+""")
+
+
+@pytest.mark.skipif(not HAVE_JOBLIB, reason="joblib is not installed")
+@pytest.mark.parametrize("options", [("-p", "1"), ()])
+def test_joblib_n_jobs_follow_the_budget(options):
+    # -p 1: joblib.cpu_count() is 1 and n_jobs=-1 runs one worker (as multiprocessing.Pool() gets
+    # one); the full budget: as without corral.
+    out = corral(*options, "-c", JOBLIB_PROBE)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    expected = 1 if options else len(CPUS)
+    assert seen == {"cpu_count": expected, "workers": expected, "LOKY_MAX_CPU_COUNT": str(expected)}
+    mine = corral(*options, "-c", JOBLIB_PROBE, env={"LOKY_MAX_CPU_COUNT": "1"})  # lower than any budget: kept
+    assert json.loads(mine.stdout)["cpu_count"] == 1, mine.stderr
+
+
+def test_verbose_names_each_thread_limit_kept_or_lowered():
+    out = corral("-v", "-p", "2", "-c", "pass", env={"OMP_NUM_THREADS": "16", "MKL_NUM_THREADS": "1",
+                                                     "BLIS_NUM_THREADS": "auto"})
+    assert out.returncode == 0, out.stderr
+    assert "OMP_NUM_THREADS=16: lowered to each worker's share" in out.stderr
+    assert "MKL_NUM_THREADS=1: kept" in out.stderr
+    assert "BLIS_NUM_THREADS=auto: kept as you set it" in out.stderr
+    forced = corral("-v", "--force", "-c", "pass", env={"OMP_NUM_THREADS": "1"})
+    assert "OMP_NUM_THREADS=1: overridden by each worker's share (--force)" in forced.stderr
 
 
 CPUS_PROBE = textwrap.dedent("""\

@@ -22,6 +22,9 @@
 #ifndef CORRAL_TEST_LIBGOMP
 #error "CORRAL_TEST_LIBGOMP (the path of gcc's libgomp.so.1) must be defined by the build"
 #endif
+#ifndef CORRAL_TEST_LOADER_PROBE
+#error "CORRAL_TEST_LOADER_PROBE (the path of tests/fixtures/loader_probe.c's library) must be defined by the build"
+#endif
 
 namespace native = corral::native;
 
@@ -160,15 +163,12 @@ TEST(NativeController, RescansOnlyWhenTheLoaderChanges) {
   EXPECT_EQ(ctl.rescans(), 1u);
   dlclose(already);
 
-  // Load something new: LLVM's OpenMP (Debian libomp5) when present, else gcc's libgomp.
-  void* probe = dlopen("libomp.so.5", RTLD_NOW | RTLD_NOLOAD);
-  if (probe) dlclose(probe);
-  void* handle = probe ? nullptr : dlopen("libomp.so.5", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-  if (handle == nullptr) handle = load_libgomp();
-  ASSERT_NE(handle, nullptr);
+  // Load something new: a library of the test's own (no installed package can have loaded it).
+  void* handle = dlopen(CORRAL_TEST_LOADER_PROBE, RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(handle, nullptr) << dlerror();
   auto third = ctl.libraries();
   EXPECT_EQ(ctl.rescans(), 2u);
-  EXPECT_NE(third, second);
+  EXPECT_NE(third, second);  // a new list: the cache was rebuilt (with the same BLAS/OpenMP libraries)
   EXPECT_EQ(discovered_paths(ctl.info()), mapped_candidates());
   ctl.libraries();
   EXPECT_EQ(ctl.rescans(), 2u);

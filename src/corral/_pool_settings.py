@@ -5,7 +5,7 @@ Process-wide; corral.patch() and the `python -m corral` runner set them for the 
   mode:   "dynamic": inner = max(1, budget // tasks running now), decided at each task start.
           "static":  inner = max(1, budget // pool size), fixed for a pool (SMP-like).
   factor: process pools' oversubscription factor (>= 1) when a pool is given none.
-  force:  process pools set thread limits even where the user set them, when a pool is given no `force`.
+  force:  process pools give thread-limit variables the share even over a user's lower value, when a pool is given no `force`.
 """
 
 from __future__ import annotations

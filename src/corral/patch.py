@@ -8,7 +8,10 @@ joblib's loky/multiprocessing worker environment) build corral's process pools, 
 a share of the budget. Names a program imported before the patch are covered as well: the stdlib classes
 get an `__init__` that makes the instance corral's when the stdlib class itself is called, so
 `from concurrent.futures import ThreadPoolExecutor` at a module's top still gives a corral pool.
-Subclasses of the stdlib classes are left alone (their code may rely on the stdlib's internals).
+Subclasses of the stdlib classes that a library defined before the patch began are covered as under
+the runner (where they are defined while the patch is active, on corral's classes): an instance becomes
+one of `class Sub(Sub, corral_cls)`, so Sub's own methods come first and corral's replace the stdlib's.
+Code that checks `type(x) is Sub` sees that combined class (isinstance still holds).
 
 Leaving the outermost patch puts back every attribute exactly as it was (absent ones removed again).
 Patching is process-wide: enter and leave it from one thread, not around code that other threads are
@@ -23,6 +26,7 @@ import contextlib
 import functools
 import importlib.abc
 import multiprocessing.pool
+import os
 import sys
 import threading
 import types
@@ -56,8 +60,14 @@ def _restore_all() -> None:
 
 
 def _redirecting_init(stdlib_cls: type, corral_cls: type):
-    """An __init__ for `stdlib_cls` that turns an instance of exactly `stdlib_cls` into a `corral_cls`.
+    """An __init__ for `stdlib_cls` that makes its instances `corral_cls`'s, as the runner's do.
 
+    - an instance of exactly `stdlib_cls` becomes a `corral_cls`;
+    - an instance of a subclass S defined before the patch (a library's, at its import) becomes an
+      instance of `class S(S, corral_cls)` (see _covering_class): the MRO a subclass defined under
+      the patch gets, so S's own __init__ and methods still come first;
+    - anything else (corral's own classes, classes defined under the patch, stdlib subclasses such
+      as ThreadPool under Pool) runs the stdlib's __init__ unchanged.
     corral_cls subclasses stdlib_cls and adds no slots, so the instance can change class before
     corral_cls.__init__ runs with the caller's arguments. (A __new__ would do as well, but CPython
     cannot fully take an assigned __new__ back: deleting it leaves the class rejecting arguments.)
@@ -66,13 +76,43 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
-        if type(self) is stdlib_cls:
-            self.__class__ = corral_cls
-            corral_cls.__init__(self, *args, **kwargs)
-        else:
+        cls = type(self)
+        target = corral_cls if cls is stdlib_cls else _covering_class(cls, stdlib_cls, corral_cls)
+        if target is not None:
+            try:
+                self.__class__ = target
+            except TypeError:  # a layout __class__ assignment refuses: leave the instance alone
+                target = None
+        if target is None:
             original_init(self, *args, **kwargs)
+        else:
+            corral_cls.__init__(self, *args, **kwargs)
 
     return __init__
+
+
+_covering: dict[tuple[type, type], type | None] = {}  # (subclass, corral class) -> class (None: left alone)
+
+
+def _covering_class(cls: type, stdlib_cls: type, corral_cls: type) -> type | None:
+    """`class cls(cls, corral_cls)` for a third-party subclass of stdlib_cls defined before the
+    patch; None for a class that is corral's already, or has the stdlib or corral between it and
+    stdlib_cls (their own set-up handles it), or cannot be combined (slots, metaclasses)."""
+    key = (cls, corral_cls)
+    if key not in _covering:
+        _covering[key] = None
+        own = cls.__mro__[: cls.__mro__.index(stdlib_cls)]
+        if not issubclass(cls, corral_cls) and not any(_is_stdlib_or_corral(k) for k in own):
+            with contextlib.suppress(TypeError):
+                _covering[key] = type(cls)(cls.__name__, (cls, corral_cls), {
+                    "__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                    "__doc__": cls.__doc__})
+    return _covering[key]
+
+
+def _is_stdlib_or_corral(cls: type) -> bool:
+    top = (getattr(cls, "__module__", None) or "").partition(".")[0]
+    return top == "corral" or top in sys.stdlib_module_names
 
 
 class patch(contextlib.ContextDecorator):
@@ -158,7 +198,9 @@ def _patch_classes() -> None:
     # loaded before it set OPENBLAS_NUM_THREADS): it is patched when the program imports joblib.
     for owner, name, replacement in patch_targets(joblib=False):
         _patch_target(owner, name, replacement)
-    _active_description.append("names imported before patching: constructing the stdlib classes builds corral's")
+    _active_description.append("names imported before patching: constructing the stdlib classes builds corral's, "
+                               "and their subclasses defined before the patch run on corral's classes")
+    _bound_loky_cpu_count()
     if _JOBLIB_MODULE in sys.modules:
         _patch_joblib()
     else:
@@ -197,6 +239,24 @@ def _patch_joblib() -> None:
 
     for owner, name, replacement in joblib_patch_targets():
         _patch_target(owner, name, replacement)
+
+
+def _bound_loky_cpu_count() -> None:
+    """joblib.cpu_count() and n_jobs=-1 follow the budget while the patch is active, through
+    loky's public knob LOKY_MAX_CPU_COUNT in os.environ (read at each call, so joblib need not be
+    imported yet; child processes inherit it as they inherit CORRAL_CPUS). Restored at the end."""
+    from . import thread_limits
+
+    budget = _pool_settings.budget_cpus()
+    changes = thread_limits.loky_cpu_count_changes(budget, force=_pool_settings.get()["force"])
+    if not changes:
+        _active_description.append(f"LOKY_MAX_CPU_COUNT={os.environ.get('LOKY_MAX_CPU_COUNT')} kept "
+                                   f"(yours; the budget is {budget}): joblib.cpu_count() and n_jobs=-1 follow it")
+        return
+    previous = thread_limits.apply(changes)
+    _cleanups.append(lambda: thread_limits.restore(previous))
+    _active_description.append(f"LOKY_MAX_CPU_COUNT={changes['LOKY_MAX_CPU_COUNT']} (the budget): "
+                               "joblib.cpu_count() and Parallel(n_jobs=-1) follow the budget")
 
 
 def _patch_joblib_if_still_patched() -> None:

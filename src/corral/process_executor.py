@@ -21,8 +21,9 @@ class ProcessPoolExecutor(worker_share.SharesMixin, concurrent.futures.process.P
     max_workers: workers (default: the budget, not os.cpu_count()).
     factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor)
         (None: 1, or what corral.patch(factor=) / the runner's -f set).
-    force: set the thread-limit variables even where the user set them (None: False, or what
-        corral.patch(force=) / the runner's --force set).
+    force: give every thread-limit variable the worker's share, even where the user set a lower
+        value (default: a value the user set is an upper bound, the lower of it and the share
+        wins; None: False, or what corral.patch(force=) / the runner's --force set).
     The other arguments are the stdlib's.
     """
 

@@ -5,10 +5,12 @@ SMT siblings and NUMA nodes together, widened by `factor`), thread limits in its
 before its libraries load, and the thread counts of already loaded native libraries set to
 its share. A replacement worker (maxtasksperchild, a crash) gets the same CPUs again.
 
-Unlike the stdlib's Pool, a worker that dies (killed by a signal, or exiting with a non-zero
-code, e.g. an initializer that raised) does not leave its task waiting forever: the pool
+Unlike the stdlib's Pool, a worker that dies does not leave its task waiting forever: the pool
 becomes broken, every pending result raises BrokenProcessPool naming the worker's pid and
-signal, and new work is refused.
+exit, and new work is refused. A worker has died when it is killed by a signal, exits with a
+non-zero code (e.g. an initializer that raised), or exits with code 0 while it holds a task
+(sys.exit(), os._exit(0) in a task) or, with maxtasksperchild=None, at any time the pool runs.
+A worker that retires after its maxtasksperchild tasks, between tasks, has not died.
 """
 
 from __future__ import annotations
@@ -28,14 +30,51 @@ __all__ = ["Pool", "BrokenProcessPool", "patch_targets", "context_pool"]
 _STDLIB_POOL = multiprocessing.pool.Pool
 
 
-def describe_exit(pid: int | None, exitcode: int | None) -> str:
+def describe_exit(pid: int | None, exitcode: int | None, *, in_task: bool = False) -> str:
     if exitcode is not None and exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
         return f"worker process {pid} was killed by {name} (exit code {exitcode})"
-    return f"worker process {pid} exited with code {exitcode}"
+    during = " in the middle of a task (sys.exit() or os._exit() in the task?)" if in_task else ""
+    return f"worker process {pid} exited with code {exitcode}{during}"
+
+
+# --- which worker holds a task ---------------------------------------------------------------
+# A worker that exits with code 0 may be retiring (maxtasksperchild) or may have lost its task
+# (sys.exit() in it): the stdlib's worker tells the parent nothing before a task ends. So each
+# corral worker marks, in a byte of shared memory the parent reads after the exit, whether it holds
+# a task: set when its loop takes a task off the queue, cleared once the result is sent.
+
+
+def _tracked_worker(busy, inqueue, outqueue, *args):
+    """The stdlib's pool worker loop (multiprocessing.pool.worker), with `busy` marking tasks held."""
+    multiprocessing.pool.worker(_MarksTaskTaken(inqueue, busy), _MarksResultSent(outqueue, busy), *args)
+
+
+class _MarksTaskTaken:
+    """The worker's task queue: get() sets `busy` once a task (not the end sentinel) is taken."""
+
+    def __init__(self, queue, busy):
+        self._queue, self._busy = queue, busy
+
+    def get(self):
+        task = self._queue.get()
+        if task is not None:
+            self._busy.value = 1
+        return task
+
+    def __getattr__(self, name):  # _writer, _reader...: the real queue's
+        return getattr(self._queue, name)
+
+
+class _MarksResultSent(_MarksTaskTaken):
+    """The worker's result queue: put() clears `busy` once the result is sent."""
+
+    def put(self, obj):
+        self._queue.put(obj)
+        self._busy.value = 0
 
 
 class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
@@ -44,8 +83,9 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
     processes: workers (default: the budget, not os.cpu_count()).
     factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor)
         (None: 1, or what corral.patch(factor=) / the runner's -f set).
-    force: set the thread-limit variables even where the user set them (None: False, or what
-        corral.patch(force=) / the runner's --force set).
+    force: give every thread-limit variable the worker's share, even where the user set a lower
+        value (default: a value the user set is an upper bound, the lower of it and the share
+        wins; None: False, or what corral.patch(force=) / the runner's --force set).
     The other arguments are the stdlib's.
     """
 
@@ -70,6 +110,18 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
             self._slot_table = table
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
 
+    @staticmethod
+    def Process(ctx, *args, **kwds):  # noqa: N802 (the stdlib's name)
+        """The stdlib's Pool.Process, with the worker loop marking the tasks it holds (_tracked_worker)."""
+        if kwds.get("target") is not multiprocessing.pool.worker:
+            return ctx.Process(*args, **kwds)
+        busy = ctx.RawValue("b", 0)  # shared memory: inherited by fork, passed along by spawn
+        kwds["target"] = _tracked_worker
+        kwds["args"] = (busy, *kwds.get("args", ()))
+        process = ctx.Process(*args, **kwds)
+        process._corral_busy = busy
+        return process
+
     def _check_running(self):
         if self._broken is not None:
             raise BrokenProcessPool(f"this pool is broken: {self._broken}")
@@ -78,8 +130,12 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
     def _worker_exited(self, process) -> None:
         """Called (in the parent) when a worker process has been reaped."""
         exitcode = process.exitcode
-        if exitcode == 0 or exitcode is None:
-            return  # maxtasksperchild, or the end of the pool
+        if exitcode is None:
+            return
+        busy = getattr(process, "_corral_busy", None)
+        in_task = busy is not None and busy.value != 0
+        if exitcode == 0 and not in_task and not self._exit_unexpected():
+            return  # retired after maxtasksperchild tasks, or sent home by close()/terminate()
         if self._state == multiprocessing.pool.TERMINATE:
             return
         handler = getattr(self, "_worker_handler", None)
@@ -87,12 +143,19 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
             return  # terminate() or the pool's finalizer is ending the workers
         with self._broken_lock:
             if self._broken is None:
-                self._broken = describe_exit(process.pid, exitcode)
+                self._broken = describe_exit(process.pid, exitcode, in_task=in_task)
             reason = self._broken
         error = BrokenProcessPool(
             f"{reason}; the task it was running is lost, so every pending result of this pool fails")
         for job, result in list(self._cache.items()):
             _fail(self._cache, job, result, error)
+
+
+    def _exit_unexpected(self) -> bool:
+        """Whether a worker that exited with code 0 between tasks left unasked: without
+        maxtasksperchild a worker leaves only when close()/terminate() sends it home (e.g. not
+        when its initializer calls sys.exit())."""
+        return self._maxtasksperchild is None and self._state == multiprocessing.pool.RUN
 
 
 def _call_weak(method_ref, process) -> None:

@@ -62,8 +62,12 @@ modes (thread pools; process pools always use fixed per-worker shares):
            inner threads = max(1, budget // pool size)
 
 thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
-  process-pool and joblib workers get your value unchanged, and the thread counts of BLAS/OpenMP
-  libraries already loaded in them are left alone; --force gives them corral's share instead.
+  an upper bound: process-pool and joblib workers get the lower of your value and their share
+  (OMP_NUM_THREADS=16 on a 1-CPU share: 1; OMP_NUM_THREADS=1 on a 2-CPU share: 1), and so do the
+  BLAS/OpenMP libraries already loaded in them; a value that is not a whole number is passed on
+  as you set it. --force gives every worker its share even where your value is lower. -v names
+  each variable you set and what workers get for it. LOKY_MAX_CPU_COUNT is set to the budget
+  (unless yours is lower), so joblib.cpu_count() and n_jobs=-1 follow it.
   Thread-pool tasks get corral's limits either way (--no-native leaves those alone).
 
 environment:
@@ -86,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "ceil(share * F) CPUs; joblib workers' thread limits likewise "
                              "(a number >= 1; default 1: disjoint sets)")
     parser.add_argument("--force", action="store_true",
-                        help="process-pool and joblib workers get corral's thread-limit variables even "
-                             "where you set them (default: yours are kept)")
+                        help="process-pool and joblib workers get their share in every thread-limit "
+                             "variable even where yours is lower (default: the lower of yours and the share)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print to stderr the CPUs and budget, what was patched (thread and process "
                              "pools), the process-pool settings and the native libraries' limits")
@@ -368,9 +372,14 @@ def _report(patcher) -> None:
     for line in describe():
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
-    kept = "overridden (--force)" if patcher.force else "kept"
-    print(f"corral: process pools: each worker gets its own CPUs ({widened}) and thread limits = its share; "
-          f"thread-limit variables you set are {kept}", file=out)
+    rule = ("its share; thread-limit variables you set are overridden (--force)" if patcher.force
+            else "the lower of its share and a value you set")
+    print(f"corral: process pools: each worker gets its own CPUs ({widened}) and thread limits = {rule}",
+          file=out)
+    from .thread_limits import describe_user_limits
+
+    for line in describe_user_limits(b.cpus, force=patcher.force):
+        print(f"corral: process pools: {line}", file=out)
     if patcher.native:
         rule = ("max(1, budget // tasks running), set as each task starts" if patcher.mode == "dynamic"
                 else "max(1, budget // pool size), fixed per pool")

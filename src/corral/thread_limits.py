@@ -5,7 +5,11 @@ before its libraries load (design.md invariant 5). Shared by corral's process po
 share per worker) and by the thread pools' static mode.
 
 Rules:
-- A variable the user set wins, unless `force` (the runner's --force).
+- A thread-limit variable the user set is an upper bound, the child's share is another: the
+  lower wins. A user's value at or below the share is passed on unchanged ("kept"); one above it
+  becomes the share ("lowered"). A value that is not a whole number >= 1 is passed on as the user
+  set it. `force` (the runner's --force) gives every variable the share, even above a user's lower
+  value.
 - CORRAL_CPUS is corral's own: always set, so that corral inside the child sees its share
   as its budget (nesting composes).
 - CORRAL_MANAGED_ENV lists the variables corral set, so that a corral nested in the child
@@ -31,13 +35,14 @@ THREAD_LIMIT_VARS: tuple[str, ...] = (
     "NUMEXPR_NUM_THREADS",
     "NUMBA_NUM_THREADS",
     "PYTHON_CPU_COUNT",
+    "LOKY_MAX_CPU_COUNT",  # joblib.cpu_count() and n_jobs=-1 (loky reads it at each call)
 )
 BUDGET_VAR = "CORRAL_CPUS"
 MANAGED_VAR = "CORRAL_MANAGED_ENV"
 
 # Variables that also decide a BLAS/OpenMP library's thread count (OpenBLAS falls back to
-# GOTO_NUM_THREADS, then OMP_NUM_THREADS): when the user set one of them, corral leaves the
-# loaded libraries' run-time settings alone too.
+# GOTO_NUM_THREADS, then OMP_NUM_THREADS): a whole number the user set in one of them also
+# bounds the run-time thread counts corral gives libraries already loaded (native_limit).
 NATIVE_VARS: tuple[str, ...] = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -63,13 +68,44 @@ def user_set_vars(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(v for v in (*THREAD_LIMIT_VARS, "GOTO_NUM_THREADS") if v in environ and v not in managed)
 
 
+def user_limit(value: str | None) -> int | None:
+    """A variable's value as a thread count: a whole number >= 1, else None (unset, or garbage
+    such as "auto" or OpenMP's nested list "4,2", which corral passes on untouched)."""
+    try:
+        number = int(value.strip())  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return None
+    return number if number >= 1 else None
+
+
+def decide(var: str, threads: int, *, force: bool = False,
+           environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """What a child allowed `threads` threads gets for `var`: (decision, value).
+
+    decision: "set" (the user did not set it: corral's `threads`), "kept" (the user's value, at
+    or below `threads`, or not a whole number), "lowered" (the user's value was above `threads`),
+    "forced" (force: `threads` over the user's lower or garbage value). value: what the child's
+    environment gets (None for "kept": the user's own value stays).
+    """
+    environ = os.environ if environ is None else environ
+    if var not in user_set_vars(environ):
+        return "set", str(threads)
+    if force:
+        return "forced", str(threads)
+    mine = user_limit(environ[var])
+    if mine is not None and mine > threads:
+        return "lowered", str(threads)
+    return "kept", None
+
+
 def environment_for(threads: int, *, cpus: int | None = None, force: bool = False,
                     environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables to set in a process allowed `threads` native threads and `cpus` CPUs.
 
-    threads: the value of every *_NUM_THREADS variable and PYTHON_CPU_COUNT (at least 1).
+    threads: the share for every *_NUM_THREADS variable, PYTHON_CPU_COUNT and LOKY_MAX_CPU_COUNT
+    (at least 1); a value the user set in `environ` (default os.environ) is kept where it is
+    lower or not a number, and lowered to `threads` where it is higher (see decide()).
     cpus: the value of CORRAL_CPUS, the child's budget (default: threads).
-    Variables the user set in `environ` (default os.environ) are left out unless force.
     The result includes CORRAL_MANAGED_ENV naming what corral set.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -77,19 +113,51 @@ def environment_for(threads: int, *, cpus: int | None = None, force: bool = Fals
     cpus = threads if cpus is None else cpus
     if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
         raise ValueError(f"CPU count must be a whole number >= 1, not {cpus!r}")
-    keep = frozenset() if force else user_set_vars(environ)
-    changes = {var: str(threads) for var in THREAD_LIMIT_VARS if var not in keep}
-    changes[BUDGET_VAR] = str(cpus)
     environ = os.environ if environ is None else environ
-    managed = (managed_vars(environ) - keep) | set(changes)
+    changes, kept = {}, set()
+    for var in THREAD_LIMIT_VARS:
+        decision, value = decide(var, threads, force=force, environ=environ)
+        if value is None:
+            kept.add(var)
+        else:
+            changes[var] = value
+    changes[BUDGET_VAR] = str(cpus)
+    managed = (managed_vars(environ) - kept) | set(changes)
     changes[MANAGED_VAR] = ",".join(sorted(managed))
     return changes
 
 
-def native_limits_allowed(*, force: bool = False, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether corral may change the thread counts of already loaded BLAS/OpenMP libraries:
-    not when the user chose them through the environment (unless force)."""
-    return force or not (user_set_vars(environ) & set(NATIVE_VARS))
+def native_limit(threads: int, *, force: bool = False, environ: Mapping[str, str] | None = None) -> int:
+    """The thread count for BLAS/OpenMP libraries already loaded in a child allowed `threads`:
+    `threads`, lowered to any whole-number value the user set in OMP_/OPENBLAS_/GOTO_/MKL_/
+    BLIS_NUM_THREADS (the same lower-wins rule as the variables; force: `threads`)."""
+    if force:
+        return threads
+    environ = os.environ if environ is None else environ
+    users = (user_limit(environ.get(var)) for var in user_set_vars(environ) & set(NATIVE_VARS))
+    return min([threads, *(n for n in users if n is not None)])
+
+
+def describe_user_limits(budget: int, *, force: bool = False,
+                         environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per thread-limit variable the user set: what process-pool workers (whose shares
+    are at most `budget`) get for it. Empty when the user set none."""
+    environ = os.environ if environ is None else environ
+    lines = []
+    for var in sorted(user_set_vars(environ)):
+        value, mine = environ[var], user_limit(environ[var])
+        if force:
+            what = "overridden by each worker's share (--force)"
+        elif mine is None:
+            what = "kept as you set it (not a whole number >= 1)"
+        elif mine == 1:
+            what = "kept (no share is below 1)"
+        elif mine > budget:
+            what = f"lowered to each worker's share (every share is at most the budget, {budget})"
+        else:
+            what = f"kept where a worker's share is >= {mine}, lowered to the share elsewhere"
+        lines.append(f"{var}={value}: {what}")
+    return lines
 
 
 def apply(changes: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> dict[str, str | None]:
@@ -122,15 +190,31 @@ def applied(changes: Mapping[str, str]) -> Iterator[None]:
             restore(previous)
 
 
+def loky_cpu_count_changes(budget: int, *, force: bool = False,
+                           environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{"LOKY_MAX_CPU_COUNT": ...} that makes joblib.cpu_count(), loky.cpu_count() and
+    Parallel(n_jobs=-1) follow a process's `budget` (loky reads the variable, its public knob,
+    at each call and takes the minimum of it, the affinity and the cgroup quota), with
+    CORRAL_MANAGED_ENV naming it as corral's; empty where a value the user set is kept (lower
+    than the budget, or not a number; see decide())."""
+    environ = os.environ if environ is None else environ
+    decision, value = decide("LOKY_MAX_CPU_COUNT", budget, force=force, environ=environ)
+    if value is None:
+        return {}
+    managed = managed_vars(environ) | {"LOKY_MAX_CPU_COUNT"}
+    return {"LOKY_MAX_CPU_COUNT": value, MANAGED_VAR: ",".join(sorted(managed))}
+
+
 def joblib_patch_targets() -> list[tuple[object, str, object]]:
     """(owner, attribute, replacement) that make joblib's process backends (loky, multiprocessing)
     give their workers corral's limits: budget // n_jobs threads (joblib uses cpu_count() //
     n_jobs, which ignores CORRAL_CPUS), PYTHON_CPU_COUNT, and CORRAL_CPUS so that corral inside a
-    loky worker sees its share. joblib already keeps variables the user set, and an explicit
-    inner_max_num_threads (parallel_config) still wins. The process-wide factor and force settings
-    (corral.patch(factor=, force=), the runner's -f / --force) widen the share and override
-    variables the user set, as they do for corral's own process pools. Empty when joblib is not
-    installed.
+    loky worker sees its share. A variable the user set follows corral's rule (the lower of it and
+    the share; see decide()), and an explicit inner_max_num_threads (parallel_config) still wins.
+    The process-wide factor and force settings (corral.patch(factor=, force=), the runner's -f /
+    --force) widen the share and override variables the user set, as they do for corral's own
+    process pools. Empty when joblib is not installed. (How many workers n_jobs=-1 starts is
+    LOKY_MAX_CPU_COUNT's business: see loky_cpu_count_changes.)
 
     loky starts its workers itself (fork_exec with this environment), so they get no CPU set:
     loky reuses one executor across calls with different n_jobs, which a static partition does

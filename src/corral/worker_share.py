@@ -36,8 +36,8 @@ class WorkerShare:
     slot: int
     cpus: tuple[int, ...]  # the worker's affinity
     threads: int  # its thread limit (the *_NUM_THREADS values)
-    env: Mapping[str, str]  # what its environment gets (user-set variables already left out)
-    native: bool  # whether to set the thread counts of loaded native libraries
+    env: Mapping[str, str]  # what its environment gets (user-set variables kept or lowered already)
+    native_threads: int  # the thread count for native libraries already loaded (threads, or a user's lower value)
 
 
 _current_share: WorkerShare | None = None
@@ -113,12 +113,12 @@ def plan_shares(workers: int, *, factor: float | None = None, force: bool | None
     view = _restricted(view or budget_view())
     sets = _core.partition_cpus(view.cores, view.numa_nodes, workers, factor)
     usable = len(view.cpu_ids)
-    native = thread_limits.native_limits_allowed(force=force, environ=environ)
     shares = []
     for slot, cpus in enumerate(sets):
         # A budget above the hardware (CORRAL_CPUS emulating a bigger machine) scales the limits.
         threads = max(1, len(cpus) * view.cpus // usable) if view.cpus > usable else len(cpus)
         env = thread_limits.environment_for(threads, force=force, environ=environ)
+        native = thread_limits.native_limit(threads, force=force, environ=environ)
         shares.append(WorkerShare(slot, tuple(cpus), threads, env, native))
     return shares
 
@@ -207,9 +207,8 @@ def apply_in_worker(share: WorkerShare) -> None:
         if allowed:
             os.sched_setaffinity(0, allowed)
     thread_limits.apply(share.env)
-    if share.native:
-        with contextlib.suppress(Exception):  # a library refusing must not kill the worker
-            _set_native_limits(share.threads)
+    with contextlib.suppress(Exception):  # a library refusing must not kill the worker
+        _set_native_limits(share.native_threads)
     _current_share = share
 
 
