@@ -23,7 +23,7 @@ PROGRAMS = HERE / "programs"
 PROMISES = HERE / "promises"
 LAUNCHER = HERE / "launch_patch.py"
 MODES = ("plain", "runner", "patch")
-TIMEOUT = 60.0  # seconds any one program may take before it counts as hung
+TIMEOUT = 30.0  # seconds any one program may take before it counts as hung (plain python needs < 5)
 
 
 def command(mode: str, program: str, args=()) -> list[str]:

@@ -8,14 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 done = []
 lock = threading.Lock()
-out = open("tasks.txt", "w")
 
 
 def task(i):
     time.sleep(0.02)
+    with open(f"task_{i:02d}.txt", "w") as out:  # one file per task: the set of files is comparable
+        out.write(f"task {i} done\n")
     with lock:
         done.append(i)
-        out.write(f"task {i}\n")
 
 
 def report():

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.pool import ThreadPool
 
 
-def wait_child(pid, limit=15):
+def wait_child(pid, limit=8):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)

@@ -18,11 +18,11 @@ if __name__ == "__main__":
         time.sleep(0.1)
         t = time.monotonic()
         with ctx.Pool(2) as pool:
-            print("fork Pool while busy:", pool.map_async(in_worker, range(6)).get(timeout=30))
+            print("fork Pool while busy:", pool.map_async(in_worker, range(6)).get(timeout=10))
         with ProcessPoolExecutor(2, mp_context=ctx) as pex:
-            print("fork ProcessPoolExecutor while busy:", list(pex.map(in_worker, range(6), timeout=30)))
+            print("fork ProcessPoolExecutor while busy:", list(pex.map(in_worker, range(6), timeout=10)))
         p = ctx.Process(target=in_worker, args=(3,))
-        p.start(); p.join(20)
+        p.start(); p.join(10)
         print("fork Process while busy, exitcode:", p.exitcode)
         print("prompt:", time.monotonic() - t < 20)
         print("busy work done:", [f.result(timeout=20) for f in busy])

@@ -59,7 +59,7 @@ def outer_tp(pool, lock):
 
 
 def hung(what):
-    print(f"{what}: HUNG (no progress for 10 s)", flush=True)
+    print(f"{what}: HUNG (no progress for 5 s)", flush=True)
     os._exit(3)
 
 
@@ -71,7 +71,7 @@ def rounds_tpe(lock, n=25):
             fs += [ex.submit(other, lock) for _ in range(4)]
             try:
                 for f in fs:
-                    f.result(timeout=10)
+                    f.result(timeout=5)
             except TimeoutError:
                 hung(f"ThreadPoolExecutor {type(lock).__name__}")
 
@@ -84,7 +84,7 @@ def rounds_tp(lock, n=25):
             rs += [pool.apply_async(other, (lock,)) for _ in range(4)]
             try:
                 for r in rs:
-                    r.get(timeout=10)
+                    r.get(timeout=5)
             except multiprocessing.TimeoutError:
                 hung(f"ThreadPool {type(lock).__name__}")
 

@@ -27,12 +27,12 @@ if __name__ == "__main__":
     for method in ("spawn", "forkserver"):
         ctx = mp.get_context(method)
         with ProcessPoolExecutor(1, mp_context=ctx) as ex:
-            print(method, "ProcessPoolExecutor:", ex.submit(double, Point(3)).result(timeout=30),
-                  ex.submit(child_view, 0).result(timeout=30), flush=True)
+            print(method, "ProcessPoolExecutor:", ex.submit(double, Point(3)).result(timeout=15),
+                  ex.submit(child_view, 0).result(timeout=15), flush=True)
         with ctx.Pool(1) as pool:
-            print(method, "Pool.apply:", pool.apply_async(double, (Point(4),)).get(timeout=30),
-                  pool.apply_async(child_view, (0,)).get(timeout=30), flush=True)
-            print(method, "Pool.map:", pool.map_async(double, [Point(1), Point(2)]).get(timeout=30), flush=True)
+            print(method, "Pool.apply:", pool.apply_async(double, (Point(4),)).get(timeout=15),
+                  pool.apply_async(child_view, (0,)).get(timeout=15), flush=True)
+            print(method, "Pool.map:", pool.map_async(double, [Point(1), Point(2)]).get(timeout=15), flush=True)
         p = ctx.Process(target=double, args=(Point(5),))
-        p.start(); p.join(30)
+        p.start(); p.join(15)
         print(method, "Process exitcode:", p.exitcode, flush=True)

@@ -32,7 +32,7 @@ def waits_deep(ex, depth):
     # recurse `depth` frames, then wait on a task of the same pool that needs depth too
     def down(k):
         if k == 0:
-            return ex.submit(depth_possible, sys.getrecursionlimit() - 60).result(timeout=30)
+            return ex.submit(depth_possible, sys.getrecursionlimit() - 60).result(timeout=10)
         return down(k - 1)
     return down(depth)
 

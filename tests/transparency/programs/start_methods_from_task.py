@@ -22,17 +22,17 @@ def run_with(method):
     q = ctx.Queue()
     p = ctx.Process(target=put, args=(q, 4))
     p.start()
-    got = q.get(timeout=30)
-    p.join(30)
+    got = q.get(timeout=10)
+    p.join(10)
     codes = []
     for target, args in ((exits, (4,)), (exits, (0,)), (raises, ())):
         c = ctx.Process(target=target, args=args)
-        c.start(); c.join(30)
+        c.start(); c.join(10)
         codes.append(c.exitcode)
     return method, got, p.exitcode, codes
 
 
 if __name__ == "__main__":
     with ThreadPoolExecutor(3) as ex:
-        for res in ex.map(run_with, ("fork", "spawn", "forkserver"), timeout=60):
+        for res in ex.map(run_with, ("fork", "spawn", "forkserver"), timeout=20):
             print(res, flush=True)

@@ -12,25 +12,25 @@ def work(i):
 
 def uses_wait(ex):
     fs = [ex.submit(work, i) for i in range(6)]
-    done, pending = wait(fs, timeout=20, return_when=ALL_COMPLETED)
-    first_done, _ = wait([ex.submit(work, 1)], timeout=20, return_when=FIRST_COMPLETED)
+    done, pending = wait(fs, timeout=10, return_when=ALL_COMPLETED)
+    first_done, _ = wait([ex.submit(work, 1)], timeout=10, return_when=FIRST_COMPLETED)
     return len(done), len(pending), len(first_done), sorted(f.result() for f in done)
 
 
 def uses_as_completed(ex):
     fs = [ex.submit(work, i) for i in range(6)]
-    return sorted(f.result() for f in as_completed(fs, timeout=20))
+    return sorted(f.result() for f in as_completed(fs, timeout=10))
 
 
 def uses_callback_event(ex):
     ev = threading.Event()
     f = ex.submit(work, 4)
     f.add_done_callback(lambda _f: ev.set())
-    return ev.wait(timeout=20), f.result()
+    return ev.wait(timeout=10), f.result()
 
 
 def uses_barrier(ex, n):
-    barrier = threading.Barrier(n + 1, timeout=20)
+    barrier = threading.Barrier(n + 1, timeout=10)
     fs = [ex.submit(barrier.wait) for _ in range(n)]
     barrier.wait()
     return len({f.result() for f in fs}) == n
@@ -46,17 +46,17 @@ def uses_condition(ex):
             cond.notify_all()
     f = ex.submit(producer)
     with cond:
-        ok = cond.wait_for(lambda: box, timeout=20)
+        ok = cond.wait_for(lambda: box, timeout=10)
     f.result()
     return bool(ok)
 
 
 if __name__ == "__main__":
     with ThreadPoolExecutor(16) as ex:
-        print("wait:", ex.submit(uses_wait, ex).result(timeout=30))
-        print("as_completed:", ex.submit(uses_as_completed, ex).result(timeout=30))
-        print("done-callback sets Event:", ex.submit(uses_callback_event, ex).result(timeout=30))
-        print("barrier of 6 tasks + waiter task:", ex.submit(uses_barrier, ex, 6).result(timeout=30))
-        print("condition:", ex.submit(uses_condition, ex).result(timeout=30))
+        print("wait:", ex.submit(uses_wait, ex).result(timeout=15))
+        print("as_completed:", ex.submit(uses_as_completed, ex).result(timeout=15))
+        print("done-callback sets Event:", ex.submit(uses_callback_event, ex).result(timeout=15))
+        print("barrier of 6 tasks + waiter task:", ex.submit(uses_barrier, ex, 6).result(timeout=15))
+        print("condition:", ex.submit(uses_condition, ex).result(timeout=15))
         many = [ex.submit(uses_as_completed, ex) for _ in range(4)]
-        print("4 tasks using as_completed at once:", [f.result(timeout=30) == [0, 1, 4, 9, 16, 25] for f in many])
+        print("4 tasks using as_completed at once:", [f.result(timeout=15) == [0, 1, 4, 9, 16, 25] for f in many])
