@@ -26,7 +26,8 @@ def try_signal(cmd, how):
 
 
 def thread_mask():
-    return sorted(s.name for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return f"{len(blocked)} blocked {sorted((getattr(s, 'name', str(s)) for s in blocked), key=lambda n: (n.isdigit(), n))[:6]}"
 
 
 def exit_status():
