@@ -63,7 +63,7 @@ def test_plan_gives_each_worker_its_cpus_and_limits():
     assert [s.slot for s in shares] == [0, 1, 2, 3]
     assert all(len(s.cpus) == 4 and s.threads == 4 for s in shares)
     assert all(s.env["OMP_NUM_THREADS"] == "4" and s.env["CORRAL_CPUS"] == "4" for s in shares)
-    assert all(s.native for s in shares)
+    assert all(s.native_threads == 4 for s in shares)
 
 
 def test_plan_under_a_quota_uses_whole_cores_of_the_first_node():
@@ -91,21 +91,22 @@ def test_plan_factor_and_bad_arguments():
         worker_share.plan_shares(0, view=machine)
 
 
-def test_user_set_variables_win_unless_forced():
-    env = thread_limits.environment_for(2, environ={"OMP_NUM_THREADS": "7"})
-    assert "OMP_NUM_THREADS" not in env and env["MKL_NUM_THREADS"] == "2"
-    assert "OMP_NUM_THREADS" not in env[thread_limits.MANAGED_VAR].split(",")
-    assert thread_limits.environment_for(2, environ={"OMP_NUM_THREADS": "7"}, force=True)["OMP_NUM_THREADS"] == "2"
-    assert not thread_limits.native_limits_allowed(environ={"OPENBLAS_NUM_THREADS": "3"})
-    assert thread_limits.native_limits_allowed(environ={"OPENBLAS_NUM_THREADS": "3"}, force=True)
-    assert thread_limits.native_limits_allowed(environ={"NUMEXPR_NUM_THREADS": "3"})
+def test_a_user_set_variable_is_an_upper_bound_and_the_share_another():
+    # The lower wins: a user's 7 on a 2-thread share is lowered, a user's 1 is kept; force sets the share.
+    env = thread_limits.environment_for(2, environ={"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "1"})
+    assert env["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in env and env["BLIS_NUM_THREADS"] == "2"
+    assert "MKL_NUM_THREADS" not in env[thread_limits.MANAGED_VAR].split(",")
+    assert thread_limits.environment_for(2, environ={"MKL_NUM_THREADS": "1"}, force=True)["MKL_NUM_THREADS"] == "2"
+    assert thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}) == 3
+    assert thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}, force=True) == 4
+    assert thread_limits.native_limit(4, environ={"NUMEXPR_NUM_THREADS": "3"}) == 4
 
 
 def test_values_corral_set_may_be_narrowed_by_a_nested_corral():
     outer = thread_limits.environment_for(4, environ={})
     inner = thread_limits.environment_for(2, environ=outer)  # a worker's environment
     assert inner["OMP_NUM_THREADS"] == "2" and inner["CORRAL_CPUS"] == "2"
-    assert thread_limits.native_limits_allowed(environ=outer)
+    assert thread_limits.native_limit(2, environ=outer) == 2
 
 
 def test_corral_cpus_is_always_the_share():
