@@ -99,6 +99,8 @@ void bind_permits(nb::module_& m) {
       nb::arg("n"), "Sets how many threads may run corral tasks at once (>= 1).");
   m.def("set_permit_monitor", [](bool on) { permit_table::process().set_wait_monitor(on); }, nb::arg("on"),
         "Starts or stops the thread that lends the permits of tasks found asleep in a system call.");
+  m.def("set_inner_thread_cap", [](unsigned cap) { set_inner_thread_cap(cap); }, nb::arg("cap"),
+        "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
   m.def("permit_stats", &stats_dict, "The process's permit table, as a dict of counters and gauges.");
 
   nb::class_<python_permit_pause>(m, "PermitPause",

@@ -290,3 +290,16 @@ def test_waiting_for_the_pool_from_its_own_task_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match="cannot join current thread"):  # the stdlib's own error
         ex.submit(ex.shutdown, wait=True).result(timeout=10)
     ex.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("user_value, expected", [("1", "[1]"), ("8", "[2]")])
+def test_a_users_thread_variable_is_an_upper_bound_on_task_threads(user_value, expected):
+    # A pool of one gets the whole budget (2) for its task, unless the user asked for fewer threads:
+    # the lower of the two wins (docs/architecture.md, invariant 5).
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    env = {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": user_value}
+    out = run_python(["-m", "corral", "-p", "2", "-c", NATIVE_PROBE], env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["1"] == expected

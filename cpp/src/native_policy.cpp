@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -14,6 +15,13 @@
 
 namespace corral {
 namespace {
+
+std::atomic<unsigned> inner_thread_cap{0};  // 0: none
+
+unsigned capped(unsigned n) noexcept {
+  const unsigned cap = inner_thread_cap.load(std::memory_order_relaxed);
+  return cap != 0 && n > cap ? cap : n;
+}
 
 class process_limit;
 process_limit& the_process_limit();
@@ -50,6 +58,7 @@ class process_limit {
     raise_pending_ = false;
     const auto now = std::chrono::steady_clock::now();
     unsigned n = dynamic_ ? dynamic_inner_threads(slots, std::max(running, tasks_)) : fixed;
+    n = capped(n);
     if (dynamic_ && n > 1 && now - last_shared_ < raise_delay) {
       // Another task ran a moment ago: more are likely on their way (the next chunk of a map), so
       // start with one thread and raise only if the demand stays low.
@@ -68,7 +77,7 @@ class process_limit {
     std::lock_guard<std::mutex> lock(mutex_);
     if (tasks_ > 1) last_shared_ = std::chrono::steady_clock::now();
     if (--tasks_ > 0) {
-      if (dynamic_ && dynamic_inner_threads(slots_, tasks_) > current_) schedule_raise_locked();
+      if (dynamic_ && capped(dynamic_inner_threads(slots_, tasks_)) > current_) schedule_raise_locked();
       return;
     }
     raise_pending_ = false;
@@ -128,7 +137,7 @@ class process_limit {
       raise_pending_ = false;
       if (tasks_ > 0 && dynamic_) {
         try {
-          apply_locked(dynamic_inner_threads(slots_, tasks_));
+          apply_locked(capped(dynamic_inner_threads(slots_, tasks_)));
         } catch (...) {
         }
       }
@@ -173,6 +182,8 @@ thread_local std::deque<observed_task> observed_tasks;
 thread_local unsigned observed_depth = 0;
 
 }  // namespace
+
+void set_inner_thread_cap(unsigned cap) noexcept { inner_thread_cap.store(cap, std::memory_order_relaxed); }
 
 unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
   return std::max(1u, slots / std::max(1u, running));

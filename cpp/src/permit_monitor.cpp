@@ -58,7 +58,10 @@ void permit_monitor::pass() noexcept {
       if (h->stage == holder_stage::paused) continue;
       watched w{h, h->generation, h->tid, h->stage};
       for (const watched& old : watched_)
-        if (old.who == h && old.generation == w.generation && old.stage == w.stage) w = old;
+        if (old.who == h && old.generation == w.generation && old.stage == w.stage) {
+          w = old;
+          w.seen_before = true;
+        }
       now.push_back(w);
     }
   }
@@ -66,6 +69,10 @@ void permit_monitor::pass() noexcept {
 
   std::vector<watched*> lend, reclaim;
   for (watched& w : watched_) {
+    // A holder first seen in this generation has taken its permit within the last interval: it is
+    // making progress. Sampling starts on the next pass, so that pools of tiny tasks cost no /proc
+    // reads at all.
+    if (!w.seen_before && w.stage == holder_stage::holding) continue;
     const thread_sample sample = sample_thread(w.tid);
     if (w.stage == holder_stage::lent) {
       if (!sample.asleep || sample.cpu_ns != w.cpu_ns) reclaim.push_back(&w);  // it ran again

@@ -3,7 +3,8 @@
 // Not a public header: permit_table::set_wait_monitor starts and stops it.
 //
 // One thread samples every holder in stage `holding` each millisecond through /proc (sample_thread,
-// wait_monitor.hpp, with the scheduler's rules):
+// wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the same
+// permit (a holder that took its permit within the last millisecond is making progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;
 //  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A Python thread
 //    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never
@@ -46,6 +47,7 @@ class permit_monitor {
     int futex_samples = 0;
     unsigned long long cpu_ns = 0;
     bool cpu_known = false;
+    bool seen_before = false;  // in the same generation and stage on an earlier pass
   };
 
   static void* entry(void* self) noexcept;

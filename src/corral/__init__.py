@@ -2,7 +2,7 @@
 
 from . import _core
 
-from ._core import Budget, BudgetSource, budget  # noqa: F401  (the CPU budget: design.md invariant 1)
+from ._core import Budget, BudgetSource, budget  # noqa: F401  (the CPU budget: docs/architecture.md invariant 1)
 from ._core import native_pools  # noqa: F401  (BLAS/OpenMP libraries loaded now)
 from .process_executor import ProcessPoolExecutor  # noqa: F401  (a CPU share per worker process)
 from .process_pool import Pool  # noqa: F401  (a CPU share per worker process)

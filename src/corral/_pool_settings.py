@@ -54,9 +54,16 @@ def inner_threads(pool_size: int) -> int:
     (see _permits.run): 0 leaves the libraries alone, -1 applies
     max(1, budget // running tasks) as each task starts, n > 0 is n. Fixed for the pool's life:
     settings changed later (a patch that ends) apply to pools built later."""
+    from . import _core, thread_limits
+
     settings = get()
     if not settings["native"]:
         return 0
+    # A limit the user set (OMP_NUM_THREADS=1 ...) is an upper bound on every task's inner threads, the
+    # budget's share another: the lower wins (docs/architecture.md, invariant 5). force: the share alone.
+    budget = budget_cpus()
+    cap = thread_limits.native_limit(budget, force=settings["force"])
+    _core.set_inner_thread_cap(cap if cap < budget else 0)
     if settings["mode"] == "static":
-        return max(1, budget_cpus() // pool_size)
+        return max(1, budget // pool_size)
     return -1

@@ -1,7 +1,7 @@
 """Thread limits in the environment: what a process that may use `n` CPUs should see.
 
 Native libraries read these variables once, when they load; a child process must have them
-before its libraries load (design.md invariant 5). Shared by corral's process pools (one
+before its libraries load (docs/architecture.md invariant 5). Shared by corral's process pools (one
 share per worker) and by the thread pools' static mode.
 
 Rules:

@@ -1,4 +1,4 @@
-// The CPU budget of a process (design.md invariant 1): the CPUs it may use (affinity mask
+// The CPU budget of a process (docs/architecture.md invariant 1): the CPUs it may use (affinity mask
 // within its cpusets), capped by the CPU quota of its own cgroup and every ancestor
 // (v2 and v1), replaced by CORRAL_CPUS when that is set. Every figure says where it came from.
 #pragma once

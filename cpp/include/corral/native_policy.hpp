@@ -1,4 +1,4 @@
-// The BLAS/OpenMP thread limits a task runs under (design.md "Inner threads"; docs/native.md has the
+// The BLAS/OpenMP thread limits a task runs under (docs/native.md has the
 // measurements behind the rule): set as the task starts, put back as it ends.
 //   dynamic:  inner = max(1, slots / demand), demand = max(tasks running now, tasks started and
 //             not ended); process-wide controls follow the demand as tasks start and end;
@@ -17,6 +17,11 @@
 #include "corral/scheduler.hpp"
 
 namespace corral {
+
+// An upper bound on every task's inner thread count (0: none), e.g. a limit the user set in
+// OMP_NUM_THREADS: the user's value is one bound, the budget's share another, the lower wins.
+// Relaxed: a task that starts while it changes gets the old or the new cap, either of them valid.
+void set_inner_thread_cap(unsigned cap) noexcept;
 
 // max(1, slots / running), with running counted as at least 1.
 unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept;
