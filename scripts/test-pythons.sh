@@ -120,6 +120,12 @@ setup_root() {
     echo "$include" > "$stamp"
   fi
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
+  # The machine's own CAs (a TLS-inspecting proxy's, for one) so that pip reaches PyPI from the root too.
+  local cas=/usr/local/share/ca-certificates
+  if [ -d "$cas" ] && ! diff -rq "$cas" "$r$cas" >/dev/null 2>&1; then
+    rm -rf "$r$cas" && cp -a "$cas" "$r$cas" && in_root "$r" update-ca-certificates >/dev/null ||
+      { log "python$v: copying the machine's CA certificates into the root failed" >&2; return 1; }
+  fi
   deps=$(pip_deps | tr '\n' ' ')
   stamp=$r/opt/venv/.corral-deps
   if [ "$(cat "$stamp" 2>/dev/null)" != "$deps" ]; then
