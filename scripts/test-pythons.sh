@@ -18,7 +18,7 @@
 # Needs root (debootstrap, mount, chroot); scripts/ensure-system-deps.sh pythons installs debootstrap.
 set -uo pipefail
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "$0")/.." && pwd -P)
 BASE=$REPO/build/pythons
 LOGS=$BASE/logs
 TIMEOUT=${CORRAL_PYTHONS_TIMEOUT:-1500}
@@ -54,8 +54,21 @@ log() { echo "test-pythons: $*"; }
 
 # ---- mounts: every bind mount made is undone on exit, also on failure or interruption ----
 mounts_under() { awk -v p="$1/" 'index($2, p) == 1 {print $2}' /proc/self/mounts; }
+# The processes chrooted into a root (left-over pool workers, a forkserver after a timeout), by pid.
+pids_in_root() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$1" ] && echo "${p#/proc/}"
+  done
+}
 unmount_root() {
-  local r=$1 m
+  local r=$1 m pids i
+  pids=$(pids_in_root "$r")
+  if [ -n "$pids" ]; then
+    kill -TERM $pids 2>/dev/null
+    for i in 1 2 3 4 5 6 7 8 9 10; do [ -z "$(pids_in_root "$r")" ] && break; sleep 0.5; done
+    pids=$(pids_in_root "$r"); [ -z "$pids" ] || kill -KILL $pids 2>/dev/null
+  fi
   for m in dev sys proc; do
     if mountpoint -q "$r/$m" 2>/dev/null; then
       umount -R "$r/$m" 2>/dev/null || umount -R -l "$r/$m" 2>/dev/null || true
@@ -152,6 +165,8 @@ copy_sources() {
 }
 
 # Build the wheel, install it, run the tests; in the root for 3.13+, on the machine for 3.11.
+# timeout --foreground: everything stays in the caller's process group, so that Ctrl-C reaches pytest
+# (plain timeout makes a group of its own); what outlives a timeout in a root is killed on unmounting.
 run_version() {
   local v=$1 log=$LOGS/python$v.log
   if [ "$v" = 3.11 ]; then
@@ -159,9 +174,9 @@ run_version() {
     [ "$("$vpy" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = 3.11 ] ||
       { echo "$REPO/.venv is not a Python 3.11 venv (run make setup)"; return 1; }
     (cd "$REPO" && rm -rf "$BASE/wheels/3.11" &&
-     timeout "$TIMEOUT" "$vpy" -m pip wheel -q --no-deps --no-build-isolation -w "$BASE/wheels/3.11" . &&
+     timeout --foreground "$TIMEOUT" "$vpy" -m pip wheel -q --no-deps --no-build-isolation -w "$BASE/wheels/3.11" . &&
      echo "wheel: $(ls "$BASE/wheels/3.11")" &&
-     timeout -k 30 "$TIMEOUT" "$vpy" -m pytest tests -q -p no:cacheprovider)
+     timeout --foreground -k 30 "$TIMEOUT" "$vpy" -m pytest tests -q -p no:cacheprovider)
     return
   fi
   local suite r
@@ -172,10 +187,10 @@ run_version() {
     set -e; cd /work/src
     /opt/venv/bin/python -VV
     rm -rf /work/wheels
-    timeout $TIMEOUT python -m pip wheel -q --no-deps --no-build-isolation -w /work/wheels .
+    timeout --foreground $TIMEOUT python -m pip wheel -q --no-deps --no-build-isolation -w /work/wheels .
     echo \"wheel: \$(ls /work/wheels)\"
     python -m pip install -q --no-deps --force-reinstall /work/wheels/corral-*.whl
-    timeout -k 30 $TIMEOUT python -m pytest tests -q -p no:cacheprovider"
+    timeout --foreground -k 30 $TIMEOUT python -m pytest tests -q -p no:cacheprovider"
   local rc=$?
   unmount_root "$r"
   return $rc
