@@ -130,6 +130,7 @@ setup_root() {
     log "python$v: debootstrap $suite from $MIRROR (first run: a few minutes)"
     debootstrap --variant=minbase --include="$include" "$suite" "$r" "$MIRROR" "$script" ||
       { log "python$v: debootstrap $suite failed (see $r/debootstrap/debootstrap.log)" >&2; return 1; }
+    rm -f "$r"/var/cache/apt/archives/*.deb   # the downloaded packages: 150 MB a root
     echo "$include" > "$stamp"
   fi
   cp -L /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
