@@ -10,7 +10,7 @@ SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp
   cpp/CMakeLists.txt CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 
-.PHONY: setup demo test test-cpp test-py bench bench-cpp bench-py bench-quick format clean $(addprefix test-cpp-,$(PRESETS))
+.PHONY: setup demo test test-cpp test-py test-pythons bench bench-cpp bench-py bench-quick format clean $(addprefix test-cpp-,$(PRESETS))
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ $(addprefix test-cpp-,$(PRESETS)): test-cpp-%: $(VENV)/.deps
 
 test-py: setup
 	$(VPY) -m pytest tests -q
+
+# The wheel and the whole Python suite under every tested CPython (3.11 here, 3.13 and 3.14 in Debian
+# roots made by debootstrap, cached in build/pythons/); one summary line per version. Needs root.
+test-pythons: setup
+	bash scripts/ensure-system-deps.sh pythons
+	bash scripts/test-pythons.sh $(PYTHONS)
 
 bench: setup bench-cpp bench-py
 

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the C++ build needs when they are missing.
+# With the argument `pythons`: those that scripts/test-pythons.sh needs instead (make test-pythons).
 # Exits non-zero with a clear message when they are missing and cannot be installed.
 set -euo pipefail
 
 need=()
-[ -f /usr/src/googletest/CMakeLists.txt ] || need+=(googletest libgtest-dev)
-[ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
-[ -f /usr/include/oneapi/tbb.h ] || need+=(libtbb-dev)
-command -v ninja >/dev/null 2>&1 || [ -x "${VENV_BIN:-/nonexistent}/ninja" ] || need+=(ninja-build)
-command -v g++ >/dev/null 2>&1 || need+=(g++)
-# Real BLAS builds for the native-library tests (cpp/tests/test_native.cpp): OpenBLAS pthreads and BLIS.
-ldconfig -p 2>/dev/null | grep 'libopenblas\.so\.0 ' >/dev/null || need+=(libopenblas0-pthread)
-ldconfig -p 2>/dev/null | grep 'libblis\.so\.4 ' >/dev/null || need+=(libblis4-pthread)
+if [ "${1:-}" = pythons ]; then
+  # debootstrap makes the Debian roots that ship the newer Pythons (Debian 12 packages none after 3.11).
+  command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+else
+  [ -f /usr/src/googletest/CMakeLists.txt ] || need+=(googletest libgtest-dev)
+  [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+  [ -f /usr/include/oneapi/tbb.h ] || need+=(libtbb-dev)
+  command -v ninja >/dev/null 2>&1 || [ -x "${VENV_BIN:-/nonexistent}/ninja" ] || need+=(ninja-build)
+  command -v g++ >/dev/null 2>&1 || need+=(g++)
+  # Real BLAS builds for the native-library tests (cpp/tests/test_native.cpp): OpenBLAS pthreads and BLIS.
+  ldconfig -p 2>/dev/null | grep 'libopenblas\.so\.0 ' >/dev/null || need+=(libopenblas0-pthread)
+  ldconfig -p 2>/dev/null | grep 'libblis\.so\.4 ' >/dev/null || need+=(libblis4-pthread)
+fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
