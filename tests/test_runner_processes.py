@@ -190,7 +190,9 @@ CPUS_PROBE = textwrap.dedent("""\
     def affinity(_):
         return sorted(os.sched_getaffinity(0))
 
-    with multiprocessing.Pool(2) as pool:
+    # fork: a -c program's functions exist only in this process (3.14's default, forkserver, cannot
+    # import them, under plain python as under corral).
+    with multiprocessing.get_context("fork").Pool(2) as pool:
         workers = pool.map(affinity, range(2), chunksize=1)
     print(json.dumps({"affinity": affinity(None), "budget": corral.budget().cpus,
                       "CORRAL_CPUS": os.environ.get("CORRAL_CPUS"), "workers": workers}))
