@@ -303,3 +303,28 @@ def test_a_users_thread_variable_is_an_upper_bound_on_task_threads(user_value, e
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     assert lines["1"] == expected
+
+
+def test_no_thread_of_corrals_outlives_the_pools(tmp_path):
+    # After the pools are done, the process has the threads plain python would have: a later fork()
+    # (3.12+ warns about forking a multi-threaded process) or a thread count sees nothing of ours.
+    script = tmp_path / "threads.py"
+    script.write_text(textwrap.dedent("""\
+        import os, time
+        from concurrent.futures import ThreadPoolExecutor
+        import numpy
+        def os_threads():
+            return len(os.listdir("/proc/self/task"))
+        before = os_threads()
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda a: numpy.linalg.qr(a), [numpy.ones((64, 64))] * 40))
+        deadline = time.monotonic() + 5
+        while os_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(os_threads() - before)
+    """))
+    # OpenBLAS's own threads exist under plain python too: count them in `before` (numpy imported).
+    plain = run_python([str(script)], timeout=60)
+    under_corral = run_python(["-m", "corral", str(script)], timeout=60)
+    assert plain.returncode == 0 and under_corral.returncode == 0, plain.stderr + under_corral.stderr
+    assert under_corral.stdout.strip() == plain.stdout.strip() == "0"

@@ -41,6 +41,7 @@ process_limit& the_process_limit();
 class process_limit {
  public:
   static constexpr auto raise_delay = std::chrono::milliseconds(2);
+  static constexpr auto idle_exit = std::chrono::seconds(1);
 
   process_limit() {
     pthread_atfork([] { the_process_limit().mutex_.lock(); },
@@ -118,12 +119,17 @@ class process_limit {
     raise_cv_.notify_one();
   }
 
-  // The raiser thread: lives as long as the process; sleeps unless a raise is pending.
+  // The raiser thread: sleeps unless a raise is pending; ends after idle_exit without one.
   void raise_when_due() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       if (!raise_pending_) {
-        raise_cv_.wait(lock);
+        // Idle for a second: end, so that a program whose pools are done has no thread of ours left
+        // (a later fork() then sees the threads plain python would have); the next raise starts one.
+        if (raise_cv_.wait_for(lock, idle_exit) == std::cv_status::timeout && !raise_pending_) {
+          raiser_started_ = false;
+          return;
+        }
         continue;
       }
       if (std::chrono::steady_clock::now() < raise_due_) {  // a later end may have moved it on

@@ -38,8 +38,18 @@ void* permit_monitor::entry(void* self) noexcept {
 }
 
 void permit_monitor::run() noexcept {
+  int idle_passes = 0;
   while (stop_.load(std::memory_order_acquire) == 0) {
     pass();
+    idle_passes = watched_.empty() ? idle_passes + 1 : 0;
+    if (idle_passes >= idle_passes_to_exit) {
+      std::lock_guard<std::mutex> lock(s_.mutex);
+      if (s_.holders.empty()) {  // under the mutex: a holder registering now sees exited_
+        exited_ = true;
+        return;
+      }
+      idle_passes = 0;
+    }
     futex_wait_for(stop_, 0, watched_.empty() ? idle_interval : sample_interval);
   }
 }

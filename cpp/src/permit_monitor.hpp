@@ -12,6 +12,8 @@
 // A lent holder seen running again (awake, or its CPU time moved) is counted again at once, over
 // the budget if need be: it runs whether we count it or not, and new tasks then wait until the
 // count is back under the budget.
+// With no holder for idle_exit the thread ends (a program whose pools are done keeps no thread of
+// ours, so a later fork() sees what plain python's would); the next holder starts a new one.
 #pragma once
 
 #include <pthread.h>
@@ -34,8 +36,12 @@ class permit_monitor {
   permit_monitor(const permit_monitor&) = delete;
   permit_monitor& operator=(const permit_monitor&) = delete;
 
+  // Whether the thread ended by itself (read and written under the table's mutex).
+  bool exited() const noexcept { return exited_; }
+
   static constexpr int other_samples_needed = 2;
   static constexpr int futex_samples_needed = 20;
+  static constexpr int idle_passes_to_exit = 25;  // x 20 ms
 
  private:
   struct watched {
@@ -57,6 +63,7 @@ class permit_monitor {
   permit_table::state& s_;
   std::vector<watched> watched_;
   std::atomic<std::uint32_t> stop_{0};
+  bool exited_ = false;  // guarded by the table's mutex
   pthread_t thread_{};
 };
 

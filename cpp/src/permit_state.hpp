@@ -75,6 +75,10 @@ struct permit_table::state {
   detail::waiter* head = nullptr;
   detail::waiter* tail = nullptr;
   std::vector<detail::holder*> holders;  // threads between acquire and release, for the monitor
+  // The monitor runs while wanted and some thread holds a permit; it ends itself after a while
+  // without holders, and the next holder starts it again (ensure_monitor_locked).
+  void ensure_monitor_locked();
+  bool monitor_wanted = false;
   std::unique_ptr<detail::permit_monitor> monitor;
 };
 

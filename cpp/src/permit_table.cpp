@@ -184,6 +184,10 @@ void become_holder(holder& h, permit_table::state& s) {
   h.stage = holder_stage::holding;
   ++h.generation;
   s.holders.push_back(&h);  // may throw bad_alloc: callers undo their take
+  try {
+    s.ensure_monitor_locked();
+  } catch (...) {  // no thread for the monitor: tasks run, unannounced waits just keep their permit
+  }
 }
 
 // Nested take by a holder: true. A holder of another table: logic_error.
@@ -260,13 +264,19 @@ permit_stats permit_table::stats() const noexcept {
   return out;
 }
 
+void permit_table::state::ensure_monitor_locked() {
+  if (!monitor_wanted || (monitor != nullptr && !monitor->exited())) return;
+  monitor.reset();  // a thread that ended by itself: joined at once (it holds nothing of ours)
+  monitor = std::make_unique<detail::permit_monitor>(*this);
+}
+
 void permit_table::set_wait_monitor(bool on) {
   std::unique_ptr<detail::permit_monitor> stopped;
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
-    if (on == (state_->monitor != nullptr)) return;
+    state_->monitor_wanted = on;
     if (on) {
-      state_->monitor = std::make_unique<detail::permit_monitor>(*state_);
+      state_->ensure_monitor_locked();
       return;
     }
     stopped = std::move(state_->monitor);
@@ -276,7 +286,7 @@ void permit_table::set_wait_monitor(bool on) {
 
 bool permit_table::wait_monitor_on() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
-  return state_->monitor != nullptr;
+  return state_->monitor_wanted;
 }
 
 // -- permit_pause -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -283,4 +284,37 @@ TEST(PermitTable, AChildAfterForkHoldsOnlyTheForkingThreadsPermit) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+namespace {
+
+// Threads of this process now (/proc/self/task entries).
+int thread_count() {
+  int n = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(PermitTable, TheMonitorEndsWhenNobodyHoldsAPermitAndComesBackWithTheNextHolder) {
+  permit_table table(1);
+  const int before = thread_count();
+  table.set_wait_monitor(true);
+  { permit p(table); }
+  // Idle: the monitor thread ends by itself (a later fork sees no thread of ours).
+  EXPECT_TRUE(eventually([&] { return thread_count() == before; }, 5s));
+  EXPECT_TRUE(table.wait_monitor_on());
+  // The next holder starts it again, and it still lends.
+  std::thread sleeper([&] {
+    permit p(table);
+    ::usleep(300'000);
+  });
+  ASSERT_TRUE(eventually([&] { return table.stats().holders == 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  { permit p(table); }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 250ms);
+  sleeper.join();
+  table.set_wait_monitor(false);
 }
