@@ -169,14 +169,11 @@ def test_verbose_reports_cpus_and_process_pools():
     assert "factor 1.5" in under.stderr and "overridden (--force)" in under.stderr
 
 
-def test_openblas_spinning_is_quieted_unless_the_user_set_it():
-    def seen(*options, **extra):
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "CORRAL_CPUS")}
-        env.update(extra)
-        code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-        return subprocess.run([sys.executable, "-m", "corral", *options, "-c", code], env=env,
-                              capture_output=True, text=True, timeout=60).stdout.strip()
-
-    assert seen() == "4"
-    assert seen("--no-native") == "None"
-    assert seen(OPENBLAS_THREAD_TIMEOUT="28") == "28"
+def test_openblas_thread_timeout_is_left_alone():
+    """Setting it made pool-free LAPACK loops 15-80% slower (every call had to wake OpenBLAS's threads)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    out = subprocess.run([sys.executable, "-m", "corral", "-p", "1", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
