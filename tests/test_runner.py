@@ -1,6 +1,7 @@
 """`python -m corral [options] script.py|-m module|-c code [args]` behaves as plain python would."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,33 +88,129 @@ def test_uncaught_exception_prints_pythons_traceback(tmp_path):
     assert "in explode" in under.stderr and "ValueError: kaboom" in under.stderr
 
 
-def test_uncaught_keyboard_interrupt_ends_by_sigint(tmp_path):
-    (tmp_path / "intr.py").write_text("raise KeyboardInterrupt\n")
-    plain, under = both(tmp_path, ["intr.py"])
-    assert plain.returncode == under.returncode == -signal.SIGINT
-    assert "KeyboardInterrupt" in under.stderr
+def same(plain, under):
+    """Exit status, stdout and stderr (object addresses aside) as plain python's."""
+    def text(out):
+        return re.sub(r"0x[0-9a-f]+", "0x?", out)
+    assert (under.returncode, text(under.stdout), text(under.stderr)) == \
+        (plain.returncode, text(plain.stdout), text(plain.stderr))
 
 
-def test_missing_script_is_exit_2_with_a_message(tmp_path):
-    under = run(["-m", "corral", "nope.py"], cwd=tmp_path)
-    assert under.returncode == 2
-    assert "can't open file" in under.stderr and "nope.py" in under.stderr
+# Ctrl-C: python prints the traceback, waits for non-daemon threads, runs atexit handlers, finalizes
+# (an unclosed file's buffer is written), and only then ends by SIGINT.
+KBINT = textwrap.dedent("""\
+    import atexit, sys, threading, time
+    atexit.register(lambda: print("atexit ran", file=sys.stderr))
+    f = open("out.txt", "w")
+    f.write("data")
+    def late():
+        time.sleep(0.2)
+        print("thread done", flush=True)
+    threading.Thread(target=late).start()
+    def interrupted():
+        raise KeyboardInterrupt
+    interrupted()
+""")
+
+
+@pytest.mark.parametrize("form", ["script", "-m", "-c"])
+def test_uncaught_keyboard_interrupt_finalizes_then_ends_by_sigint(tmp_path, form):
+    (tmp_path / "intr.py").write_text(KBINT)
+    args = {"script": ["intr.py"], "-m": ["-m", "intr"], "-c": ["-c", KBINT]}[form]
+    plain = run(args, cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_text() == "data"
+    (tmp_path / "out.txt").unlink()
+    under = run(["-m", "corral", *args], cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_text() == "data"
+    assert plain.returncode == -signal.SIGINT
+    same(plain, under)
+    assert "atexit ran" in under.stderr and "thread done" in under.stdout
+
+
+@pytest.mark.parametrize("body", [
+    "import sys; print('out'); sys.exit(3)",
+    "import sys; sys.exit('bye')",
+    "import os; print('lost in the buffer'); os._exit(7)",
+    "import sys, threading; t = threading.Thread(target=sys.exit, args=(4,)); t.start(); t.join(); print('on')",
+    "import atexit\ndef bad():\n    raise RuntimeError('in atexit')\natexit.register(bad)\nprint('body')",
+    "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()\nprint('main')",
+    "def f():\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n        raise ValueError('chained') from e\nf()",
+    "import sys, traceback\n"
+    "sys.excepthook = lambda t, v, tb: print('hook', [f.name for f in traceback.extract_tb(tb)])\n"
+    "def g():\n    raise OSError('x')\ng()",
+    "def broken(:\n    pass",
+])
+@pytest.mark.parametrize("form", ["script", "-m"])
+def test_endings_match_plain_python(tmp_path, body, form):
+    (tmp_path / "prog.py").write_text(body + "\n")
+    args = ["prog.py"] if form == "script" else ["-m", "prog"]
+    same(*both(tmp_path, args))
+
+
+def test_missing_script_is_pythons_message_and_status(tmp_path):
+    same(*both(tmp_path, ["nope.py"]))
+    same(*both(tmp_path, ["../sub/./nope.py", "arg"]))
 
 
 def test_missing_module(tmp_path):
-    under = run(["-m", "corral", "-m", "no_such_module_here"], cwd=tmp_path)
-    assert under.returncode == 1
-    assert "No module named no_such_module_here" in under.stderr
-    assert "Traceback" not in under.stderr
+    plain, under = both(tmp_path, ["-m", "no_such_module_here"])
+    same(plain, under)
+    assert under.returncode == 1 and "No module named no_such_module_here" in under.stderr
 
 
-@pytest.mark.parametrize("args", [["--bogus", "x.py"], ["-p", "0", "x.py"], ["-p", "two", "x.py"],
-                                  ["--mode", "fast", "x.py"], []])
-def test_bad_options_are_exit_2(tmp_path, args):
-    under = run(["-m", "corral", *args], cwd=tmp_path)
+def test_stdin_program(tmp_path):
+    code = "import sys; print(sys.argv, repr(sys.path[0]), __file__, __loader__, sorted(globals()))\n"
+    plain = subprocess.run([sys.executable, "-", "a", "-p"], input=code, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    under = subprocess.run([sys.executable, "-m", "corral", "-", "a", "-p"], input=code, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    same(plain, under)
+    assert "['-', 'a', '-p']" in under.stdout
+
+
+def test_directory_and_zip_run_their_main(tmp_path):
+    main = "import sys; print(sys.argv, sys.path[0], __file__, __spec__.name, __name__)\n"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(main)
+    same(*both(tmp_path, ["app", "x"]))
+    same(*both(tmp_path, ["./app/", "x"]))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as z:
+        z.writestr("__main__.py", main)
+    same(*both(tmp_path, ["app.zip", "y"]))
+    (tmp_path / "empty").mkdir()
+    plain, under = both(tmp_path, ["empty"])
+    same(plain, under)
+    assert under.returncode == 1 and "can't find '__main__' module" in under.stderr
+
+
+BAD_INPUT = [
+    (["-p", "99999"], {}, "at most 65536"),
+    (["-p", "0"], {}, "at least 1"),
+    (["-p", "abc"], {}, "'abc'"),
+    (["--bogus"], {}, "--bogus"),
+    (["--mode", "fast"], {}, "fast"),
+    ([], {"CORRAL_CPUS": "garbage"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "0"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "-1"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "99999"}, "CORRAL_CPUS"),
+]
+
+
+@pytest.mark.parametrize("options, env, message", BAD_INPUT)
+def test_bad_input_is_refused_before_the_program_starts(tmp_path, options, env, message):
+    (tmp_path / "prog.py").write_text("open('ran', 'w').close()\n")
+    under = run(["-m", "corral", *options, "prog.py"], cwd=tmp_path, env=env)
     assert under.returncode == 2
-    assert under.stderr.strip()
-    assert "Traceback" not in under.stderr
+    assert under.stderr.startswith("python -m corral: ") and under.stderr.count("\n") == 1, under.stderr
+    assert message in under.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_nothing_to_run_is_exit_2(tmp_path):
+    under = run(["-m", "corral"], cwd=tmp_path)
+    assert under.returncode == 2 and under.stderr.count("\n") == 1
 
 
 def test_help_describes_the_options():
