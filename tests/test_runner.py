@@ -274,3 +274,124 @@ def test_openblas_thread_timeout_is_left_alone():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"
+
+
+# Objects of classes defined in __main__ cross process boundaries both ways (argument and result).
+MAIN_PICKLE = textwrap.dedent("""\
+    import multiprocessing as mp, sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    def grow(p):
+        return Point(p.x + 1)
+
+    if __name__ == "__main__":
+        print(sys.modules["__mp_main__"] is sys.modules["__main__"], sys.modules["__main__"].Point is Point)
+        if sys.argv[1] != "none":
+            ctx = mp.get_context(sys.argv[1])
+            with ctx.Pool(1) as pool:
+                print("pool", pool.apply(grow, (Point(1),)).x)
+            with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+                print("executor", ex.submit(grow, Point(2)).result(timeout=60).x)
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+@pytest.mark.parametrize("form", ["script", "-m"])
+def test_main_classes_cross_process_boundaries(tmp_path, form, method):
+    (tmp_path / "points.py").write_text(MAIN_PICKLE)
+    args = (["points.py"] if form == "script" else ["-m", "points"]) + [method]
+    under = run(["-m", "corral", *args], cwd=tmp_path, timeout=120)
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.split("\n") == ["True True", "pool 2", "executor 3", ""]
+
+
+def test_main_module_under_dash_c_is_mp_main(tmp_path):
+    plain, under = both(tmp_path, ["-c", MAIN_PICKLE, "none"])
+    same(plain, under)
+    assert under.stdout == "True True\n"
+
+
+# The program's own BLAS calls (outside any pool) get at most budget threads: libraries size themselves
+# from the CPUs they see, not from a cgroup quota or CORRAL_CPUS.
+BLAS = textwrap.dedent("""\
+    import os, numpy as np, corral
+    np.ones((64, 64)) @ np.ones((64, 64))
+    print(corral.budget().cpus, corral.budget().decided_by,
+          max(p["num_threads"] for p in corral.native_pools()), os.environ.get("OPENBLAS_NUM_THREADS"), sep="|")
+""")
+_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "GOTO_NUM_THREADS", "CORRAL_MANAGED_ENV")
+
+
+def _blas(args, prefix=(), **env):
+    clean = {k: v for k, v in os.environ.items() if k not in _LIMIT_VARS and k != "CORRAL_CPUS"}
+    clean.update(env)
+    out = subprocess.run([*prefix, sys.executable, *args, "-c", BLAS], env=clean, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split("|"), out.stderr  # (cpus, source, threads, env), -v text
+
+
+def _two_cpus():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs: a budget of 1 below the CPUs the libraries see")
+
+
+def test_budget_caps_the_programs_own_blas_calls():
+    _two_cpus()
+    pytest.importorskip("numpy")
+    visible = str(len(os.sched_getaffinity(0)))
+    assert _blas([], CORRAL_CPUS="1")[0][2] == visible  # plain python: one thread per visible CPU
+    (cpus, source, threads, var), report = _blas(["-m", "corral", "-v", "-p", "1"])
+    assert (cpus, threads, var) == ("1", "1", "1")
+    assert "OPENBLAS_NUM_THREADS=1: set" in report
+    # A value the user set is an upper bound like the budget: the lower wins.
+    (_, _, threads, var), report = _blas(["-m", "corral", "-v", "-p", "1"], OPENBLAS_NUM_THREADS=visible)
+    assert (threads, var) == ("1", "1")
+    assert f"OPENBLAS_NUM_THREADS=1 (was {visible}): lowered" in report
+    (_, _, threads, var), report = _blas(["-m", "corral", "-v"], OPENBLAS_NUM_THREADS="1")
+    assert (threads, var) == ("1", "1") and "left alone" in report
+    # A budget not below the visible CPUs changes nothing; nor does --no-native.
+    assert _blas(["-m", "corral"])[0][2:] == [visible, "None"]
+    assert _blas(["-m", "corral", "--no-native", "-p", "1"])[0][2:] == [visible, "None"]
+
+
+def _cgroup_v1_cpu():
+    root = "/sys/fs/cgroup/cpu"
+    if os.geteuid() != 0 or not os.access(os.path.join(root, "cgroup.procs"), os.W_OK) or \
+            not os.path.exists(os.path.join(root, "cpu.cfs_quota_us")):
+        pytest.skip("needs root and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
+    return root
+
+
+def test_cgroup_quota_caps_the_programs_own_blas_calls():
+    _two_cpus()
+    pytest.importorskip("numpy")
+    root = _cgroup_v1_cpu()
+    group = os.path.join(root, f"corral-test-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(group)
+    try:
+        with open(os.path.join(group, "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(period))  # 1 CPU
+        enter = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
+        visible = str(len(os.sched_getaffinity(0)))
+        plain, _ = _blas([], prefix=enter)
+        assert plain[2] == visible
+        (cpus, source, threads, _), report = _blas(["-m", "corral", "-v"], prefix=enter)
+        assert (cpus, threads) == ("1", "1"), report
+        assert "quota" in source
+    finally:
+        for _ in range(50):  # the children have exited; the kernel may take a moment to let go
+            try:
+                os.rmdir(group)
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.1)
