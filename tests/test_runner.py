@@ -218,8 +218,10 @@ def test_help_describes_the_options():
     assert under.returncode == 0
     for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info",
                  "--oversubscription-factor", "--force", "N|LIST", "3-3", "ProcessPoolExecutor",
-                 "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS"):
+                 "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS", "file.zip", "stdin", "__mp_main__",
+                 "upper bound", "SIGINT", "malformed CORRAL_CPUS", "own calls"):
         assert word in under.stdout
+    assert "OPENBLAS_THREAD_TIMEOUT" not in under.stdout
 
 
 def test_info_is_a_subcommand_and_a_script_named_info_runs_as_dot_slash(tmp_path):

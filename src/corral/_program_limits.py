@@ -45,7 +45,7 @@ def decide(budget: int, visible: int, environ=None) -> list[Decision]:
     for var in LIBRARY_VARS:
         value = environ.get(var)
         if value is None or var in ours:
-            decisions.append(Decision(var, value, str(budget), f"set: budget {budget} < {visible} CPUs visible"))
+            decisions.append(Decision(var, value, str(budget), f"set: the budget, {budget}, is below the {visible} CPUs the libraries see"))
             continue
         limit = _whole_number(value)
         if limit is None:

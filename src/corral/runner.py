@@ -37,19 +37,19 @@ pools are corral's (names imported before the program started included):
                  error instead of a hang. With joblib installed, its loky (and multiprocessing)
                  workers get the same thread-limit variables, budget // n_jobs each (widened by
                  -f; no CPU set: loky starts and reuses its workers itself).
-
-  its own calls  when the budget is below the CPUs the libraries see (a cgroup CPU quota, -p N),
+  own BLAS calls when the budget is below the CPUs the libraries see (a cgroup CPU quota, -p N),
                  OMP/OPENBLAS/MKL/BLIS/VECLIB/NUMEXPR_NUM_THREADS are set to the budget before
-                 the program loads its libraries (see below), so that BLAS calls made outside any
-                 pool use at most budget threads too.
+                 the program loads its libraries (see below), so that the program's BLAS calls
+                 made outside any pool use at most budget threads too.
 
-The program sees the same sys.argv, __main__, sys.path[0], tracebacks and exit status as under plain
-python (an uncaught KeyboardInterrupt: atexit handlers and finalization, then exit by SIGINT).
+The program sees the same sys.argv, __main__ (also __mp_main__), sys.path[0], tracebacks and exit
+status as under plain python (an uncaught KeyboardInterrupt: atexit handlers and finalization,
+then exit by SIGINT).
 `python -m corral info` shows the budget and the native thread pools (a script named "info": ./info)."""
 
 EPILOG = """\
 cpus (-p / --cpus):
-  N        a budget of N CPUs (same as CORRAL_CPUS=N): the program may run on every CPU it
+  N        a budget of N CPUs, 1 to 65536 (same as CORRAL_CPUS=N): the program may run on every CPU it
            could before, but keeps about N busy
   LIST     run the whole program (and its children) on these CPUs only, e.g. 0-3,8: the
            runner's affinity is set before anything starts, so the budget is their number
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "where you set them (default: yours are kept)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print to stderr the CPUs and budget, what was patched (thread and process "
-                             "pools), the process-pool settings and the native libraries' limits")
+                             "pools), the process-pool settings, the native libraries' limits, and each "
+                             "thread-limit variable set, kept or lowered for the program's own calls")
     parser.add_argument("--no-native", action="store_true",
                         help="do not touch BLAS/OpenMP thread limits: neither in thread-pool tasks nor "
                              "for the program's own calls")
