@@ -1,6 +1,7 @@
 """`python -m corral [options] script.py|-m module|-c code [args]` behaves as plain python would."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,33 +88,129 @@ def test_uncaught_exception_prints_pythons_traceback(tmp_path):
     assert "in explode" in under.stderr and "ValueError: kaboom" in under.stderr
 
 
-def test_uncaught_keyboard_interrupt_ends_by_sigint(tmp_path):
-    (tmp_path / "intr.py").write_text("raise KeyboardInterrupt\n")
-    plain, under = both(tmp_path, ["intr.py"])
-    assert plain.returncode == under.returncode == -signal.SIGINT
-    assert "KeyboardInterrupt" in under.stderr
+def same(plain, under):
+    """Exit status, stdout and stderr (object addresses aside) as plain python's."""
+    def text(out):
+        return re.sub(r"0x[0-9a-f]+", "0x?", out)
+    assert (under.returncode, text(under.stdout), text(under.stderr)) == \
+        (plain.returncode, text(plain.stdout), text(plain.stderr))
 
 
-def test_missing_script_is_exit_2_with_a_message(tmp_path):
-    under = run(["-m", "corral", "nope.py"], cwd=tmp_path)
-    assert under.returncode == 2
-    assert "can't open file" in under.stderr and "nope.py" in under.stderr
+# Ctrl-C: python prints the traceback, waits for non-daemon threads, runs atexit handlers, finalizes
+# (an unclosed file's buffer is written), and only then ends by SIGINT.
+KBINT = textwrap.dedent("""\
+    import atexit, sys, threading, time
+    atexit.register(lambda: print("atexit ran", file=sys.stderr))
+    f = open("out.txt", "w")
+    f.write("data")
+    def late():
+        time.sleep(0.2)
+        print("thread done", flush=True)
+    threading.Thread(target=late).start()
+    def interrupted():
+        raise KeyboardInterrupt
+    interrupted()
+""")
+
+
+@pytest.mark.parametrize("form", ["script", "-m", "-c"])
+def test_uncaught_keyboard_interrupt_finalizes_then_ends_by_sigint(tmp_path, form):
+    (tmp_path / "intr.py").write_text(KBINT)
+    args = {"script": ["intr.py"], "-m": ["-m", "intr"], "-c": ["-c", KBINT]}[form]
+    plain = run(args, cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_text() == "data"
+    (tmp_path / "out.txt").unlink()
+    under = run(["-m", "corral", *args], cwd=tmp_path)
+    assert (tmp_path / "out.txt").read_text() == "data"
+    assert plain.returncode == -signal.SIGINT
+    same(plain, under)
+    assert "atexit ran" in under.stderr and "thread done" in under.stdout
+
+
+@pytest.mark.parametrize("body", [
+    "import sys; print('out'); sys.exit(3)",
+    "import sys; sys.exit('bye')",
+    "import os; print('lost in the buffer'); os._exit(7)",
+    "import sys, threading; t = threading.Thread(target=sys.exit, args=(4,)); t.start(); t.join(); print('on')",
+    "import atexit\ndef bad():\n    raise RuntimeError('in atexit')\natexit.register(bad)\nprint('body')",
+    "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()\nprint('main')",
+    "def f():\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n        raise ValueError('chained') from e\nf()",
+    "import sys, traceback\n"
+    "sys.excepthook = lambda t, v, tb: print('hook', [f.name for f in traceback.extract_tb(tb)])\n"
+    "def g():\n    raise OSError('x')\ng()",
+    "def broken(:\n    pass",
+])
+@pytest.mark.parametrize("form", ["script", "-m"])
+def test_endings_match_plain_python(tmp_path, body, form):
+    (tmp_path / "prog.py").write_text(body + "\n")
+    args = ["prog.py"] if form == "script" else ["-m", "prog"]
+    same(*both(tmp_path, args))
+
+
+def test_missing_script_is_pythons_message_and_status(tmp_path):
+    same(*both(tmp_path, ["nope.py"]))
+    same(*both(tmp_path, ["../sub/./nope.py", "arg"]))
 
 
 def test_missing_module(tmp_path):
-    under = run(["-m", "corral", "-m", "no_such_module_here"], cwd=tmp_path)
-    assert under.returncode == 1
-    assert "No module named no_such_module_here" in under.stderr
-    assert "Traceback" not in under.stderr
+    plain, under = both(tmp_path, ["-m", "no_such_module_here"])
+    same(plain, under)
+    assert under.returncode == 1 and "No module named no_such_module_here" in under.stderr
 
 
-@pytest.mark.parametrize("args", [["--bogus", "x.py"], ["-p", "0", "x.py"], ["-p", "two", "x.py"],
-                                  ["--mode", "fast", "x.py"], []])
-def test_bad_options_are_exit_2(tmp_path, args):
-    under = run(["-m", "corral", *args], cwd=tmp_path)
+def test_stdin_program(tmp_path):
+    code = "import sys; print(sys.argv, repr(sys.path[0]), __file__, __loader__, sorted(globals()))\n"
+    plain = subprocess.run([sys.executable, "-", "a", "-p"], input=code, cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    under = subprocess.run([sys.executable, "-m", "corral", "-", "a", "-p"], input=code, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    same(plain, under)
+    assert "['-', 'a', '-p']" in under.stdout
+
+
+def test_directory_and_zip_run_their_main(tmp_path):
+    main = "import sys; print(sys.argv, sys.path[0], __file__, __spec__.name, __name__)\n"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(main)
+    same(*both(tmp_path, ["app", "x"]))
+    same(*both(tmp_path, ["./app/", "x"]))
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "app.zip", "w") as z:
+        z.writestr("__main__.py", main)
+    same(*both(tmp_path, ["app.zip", "y"]))
+    (tmp_path / "empty").mkdir()
+    plain, under = both(tmp_path, ["empty"])
+    same(plain, under)
+    assert under.returncode == 1 and "can't find '__main__' module" in under.stderr
+
+
+BAD_INPUT = [
+    (["-p", "99999"], {}, "at most 65536"),
+    (["-p", "0"], {}, "at least 1"),
+    (["-p", "abc"], {}, "'abc'"),
+    (["--bogus"], {}, "--bogus"),
+    (["--mode", "fast"], {}, "fast"),
+    ([], {"CORRAL_CPUS": "garbage"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "0"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "-1"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "99999"}, "CORRAL_CPUS"),
+]
+
+
+@pytest.mark.parametrize("options, env, message", BAD_INPUT)
+def test_bad_input_is_refused_before_the_program_starts(tmp_path, options, env, message):
+    (tmp_path / "prog.py").write_text("open('ran', 'w').close()\n")
+    under = run(["-m", "corral", *options, "prog.py"], cwd=tmp_path, env=env)
     assert under.returncode == 2
-    assert under.stderr.strip()
-    assert "Traceback" not in under.stderr
+    assert under.stderr.startswith("python -m corral: ") and under.stderr.count("\n") == 1, under.stderr
+    assert message in under.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_nothing_to_run_is_exit_2(tmp_path):
+    under = run(["-m", "corral"], cwd=tmp_path)
+    assert under.returncode == 2 and under.stderr.count("\n") == 1
 
 
 def test_help_describes_the_options():
@@ -121,8 +218,10 @@ def test_help_describes_the_options():
     assert under.returncode == 0
     for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info",
                  "--oversubscription-factor", "--force", "N|LIST", "3-3", "ProcessPoolExecutor",
-                 "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS"):
+                 "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS", "file.zip", "stdin", "__mp_main__",
+                 "upper bound", "SIGINT", "malformed CORRAL_CPUS", "own calls"):
         assert word in under.stdout
+    assert "OPENBLAS_THREAD_TIMEOUT" not in under.stdout
 
 
 def test_info_is_a_subcommand_and_a_script_named_info_runs_as_dot_slash(tmp_path):
@@ -169,14 +268,132 @@ def test_verbose_reports_cpus_and_process_pools():
     assert "factor 1.5" in under.stderr and "overridden (--force)" in under.stderr
 
 
-def test_openblas_spinning_is_quieted_unless_the_user_set_it():
-    def seen(*options, **extra):
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "CORRAL_CPUS")}
-        env.update(extra)
-        code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-        return subprocess.run([sys.executable, "-m", "corral", *options, "-c", code], env=env,
-                              capture_output=True, text=True, timeout=60).stdout.strip()
+def test_openblas_thread_timeout_is_left_alone():
+    """Setting it made pool-free LAPACK loops 15-80% slower (every call had to wake OpenBLAS's threads)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    out = subprocess.run([sys.executable, "-m", "corral", "-p", "1", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
 
-    assert seen() == "4"
-    assert seen("--no-native") == "None"
-    assert seen(OPENBLAS_THREAD_TIMEOUT="28") == "28"
+
+# Objects of classes defined in __main__ cross process boundaries both ways (argument and result).
+MAIN_PICKLE = textwrap.dedent("""\
+    import multiprocessing as mp, sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    def grow(p):
+        return Point(p.x + 1)
+
+    if __name__ == "__main__":
+        print(sys.modules["__mp_main__"] is sys.modules["__main__"], sys.modules["__main__"].Point is Point)
+        if sys.argv[1] != "none":
+            ctx = mp.get_context(sys.argv[1])
+            with ctx.Pool(1) as pool:
+                print("pool", pool.apply(grow, (Point(1),)).x)
+            with ProcessPoolExecutor(1, mp_context=ctx) as ex:
+                print("executor", ex.submit(grow, Point(2)).result(timeout=60).x)
+""")
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+@pytest.mark.parametrize("form", ["script", "-m"])
+def test_main_classes_cross_process_boundaries(tmp_path, form, method):
+    (tmp_path / "points.py").write_text(MAIN_PICKLE)
+    args = (["points.py"] if form == "script" else ["-m", "points"]) + [method]
+    under = run(["-m", "corral", *args], cwd=tmp_path, timeout=120)
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.split("\n") == ["True True", "pool 2", "executor 3", ""]
+
+
+def test_main_module_under_dash_c_is_mp_main(tmp_path):
+    plain, under = both(tmp_path, ["-c", MAIN_PICKLE, "none"])
+    same(plain, under)
+    assert under.stdout == "True True\n"
+
+
+# The program's own BLAS calls (outside any pool) get at most budget threads: libraries size themselves
+# from the CPUs they see, not from a cgroup quota or CORRAL_CPUS.
+BLAS = textwrap.dedent("""\
+    import os, numpy as np, corral
+    np.ones((64, 64)) @ np.ones((64, 64))
+    print(corral.budget().cpus, corral.budget().decided_by,
+          max(p["num_threads"] for p in corral.native_pools()), os.environ.get("OPENBLAS_NUM_THREADS"), sep="|")
+""")
+_LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "GOTO_NUM_THREADS", "CORRAL_MANAGED_ENV")
+
+
+def _blas(args, prefix=(), **env):
+    clean = {k: v for k, v in os.environ.items() if k not in _LIMIT_VARS and k != "CORRAL_CPUS"}
+    clean.update(env)
+    out = subprocess.run([*prefix, sys.executable, *args, "-c", BLAS], env=clean, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split("|"), out.stderr  # (cpus, source, threads, env), -v text
+
+
+def _two_cpus():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs: a budget of 1 below the CPUs the libraries see")
+
+
+def test_budget_caps_the_programs_own_blas_calls():
+    _two_cpus()
+    pytest.importorskip("numpy")
+    visible = str(len(os.sched_getaffinity(0)))
+    assert _blas([], CORRAL_CPUS="1")[0][2] == visible  # plain python: one thread per visible CPU
+    (cpus, source, threads, var), report = _blas(["-m", "corral", "-v", "-p", "1"])
+    assert (cpus, threads, var) == ("1", "1", "1")
+    assert "OPENBLAS_NUM_THREADS=1: set" in report
+    # A value the user set is an upper bound like the budget: the lower wins.
+    (_, _, threads, var), report = _blas(["-m", "corral", "-v", "-p", "1"], OPENBLAS_NUM_THREADS=visible)
+    assert (threads, var) == ("1", "1")
+    assert f"OPENBLAS_NUM_THREADS=1 (was {visible}): lowered" in report
+    (_, _, threads, var), report = _blas(["-m", "corral", "-v"], OPENBLAS_NUM_THREADS="1")
+    assert (threads, var) == ("1", "1") and "left alone" in report
+    # A budget not below the visible CPUs changes nothing; nor does --no-native.
+    assert _blas(["-m", "corral"])[0][2:] == [visible, "None"]
+    assert _blas(["-m", "corral", "--no-native", "-p", "1"])[0][2:] == [visible, "None"]
+
+
+def _cgroup_v1_cpu():
+    root = "/sys/fs/cgroup/cpu"
+    if os.geteuid() != 0 or not os.access(os.path.join(root, "cgroup.procs"), os.W_OK) or \
+            not os.path.exists(os.path.join(root, "cpu.cfs_quota_us")):
+        pytest.skip("needs root and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
+    return root
+
+
+def test_cgroup_quota_caps_the_programs_own_blas_calls():
+    _two_cpus()
+    pytest.importorskip("numpy")
+    root = _cgroup_v1_cpu()
+    group = os.path.join(root, f"corral-test-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(group)
+    try:
+        with open(os.path.join(group, "cpu.cfs_period_us")) as f:
+            period = int(f.read())
+        with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(period))  # 1 CPU
+        enter = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
+        visible = str(len(os.sched_getaffinity(0)))
+        plain, _ = _blas([], prefix=enter)
+        assert plain[2] == visible
+        (cpus, source, threads, _), report = _blas(["-m", "corral", "-v"], prefix=enter)
+        assert (cpus, threads) == ("1", "1"), report
+        assert "quota" in source
+    finally:
+        for _ in range(50):  # the children have exited; the kernel may take a moment to let go
+            try:
+                os.rmdir(group)
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.1)

@@ -1,28 +1,23 @@
 """`python -m corral [options] script.py [args]`: run a program under corral, as python would run it.
 
-The program sees what plain python would give it: sys.argv, a `__main__` module, sys.path[0], its exit
-status (sys.exit codes; an uncaught exception prints python's traceback and exits 1; an uncaught
-KeyboardInterrupt ends the process by SIGINT). corral.patch() stays active for the whole run.
+Everything the command line and the environment say is checked before the program starts (a bad value:
+one line on stderr, exit 2). The program then runs as python would run it (_as_main.py), with
+corral.patch() active for the whole run and the budget applied to its own BLAS/OpenMP calls
+(_program_limits.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import builtins
-import importlib.machinery
-import io
 import os
-import runpy
-import signal
 import sys
-import types
-import zipfile
 
+from . import _as_main, _program_limits
 from .worker_share import validate_factor
 
 PROG = "python -m corral"
 
-USAGE = f"{PROG} [options] (script.py | -m module | -c code | info) [args ...]"
+USAGE = f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code | info) [args ...]"
 
 DESCRIPTION = """\
 Run a Python program with one CPU budget for all of its parallelism. While it runs, the stdlib's
@@ -42,13 +37,19 @@ pools are corral's (names imported before the program started included):
                  error instead of a hang. With joblib installed, its loky (and multiprocessing)
                  workers get the same thread-limit variables, budget // n_jobs each (widened by
                  -f; no CPU set: loky starts and reuses its workers itself).
+  own BLAS calls when the budget is below the CPUs the libraries see (a cgroup CPU quota, -p N),
+                 OMP/OPENBLAS/MKL/BLIS/VECLIB/NUMEXPR_NUM_THREADS are set to the budget before
+                 the program loads its libraries (see below), so that the program's BLAS calls
+                 made outside any pool use at most budget threads too.
 
-The program sees the same sys.argv, __main__, sys.path[0] and exit status as under plain python.
+The program sees the same sys.argv, __main__ (also __mp_main__), sys.path[0], tracebacks and exit
+status as under plain python (an uncaught KeyboardInterrupt: atexit handlers and finalization,
+then exit by SIGINT).
 `python -m corral info` shows the budget and the native thread pools (a script named "info": ./info)."""
 
 EPILOG = """\
 cpus (-p / --cpus):
-  N        a budget of N CPUs (same as CORRAL_CPUS=N): the program may run on every CPU it
+  N        a budget of N CPUs, 1 to 65536 (same as CORRAL_CPUS=N): the program may run on every CPU it
            could before, but keeps about N busy
   LIST     run the whole program (and its children) on these CPUs only, e.g. 0-3,8: the
            runner's affinity is set before anything starts, so the budget is their number
@@ -62,22 +63,25 @@ modes (thread pools; process pools always use fixed per-worker shares):
            inner threads = max(1, budget // pool size)
 
 thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
-  an upper bound: process-pool and joblib workers get the lower of your value and their share
+  an upper bound, the budget (or a worker's share) another; the lower wins. The program's own
+  calls: when the budget is below the CPUs the libraries see, a value above it is lowered to it.
+  Thread-pool tasks: each task's limit is the lower of yours and max(1, budget // tasks running).
+  Process-pool and joblib workers get the lower of your value and their share
   (OMP_NUM_THREADS=16 on a 1-CPU share: 1; OMP_NUM_THREADS=1 on a 2-CPU share: 1), and so do the
   BLAS/OpenMP libraries already loaded in them; a value that is not a whole number is passed on
   as you set it. --force gives every worker its share even where your value is lower. -v names
   each variable you set and what workers get for it. LOKY_MAX_CPU_COUNT is set to the budget
   (unless yours is lower), so joblib.cpu_count() and n_jobs=-1 follow it.
-  Thread-pool tasks get corral's limits either way (--no-native leaves those alone).
+  --no-native leaves all of these alone.
 
 environment:
   CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)
-  OPENBLAS_THREAD_TIMEOUT=4 is set unless you set it (or --no-native): idle OpenBLAS threads then
-                  sleep at once instead of spinning ~0.1 s on cores given to other tasks"""
+
+Bad options and a malformed CORRAL_CPUS are reported before the program starts (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -94,15 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "variable even where yours is lower (default: the lower of yours and the share)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print to stderr the CPUs and budget, what was patched (thread and process "
-                             "pools), the process-pool settings and the native libraries' limits")
+                             "pools), the process-pool settings, the native libraries' limits, and each "
+                             "thread-limit variable set, kept or lowered for the program's own calls")
     parser.add_argument("--no-native", action="store_true",
-                        help="do not touch BLAS/OpenMP thread limits in thread-pool tasks")
+                        help="do not touch BLAS/OpenMP thread limits: neither in thread-pool tasks nor "
+                             "for the program's own calls")
     parser.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
                         help="how thread-pool tasks' inner threads are sized (see below; default: dynamic)")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     parser.add_argument("-c", dest="code", metavar="code", help="run a program passed in as a string")
-    parser.add_argument("target", nargs="?", metavar="script.py | info", help="the program to run")
+    parser.add_argument("target", nargs="?", metavar="script.py | dir | file.zip | - | info",
+                        help="the program to run, as python runs it (-: read from stdin; a directory or "
+                             "zip: its __main__.py)")
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, as `corral info` reports its errors (argparse would print the usage first)."""
+        self.exit(2, f"{PROG}: {message} (see {PROG} --help)\n")
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:
@@ -171,6 +185,8 @@ def cpus_option(text: str) -> int | frozenset[int]:
     if value < 1:
         hint = f"; for CPU {value} alone write {value}-{value}" if value == 0 else ""
         raise argparse.ArgumentTypeError(f"the budget must be at least 1 CPU, got {value}{hint}")
+    if value > _MAX_CPU_ID + 1:  # as CORRAL_CPUS (C++ parse_corral_cpus)
+        raise argparse.ArgumentTypeError(f"the budget must be at most {_MAX_CPU_ID + 1} CPUs, got {value}")
     return value
 
 
@@ -193,14 +209,6 @@ def apply_cpus(cpus: int | frozenset[int] | None) -> None:
         os.environ["CORRAL_CPUS"] = str(cpus)
     else:
         os.sched_setaffinity(0, cpus)
-
-
-def quiet_blas_spinning() -> None:
-    """OpenBLAS's worker threads spin for 2**28 cycles (~0.1 s) after each call before they sleep.
-    When corral lowers a task's BLAS threads (other tasks took the cores), those spinners keep
-    burning cores the budget gave to other tasks (W1 measured 10-20% slower for it). The minimum
-    timeout puts them to sleep at once; a value the user set wins. Read when OpenBLAS loads."""
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 # Options that take a value in the next word (the split below must skip it).
@@ -242,126 +250,33 @@ def main(argv: list[str]) -> int:
         parser.error("give one of: a script, -m module, -c code")
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
-    if not args.no_native:
-        quiet_blas_spinning()  # before the program loads numpy
+    import corral
 
-    if args.target is not None:
-        script = args.target
-        if not os.path.exists(script):
-            print(f"{PROG}: can't open file {os.path.abspath(script)!r}: "
-                  f"[Errno 2] No such file or directory", file=sys.stderr)
-            return 2
+    try:
+        budget = corral.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
+    except ValueError as exc:
+        parser.exit(2, f"{PROG}: {exc}\n")
+    try:
+        program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
+    except _as_main.CannotRun as exc:
+        parser.exit(exc.status, f"{exc}\n")  # python's own words and status
+
+    limits = []
+    if not args.no_native:  # before the program loads its libraries
+        limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
+        _program_limits.apply(budget, limits)
 
     from .patch import patch
 
     patcher = patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
     if args.verbose:
-        _report(patcher)
-
-    if args.code is not None:
-        sys.argv = ["-c", *program_args]
-        sys.path[0] = ""
-        return _run(lambda: _run_code(args.code), skip_files=())
-    if args.module is not None:
-        sys.argv = [args.module, *program_args]  # run_module puts the module's file in argv[0]
-        sys.path[0] = os.getcwd()
-        problem = _module_lookup_problem(args.module)
-        if problem:
-            print(f"{PROG}: {problem}", file=sys.stderr)
-            return 1
-        return _run(lambda: runpy.run_module(args.module, run_name="__main__", alter_sys=True),
-                    skip_files=(runpy.__file__,))
-    sys.argv = [script, *program_args]
-    sys.path[0] = os.path.dirname(os.path.realpath(script))
-    return _run(lambda: _run_script(script), skip_files=(runpy.__file__,))
-
-
-def _run_code(code: str) -> None:
-    _exec_as_main(compile(code, "<string>", "exec"), file=None)
-
-
-def _run_script(path: str) -> None:
-    if os.path.isdir(path) or not os.path.isfile(path) or zipfile.is_zipfile(path):
-        # A directory or zip with __main__.py: runpy knows those (argv[0] becomes the path as given).
-        runpy.run_path(path, run_name="__main__")
-        return
-    absolute = os.path.abspath(path)
-    with io.open_code(absolute) as f:
-        source = f.read()
-    _exec_as_main(compile(source, absolute, "exec", dont_inherit=True), file=absolute)
-
-
-def _exec_as_main(code, file: str | None) -> None:
-    """Runs `code` in a fresh __main__ module that stays sys.modules["__main__"] until exit, as python's
-    own does (atexit handlers, threads and pickling after the program's last line still find it)."""
-    main_module = types.ModuleType("__main__")
-    namespace = main_module.__dict__
-    namespace["__builtins__"] = builtins
-    namespace["__annotations__"] = {}
-    if file is not None:
-        namespace["__file__"] = file
-        namespace["__cached__"] = None
-        namespace["__loader__"] = importlib.machinery.SourceFileLoader("__main__", file)
-    else:
-        namespace["__loader__"] = importlib.machinery.BuiltinImporter
-    sys.modules["__main__"] = main_module
-    exec(code, namespace)
-
-
-def _module_lookup_problem(name: str) -> str | None:
-    """Why `-m name` cannot run (python's message: no such module, a package without __main__), or None.
-
-    Looked up before running so that an ImportError raised by the program itself is not taken for it.
-    """
-    lookup_error = getattr(runpy, "_Error", None)
-    details = getattr(runpy, "_get_module_details", None)
-    if lookup_error is None or details is None:  # runpy's internals changed: a coarser check
-        import importlib.util
-
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError) as exc:
-            return str(exc)
-        return None if found else f"No module named {name}"
-    try:
-        details(name, lookup_error)
-    except lookup_error as exc:
-        return str(exc)
-    return None
-
-
-def _run(run, skip_files) -> int:
-    """Runs the program; SystemExit passes through untouched (python's own handling then applies)."""
-    try:
-        run()
-    except SystemExit:
-        raise
-    except KeyboardInterrupt as exc:
-        _print_uncaught(exc, skip_files)
-        # As python does: die by SIGINT so that the parent sees an interrupted child.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-        return 130
-    except BaseException as exc:
-        _print_uncaught(exc, skip_files)
-        return 1
+        _report(patcher, limits)
+    _as_main.run(program)
     return 0
 
 
-def _print_uncaught(exc: BaseException, skip_files) -> None:
-    """Prints the traceback as python would: without corral's and runpy's frames."""
-    own = {os.path.abspath(__file__), *(os.path.abspath(f) for f in skip_files)}
-    tb = exc.__traceback__
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in own:
-        tb = tb.tb_next
-    exc.__traceback__ = tb  # the default hook prints the exception's own traceback, not the argument
-    sys.excepthook(type(exc), exc, tb)
-
-
-def _report(patcher) -> None:
+def _report(patcher, limits) -> None:
     import corral
     from .patch import describe
 
@@ -390,5 +305,12 @@ def _report(patcher) -> None:
         for p in found:
             print(f"corral:   {p.get('library')} {p.get('threading_layer', '')} "
                   f"{p.get('num_threads')} threads now  {p.get('path')}", file=out)
+        if not limits:
+            print(f"corral: the program's own calls: thread-limit variables left alone (the budget, {b.cpus}, "
+                  f"is not below the {len(os.sched_getaffinity(0))} CPUs the libraries see)", file=out)
+        for d in limits:
+            now = f"{d.var}={d.new}" if d.new is not None else f"{d.var}={d.value}"
+            was = f" (was {d.value})" if d.new is not None and d.value is not None else ""
+            print(f"corral: the program's own calls: {now}{was}: {d.why}", file=out)
     else:
         print("corral: native limits untouched (--no-native)", file=out)

@@ -1,0 +1,185 @@
+"""Runs a program as python's own main would: a script, `-` (stdin), a directory or zip with
+__main__.py, `-m module` or `-c code`.
+
+What plain python gives a program, it gets here too:
+- a fresh `__main__` module that stays sys.modules["__main__"] until exit, and is also
+  sys.modules["__mp_main__"] (multiprocessing aliases the two when it is imported, which corral
+  did before the program started), so objects of classes defined in it cross spawn and
+  forkserver process boundaries both ways;
+- sys.argv, sys.path[0], __file__, __loader__, __spec__ as python sets them;
+- an uncaught exception leaves through the interpreter's own main (Modules/main.c), which prints
+  it, runs atexit handlers and finalization, and exits 1, or, for KeyboardInterrupt, ends the
+  process by SIGINT after finalization. Only the traceback's leading frames of corral's own
+  code are dropped, so that it reads as plain python's.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.machinery
+import importlib.util
+import io
+import marshal
+import os
+import pkgutil
+import runpy
+import sys
+import types
+from collections.abc import Callable
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class CannotRun(Exception):
+    """The program cannot start; python's message and exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def prepare(*, script: str | None = None, module: str | None = None, code: str | None = None,
+            args: list[str]) -> Callable[[], None]:
+    """What runs the program (called once, at the end of the runner's set-up). Problems python
+    reports before running anything (a script it cannot open) raise CannotRun here."""
+    if code is not None:
+        return lambda: _run_code(code, args)
+    if module is not None:
+        return lambda: _run_module(module, args)
+    if script == "-":
+        return lambda: _run_stdin(args)
+    # As python: relative to the working directory, not normalized ('./x.py' stays in the name).
+    filename = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
+    # A directory or zip is run as its __main__ module when a path hook takes it (as python does).
+    if pkgutil.get_importer(filename) is not None:
+        return lambda: _run_path_entry(script, filename, args)
+    try:
+        with io.open_code(filename) as f:
+            source = f.read()
+    except OSError as exc:
+        # sys.orig_argv[0]: what python calls itself in this message (its program name).
+        raise CannotRun(f"{sys.orig_argv[0]}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}",
+                        2) from None
+    return lambda: _run_file(script, filename, source, args)
+
+
+def run(program: Callable[[], None]) -> None:
+    """Runs the program; an uncaught exception propagates to the interpreter's main (see above)."""
+    try:
+        program()
+    except SystemExit:
+        raise  # the interpreter's own handling: status, message, no traceback
+    except BaseException as exc:
+        _hand_over(exc)
+        raise
+
+
+# --- the forms of program ------------------------------------------------------------------------
+
+def _fresh_main() -> dict:
+    """Installs and returns the namespace of a new __main__ as the interpreter makes it."""
+    previous = sys.modules["__main__"]
+    main = types.ModuleType("__main__")
+    namespace = main.__dict__
+    namespace["__builtins__"] = builtins
+    namespace["__loader__"] = importlib.machinery.BuiltinImporter
+    if "__annotations__" in vars(previous):  # the interpreter's __main__ has it on this version
+        namespace["__annotations__"] = {}
+    sys.modules["__main__"] = main
+    if "__mp_main__" in sys.modules:  # as multiprocessing would have aliased it
+        sys.modules["__mp_main__"] = main
+    return namespace
+
+
+def _set_path0(entry: str) -> None:
+    if not sys.flags.safe_path:  # -P / PYTHONSAFEPATH: python adds no sys.path[0], nor do we
+        sys.path[0] = entry
+
+
+def _run_code(code: str, args: list[str]) -> None:
+    sys.argv = ["-c", *args]
+    _set_path0("")
+    if sys.version_info >= (3, 14):  # python 3.14 dedents -c code
+        import textwrap
+
+        code = textwrap.dedent(code)
+    namespace = _fresh_main()
+    exec(compile(code, "<string>", "exec"), namespace)
+
+
+def _run_stdin(args: list[str]) -> None:
+    sys.argv = ["-", *args]
+    _set_path0("")
+    source = sys.stdin.buffer.read()
+    namespace = _fresh_main()
+    _exec_file(compile(source, "<stdin>", "exec", dont_inherit=True), namespace, "<stdin>")
+
+
+def _run_file(script: str, filename: str, source: bytes, args: list[str]) -> None:
+    sys.argv = [script, *args]
+    _set_path0(os.path.dirname(os.path.realpath(filename)))
+    namespace = _fresh_main()
+    if source[:4] == importlib.util.MAGIC_NUMBER:  # a .pyc, as python runs one
+        namespace["__loader__"] = importlib.machinery.SourcelessFileLoader("__main__", filename)
+        code = marshal.loads(memoryview(source)[16:])
+    else:
+        namespace["__loader__"] = importlib.machinery.SourceFileLoader("__main__", filename)
+        code = compile(source, filename, "exec", dont_inherit=True)
+    _exec_file(code, namespace, filename)
+
+
+def _exec_file(code, namespace: dict, filename: str) -> None:
+    # __file__ and __cached__ only while the program runs: python removes them afterwards
+    # (pythonrun.c, _PyRun_SimpleFileObject), atexit handlers do not see them.
+    namespace["__file__"] = filename
+    namespace["__cached__"] = None
+    try:
+        exec(code, namespace)
+    finally:
+        namespace.pop("__file__", None)
+        namespace.pop("__cached__", None)
+
+
+def _run_path_entry(script: str, filename: str, args: list[str]) -> None:
+    sys.argv = [script, *args]
+    if sys.flags.safe_path:  # -P: python still adds the entry itself, in front
+        sys.path.insert(0, filename)
+    else:
+        sys.path[0] = filename
+    _fresh_main()
+    _run_module_as_main("__main__", alter_argv=False)
+
+
+def _run_module(name: str, args: list[str]) -> None:
+    sys.argv = ["-m", *args]  # python's argv[0] while it looks the module up
+    _set_path0(os.getcwd())
+    _fresh_main()
+    _run_module_as_main(name, alter_argv=True)
+
+
+def _run_module_as_main(name: str, alter_argv: bool) -> None:
+    # Private, but what python's own main calls for -m and for directories and zips (3.11 to
+    # 3.14): it runs the module in the current __main__'s namespace, and reports a module it
+    # cannot find as python does ("<python>: No module named x", exit 1).
+    runpy._run_module_as_main(name, alter_argv=alter_argv)
+
+
+# --- uncaught exceptions -------------------------------------------------------------------------
+
+def _hand_over(exc: BaseException) -> None:
+    """Prepares `exc` to leave through the interpreter's main: it will print it with whatever
+    sys.excepthook is then; the traceback it would pass starts with corral's and runpy's frames
+    that ran this program (and the frames of `python -m corral` itself), which the plain python
+    traceback does not have. A one-shot hook puts the program's own traceback back first."""
+    tb = exc.__traceback__
+    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == _OWN_DIR:
+        tb = tb.tb_next
+    program_hook = sys.excepthook
+
+    def once(exc_type, value, traceback):
+        sys.excepthook = program_hook
+        if value is exc:
+            value.__traceback__ = traceback = tb  # the default hook prints value.__traceback__
+        program_hook(exc_type, value, traceback)
+
+    sys.excepthook = once

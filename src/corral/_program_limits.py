@@ -1,0 +1,90 @@
+"""The budget for the program's own BLAS/OpenMP calls (made outside any pool).
+
+Libraries size their thread pools from the CPUs they see (affinity), not from a cgroup quota or
+CORRAL_CPUS. When the budget is below that, the runner exports the libraries' thread-limit
+variables = budget before the program loads them, and lowers the process-wide setting of those
+already loaded. A variable the user set is an upper bound as the budget is: the lower wins, so
+it is kept when not above the budget and lowered otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .thread_limits import MANAGED_VAR, managed_vars
+
+# Read when the library loads. Not NUMBA_NUM_THREADS (numba then refuses set_num_threads above
+# it: a program could fail) nor PYTHON_CPU_COUNT (os.cpu_count() is the program's to read).
+LIBRARY_VARS: tuple[str, ...] = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    var: str
+    value: str | None  # what the environment has now (None: unset)
+    new: str | None    # what to set (None: kept)
+    why: str
+
+
+def decide(budget: int, visible: int, environ=None) -> list[Decision]:
+    """One decision per variable; empty when the budget is not below the `visible` CPUs
+    (the libraries' own default then fits the budget: nothing to change)."""
+    environ = os.environ if environ is None else environ
+    if budget >= visible:
+        return []
+    ours = managed_vars(environ)  # set by a corral above us: ours to narrow
+    decisions = []
+    for var in LIBRARY_VARS:
+        value = environ.get(var)
+        if value is None or var in ours:
+            decisions.append(Decision(var, value, str(budget), f"set: the budget, {budget}, is below the {visible} CPUs the libraries see"))
+            continue
+        limit = _whole_number(value)
+        if limit is None:
+            decisions.append(Decision(var, value, None, "kept: yours, not a plain number"))
+        elif limit <= budget:
+            decisions.append(Decision(var, value, None, f"kept: yours, not above the budget {budget}"))
+        else:
+            decisions.append(Decision(var, value, str(budget), f"lowered: yours is above the budget {budget}"))
+    return decisions
+
+
+def apply(budget: int, decisions: list[Decision], environ=None) -> int | None:
+    """Puts the decisions into the environment (naming them in CORRAL_MANAGED_ENV, so that corral's
+    process pools may narrow them for their workers) and lowers the libraries already loaded.
+    Returns the limit now in force for the program's own calls (None: nothing decided)."""
+    if not decisions:
+        return None
+    environ = os.environ if environ is None else environ
+    changed = {d.var: d.new for d in decisions if d.new is not None}
+    environ.update(changed)
+    if changed:
+        environ[MANAGED_VAR] = ",".join(sorted(managed_vars(environ) | set(changed)))
+    kept = (_whole_number(d.value) for d in decisions if d.new is None)
+    limit = min([budget, *(n for n in kept if n)])  # never raise a lower limit the user chose
+    _lower_loaded_libraries(limit)
+    return limit
+
+
+def _lower_loaded_libraries(limit: int) -> None:
+    """Libraries loaded before the program (sitecustomize, .pth files) read their variables already."""
+    from . import _core
+
+    pools = _core.native_pools()
+    if any(p["num_threads"] > limit and p["scope"] == "process" for p in pools):
+        _core.set_native_process_limit(limit)
+    if any(p["num_threads"] > limit and p["scope"] == "calling_thread" for p in pools):
+        _core.set_native_thread_limit(limit)  # the main thread, where the program runs
+
+
+def _whole_number(value: str | None) -> int | None:
+    value = (value or "").strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) >= 1 else None
