@@ -45,14 +45,18 @@ PROBE = textwrap.dedent("""\
                 "env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                                        "CORRAL_CPUS")}}
 
+    def whose(pool):  # corral's classes carry the stdlib's names: ask corral
+        import corral
+        return ("corral." if isinstance(pool, (corral.Pool, corral.ProcessPoolExecutor)) else "") + type(pool).__module__
+
     if __name__ == "__main__":
         report = {"joblib_imported_at_start": "joblib" in sys.modules}
         with multiprocessing.Pool(2, initializer=init, initargs=(multiprocessing.Barrier(2),)) as pool:
-            report["multiprocessing.Pool"] = [type(pool).__module__, pool.map(probe, range(2), chunksize=1)]
+            report["multiprocessing.Pool"] = [whose(pool), pool.map(probe, range(2), chunksize=1)]
         with ModulePool(2, initializer=init, initargs=(multiprocessing.Barrier(2),)) as pool:
-            report["multiprocessing.pool.Pool"] = [type(pool).__module__, pool.map(probe, range(2), chunksize=1)]
+            report["multiprocessing.pool.Pool"] = [whose(pool), pool.map(probe, range(2), chunksize=1)]
         with ProcessPoolExecutor(2, initializer=init, initargs=(multiprocessing.Barrier(2),)) as ex:
-            report["ProcessPoolExecutor"] = [type(ex).__module__, list(ex.map(probe, range(2)))]
+            report["ProcessPoolExecutor"] = [whose(ex), list(ex.map(probe, range(2)))]
         try:
             from joblib import Parallel, delayed
         except ImportError:

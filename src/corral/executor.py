@@ -38,3 +38,8 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         return super().submit(_permits.run, self._corral_inner, fn, *args, **kwargs)
 
     submit.__doc__ = concurrent.futures.ThreadPoolExecutor.submit.__doc__
+
+
+# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
+# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ThreadPoolExecutor) tells them apart.
+ThreadPoolExecutor.__module__ = "concurrent.futures.thread"

@@ -57,3 +57,8 @@ class _Workers(dict):
         if process is not None and not isinstance(process, int):
             self._slot_table.retire(process)
         return process
+
+
+# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
+# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ProcessPoolExecutor) tells them apart.
+ProcessPoolExecutor.__module__ = "concurrent.futures.process"

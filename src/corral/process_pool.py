@@ -223,3 +223,8 @@ def patch_targets(*, joblib: bool = True):
 
         targets.extend(thread_limits.joblib_patch_targets())
     return targets
+
+
+# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
+# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.Pool) tells them apart.
+Pool.__module__ = "multiprocessing.pool"

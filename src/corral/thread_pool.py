@@ -40,3 +40,8 @@ class ThreadPool(_stdlib.ThreadPool):
     # map, starmap, imap and imap_unordered (and their *_async forms) hand every task to this one.
     def _guarded_task_generation(self, result_job, func, iterable):
         return super()._guarded_task_generation(result_job, self._permitted(func), iterable)
+
+
+# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
+# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ThreadPool) tells them apart.
+ThreadPool.__module__ = "multiprocessing.pool"

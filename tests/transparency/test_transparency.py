@@ -157,7 +157,7 @@ def test_modes_really_differ(runs_dir):
         else:
             assert len(lines) == 4 and lines[-1] == "corral imported: True", run.describe()
             for line in lines[:3]:
-                assert line.split(": ")[1].startswith("corral."), f"{mode}: {line}\n" + run.describe()
+                assert line.split(": ")[1] == "corral", f"{mode}: {line}\n" + run.describe()
 
 
 def _corral_budget():

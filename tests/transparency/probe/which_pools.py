@@ -5,11 +5,17 @@ from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
 from multiprocessing.pool import ThreadPool
 import multiprocessing
 
+def whose(pool, name):
+    # corral's classes are named as the stdlib's (same __module__ and repr): ask corral itself.
+    corral = sys.modules.get("corral")
+    return "corral" if corral is not None and isinstance(pool, getattr(corral, name)) else type(pool).__module__
+
+
 ex = ThreadPoolExecutor(1)
-print("ThreadPoolExecutor:", type(ex).__module__)
+print("ThreadPoolExecutor:", whose(ex, "ThreadPoolExecutor"))
 ex.shutdown()
 tp = ThreadPool(1)
-print("ThreadPool:", type(tp).__module__)
+print("ThreadPool:", whose(tp, "ThreadPool"))
 tp.terminate()
-print("ProcessPoolExecutor:", type(ProcessPoolExecutor(1)).__module__)
+print("ProcessPoolExecutor:", whose(ProcessPoolExecutor(1), "ProcessPoolExecutor"))
 print("corral imported:", "corral" in sys.modules)
