@@ -249,3 +249,23 @@ def test_ctrl_c_interrupts_a_waiting_caller_promptly(Executor):
     assert time.monotonic() - start < 0.9
     timer.join()
     ex.shutdown(wait=True)
+
+
+@pytest.mark.requires_python((3, 14))
+def test_map_with_buffersize_reads_its_input_lazily(Executor):
+    # 3.14: Executor.map(buffersize=n) keeps at most n tasks ahead of the caller.
+    taken = []
+
+    def numbers():
+        for i in range(100):
+            taken.append(i)
+            yield i
+
+    with Executor(max_workers=2) as ex:
+        results = ex.map(square, numbers(), buffersize=4)
+        assert next(results) == 0
+        time.sleep(0.1)
+        assert len(taken) <= 6  # the first result, and at most buffersize more submitted
+        assert list(results) == [i * i for i in range(1, 100)]
+    with pytest.raises(ValueError):
+        Executor(max_workers=1).map(square, [1], buffersize=0)

@@ -242,3 +242,25 @@ def test_executor_with_spawn(Executor):
     with Executor(2, mp_context=SPAWN, initializer=remember, initargs=(5,)) as executor:
         assert list(executor.map(square, range(6))) == [0, 1, 4, 9, 16, 25]
         assert executor.submit(recall).result(TIMEOUT) == 5
+
+
+@pytest.mark.requires_python((3, 14))
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_executor_terminate_and_kill_workers(Executor, how):
+    # 3.14: stop every worker at once; pending work fails with BrokenProcessPool, as in the stdlib.
+    ex = Executor(max_workers=2, mp_context=FORK)
+    busy = [ex.submit(nap, 30) for _ in range(4)]
+    time.sleep(0.5)
+    started = time.monotonic()
+    getattr(ex, how)()
+    for future in busy:
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            future.result(timeout=TIMEOUT)
+    assert time.monotonic() - started < 20
+    ex.shutdown(wait=True)
+
+
+@pytest.mark.requires_python((3, 14))
+def test_executor_map_with_buffersize(Executor):
+    with Executor(max_workers=2, mp_context=FORK) as ex:
+        assert list(ex.map(square, range(20), buffersize=3)) == [i * i for i in range(20)]
