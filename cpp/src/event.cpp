@@ -2,8 +2,8 @@
 
 #include <climits>
 
-#include "corral/futex.hpp"
-#include "corral/task.hpp"
+#include "futex.hpp"
+#include "corral/detail/task.hpp"
 
 namespace corral {
 

@@ -2,7 +2,7 @@
 // after an idle period; event::wait_for), which std::atomic::wait lacks, and a wake that never touches
 // the word's memory (see futex_wake in futex.hpp). The waiter/notifier protocol is the same one
 // std::atomic wait/notify offers: sleep only while the value is the one we checked.
-#include "corral/futex.hpp"
+#include "futex.hpp"
 
 #include <cerrno>
 #include <climits>

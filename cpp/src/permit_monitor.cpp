@@ -9,7 +9,8 @@
 #include <climits>
 #include <system_error>
 
-#include "corral/futex.hpp"
+#include "assert.hpp"
+#include "futex.hpp"
 #include "wait_monitor.hpp"
 
 namespace corral::detail {
@@ -117,6 +118,7 @@ void permit_monitor::pass() noexcept {
       holder* h = w->who;
       if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::lent) continue;
       h->stage = holder_stage::holding;
+      CORRAL_ASSERT(s_.lent > 0);
       --s_.lent;
       ++s_.held;  // over the budget if need be: see permit_monitor.hpp
       ++s_.acquires;

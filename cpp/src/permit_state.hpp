@@ -60,6 +60,8 @@ struct permit_table::state {
   void wait_locked(std::unique_lock<std::mutex>& lock, bool front);
   void unlink_locked(detail::waiter* w) noexcept;
   void forget_holder_locked(detail::holder* h) noexcept;
+  // The FIFO's length, counted by walking it (for assertions: O(waiters)).
+  unsigned count_waiters_locked() const noexcept;
 
   mutable std::mutex mutex;
   unsigned permits;

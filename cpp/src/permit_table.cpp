@@ -11,8 +11,9 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "assert.hpp"
 #include "corral/budget.hpp"
-#include "corral/futex.hpp"
+#include "futex.hpp"
 #include "permit_monitor.hpp"
 #include "permit_state.hpp"
 
@@ -49,20 +50,33 @@ waiter* permit_table::state::give_back_locked() noexcept {
   last_turnover = clock::now();
   if (held <= permits && head != nullptr) {  // a hand-over: `held` stays, the waiter holds it now
     waiter* w = head;
+    CORRAL_ASSERT(w->granted.load(std::memory_order_relaxed) == 0);  // granted once, while queued
     unlink_locked(w);
     ++acquires;
     w->granted.store(1, std::memory_order_relaxed);  // under the mutex: see permit_state.hpp
     return w;
   }
+  CORRAL_ASSERT(held > 0);
   --held;
   return nullptr;
 }
 
 void permit_table::state::unlink_locked(waiter* w) noexcept {
+  // Only a queued waiter: linked from its neighbours (or the ends), and counted.
+  CORRAL_ASSERT(waiting > 0);
+  CORRAL_ASSERT((w->prev ? w->prev->next : head) == w);
+  CORRAL_ASSERT((w->next ? w->next->prev : tail) == w);
   (w->prev ? w->prev->next : head) = w->next;
   (w->next ? w->next->prev : tail) = w->prev;
   w->next = w->prev = nullptr;
   --waiting;
+  CORRAL_ASSERT((head == nullptr) == (waiting == 0));
+}
+
+unsigned permit_table::state::count_waiters_locked() const noexcept {
+  unsigned n = 0;
+  for (const waiter* w = head; w != nullptr; w = w->next) ++n;
+  return n;
 }
 
 void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
@@ -78,6 +92,7 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   }
   ++waiting;
   ++waits;
+  CORRAL_ASSERT(head != nullptr && tail != nullptr);
   const auto since = clock::now();
   for (;;) {
     lock.unlock();
@@ -233,8 +248,14 @@ void permit_table::release() noexcept {
     s.forget_holder_locked(&h);
     switch (h.stage) {
       case holder_stage::holding: to_wake = s.give_back_locked(); break;
-      case holder_stage::lent: --s.lent; break;      // the monitor gave it away already
-      case holder_stage::paused: --s.paused; break;  // released inside a pause: already given back
+      case holder_stage::lent:  // the monitor gave it away already
+        CORRAL_ASSERT(s.lent > 0);
+        --s.lent;
+        break;
+      case holder_stage::paused:  // released inside a pause: already given back
+        CORRAL_ASSERT(s.paused > 0);
+        --s.paused;
+        break;
     }
     h.table = nullptr;
   }
@@ -246,6 +267,7 @@ bool permit_table::held_by_this_thread() const noexcept { return this_thread.tab
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   const state& s = *state_;
+  CORRAL_ASSERT(s.count_waiters_locked() == s.waiting);  // the count matches the FIFO
   permit_stats out;
   out.permits = s.permits;
   out.held = s.held;
@@ -292,7 +314,10 @@ permit_pause::permit_pause() noexcept {
   {
     std::lock_guard<std::mutex> lock(paused_->mutex);
     if (h.stage == holder_stage::holding) to_wake = paused_->give_back_locked();
-    if (h.stage == holder_stage::lent) --paused_->lent;
+    if (h.stage == holder_stage::lent) {
+      CORRAL_ASSERT(paused_->lent > 0);
+      --paused_->lent;
+    }
     h.stage = holder_stage::paused;
     ++paused_->paused;
   }
@@ -304,6 +329,7 @@ permit_pause::~permit_pause() {
   holder& h = this_thread;
   if (--h.pause_depth > 0) return;
   std::unique_lock<std::mutex> lock(paused_->mutex);
+  CORRAL_ASSERT(paused_->paused > 0);
   --paused_->paused;
   if (!paused_->try_take_locked()) paused_->wait_locked(lock, true);  // returners go first
   h.stage = holder_stage::holding;

@@ -18,7 +18,8 @@
 
 #include "corral/blocking.hpp"
 #include "corral/budget.hpp"
-#include "corral/fence.hpp"
+#include "assert.hpp"
+#include "fence.hpp"
 #include "scheduler_state.hpp"
 #include "stack_headroom.hpp"
 #include "wait_monitor.hpp"
@@ -447,20 +448,39 @@ void scheduler::state::enter_blocking() noexcept {
   detail::thread_state& me = this_thread();
   std::uint32_t stage = disarm(*me.self);
   if (stage == detail::lent) {  // the monitor gave our slot away already: the scope takes that over
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
+    [[maybe_unused]] unsigned lent_before = lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
     me.has_slot = false;
     return;
   }
   settle(stage);
-  blocked.fetch_add(1, std::memory_order_relaxed);
-  release_slot();
+  CORRAL_ASSERT(me.has_slot);  // only a slot holder enters a blocking scope (settled: it holds one)
+  me.has_slot = false;
+  count_blocked_and_give_back_slot();
 }
 
 void scheduler::state::leave_blocking() noexcept {
+  count_returner();
+  wait_as_returner();
+}
+
+void scheduler::state::count_blocked_and_give_back_slot() noexcept {
+  blocked.fetch_add(1, std::memory_order_relaxed);
+  give_back_slot();
+}
+
+void scheduler::state::count_returner() noexcept {
   // Announce first, so that slot holders yield at their next boundary and sleepers leave us a slot.
   returners.fetch_add(1, std::memory_order_seq_cst);
-  blocked.fetch_sub(1, std::memory_order_relaxed);
-  wait_as_returner();
+  [[maybe_unused]] unsigned blocked_before = blocked.fetch_sub(1, std::memory_order_relaxed);
+  CORRAL_ASSERT(blocked_before > 0);
+}
+
+void scheduler::state::count_returned() noexcept {
+  [[maybe_unused]] unsigned returners_before = returners.fetch_sub(1, std::memory_order_seq_cst);
+  CORRAL_ASSERT(returners_before > 0);
+  // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
+  notify_work_strict();
 }
 
 void scheduler::state::wait_as_returner() noexcept {
@@ -473,10 +493,8 @@ void scheduler::state::wait_as_returner() noexcept {
     }
     slot_ec.commit_wait(key);
   }
-  returners.fetch_sub(1, std::memory_order_seq_cst);
   this_thread().has_slot = true;
-  // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
-  notify_work_strict();
+  count_returned();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,11 +534,13 @@ std::uint32_t scheduler::state::disarm(worker& w) noexcept {
 }
 
 void scheduler::state::settle(std::uint32_t stage) noexcept {
+  if (stage == detail::lent || stage == detail::reclaiming) {
+    [[maybe_unused]] unsigned lent_before = lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
+  }
   if (stage == detail::lent) {
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
     leave_blocking();
   } else if (stage == detail::reclaiming) {
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
     wait_as_returner();
   }
 }

@@ -11,8 +11,8 @@
 #include <memory>
 #include <mutex>
 
-#include "corral/chase_lev_deque.hpp"
-#include "corral/event_count.hpp"
+#include "chase_lev_deque.hpp"
+#include "event_count.hpp"
 #include "corral/scheduler.hpp"
 
 namespace corral {
@@ -112,6 +112,11 @@ struct scheduler::state {
   void enter_blocking() noexcept;
   void leave_blocking() noexcept;
   void wait_as_returner() noexcept;  // `returners` already counts us: wait for a slot, then hold it
+  // The counters of a blocking scope, in one place for the calling thread's scopes and for the wait
+  // monitor, which enters and leaves one on a sleeping thread's behalf (a lend, a reclaim).
+  void count_blocked_and_give_back_slot() noexcept;  // entering: blocked += 1, the slot given back
+  void count_returner() noexcept;  // leaving: returners += 1 (first: slot holders yield), blocked -= 1
+  void count_returned() noexcept;  // a returner holds a slot again: returners -= 1, sleepers told
 
   // Lending (the wait monitor). The worker side: arm as a task starts, disarm around anything that
   // touches its slot; disarming settles a lend (takes the slot back as a returner).

@@ -2,7 +2,7 @@
 
 #include <climits>
 
-#include "corral/futex.hpp"
+#include "futex.hpp"
 
 namespace corral {
 

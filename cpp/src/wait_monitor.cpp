@@ -20,7 +20,8 @@
 #include <cstring>
 #include <system_error>
 
-#include "corral/futex.hpp"
+#include "assert.hpp"
+#include "futex.hpp"
 
 namespace corral::detail {
 namespace {
@@ -188,11 +189,11 @@ void wait_monitor::lend(worker& w, std::uint32_t sampled_arm_count) noexcept {
     w.lend_state.store(armed, std::memory_order_release);  // another task than the one we saw asleep
     return;
   }
-  // What a blocking_scope does, for the sleeping thread.
-  s_.blocked.fetch_add(1, std::memory_order_relaxed);
+  // What a blocking_scope does, for the sleeping thread: a parked worker or a spare takes the slot
+  // when work waits.
   s_.lent_now.fetch_add(1, std::memory_order_relaxed);
   s_.lends.fetch_add(1, std::memory_order_relaxed);
-  s_.give_back_slot();  // a parked worker or a spare takes it when work waits
+  s_.count_blocked_and_give_back_slot();
   w.lend_state.store(lent, std::memory_order_release);
 }
 
@@ -202,14 +203,11 @@ void wait_monitor::reclaim(worker& w, std::uint32_t from) noexcept {
   std::uint32_t expected = from;
   if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire, std::memory_order_relaxed))
     return;  // the thread settled it itself
-  if (from == lent) {
-    s_.returners.fetch_add(1, std::memory_order_seq_cst);
-    s_.blocked.fetch_sub(1, std::memory_order_relaxed);
-  }
+  if (from == lent) s_.count_returner();  // as leaving a blocking scope
   if (s_.try_acquire_slot(true)) {
-    s_.returners.fetch_sub(1, std::memory_order_seq_cst);
-    s_.lent_now.fetch_sub(1, std::memory_order_relaxed);
-    s_.notify_work_strict();  // as leave_blocking: more free slots may now be usable by sleepers
+    [[maybe_unused]] unsigned lent_before = s_.lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
+    s_.count_returned();
     w.lend_state.store(armed, std::memory_order_release);
     return;
   }

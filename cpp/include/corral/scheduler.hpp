@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "corral/task.hpp"
+#include "corral/detail/task.hpp"
 
 namespace corral {
 

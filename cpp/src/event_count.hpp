@@ -14,13 +14,12 @@
 #pragma once
 
 #include <atomic>
-
-#include "corral/fence.hpp"
 #include <chrono>
 #include <climits>
 #include <cstdint>
 
-#include "corral/futex.hpp"
+#include "fence.hpp"
+#include "futex.hpp"
 
 namespace corral::detail {
 

@@ -21,11 +21,12 @@
 #pragma once
 
 #include <atomic>
-
-#include "corral/fence.hpp"
 #include <cstdint>
 #include <memory>
 #include <vector>
+
+#include "assert.hpp"
+#include "fence.hpp"
 
 namespace corral::detail {
 
@@ -51,6 +52,7 @@ class chase_lev_deque {
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
     std::int64_t t = top_.load(std::memory_order_acquire);
     ring* a = array_.load(std::memory_order_relaxed);
+    CORRAL_ASSERT(t <= b);  // the size is never negative outside a pop
     if (b - t > a->capacity - 1) a = grow(a, t, b);
     a->put(b, item);
     bottom_.store(b + 1, std::memory_order_release);
@@ -63,6 +65,7 @@ class chase_lev_deque {
     bottom_.store(b, std::memory_order_relaxed);
     seq_cst_fence();
     std::int64_t t = top_.load(std::memory_order_relaxed);
+    CORRAL_ASSERT(t <= b + 1);  // at most empty: thieves never take past the bottom they saw
     if (t > b) {  // was empty
       bottom_.store(b + 1, std::memory_order_relaxed);
       return nullptr;
