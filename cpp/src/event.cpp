@@ -2,8 +2,8 @@
 
 #include <climits>
 
-#include "futex.hpp"
 #include "corral/detail/task.hpp"
+#include "futex.hpp"
 
 namespace corral {
 

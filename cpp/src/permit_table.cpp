@@ -33,11 +33,14 @@ void wake(waiter* w) noexcept {
   if (w != nullptr) detail::futex_wake(&w->granted, 1);
 }
 
-pid_t current_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+pid_t current_tid() noexcept {
+  return static_cast<pid_t>(::syscall(SYS_gettid));
+}
 
 }  // namespace
 
-// -- state ------------------------------------------------------------------------------------------
+// -- state
+// ------------------------------------------------------------------------------------------
 
 bool permit_table::state::try_take_locked() noexcept {
   if (held >= permits || head != nullptr) return false;
@@ -120,11 +123,15 @@ void permit_table::state::forget_holder_locked(holder* h) noexcept {
   }
 }
 
-// -- permit_table ----------------------------------------------------------------------------------
+// -- permit_table
+// ----------------------------------------------------------------------------------
 
-permit_table::permit_table(unsigned permits) : state_(std::make_unique<state>(std::max(1u, permits))) {}
+permit_table::permit_table(unsigned permits)
+    : state_(std::make_unique<state>(std::max(1u, permits))) {}
 
-permit_table::~permit_table() { set_wait_monitor(false); }
+permit_table::~permit_table() {
+  set_wait_monitor(false);
+}
 
 namespace {
 permit_table* process_table = nullptr;
@@ -144,9 +151,13 @@ permit_table& permit_table::process() {
   return *table;
 }
 
-void permit_table::fork_prepare() noexcept { process_table->state_->mutex.lock(); }
+void permit_table::fork_prepare() noexcept {
+  process_table->state_->mutex.lock();
+}
 
-void permit_table::fork_parent() noexcept { process_table->state_->mutex.unlock(); }
+void permit_table::fork_parent() noexcept {
+  process_table->state_->mutex.unlock();
+}
 
 void permit_table::fork_child() noexcept {
   state& s = *process_table->state_;
@@ -207,7 +218,8 @@ bool nested(holder& h, permit_table::state& s) {
     ++h.depth;
     return true;
   }
-  if (h.table != nullptr) throw std::logic_error("corral::permit_table: this thread holds another table's permit");
+  if (h.table != nullptr)
+    throw std::logic_error("corral::permit_table: this thread holds another table's permit");
   return false;
 }
 
@@ -233,9 +245,13 @@ bool take(holder& h, permit_table::state& s, bool may_wait) {
 
 }  // namespace
 
-void permit_table::acquire() { take(this_thread, *state_, true); }
+void permit_table::acquire() {
+  take(this_thread, *state_, true);
+}
 
-bool permit_table::try_acquire() { return take(this_thread, *state_, false); }
+bool permit_table::try_acquire() {
+  return take(this_thread, *state_, false);
+}
 
 void permit_table::release() noexcept {
   holder& h = this_thread;
@@ -247,7 +263,9 @@ void permit_table::release() noexcept {
     std::lock_guard<std::mutex> lock(s.mutex);
     s.forget_holder_locked(&h);
     switch (h.stage) {
-      case holder_stage::holding: to_wake = s.give_back_locked(); break;
+      case holder_stage::holding:
+        to_wake = s.give_back_locked();
+        break;
       case holder_stage::lent:  // the monitor gave it away already
         CORRAL_ASSERT(s.lent > 0);
         --s.lent;
@@ -262,7 +280,9 @@ void permit_table::release() noexcept {
   wake(to_wake);
 }
 
-bool permit_table::held_by_this_thread() const noexcept { return this_thread.table == state_.get(); }
+bool permit_table::held_by_this_thread() const noexcept {
+  return this_thread.table == state_.get();
+}
 
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
@@ -301,9 +321,12 @@ bool permit_table::wait_monitor_on() const noexcept {
   return state_->monitor != nullptr;
 }
 
-// -- permit_pause -----------------------------------------------------------------------------------
+// -- permit_pause
+// -----------------------------------------------------------------------------------
 
-bool permit_pause::in_task() noexcept { return this_thread.table != nullptr; }
+bool permit_pause::in_task() noexcept {
+  return this_thread.table != nullptr;
+}
 
 permit_pause::permit_pause() noexcept {
   holder& h = this_thread;

@@ -77,8 +77,12 @@ TEST(ChaseLevDeque, OwnerAndThievesUnderContentionLoseAndDuplicateNothing) {
       int* item = nullptr;
       for (;;) {
         switch (d.steal(item)) {
-          case deque_t::steal_result::success: take(item); break;
-          case deque_t::steal_result::lost: lost_races.fetch_add(1, std::memory_order_relaxed); break;
+          case deque_t::steal_result::success:
+            take(item);
+            break;
+          case deque_t::steal_result::lost:
+            lost_races.fetch_add(1, std::memory_order_relaxed);
+            break;
           case deque_t::steal_result::empty:
             if (pushing_done.load(std::memory_order_acquire) && d.empty_hint()) return;
             std::this_thread::yield();
@@ -104,8 +108,8 @@ TEST(ChaseLevDeque, OwnerAndThievesUnderContentionLoseAndDuplicateNothing) {
   EXPECT_EQ(wrong, 0u) << "items taken zero or several times";
 }
 
-// The one race the CAS on top settles: the owner pops the deque's last item while a thief steals it.
-// Exactly one of them gets it, every round.
+// The one race the CAS on top settles: the owner pops the deque's last item while a thief steals
+// it. Exactly one of them gets it, every round.
 TEST(ChaseLevDeque, LastItemGoesToExactlyOneOfOwnerAndThief) {
   const std::size_t rounds = scaled(200'000, 4'000);
   deque_t d(2);

@@ -36,12 +36,14 @@ TEST(Corral, TaskGroupAndParallelForRoundTrip) {
 
   std::atomic<int> sum{0};
   corral::task_group group(s);
-  for (int i = 1; i <= 100; ++i) group.run([&sum, i] { sum.fetch_add(i, std::memory_order_relaxed); });
+  for (int i = 1; i <= 100; ++i)
+    group.run([&sum, i] { sum.fetch_add(i, std::memory_order_relaxed); });
   group.wait();
   EXPECT_EQ(sum.load(), 5050);
 
   std::vector<int> squares(1000);
-  corral::parallel_for(0, squares.size(), [&](std::size_t i) { squares[i] = static_cast<int>(i * i); }, s);
+  corral::parallel_for(
+      0, squares.size(), [&](std::size_t i) { squares[i] = static_cast<int>(i * i); }, s);
   for (std::size_t i = 0; i < squares.size(); ++i) ASSERT_EQ(squares[i], static_cast<int>(i * i));
 
   corral::event done;

@@ -72,7 +72,7 @@ TEST(EventCount, ANotifyAfterPrepareMakesCommitReturnAtOnce) {
   event_count ec;
   std::uint32_t key = ec.prepare_wait();
   EXPECT_EQ(ec.waiters(), 1u);
-  ec.notify_one();  // between the waiter's check and its sleep: the case that must not be lost
+  ec.notify_one();      // between the waiter's check and its sleep: the case that must not be lost
   ec.commit_wait(key);  // returns: the epoch moved
   EXPECT_EQ(ec.waiters(), 0u);
 }
@@ -175,7 +175,8 @@ TEST(EventCount, NotifyOnePerTokenLeavesNoTokenBehind) {
   for (int c = 0; c < consumers; ++c)
     threads.emplace_back([&] {
       for (;;) {
-        wait_until(ec, [&] { return available.load(std::memory_order_acquire) > 0 || finished.load(); });
+        wait_until(
+            ec, [&] { return available.load(std::memory_order_acquire) > 0 || finished.load(); });
         std::size_t n = available.load(std::memory_order_acquire);
         while (n > 0 && !available.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) {
         }
