@@ -55,7 +55,7 @@ TEST(ChaseLevDeque, GrowsPastItsInitialCapacityKeepingEveryItem) {
 // The owner pushes every item (popping some back now and then, as a worker runs its own tasks)
 // while thieves steal; a small first array makes it grow while thieves read it.
 TEST(ChaseLevDeque, OwnerAndThievesUnderContentionLoseAndDuplicateNothing) {
-  const std::size_t n = scaled(1'000'000, 20'000);
+  const std::size_t n = scaled(1'000'000, 100'000);
   const int thieves = 3;
   std::vector<int> items(n);
   for (std::size_t i = 0; i < n; ++i) items[i] = static_cast<int>(i);
@@ -111,7 +111,7 @@ TEST(ChaseLevDeque, OwnerAndThievesUnderContentionLoseAndDuplicateNothing) {
 // The one race the CAS on top settles: the owner pops the deque's last item while a thief steals
 // it. Exactly one of them gets it, every round.
 TEST(ChaseLevDeque, LastItemGoesToExactlyOneOfOwnerAndThief) {
-  const std::size_t rounds = scaled(200'000, 4'000);
+  const std::size_t rounds = scaled(200'000, 20'000);
   deque_t d(2);
   int item = 42;
   std::atomic<std::size_t> round{0};       // the owner starts round r by storing r

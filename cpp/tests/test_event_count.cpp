@@ -103,7 +103,7 @@ TEST(EventCount, CommitWaitForTimesOutWithoutANotify) {
 // Two threads hand a ball back and forth, each sleeping on its own event count until the ball is
 // its own: every hand-over needs the other's wake-up, so one lost wake-up stops the game.
 TEST(EventCount, PingPongLosesNoWakeUp) {
-  const std::size_t rounds = scaled(100'000, 2'000);
+  const std::size_t rounds = scaled(100'000, 10'000);
   event_count ping, pong;
   std::atomic<std::size_t> ball{0};  // even: the first thread's turn; odd: the second's
   watchdog dog({&ping, &pong}, ball);
@@ -130,7 +130,7 @@ TEST(EventCount, PingPongLosesNoWakeUp) {
 // Many waiters, each waiting for the next generation; the notifier bumps it and notifies all.
 // Each waiter must see every generation.
 TEST(EventCount, NotifyAllReachesEveryWaiterEveryTime) {
-  const std::size_t generations = scaled(20'000, 400);
+  const std::size_t generations = scaled(20'000, 2'000);
   const int waiters = 3;
   event_count ec;
   std::atomic<std::size_t> generation{0};
@@ -164,7 +164,7 @@ TEST(EventCount, NotifyAllReachesEveryWaiterEveryTime) {
 // A producer posts tokens one at a time, each with notify_one; consumers sleep while there is none.
 // Every token is taken, and no consumer stays asleep while one is left.
 TEST(EventCount, NotifyOnePerTokenLeavesNoTokenBehind) {
-  const std::size_t tokens = scaled(100'000, 2'000);
+  const std::size_t tokens = scaled(100'000, 10'000);
   const int consumers = 3;
   event_count ec;
   std::atomic<std::size_t> available{0};
