@@ -10,7 +10,7 @@ SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp
   cpp/CMakeLists.txt CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 
-.PHONY: setup demo test test-cpp test-py test-pythons bench bench-cpp bench-py bench-quick format clean $(addprefix test-cpp-,$(PRESETS))
+.PHONY: setup demo test test-cpp test-py test-pythons bench bench-cpp bench-py bench-quick format format-check clean $(addprefix test-cpp-,$(PRESETS))
 
 setup: $(VENV)/.installed
 
@@ -31,7 +31,7 @@ $(VENV)/.installed: $(VENV)/.deps $(SOURCES)
 demo: setup
 	$(VPY) benchmarks/demo.py
 
-test: setup test-cpp test-py bench-quick
+test: setup format-check test-cpp test-py bench-quick
 
 test-cpp: $(addprefix test-cpp-,$(PRESETS))
 
@@ -64,8 +64,15 @@ bench-py: setup
 bench-quick: setup
 	$(VPY) benchmarks/run.py --quick --out build/bench-quick
 
-format:
-	clang-format -i $$(find cpp bindings -name '*.cpp' -o -name '*.hpp')
+# The C++ and the bindings, formatted by .clang-format with the clang-format pinned in
+# requirements-dev.txt (the venv's, first on PATH), so every machine formats alike.
+FORMATTED = $$(find cpp bindings -name '*.cpp' -o -name '*.hpp')
+
+format: $(VENV)/.deps
+	clang-format -i $(FORMATTED)
+
+format-check: $(VENV)/.deps
+	clang-format --dry-run --Werror $(FORMATTED)
 
 clean:
 	rm -rf build $(VENV)

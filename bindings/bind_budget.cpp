@@ -116,7 +116,8 @@ void bind_budget(nb::module_& m) {
       nb::arg("sys_root") = nb::none(),
       "The CPU budget of this process, read on each call: the affinity mask, capped by the\n"
       "cgroup (v2 and v1) CPU quota and cpusets of its cgroup and every ancestor, replaced by\n"
-      "CORRAL_CPUS when set (see docs/budget.md). env: a mapping to read CORRAL_CPUS from instead of the process environment,\n"
+      "CORRAL_CPUS when set (see docs/budget.md). env: a mapping to read CORRAL_CPUS from instead "
+      "of the process environment,\n"
       "or the value of CORRAL_CPUS itself.\n"
       "proc_root, sys_root: fake /proc and /sys trees (tests). Raises ValueError for a\n"
       "malformed CORRAL_CPUS.");

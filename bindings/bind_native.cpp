@@ -1,6 +1,7 @@
 // corral._core: the native thread pools loaded in this process, and their thread controls.
-// Discovery takes the dynamic loader's lock (dl_iterate_phdr, dlopen): the GIL is released around it so
-// that a thread holding the loader's lock while it waits for the GIL (an import) cannot deadlock with us.
+// Discovery takes the dynamic loader's lock (dl_iterate_phdr, dlopen): the GIL is released around
+// it so that a thread holding the loader's lock while it waits for the GIL (an import) cannot
+// deadlock with us.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
@@ -21,9 +22,10 @@ nb::dict to_dict(const native::library_info& info) {
   d["threading_layer"] = info.threading_layer;
   d["num_threads"] = info.num_threads;
   d["prefix"] = info.prefix;
-  d["scope"] = std::string(info.has_thread_control    ? native::to_string(native::limit_scope::calling_thread)
-                           : info.has_process_control ? native::to_string(native::limit_scope::process)
-                                                      : "none");
+  d["scope"] =
+      std::string(info.has_thread_control ? native::to_string(native::limit_scope::calling_thread)
+                  : info.has_process_control ? native::to_string(native::limit_scope::process)
+                                             : "none");
   return d;
 }
 
@@ -36,8 +38,9 @@ unsigned checked_limit(long n) {
 
 void bind_native(nb::module_& m) {
   // Opaque: holds references that keep the libraries it names loaded.
-  nb::class_<native::snapshot>(m, "NativeSnapshot",
-                               "Thread settings of native libraries as they were, for restore_native_limits().")
+  nb::class_<native::snapshot>(
+      m, "NativeSnapshot",
+      "Thread settings of native libraries as they were, for restore_native_limits().")
       .def("__len__", [](const native::snapshot& s) { return s.entries.size(); })
       .def("__repr__", [](const native::snapshot& s) {
         return "<NativeSnapshot of " + std::to_string(s.entries.size()) + " setting(s)>";
@@ -55,10 +58,14 @@ void bind_native(nb::module_& m) {
         for (const auto& info : infos) result.append(to_dict(info));
         return result;
       },
-      "The BLAS and OpenMP libraries loaded in this process, as a list of dicts: library (threadpoolctl's\n"
-      "internal_api: openblas, mkl, blis, flexiblas, openmp), path, version (or None), threading_layer,\n"
-      "num_threads (as the calling thread sees it), prefix (the filename prefix matched) and scope\n"
-      "(calling_thread or process: what set_native_thread_limit / set_native_process_limit can change).");
+      "The BLAS and OpenMP libraries loaded in this process, as a list of dicts: library "
+      "(threadpoolctl's\n"
+      "internal_api: openblas, mkl, blis, flexiblas, openmp), path, version (or None), "
+      "threading_layer,\n"
+      "num_threads (as the calling thread sees it), prefix (the filename prefix matched) and "
+      "scope\n"
+      "(calling_thread or process: what set_native_thread_limit / set_native_process_limit can "
+      "change).");
 
   m.def(
       "set_native_thread_limit",
@@ -68,7 +75,8 @@ void bind_native(nb::module_& m) {
         return native::controller::process().set_thread_limit(limit);
       },
       nb::arg("n"),
-      "Limits every per-thread control (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local setting)\n"
+      "Limits every per-thread control (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local "
+      "setting)\n"
       "to n threads for the calling thread only. Returns a NativeSnapshot of what it replaced.");
 
   m.def(
@@ -79,13 +87,15 @@ void bind_native(nb::module_& m) {
         return native::controller::process().set_process_limit(limit);
       },
       nb::arg("n"),
-      "Limits every process-wide control (OpenBLAS pthreads, BLIS, MKL's global setting, FlexiBLAS) to n\n"
+      "Limits every process-wide control (OpenBLAS pthreads, BLIS, MKL's global setting, "
+      "FlexiBLAS) to n\n"
       "threads, for every thread. Returns a NativeSnapshot of what it replaced.");
 
   m.def(
       "capture_native_limits",
       [](const std::string& scope) {
-        for (native::limit_scope s : {native::limit_scope::calling_thread, native::limit_scope::process}) {
+        for (native::limit_scope s :
+             {native::limit_scope::calling_thread, native::limit_scope::process}) {
           if (scope != native::to_string(s)) continue;
           nb::gil_scoped_release release;
           return native::controller::process().capture(s);

@@ -1,8 +1,8 @@
 // The permit table for corral's Python pools (permit_table.hpp): a task runs while its thread holds
 // a permit; a wait gives it back. See src/corral/_permits.py for the Python view.
 //
-// GIL: taking a permit that is free costs a mutex and no GIL release; one that must be waited for is
-// waited for with the GIL released (a waiting thread must not keep the holders from running).
+// GIL: taking a permit that is free costs a mutex and no GIL release; one that must be waited for
+// is waited for with the GIL released (a waiting thread must not keep the holders from running).
 #include <nanobind/stl/optional.h>
 
 #include <optional>
@@ -83,13 +83,16 @@ nb::dict stats_dict() {
 void bind_permits(nb::module_& m) {
   // Positional-only (no nb::arg names), so that a task's own keyword arguments can never collide.
   m.def("run_permitted", &run_permitted,
-        "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while it holds one of the process's permits (waiting "
+        "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling "
+        "thread while it holds one of the process's permits (waiting "
         "for one with the GIL released). inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets "
         "max(1, permits // holders) for the call, n > 0 sets n.");
   m.def("in_permit_task", &permit_pause::in_task,
-        "Whether the calling thread is inside run_permitted (holding, or having given back, a permit).");
-  m.def("permits", [] { return permit_table::process().permits(); },
-        "How many threads of this process may run corral tasks at once (the budget).");
+        "Whether the calling thread is inside run_permitted (holding, or having given back, a "
+        "permit).");
+  m.def(
+      "permits", [] { return permit_table::process().permits(); },
+      "How many threads of this process may run corral tasks at once (the budget).");
   m.def(
       "set_permits",
       [](long n) {
@@ -97,15 +100,20 @@ void bind_permits(nb::module_& m) {
         permit_table::process().set_permits(static_cast<unsigned>(std::min<long>(n, 1 << 20)));
       },
       nb::arg("n"), "Sets how many threads may run corral tasks at once (>= 1).");
-  m.def("set_permit_monitor", [](bool on) { permit_table::process().set_wait_monitor(on); }, nb::arg("on"),
-        "Starts or stops the thread that lends the permits of tasks found asleep in a system call.");
-  m.def("set_inner_thread_cap", [](unsigned cap) { set_inner_thread_cap(cap); }, nb::arg("cap"),
-        "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
-  m.def("permit_stats", &stats_dict, "The process's permit table, as a dict of counters and gauges.");
+  m.def(
+      "set_permit_monitor", [](bool on) { permit_table::process().set_wait_monitor(on); },
+      nb::arg("on"),
+      "Starts or stops the thread that lends the permits of tasks found asleep in a system call.");
+  m.def(
+      "set_inner_thread_cap", [](unsigned cap) { set_inner_thread_cap(cap); }, nb::arg("cap"),
+      "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
+  m.def("permit_stats", &stats_dict,
+        "The process's permit table, as a dict of counters and gauges.");
 
-  nb::class_<python_permit_pause>(m, "PermitPause",
-                                  "Between enter() and exit() the calling thread holds no permit (if it "
-                                  "held one); exit() takes one back, ahead of tasks not yet started.")
+  nb::class_<python_permit_pause>(
+      m, "PermitPause",
+      "Between enter() and exit() the calling thread holds no permit (if it "
+      "held one); exit() takes one back, ahead of tasks not yet started.")
       .def(nb::init<>())
       .def("enter", &python_permit_pause::enter)
       .def("exit", &python_permit_pause::exit);

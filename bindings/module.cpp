@@ -6,7 +6,8 @@ NB_MODULE(_core, m) {
   m.doc() = "corral's C++ core (thin bindings; see src/corral for the Python API)";
   m.attr("__version__") = corral::version();
   // A forked child exits with objects that its parent's other threads held (a pool task's frame):
-  // nanobind would report them as leaks on stderr, which the program never printed under plain python.
+  // nanobind would report them as leaks on stderr, which the program never printed under plain
+  // python.
   nanobind::set_leak_warnings(false);
   corral::bindings::bind_budget(m);
   corral::bindings::bind_native(m);

@@ -82,7 +82,9 @@ struct tbb_threads {
         arena(threads) {}
 };
 
-long fib_tasks(int n) { return n < 2 ? 0 : 1 + fib_tasks(n - 1) + fib_tasks(n - 2); }
+long fib_tasks(int n) {
+  return n < 2 ? 0 : 1 + fib_tasks(n - 1) + fib_tasks(n - 2);
+}
 
 // ---- fib -------------------------------------------------------------------------------------
 
@@ -134,7 +136,8 @@ void parallel_for_corral(benchmark::State& state, int threads) {
   corral::scheduler s(slots(threads));
   auto n = static_cast<std::size_t>(state.range(0));
   cpu_meter cpu;
-  for (auto _ : state) corral::parallel_for(0, n, [](std::size_t i) { benchmark::DoNotOptimize(i); }, s);
+  for (auto _ : state)
+    corral::parallel_for(0, n, [](std::size_t i) { benchmark::DoNotOptimize(i); }, s);
   cpu.report(state, "ns_per_index", "cpu_ns_per_index", static_cast<double>(n));
 }
 
@@ -143,14 +146,16 @@ void parallel_for_tbb(benchmark::State& state, int threads) {
   auto n = static_cast<std::size_t>(state.range(0));
   cpu_meter cpu;
   pool.arena.execute([&] {
-    for (auto _ : state) tbb::parallel_for(std::size_t{0}, n, [](std::size_t i) { benchmark::DoNotOptimize(i); });
+    for (auto _ : state)
+      tbb::parallel_for(std::size_t{0}, n, [](std::size_t i) { benchmark::DoNotOptimize(i); });
   });
   cpu.report(state, "ns_per_index", "cpu_ns_per_index", static_cast<double>(n));
 }
 
 // ---- wake_latency ----------------------------------------------------------------------------
 
-constexpr auto settle = std::chrono::milliseconds(5);  // long enough for every worker to fall asleep
+// long enough for every worker to fall asleep
+constexpr auto settle = std::chrono::milliseconds(5);
 
 void wake_corral(benchmark::State& state, int threads) {
   corral::scheduler s(slots(threads));
@@ -164,7 +169,8 @@ void wake_corral(benchmark::State& state, int threads) {
       done.set();
     });
     done.wait();
-    state.SetIterationTime(static_cast<double>(started.load() - t0.time_since_epoch().count()) * 1e-9);
+    state.SetIterationTime(static_cast<double>(started.load() - t0.time_since_epoch().count()) *
+                           1e-9);
   }
 }
 
@@ -177,7 +183,8 @@ void wake_tbb(benchmark::State& state, int threads) {
     auto t0 = clock_type::now();
     pool.arena.enqueue([&] { started = clock_type::now().time_since_epoch().count(); });
     while (started.load() == 0) std::this_thread::yield();
-    state.SetIterationTime(static_cast<double>(started.load() - t0.time_since_epoch().count()) * 1e-9);
+    state.SetIterationTime(static_cast<double>(started.load() - t0.time_since_epoch().count()) *
+                           1e-9);
   }
 }
 

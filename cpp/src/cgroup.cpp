@@ -174,7 +174,8 @@ budget_source finish_source(budget_source source, std::vector<std::string> parts
                             std::string_view file_name) {
   if (parts.empty() && problems.empty()) {
     parts.push_back("no " + std::string(file_name) + " from " + where.leaf_dir.string() +
-                    " up to " + where.mount_dir.string() + " (controller not enabled there): no limit");
+                    " up to " + where.mount_dir.string() +
+                    " (controller not enabled there): no limit");
   } else if (parts.empty()) {
     source.skipped = true;
     parts.emplace_back("skipped");

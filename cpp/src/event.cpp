@@ -2,8 +2,8 @@
 
 #include <climits>
 
-#include "corral/futex.hpp"
-#include "corral/task.hpp"
+#include "corral/detail/task.hpp"
+#include "futex.hpp"
 
 namespace corral {
 

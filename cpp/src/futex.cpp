@@ -1,8 +1,8 @@
 // Linux futexes directly rather than std::atomic::wait: we need timed waits (spare threads retire
-// after an idle period; event::wait_for), which std::atomic::wait lacks, and a wake that never touches
-// the word's memory (see futex_wake in futex.hpp). The waiter/notifier protocol is the same one
-// std::atomic wait/notify offers: sleep only while the value is the one we checked.
-#include "corral/futex.hpp"
+// after an idle period; event::wait_for), which std::atomic::wait lacks, and a wake that never
+// touches the word's memory (see futex_wake in futex.hpp). The waiter/notifier protocol is the same
+// one std::atomic wait/notify offers: sleep only while the value is the one we checked.
+#include "futex.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -46,7 +46,8 @@ void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept {
 #else  // Portable fallback: short sleeps. Linux is the supported platform.
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept {
-  if (word.load(std::memory_order_acquire) == expected) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  if (word.load(std::memory_order_acquire) == expected)
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
 }
 bool futex_wait_for(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                     std::chrono::nanoseconds timeout) noexcept {

@@ -12,7 +12,8 @@ namespace corral::native {
 
 namespace {
 
-// dlpi_adds/dlpi_subs exist when the loader passes a struct large enough to hold them (glibc >= 2.4).
+// dlpi_adds/dlpi_subs exist when the loader passes a struct large enough to hold them (glibc
+// >= 2.4).
 bool has_counters(std::size_t size) {
   return size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof(dl_phdr_info::dlpi_subs);
 }
@@ -57,11 +58,13 @@ int checked_limit(unsigned n) {
 }
 
 bool has_control(const native_library& library, limit_scope scope) {
-  return scope == limit_scope::calling_thread ? library.has_thread_control() : library.has_process_control();
+  return scope == limit_scope::calling_thread ? library.has_thread_control()
+                                              : library.has_process_control();
 }
 
 int read_setting(const native_library& library, limit_scope scope) {
-  return scope == limit_scope::calling_thread ? library.thread_setting() : library.process_setting();
+  return scope == limit_scope::calling_thread ? library.thread_setting()
+                                              : library.process_setting();
 }
 
 void write_setting(const native_library& library, limit_scope scope, int value) {
@@ -88,11 +91,13 @@ loaded_objects list_loaded_objects() {
 }
 
 // A controller of its own: nothing cached, nothing kept.
-std::vector<library_info> discover() { return controller{}.info(); }
+std::vector<library_info> discover() {
+  return controller{}.info();
+}
 
 controller& controller::process() {
-  // Leaked on purpose: no destruction-order hazard at exit. Held across fork() so that a child never
-  // inherits it locked by a thread that does not exist there.
+  // Leaked on purpose: no destruction-order hazard at exit. Held across fork() so that a child
+  // never inherits it locked by a thread that does not exist there.
   static controller* const instance = [] {
     auto* c = new controller();
     pthread_atfork([] { process().mutex_.lock(); }, [] { process().mutex_.unlock(); },
@@ -120,9 +125,10 @@ std::shared_ptr<const library_list> controller::libraries() {
     auto known = by_path_.find(path);
     if (known == by_path_.end()) {
       std::shared_ptr<const native_library> library = native_library::open_loaded(path);
-      // A name that matches no prefix never will; one that matched but could not be opened (unloaded
-      // meanwhile) is tried again at the next rescan.
-      if (library || match_filename(path).empty()) known = by_path_.emplace(path, std::move(library)).first;
+      // A name that matches no prefix never will; one that matched but could not be opened
+      // (unloaded meanwhile) is tried again at the next rescan.
+      if (library || match_filename(path).empty())
+        known = by_path_.emplace(path, std::move(library)).first;
     }
     if (known != by_path_.end() && known->second) libraries->push_back(known->second);
   }
@@ -151,15 +157,20 @@ snapshot controller::set_limit(limit_scope scope, unsigned n) {
   int limit = checked_limit(n);
   snapshot saved = capture(scope);
   for (const snapshot::entry& entry : saved.entries) {
-    if (entry.value == limit) continue;  // OpenBLAS takes a lock (and may start threads) on every set
+    if (entry.value == limit)
+      continue;  // OpenBLAS takes a lock (and may start threads) on every set
     write_setting(*entry.library, scope, limit);
   }
   return saved;
 }
 
-snapshot controller::set_thread_limit(unsigned n) { return set_limit(limit_scope::calling_thread, n); }
+snapshot controller::set_thread_limit(unsigned n) {
+  return set_limit(limit_scope::calling_thread, n);
+}
 
-snapshot controller::set_process_limit(unsigned n) { return set_limit(limit_scope::process, n); }
+snapshot controller::set_process_limit(unsigned n) {
+  return set_limit(limit_scope::process, n);
+}
 
 void controller::restore(const snapshot& saved) {
   for (const snapshot::entry& entry : saved.entries) {

@@ -26,18 +26,17 @@ unsigned capped(unsigned n) noexcept {
 class process_limit;
 process_limit& the_process_limit();
 
-
 // One owner for the process-wide controls, so that tasks starting at once do not fight over them.
 // It also counts the tasks between their start and end (running or waiting inside), which is the
 // demand the dynamic rule divides by: a pool's task that sleeps still comes back for a core, and a
 // count of running tasks alone would hand its core's share to the next task's BLAS (measured:
 // docs/native.md). The setting from before the first task comes back when the last one ends.
 //
-// Lowering is immediate (at a task start); raising, when tasks end and the demand falls, waits until
-// the demand has stayed low for raise_delay. In a map the next task starts within microseconds of
-// the last one's end, and flipping OpenBLAS to 2 threads and back in between costs the task still
-// running (measured: W1 0.47 s -> 0.62 s); when the last tasks of a map are one large call, its later
-// BLAS calls get the cores the finished tasks left (W2).
+// Lowering is immediate (at a task start); raising, when tasks end and the demand falls, waits
+// until the demand has stayed low for raise_delay. In a map the next task starts within
+// microseconds of the last one's end, and flipping OpenBLAS to 2 threads and back in between costs
+// the task still running (measured: W1 0.47 s -> 0.62 s); when the last tasks of a map are one
+// large call, its later BLAS calls get the cores the finished tasks left (W2).
 class process_limit {
  public:
   static constexpr auto raise_delay = std::chrono::milliseconds(2);
@@ -78,7 +77,8 @@ class process_limit {
     std::lock_guard<std::mutex> lock(mutex_);
     if (tasks_ > 1) last_shared_ = std::chrono::steady_clock::now();
     if (--tasks_ > 0) {
-      if (dynamic_ && capped(dynamic_inner_threads(slots_, tasks_)) > current_) schedule_raise_locked();
+      if (dynamic_ && capped(dynamic_inner_threads(slots_, tasks_)) > current_)
+        schedule_raise_locked();
       return;
     }
     raise_pending_ = false;
@@ -172,13 +172,15 @@ class process_limit {
 };
 
 process_limit& the_process_limit() {
-  static auto* instance = new process_limit;  // never destroyed: tasks may end while the process exits
+  // never destroyed: tasks may end while the process exits
+  static auto* instance = new process_limit;
   return *instance;
 }
 
 // The limits of the tasks running on this thread, innermost last (tasks nest inside waits), each
 // with its nesting depth, so that a start that could not record its entry (out of memory) does not
-// make its end pop an outer task's. A deque: its elements never move, and task_native_limits cannot.
+// make its end pop an outer task's. A deque: its elements never move, and task_native_limits
+// cannot.
 struct observed_task {
   observed_task(unsigned d, scheduler& s, int inner) noexcept : depth(d), limits(s, inner) {}
   unsigned depth;
@@ -189,7 +191,9 @@ thread_local unsigned observed_depth = 0;
 
 }  // namespace
 
-void set_inner_thread_cap(unsigned cap) noexcept { inner_thread_cap.store(cap, std::memory_order_relaxed); }
+void set_inner_thread_cap(unsigned cap) noexcept {
+  inner_thread_cap.store(cap, std::memory_order_relaxed);
+}
 
 unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
   return std::max(1u, slots / std::max(1u, running));
@@ -198,7 +202,8 @@ unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
 task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept
     : task_native_limits(s.slots(), s.running(), inner_threads) {}
 
-task_native_limits::task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept {
+task_native_limits::task_native_limits(unsigned slots, unsigned running,
+                                       int inner_threads) noexcept {
   if (inner_threads == 0) return;
   try {
     const unsigned fixed = inner_threads > 0 ? static_cast<unsigned>(inner_threads) : 0;
@@ -225,10 +230,13 @@ void native_limit_observer::on_task_start(scheduler& s) noexcept {
 }
 
 void native_limit_observer::on_task_end(scheduler&) noexcept {
-  if (!observed_tasks.empty() && observed_tasks.back().depth == observed_depth) observed_tasks.pop_back();
+  if (!observed_tasks.empty() && observed_tasks.back().depth == observed_depth)
+    observed_tasks.pop_back();
   --observed_depth;
 }
 
-process_native_limit_state process_native_limit() noexcept { return the_process_limit().state(); }
+process_native_limit_state process_native_limit() noexcept {
+  return the_process_limit().state();
+}
 
 }  // namespace corral

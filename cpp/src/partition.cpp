@@ -14,8 +14,10 @@ namespace {
 // The CPUs in partition order, with where each core and each node starts in it.
 struct ordered_cpus {
   std::vector<int> order;
-  std::vector<std::size_t> core_begin;  // position in `order` of each core's first CPU; back() == order.size()
-  std::vector<std::size_t> node_first_core;  // index of each node's first core; back() == number of cores
+  std::vector<std::size_t>
+      core_begin;  // position in `order` of each core's first CPU; back() == order.size()
+  std::vector<std::size_t>
+      node_first_core;  // index of each node's first core; back() == number of cores
 
   [[nodiscard]] std::size_t cpus() const { return order.size(); }
   [[nodiscard]] std::size_t cores() const { return core_begin.size() - 1; }
@@ -23,8 +25,12 @@ struct ordered_cpus {
   [[nodiscard]] std::size_t node_cores(std::size_t node) const {
     return node_first_core[node + 1] - node_first_core[node];
   }
-  [[nodiscard]] std::size_t node_begin(std::size_t node) const { return core_begin[node_first_core[node]]; }
-  [[nodiscard]] std::size_t node_end(std::size_t node) const { return core_begin[node_first_core[node + 1]]; }
+  [[nodiscard]] std::size_t node_begin(std::size_t node) const {
+    return core_begin[node_first_core[node]];
+  }
+  [[nodiscard]] std::size_t node_end(std::size_t node) const {
+    return core_begin[node_first_core[node + 1]];
+  }
 };
 
 // A run [begin, end) of positions in the partition order.
@@ -33,13 +39,15 @@ using run = std::pair<std::size_t, std::size_t>;
 // Throws when a CPU is listed in two of `groups` (cores or nodes: `what`) or, given `empty_error`,
 // when a group is empty; group by group, so the first fault met is the one reported.
 template <class Group>
-void check_disjoint(const std::vector<Group>& groups, const std::string& what, const char* empty_error = nullptr) {
+void check_disjoint(const std::vector<Group>& groups, const std::string& what,
+                    const char* empty_error = nullptr) {
   cpu_set seen;
   for (const Group& group : groups) {
     if (empty_error != nullptr && group.cpus.empty()) throw std::invalid_argument(empty_error);
     for (const int cpu : group.cpus.ids()) {
       if (seen.contains(cpu)) {
-        throw std::invalid_argument("partition: CPU " + std::to_string(cpu) + " is listed in two " + what);
+        throw std::invalid_argument("partition: CPU " + std::to_string(cpu) + " is listed in two " +
+                                    what);
       }
       seen.add(cpu);
     }
@@ -69,8 +77,9 @@ ordered_cpus order_topology(const cpu_topology& topology) {
   ordered_cpus result;
   for (auto& cores : by_node) {
     if (cores.empty()) continue;
-    std::sort(cores.begin(), cores.end(),
-              [](const physical_core* a, const physical_core* b) { return a->cpus.first() < b->cpus.first(); });
+    std::sort(cores.begin(), cores.end(), [](const physical_core* a, const physical_core* b) {
+      return a->cpus.first() < b->cpus.first();
+    });
     result.node_first_core.push_back(result.core_begin.size());
     for (const physical_core* core : cores) {
       result.core_begin.push_back(result.order.size());
@@ -103,12 +112,14 @@ std::vector<std::size_t> apportion(std::size_t workers, const std::vector<std::s
   }
   // How far below its exact quota a node is, scaled by `total` to stay in integers.
   const auto deficit = [&](std::size_t n) {
-    return static_cast<std::int64_t>(workers * capacity[n]) - static_cast<std::int64_t>(share[n] * total);
+    return static_cast<std::int64_t>(workers * capacity[n]) -
+           static_cast<std::int64_t>(share[n] * total);
   };
   while (given < workers) {
     std::size_t best = capacity.size();
     for (std::size_t n = 0; n < capacity.size(); ++n) {
-      if (share[n] < capacity[n] && (best == capacity.size() || deficit(n) > deficit(best))) best = n;
+      if (share[n] < capacity[n] && (best == capacity.size() || deficit(n) > deficit(best)))
+        best = n;
     }
     ++share[best];
     ++given;
@@ -179,13 +190,17 @@ std::vector<run> runs_within_nodes(const ordered_cpus& cpus, std::size_t workers
 
 }  // namespace
 
-std::vector<int> partition_order(const cpu_topology& topology) { return order_topology(topology).order; }
+std::vector<int> partition_order(const cpu_topology& topology) {
+  return order_topology(topology).order;
+}
 
-std::vector<std::vector<int>> partition_cpus(const cpu_topology& topology, std::size_t workers, double factor) {
+std::vector<std::vector<int>> partition_cpus(const cpu_topology& topology, std::size_t workers,
+                                             double factor) {
   if (workers == 0) throw std::invalid_argument("partition: workers must be at least 1 (got 0)");
   if (!std::isfinite(factor) || factor < 1.0) {
-    throw std::invalid_argument("partition: the oversubscription factor must be a finite number >= 1 (got " +
-                                std::to_string(factor) + ")");
+    throw std::invalid_argument(
+        "partition: the oversubscription factor must be a finite number >= 1 (got " +
+        std::to_string(factor) + ")");
   }
   const ordered_cpus cpus = order_topology(topology);
   const std::size_t total = cpus.cpus();
@@ -205,7 +220,8 @@ std::vector<std::vector<int>> partition_cpus(const cpu_topology& topology, std::
     const std::size_t size = end - begin;
     // The epsilon keeps 10 * 1.1 at 11 CPUs, not 12.
     const double widened = std::ceil(static_cast<double>(size) * factor - 1e-9);
-    const std::size_t wanted = widened >= static_cast<double>(total) ? total : static_cast<std::size_t>(widened);
+    const std::size_t wanted =
+        widened >= static_cast<double>(total) ? total : static_cast<std::size_t>(widened);
     const std::size_t count = std::max(size, wanted);
     std::vector<int> set;
     set.reserve(count);

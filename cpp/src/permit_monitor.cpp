@@ -1,15 +1,16 @@
-// The permit monitor's thread (permit_monitor.hpp says what it does). It reads the holders under the
-// table's mutex, samples /proc without it, and changes a holder's stage only under the mutex and only
-// if the holder's generation is the one it sampled: a holder that released, paused or took a new
-// permit meanwhile is left alone, so each lend is given back once (by the monitor) and taken back
-// once (by the monitor on waking, or by the thread's release).
+// The permit monitor's thread (permit_monitor.hpp says what it does). It reads the holders under
+// the table's mutex, samples /proc without it, and changes a holder's stage only under the mutex
+// and only if the holder's generation is the one it sampled: a holder that released, paused or took
+// a new permit meanwhile is left alone, so each lend is given back once (by the monitor) and taken
+// back once (by the monitor on waking, or by the thread's release).
 #include "permit_monitor.hpp"
 
 #include <algorithm>
 #include <climits>
 #include <system_error>
 
-#include "corral/futex.hpp"
+#include "assert.hpp"
+#include "futex.hpp"
 #include "wait_monitor.hpp"
 
 namespace corral::detail {
@@ -22,7 +23,8 @@ constexpr auto idle_interval = std::chrono::milliseconds(20);  // nobody to watc
 
 permit_monitor::permit_monitor(permit_table::state& s) : s_(s) {
   const int rc = create_thread_without_async_signals(&thread_, nullptr, &entry, this);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "corral: cannot start the permit monitor");
+  if (rc != 0)
+    throw std::system_error(rc, std::generic_category(), "corral: cannot start the permit monitor");
 }
 
 permit_monitor::~permit_monitor() {
@@ -91,7 +93,8 @@ void permit_monitor::pass() noexcept {
     if (sample.asleep && sample.kind == sleep_kind::other) {
       ++w.other_samples;
       w.futex_samples = 0;
-    } else if (sample.asleep && sample.kind == sleep_kind::futex && w.cpu_known && sample.cpu_ns == w.cpu_ns) {
+    } else if (sample.asleep && sample.kind == sleep_kind::futex && w.cpu_known &&
+               sample.cpu_ns == w.cpu_ns) {
       ++w.futex_samples;  // in futex and has not run at all since the last sample
       w.other_samples = 0;
     } else {
@@ -100,7 +103,8 @@ void permit_monitor::pass() noexcept {
     }
     w.cpu_ns = sample.cpu_ns;
     w.cpu_known = sample.asleep;
-    if (w.other_samples >= other_samples_needed || w.futex_samples >= futex_samples_needed) lend.push_back(&w);
+    if (w.other_samples >= other_samples_needed || w.futex_samples >= futex_samples_needed)
+      lend.push_back(&w);
   }
   if (lend.empty() && reclaim.empty()) return;
 
@@ -114,7 +118,8 @@ void permit_monitor::pass() noexcept {
     };
     for (watched* w : lend) {
       holder* h = w->who;
-      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::holding) continue;
+      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::holding)
+        continue;
       if (n_wake == 64) break;
       to_wake[n_wake++] = s_.give_back_locked();
       h->stage = holder_stage::lent;
@@ -125,8 +130,10 @@ void permit_monitor::pass() noexcept {
     }
     for (watched* w : reclaim) {
       holder* h = w->who;
-      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::lent) continue;
+      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::lent)
+        continue;
       h->stage = holder_stage::holding;
+      CORRAL_ASSERT(s_.lent > 0);
       --s_.lent;
       ++s_.held;  // over the budget if need be: see permit_monitor.hpp
       ++s_.acquires;

@@ -1,10 +1,10 @@
-// The permit monitor: lends the permit of a holder found asleep without a permit_pause, as Go's sysmon
-// retakes the P of a goroutine stuck in a system call, and counts it again when the thread runs.
-// Not a public header: permit_table::set_wait_monitor starts and stops it.
+// The permit monitor: lends the permit of a holder found asleep without a permit_pause, as Go's
+// sysmon retakes the P of a goroutine stuck in a system call, and counts it again when the thread
+// runs. Not a public header: permit_table::set_wait_monitor starts and stops it.
 //
 // One thread samples every holder in stage `holding` each millisecond through /proc (sample_thread,
-// wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the same
-// permit (a holder that took its permit within the last millisecond is making progress):
+// wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the
+// same permit (a holder that took its permit within the last millisecond is making progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;
 //  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A Python thread
 //    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never

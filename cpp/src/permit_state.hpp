@@ -2,9 +2,10 @@
 // (the monitor's side). Not a public header. docs/permits.md explains the protocol.
 //
 // Everything here but `waiter::granted` is guarded by `state::mutex`. A waiter sleeps on its own
-// `granted` word, which the granting thread sets *under the mutex* (so a waiter that wakes by timeout
-// and takes the mutex sees a grant made before it) and wakes after unlocking, by address only
-// (futex_wake never dereferences it: the waiter may have returned and its stack frame be gone).
+// `granted` word, which the granting thread sets *under the mutex* (so a waiter that wakes by
+// timeout and takes the mutex sees a grant made before it) and wakes after unlocking, by address
+// only (futex_wake never dereferences it: the waiter may have returned and its stack frame be
+// gone).
 #pragma once
 
 #include <sys/types.h>
@@ -60,6 +61,8 @@ struct permit_table::state {
   void wait_locked(std::unique_lock<std::mutex>& lock, bool front);
   void unlink_locked(detail::waiter* w) noexcept;
   void forget_holder_locked(detail::holder* h) noexcept;
+  // The FIFO's length, counted by walking it (for assertions: O(waiters)).
+  unsigned count_waiters_locked() const noexcept;
 
   mutable std::mutex mutex;
   unsigned permits;

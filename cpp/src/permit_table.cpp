@@ -11,8 +11,9 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "assert.hpp"
 #include "corral/budget.hpp"
-#include "corral/futex.hpp"
+#include "futex.hpp"
 #include "permit_monitor.hpp"
 #include "permit_state.hpp"
 
@@ -32,11 +33,14 @@ void wake(waiter* w) noexcept {
   if (w != nullptr) detail::futex_wake(&w->granted, 1);
 }
 
-pid_t current_tid() noexcept { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+pid_t current_tid() noexcept {
+  return static_cast<pid_t>(::syscall(SYS_gettid));
+}
 
 }  // namespace
 
-// -- state ------------------------------------------------------------------------------------------
+// -- state
+// ------------------------------------------------------------------------------------------
 
 bool permit_table::state::try_take_locked() noexcept {
   if (held >= permits || head != nullptr) return false;
@@ -49,20 +53,33 @@ waiter* permit_table::state::give_back_locked() noexcept {
   last_turnover = clock::now();
   if (held <= permits && head != nullptr) {  // a hand-over: `held` stays, the waiter holds it now
     waiter* w = head;
+    CORRAL_ASSERT(w->granted.load(std::memory_order_relaxed) == 0);  // granted once, while queued
     unlink_locked(w);
     ++acquires;
     w->granted.store(1, std::memory_order_relaxed);  // under the mutex: see permit_state.hpp
     return w;
   }
+  CORRAL_ASSERT(held > 0);
   --held;
   return nullptr;
 }
 
 void permit_table::state::unlink_locked(waiter* w) noexcept {
+  // Only a queued waiter: linked from its neighbours (or the ends), and counted.
+  CORRAL_ASSERT(waiting > 0);
+  CORRAL_ASSERT((w->prev ? w->prev->next : head) == w);
+  CORRAL_ASSERT((w->next ? w->next->prev : tail) == w);
   (w->prev ? w->prev->next : head) = w->next;
   (w->next ? w->next->prev : tail) = w->prev;
   w->next = w->prev = nullptr;
   --waiting;
+  CORRAL_ASSERT((head == nullptr) == (waiting == 0));
+}
+
+unsigned permit_table::state::count_waiters_locked() const noexcept {
+  unsigned n = 0;
+  for (const waiter* w = head; w != nullptr; w = w->next) ++n;
+  return n;
 }
 
 void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
@@ -78,6 +95,7 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   }
   ++waiting;
   ++waits;
+  CORRAL_ASSERT(head != nullptr && tail != nullptr);
   const auto since = clock::now();
   for (;;) {
     lock.unlock();
@@ -105,11 +123,15 @@ void permit_table::state::forget_holder_locked(holder* h) noexcept {
   }
 }
 
-// -- permit_table ----------------------------------------------------------------------------------
+// -- permit_table
+// ----------------------------------------------------------------------------------
 
-permit_table::permit_table(unsigned permits) : state_(std::make_unique<state>(std::max(1u, permits))) {}
+permit_table::permit_table(unsigned permits)
+    : state_(std::make_unique<state>(std::max(1u, permits))) {}
 
-permit_table::~permit_table() { set_wait_monitor(false); }
+permit_table::~permit_table() {
+  set_wait_monitor(false);
+}
 
 namespace {
 permit_table* process_table = nullptr;
@@ -129,9 +151,13 @@ permit_table& permit_table::process() {
   return *table;
 }
 
-void permit_table::fork_prepare() noexcept { process_table->state_->mutex.lock(); }
+void permit_table::fork_prepare() noexcept {
+  process_table->state_->mutex.lock();
+}
 
-void permit_table::fork_parent() noexcept { process_table->state_->mutex.unlock(); }
+void permit_table::fork_parent() noexcept {
+  process_table->state_->mutex.unlock();
+}
 
 void permit_table::fork_child() noexcept {
   state& s = *process_table->state_;
@@ -196,7 +222,8 @@ bool nested(holder& h, permit_table::state& s) {
     ++h.depth;
     return true;
   }
-  if (h.table != nullptr) throw std::logic_error("corral::permit_table: this thread holds another table's permit");
+  if (h.table != nullptr)
+    throw std::logic_error("corral::permit_table: this thread holds another table's permit");
   return false;
 }
 
@@ -222,9 +249,13 @@ bool take(holder& h, permit_table::state& s, bool may_wait) {
 
 }  // namespace
 
-void permit_table::acquire() { take(this_thread, *state_, true); }
+void permit_table::acquire() {
+  take(this_thread, *state_, true);
+}
 
-bool permit_table::try_acquire() { return take(this_thread, *state_, false); }
+bool permit_table::try_acquire() {
+  return take(this_thread, *state_, false);
+}
 
 void permit_table::release() noexcept {
   holder& h = this_thread;
@@ -236,20 +267,31 @@ void permit_table::release() noexcept {
     std::lock_guard<std::mutex> lock(s.mutex);
     s.forget_holder_locked(&h);
     switch (h.stage) {
-      case holder_stage::holding: to_wake = s.give_back_locked(); break;
-      case holder_stage::lent: --s.lent; break;      // the monitor gave it away already
-      case holder_stage::paused: --s.paused; break;  // released inside a pause: already given back
+      case holder_stage::holding:
+        to_wake = s.give_back_locked();
+        break;
+      case holder_stage::lent:  // the monitor gave it away already
+        CORRAL_ASSERT(s.lent > 0);
+        --s.lent;
+        break;
+      case holder_stage::paused:  // released inside a pause: already given back
+        CORRAL_ASSERT(s.paused > 0);
+        --s.paused;
+        break;
     }
     h.table = nullptr;
   }
   wake(to_wake);
 }
 
-bool permit_table::held_by_this_thread() const noexcept { return this_thread.table == state_.get(); }
+bool permit_table::held_by_this_thread() const noexcept {
+  return this_thread.table == state_.get();
+}
 
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   const state& s = *state_;
+  CORRAL_ASSERT(s.count_waiters_locked() == s.waiting);  // the count matches the FIFO
   permit_stats out;
   out.permits = s.permits;
   out.held = s.held;
@@ -289,9 +331,12 @@ bool permit_table::wait_monitor_on() const noexcept {
   return state_->monitor_wanted;
 }
 
-// -- permit_pause -----------------------------------------------------------------------------------
+// -- permit_pause
+// -----------------------------------------------------------------------------------
 
-bool permit_pause::in_task() noexcept { return this_thread.table != nullptr; }
+bool permit_pause::in_task() noexcept {
+  return this_thread.table != nullptr;
+}
 
 permit_pause::permit_pause() noexcept {
   holder& h = this_thread;
@@ -302,7 +347,10 @@ permit_pause::permit_pause() noexcept {
   {
     std::lock_guard<std::mutex> lock(paused_->mutex);
     if (h.stage == holder_stage::holding) to_wake = paused_->give_back_locked();
-    if (h.stage == holder_stage::lent) --paused_->lent;
+    if (h.stage == holder_stage::lent) {
+      CORRAL_ASSERT(paused_->lent > 0);
+      --paused_->lent;
+    }
     h.stage = holder_stage::paused;
     ++paused_->paused;
   }
@@ -314,6 +362,7 @@ permit_pause::~permit_pause() {
   holder& h = this_thread;
   if (--h.pause_depth > 0) return;
   std::unique_lock<std::mutex> lock(paused_->mutex);
+  CORRAL_ASSERT(paused_->paused > 0);
   --paused_->paused;
   if (!paused_->try_take_locked()) paused_->wait_locked(lock, true);  // returners go first
   h.stage = holder_stage::holding;

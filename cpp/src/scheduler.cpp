@@ -16,9 +16,10 @@
 #include <thread>
 #include <vector>
 
+#include "assert.hpp"
 #include "corral/blocking.hpp"
 #include "corral/budget.hpp"
-#include "corral/fence.hpp"
+#include "fence.hpp"
 #include "scheduler_state.hpp"
 #include "stack_headroom.hpp"
 #include "wait_monitor.hpp"
@@ -32,13 +33,16 @@ namespace detail {
 namespace {
 thread_local thread_state tls_state;
 }  // namespace
-thread_state& this_thread() noexcept { return tls_state; }
+thread_state& this_thread() noexcept {
+  return tls_state;
+}
 
 int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
                                         void* (*entry)(void*), void* arg) noexcept {
   sigset_t all, previous;
   sigfillset(&all);
-  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&all, sync_signal);
+  for (int sync_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT})
+    sigdelset(&all, sync_signal);
   pthread_sigmask(SIG_SETMASK, &all, &previous);  // the new thread inherits the mask
   int rc = pthread_create(thread, attributes, entry, arg);
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
@@ -104,13 +108,15 @@ scheduler::state::state(scheduler& owner, options o) : self(owner), opts(std::mo
   if (max_threads < n)
     throw std::invalid_argument("corral::scheduler: max_threads (" + std::to_string(max_threads) +
                                 ") is below slots (" + std::to_string(n) + ")");
-  // Threads use at most max_threads records; outside helpers hold slots, so at most max_threads more.
+  // Threads use at most max_threads records; outside helpers hold slots, so at most max_threads
+  // more.
   record_capacity = 2 * max_threads;
   slots.store(n, std::memory_order_relaxed);
   free_slots.store(static_cast<int>(n), std::memory_order_relaxed);
   observer.store(opts.observer, std::memory_order_relaxed);
   workers.reset(new std::atomic<detail::worker*>[record_capacity]);
-  for (unsigned i = 0; i < record_capacity; ++i) workers[i].store(nullptr, std::memory_order_relaxed);
+  for (unsigned i = 0; i < record_capacity; ++i)
+    workers[i].store(nullptr, std::memory_order_relaxed);
   worker_storage.reset(new std::unique_ptr<detail::worker>[record_capacity]);
 }
 
@@ -124,11 +130,13 @@ worker* scheduler::state::claim_record_locked() {
       worker* w = worker_storage[i].get();
       w->alive.store(true, std::memory_order_relaxed);
       workers[i].store(w, std::memory_order_release);
-      if (high_water.load(std::memory_order_relaxed) < i + 1) high_water.store(i + 1, std::memory_order_release);
+      if (high_water.load(std::memory_order_relaxed) < i + 1)
+        high_water.store(i + 1, std::memory_order_release);
       return w;
     }
     if (!candidate->alive.load(std::memory_order_acquire)) {
-      if (candidate->joinable) {  // its previous thread retired; reap it (it is at most finishing its return)
+      if (candidate->joinable) {  // its previous thread retired; reap it (it is at most finishing
+                                  // its return)
         pthread_join(candidate->thread, nullptr);
         candidate->joinable = false;
       }
@@ -147,7 +155,8 @@ bool scheduler::state::start_thread_locked() {
 
   pthread_attr_t attributes;
   pthread_attr_init(&attributes);
-  pthread_attr_setstacksize(&attributes, opts.stack_size != 0 ? opts.stack_size : default_stack_size);
+  pthread_attr_setstacksize(&attributes,
+                            opts.stack_size != 0 ? opts.stack_size : default_stack_size);
   unsigned now = threads.fetch_add(1, std::memory_order_relaxed) + 1;
   int rc = detail::create_thread_without_async_signals(&w->thread, &attributes, &worker_entry, w);
   pthread_attr_destroy(&attributes);
@@ -158,7 +167,8 @@ bool scheduler::state::start_thread_locked() {
   }
   w->joinable = true;
   // spawn_mutex is held: the only writer, as for high_water.
-  if (peak_threads.load(std::memory_order_relaxed) < now) peak_threads.store(now, std::memory_order_relaxed);
+  if (peak_threads.load(std::memory_order_relaxed) < now)
+    peak_threads.store(now, std::memory_order_relaxed);
   return true;
 }
 
@@ -190,12 +200,14 @@ void scheduler::state::run_worker(worker& w) {
       continue;
     }
     execute(w, t);
-    // A task boundary: give the slot to a returning blocked thread, or shed it after set_slots shrank.
+    // A task boundary: give the slot to a returning blocked thread, or shed it after set_slots
+    // shrank.
     if (should_yield()) release_slot();
   }
   if (retired) {
     // Nobody will join a retired spare (the global scheduler is never destroyed): detach. The
-    // destructor waits for `alive` to drop instead; after that store this thread touches nothing of ours.
+    // destructor waits for `alive` to drop instead; after that store this thread touches nothing of
+    // ours.
     std::lock_guard<std::mutex> lock(spawn_mutex);
     if (w.joinable) {
       pthread_detach(w.thread);
@@ -220,9 +232,9 @@ bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
     }
     std::uint32_t key = work_ec.prepare_wait();
     // Re-check after announcing ourselves: a push or slot release that our first check missed has
-    // now either become visible here or will see us as a waiter and bump the epoch (event_count.hpp).
-    if (stopping.load(std::memory_order_acquire) ||
-        (slot_free_for_new() && work_available())) {
+    // now either become visible here or will see us as a waiter and bump the epoch
+    // (event_count.hpp).
+    if (stopping.load(std::memory_order_acquire) || (slot_free_for_new() && work_available())) {
       work_ec.cancel_wait();
       wake_pending.store(0, std::memory_order_relaxed);
       continue;
@@ -248,9 +260,9 @@ bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
 }
 
 bool scheduler::state::surplus_threads() const noexcept {
-  return threads.load(std::memory_order_relaxed) >
-         slots.load(std::memory_order_relaxed) + blocked.load(std::memory_order_relaxed) +
-             returners.load(std::memory_order_relaxed);
+  return threads.load(std::memory_order_relaxed) > slots.load(std::memory_order_relaxed) +
+                                                       blocked.load(std::memory_order_relaxed) +
+                                                       returners.load(std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -330,7 +342,8 @@ void scheduler::state::execute(worker& w, task* t) noexcept {
   ++w.task_depth;
   if (monitoring()) arm(w);
   t->execute(t);
-  // A task boundary: if the monitor lent our slot while the task slept, take one back (as a returner).
+  // A task boundary: if the monitor lent our slot while the task slept, take one back (as a
+  // returner).
   settle(disarm(w));
   --w.task_depth;
   if (watcher != nullptr) watcher->on_task_end(self);
@@ -351,7 +364,8 @@ bool scheduler::state::work_available() const noexcept {
 // Pushing work and waking workers.
 //
 // Two kinds of wake-up:
-//  * strict (notify_work_strict): after a push by a thread that holds no slot (an outside thread, or
+//  * strict (notify_work_strict): after a push by a thread that holds no slot (an outside thread,
+//  or
 //    a worker inside a blocking scope), and after a slot is released. Nobody else may be awake to
 //    see the work, so we must not lose the wake-up: seq_cst fence, then look for sleepers
 //    (event_count.hpp has the argument).
@@ -359,8 +373,8 @@ bool scheduler::state::work_available() const noexcept {
 //    run the task itself if nobody steals it (it only sleeps once its own deque is empty, and it
 //    re-checks for work whenever it gives its slot away), so a missed wake costs parallelism for a
 //    moment, never progress. This keeps the hot path free of fences: a few relaxed loads, and a
-//    wake only when a sleeper exists, nobody is searching, no wake is already on its way, and a slot
-//    is free.
+//    wake only when a sleeper exists, nobody is searching, no wake is already on its way, and a
+//    slot is free.
 
 void scheduler::state::push(task* t) {
   detail::thread_state& me = this_thread();
@@ -396,14 +410,16 @@ void scheduler::state::notify_work_strict() noexcept {
 }
 
 void scheduler::state::wake_for_free_slot() noexcept {
-  if (!slot_free_for_new()) return;  // every slot is taken: its holder finds the work at its next boundary
+  if (!slot_free_for_new())
+    return;  // every slot is taken: its holder finds the work at its next boundary
   if (work_ec.waiters() != 0) {
     work_ec.notify_one();
     return;
   }
   // Free slot, nobody asleep: normally a worker is searching. If fewer threads than slots are able
   // to run (the others blocked in scopes or waits, or retired), start one.
-  if (able_threads() < slots.load(std::memory_order_relaxed) && searching.load(std::memory_order_relaxed) == 0)
+  if (able_threads() < slots.load(std::memory_order_relaxed) &&
+      searching.load(std::memory_order_relaxed) == 0)
     start_spare();
 }
 
@@ -415,7 +431,8 @@ bool scheduler::state::try_acquire_slot(bool returning) noexcept {
   int keep = returning ? 0 : static_cast<int>(returners.load(std::memory_order_relaxed));
   int free = free_slots.load(std::memory_order_relaxed);
   while (free > keep) {
-    if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+    if (free_slots.compare_exchange_weak(free, free - 1, std::memory_order_acquire,
+                                         std::memory_order_relaxed)) {
       // The monitor sleeps while no slot is held; a slot taken means a task may soon run (strict
       // wake: event_count's fence orders our CAS before its look at the monitor's waiter count).
       if (monitoring()) wake_monitor();
@@ -439,7 +456,8 @@ void scheduler::state::give_back_slot() noexcept {
     slot_ec.notify_all();  // a returner takes it (they wait on slot_ec, not work_ec)
     return;
   }
-  detail::seq_cst_fence();  // strict (see above): the release, then the look at the work and sleepers
+  detail::seq_cst_fence();  // strict (see above): the release, then the look at the work and
+                            // sleepers
   if (work_available()) wake_for_free_slot();
 }
 
@@ -447,20 +465,39 @@ void scheduler::state::enter_blocking() noexcept {
   detail::thread_state& me = this_thread();
   std::uint32_t stage = disarm(*me.self);
   if (stage == detail::lent) {  // the monitor gave our slot away already: the scope takes that over
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
+    [[maybe_unused]] unsigned lent_before = lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
     me.has_slot = false;
     return;
   }
   settle(stage);
-  blocked.fetch_add(1, std::memory_order_relaxed);
-  release_slot();
+  CORRAL_ASSERT(me.has_slot);  // only a slot holder enters a blocking scope (settled: it holds one)
+  me.has_slot = false;
+  count_blocked_and_give_back_slot();
 }
 
 void scheduler::state::leave_blocking() noexcept {
+  count_returner();
+  wait_as_returner();
+}
+
+void scheduler::state::count_blocked_and_give_back_slot() noexcept {
+  blocked.fetch_add(1, std::memory_order_relaxed);
+  give_back_slot();
+}
+
+void scheduler::state::count_returner() noexcept {
   // Announce first, so that slot holders yield at their next boundary and sleepers leave us a slot.
   returners.fetch_add(1, std::memory_order_seq_cst);
-  blocked.fetch_sub(1, std::memory_order_relaxed);
-  wait_as_returner();
+  [[maybe_unused]] unsigned blocked_before = blocked.fetch_sub(1, std::memory_order_relaxed);
+  CORRAL_ASSERT(blocked_before > 0);
+}
+
+void scheduler::state::count_returned() noexcept {
+  [[maybe_unused]] unsigned returners_before = returners.fetch_sub(1, std::memory_order_seq_cst);
+  CORRAL_ASSERT(returners_before > 0);
+  // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
+  notify_work_strict();
 }
 
 void scheduler::state::wait_as_returner() noexcept {
@@ -473,27 +510,28 @@ void scheduler::state::wait_as_returner() noexcept {
     }
     slot_ec.commit_wait(key);
   }
-  returners.fetch_sub(1, std::memory_order_seq_cst);
   this_thread().has_slot = true;
-  // A slot freed while we were registered went to us; if more are free, let a sleeper use them.
-  notify_work_strict();
+  count_returned();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Lending a sleeping task's slot (the worker's side; the monitor's is in wait_monitor.cpp).
 //
 // The worker arms its record as a task starts and disarms it before anything that touches its slot
-// (the task's end, a wait, a blocking scope). Disarming is a CAS out of a stable stage (waiting while
-// the monitor is `busy` with it), so exactly one side settles each lend: if the stage was `lent`, the
-// monitor released the slot and counted us blocked, and we come back as a returner; if `reclaiming`,
-// the monitor already counted us as a returner and we wait for the slot. The CAS acquires the
-// monitor's release store of the stage, so its counter updates are visible to what we do next.
+// (the task's end, a wait, a blocking scope). Disarming is a CAS out of a stable stage (waiting
+// while the monitor is `busy` with it), so exactly one side settles each lend: if the stage was
+// `lent`, the monitor released the slot and counted us blocked, and we come back as a returner; if
+// `reclaiming`, the monitor already counted us as a returner and we wait for the slot. The CAS
+// acquires the monitor's release store of the stage, so its counter updates are visible to what we
+// do next.
 
 void scheduler::state::arm(worker& w) noexcept {
   w.arm_count.store(w.arm_count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  // Only from not_armed: a lend not yet settled stays for the next disarm. Release publishes arm_count.
+  // Only from not_armed: a lend not yet settled stays for the next disarm. Release publishes
+  // arm_count.
   std::uint32_t expected = detail::not_armed;
-  w.lend_state.compare_exchange_strong(expected, detail::armed, std::memory_order_release, std::memory_order_relaxed);
+  w.lend_state.compare_exchange_strong(expected, detail::armed, std::memory_order_release,
+                                       std::memory_order_relaxed);
 }
 
 std::uint32_t scheduler::state::disarm(worker& w) noexcept {
@@ -501,7 +539,8 @@ std::uint32_t scheduler::state::disarm(worker& w) noexcept {
   if (stage == detail::not_armed) return stage;  // the common case: one relaxed load
   unsigned spins = 0;
   for (;;) {
-    if (stage == detail::busy) {  // the monitor is mid-transition: it finishes in a few instructions
+    if (stage ==
+        detail::busy) {  // the monitor is mid-transition: it finishes in a few instructions
       if (++spins < 64)
         detail::cpu_relax();
       else
@@ -516,11 +555,13 @@ std::uint32_t scheduler::state::disarm(worker& w) noexcept {
 }
 
 void scheduler::state::settle(std::uint32_t stage) noexcept {
+  if (stage == detail::lent || stage == detail::reclaiming) {
+    [[maybe_unused]] unsigned lent_before = lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
+  }
   if (stage == detail::lent) {
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
     leave_blocking();
   } else if (stage == detail::reclaiming) {
-    lent_now.fetch_sub(1, std::memory_order_relaxed);
     wait_as_returner();
   }
 }
@@ -530,16 +571,19 @@ void scheduler::state::rearm_if_in_task() noexcept {
   if (me.has_slot && me.self->task_depth != 0 && monitoring()) arm(*me.self);
 }
 
-void scheduler::state::wake_monitor() noexcept { monitor_ec.notify_one(); }
+void scheduler::state::wake_monitor() noexcept {
+  monitor_ec.notify_one();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Waiting for a task group or an event.
 
-bool scheduler::state::help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline) {
+bool scheduler::state::help_until(detail::waitable& w,
+                                  const std::chrono::steady_clock::time_point* deadline) {
   detail::thread_state& thread = this_thread();
   worker& me = *thread.self;
-  // A wait is announced: the monitor must not lend our slot meanwhile (and a lend made while the task
-  // slept is settled first: we take a slot back before running anything).
+  // A wait is announced: the monitor must not lend our slot meanwhile (and a lend made while the
+  // task slept is settled first: we take a slot back before running anything).
   settle(disarm(me));
   struct rearm_on_exit {
     scheduler::state& s;
@@ -622,7 +666,8 @@ void scheduler::state::leave_as_temporary_worker() noexcept {
 
 namespace detail {
 
-bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline, scheduler* owner) {
+bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline,
+              scheduler* owner) {
   if (w.ready()) return true;
   thread_state& me = this_thread();
   if (me.state != nullptr && me.has_slot) return me.state->help_until(w, deadline);
@@ -652,7 +697,9 @@ bool local_queue_empty() noexcept {
   return me.self == nullptr || me.self->deque.empty_hint();
 }
 
-bool holds_slot() noexcept { return this_thread().has_slot; }
+bool holds_slot() noexcept {
+  return this_thread().has_slot;
+}
 
 bool work_wanted() noexcept {
   const thread_state& me = this_thread();
@@ -664,7 +711,9 @@ bool work_wanted() noexcept {
              static_cast<int>(me.state->returners.load(std::memory_order_relaxed));
 }
 
-const void* current_worker() noexcept { return this_thread().self; }
+const void* current_worker() noexcept {
+  return this_thread().self;
+}
 
 outside_worker::outside_worker(scheduler& s) noexcept : scheduler_(&s) {
   if (this_thread().state != nullptr) return;  // a worker already (of s or of another scheduler)
@@ -672,8 +721,10 @@ outside_worker::outside_worker(scheduler& s) noexcept : scheduler_(&s) {
 }
 
 outside_worker::~outside_worker() {
-  // After fork() in a child, the thread state was reset: the parent's scheduler is not ours to touch.
-  if (joined_ && this_thread().state == scheduler_->state_.get()) scheduler_->state_->leave_as_temporary_worker();
+  // After fork() in a child, the thread state was reset: the parent's scheduler is not ours to
+  // touch.
+  if (joined_ && this_thread().state == scheduler_->state_.get())
+    scheduler_->state_->leave_as_temporary_worker();
 }
 
 }  // namespace detail
@@ -690,7 +741,8 @@ scheduler::scheduler(options opts) : state_(std::make_unique<state>(*this, std::
     state_->stopping.store(true);
     state_->work_ec.notify_all();
     for (unsigned i = 0; i < state_->record_capacity; ++i)
-      if (state_->worker_storage[i] && state_->worker_storage[i]->joinable) pthread_join(state_->worker_storage[i]->thread, nullptr);
+      if (state_->worker_storage[i] && state_->worker_storage[i]->joinable)
+        pthread_join(state_->worker_storage[i]->thread, nullptr);
   };
   unsigned n = state_->slots.load(std::memory_order_relaxed);
   for (unsigned i = 0; i < n; ++i) {
@@ -713,7 +765,8 @@ scheduler::scheduler(options opts) : state_(std::make_unique<state>(*this, std::
 scheduler::~scheduler() {
   state& s = *state_;
   if (this_thread().state == &s) {
-    std::fputs("corral: a scheduler cannot be destroyed by one of its own worker threads\n", stderr);
+    std::fputs("corral: a scheduler cannot be destroyed by one of its own worker threads\n",
+               stderr);
     std::terminate();
   }
   // The monitor first: it reads the worker records and may release slots.
@@ -761,10 +814,16 @@ scheduler* scheduler::current() noexcept {
   return s != nullptr ? &s->self : nullptr;
 }
 
-void scheduler::spawn(detail::task* t) { state_->push(t); }
+void scheduler::spawn(detail::task* t) {
+  state_->push(t);
+}
 
-unsigned scheduler::slots() const noexcept { return state_->slots.load(std::memory_order_relaxed); }
-unsigned scheduler::max_threads() const noexcept { return state_->max_threads; }
+unsigned scheduler::slots() const noexcept {
+  return state_->slots.load(std::memory_order_relaxed);
+}
+unsigned scheduler::max_threads() const noexcept {
+  return state_->max_threads;
+}
 
 unsigned scheduler::running() const noexcept {
   int held = static_cast<int>(state_->slots.load(std::memory_order_relaxed)) -
@@ -776,14 +835,16 @@ void scheduler::set_slots(unsigned n) {
   state& s = *state_;
   if (n == 0) throw std::invalid_argument("corral::scheduler::set_slots: slots must be at least 1");
   if (n > s.max_threads)
-    throw std::invalid_argument("corral::scheduler::set_slots: " + std::to_string(n) + " slots exceed max_threads (" +
-                                std::to_string(s.max_threads) + ")");
+    throw std::invalid_argument("corral::scheduler::set_slots: " + std::to_string(n) +
+                                " slots exceed max_threads (" + std::to_string(s.max_threads) +
+                                ")");
   std::lock_guard<std::mutex> lock(s.spawn_mutex);
   unsigned old = s.slots.exchange(n, std::memory_order_seq_cst);
   s.free_slots.fetch_add(static_cast<int>(n) - static_cast<int>(old), std::memory_order_seq_cst);
   if (n > old) {
     // Enough threads to fill the new slots, then wake whoever can use them.
-    while (s.threads.load() - s.blocked.load() - s.returners.load() < n && s.start_thread_locked()) {
+    while (s.threads.load() - s.blocked.load() - s.returners.load() < n &&
+           s.start_thread_locked()) {
     }
     s.slot_ec.notify_all();
     s.work_ec.notify_all();
@@ -797,13 +858,15 @@ void scheduler::set_observer(task_observer* observer) noexcept {
 
 void scheduler::set_wait_monitor(bool on) {
   state& s = *state_;
-  if (s.monitor_on.load(std::memory_order_relaxed) == on) return;  // the common call: nothing changes
+  if (s.monitor_on.load(std::memory_order_relaxed) == on)
+    return;  // the common call: nothing changes
   std::unique_ptr<detail::wait_monitor> stopped;
   {
     std::lock_guard<std::mutex> lock(s.monitor_mutex);
     if (on) {
       if (s.monitor != nullptr) return;
-      s.monitor = std::make_unique<detail::wait_monitor>(s);  // starts its thread; throws if it cannot
+      // starts its thread; throws if it cannot
+      s.monitor = std::make_unique<detail::wait_monitor>(s);
       s.monitor_on.store(true, std::memory_order_seq_cst);
       return;
     }
@@ -813,7 +876,9 @@ void scheduler::set_wait_monitor(bool on) {
   stopped.reset();  // joins the monitor thread (outside the lock); lent slots settle at boundaries
 }
 
-bool scheduler::wait_monitor_on() const noexcept { return state_->monitor_on.load(std::memory_order_relaxed); }
+bool scheduler::wait_monitor_on() const noexcept {
+  return state_->monitor_on.load(std::memory_order_relaxed);
+}
 
 scheduler::stats_t scheduler::stats() const noexcept {
   const state& s = *state_;
@@ -842,10 +907,13 @@ scheduler::stats_t scheduler::stats() const noexcept {
   return out;
 }
 
-void scheduler::count_detached_task() noexcept { state_->detached_pending.fetch_add(1, std::memory_order_relaxed); }
+void scheduler::count_detached_task() noexcept {
+  state_->detached_pending.fetch_add(1, std::memory_order_relaxed);
+}
 
 void scheduler::detached_task_done() noexcept {
-  if (state_->detached_pending.fetch_sub(1, std::memory_order_acq_rel) == 1) state_->drain_ec.notify_all();
+  if (state_->detached_pending.fetch_sub(1, std::memory_order_acq_rel) == 1)
+    state_->drain_ec.notify_all();
 }
 
 void scheduler::detached_task_failed(std::exception_ptr error) noexcept {
@@ -856,7 +924,8 @@ void scheduler::detached_task_failed(std::exception_ptr error) noexcept {
     } catch (...) {
     }
   }
-  std::fputs("corral: a task submitted with scheduler::submit threw an exception; terminating\n", stderr);
+  std::fputs("corral: a task submitted with scheduler::submit threw an exception; terminating\n",
+             stderr);
   std::terminate();
 }
 
@@ -864,17 +933,22 @@ void scheduler::detached_task_failed(std::exception_ptr error) noexcept {
 // The global scheduler and fork.
 //
 // After fork() the child has one thread: the parent's workers do not exist there, and any lock they
-// held stays held. So the child forgets the parent's global scheduler (leaked on purpose: destroying
-// it would join threads that do not exist) and makes a fresh one on first use. The prepare handler
-// takes the global mutex so that the child never inherits it locked by a thread that is gone.
+// held stays held. So the child forgets the parent's global scheduler (leaked on purpose:
+// destroying it would join threads that do not exist) and makes a fresh one on first use. The
+// prepare handler takes the global mutex so that the child never inherits it locked by a thread
+// that is gone.
 
 namespace {
 std::mutex global_mutex;
 std::atomic<scheduler*> global_scheduler{nullptr};
 std::once_flag fork_handlers_installed;
 
-void before_fork() { global_mutex.lock(); }
-void after_fork_in_parent() { global_mutex.unlock(); }
+void before_fork() {
+  global_mutex.lock();
+}
+void after_fork_in_parent() {
+  global_mutex.unlock();
+}
 void after_fork_in_child() {
   global_scheduler.store(nullptr, std::memory_order_relaxed);
   this_thread() = {};  // if fork was called from a worker, this thread is no worker in the child

@@ -11,9 +11,9 @@
 #include <memory>
 #include <mutex>
 
-#include "corral/chase_lev_deque.hpp"
-#include "corral/event_count.hpp"
+#include "chase_lev_deque.hpp"
 #include "corral/scheduler.hpp"
+#include "event_count.hpp"
 
 namespace corral {
 
@@ -22,7 +22,8 @@ namespace detail {
 // One record per worker thread; records are reused by later threads and freed with the scheduler,
 // so thieves may read any record at any time.
 struct worker {
-  worker(scheduler::state& s, unsigned i) : owner(s), index(i), rng(0x9E3779B97F4A7C15ull * (i + 1)) {}
+  worker(scheduler::state& s, unsigned i)
+      : owner(s), index(i), rng(0x9E3779B97F4A7C15ull * (i + 1)) {}
 
   scheduler::state& owner;
   const unsigned index;
@@ -42,11 +43,12 @@ struct worker {
   std::atomic<std::uint32_t> lend_state{0};
   std::atomic<std::uint32_t> arm_count{0};  // bumped at each arming: samples belong to one task
   std::atomic<pid_t> tid{0};                // kernel thread id of the thread using this record
-  unsigned task_depth = 0;  // owner only: tasks running on this thread (nested ones run inside waits)
+  // owner only: tasks running on this thread (nested ones run inside waits)
+  unsigned task_depth = 0;
 };
 
-// worker::lend_state. Stable stages: not_armed, armed, lent, reclaiming; busy: the monitor is moving
-// the record from one to another (the worker waits for it to finish).
+// worker::lend_state. Stable stages: not_armed, armed, lent, reclaiming; busy: the monitor is
+// moving the record from one to another (the worker waits for it to finish).
 enum lend_stage : std::uint32_t {
   not_armed = 0,   // not inside a task, or inside an announced wait: never lent
   armed = 1,       // inside a task, holding its slot: the monitor may lend it
@@ -59,8 +61,9 @@ enum lend_stage : std::uint32_t {
 struct thread_state {
   scheduler::state* state = nullptr;
   worker* self = nullptr;
-  bool has_slot = false;   // may run tasks now
-  bool temporary = false;  // an outside thread that took a free slot while it waits (outside_worker)
+  bool has_slot = false;  // may run tasks now
+  // an outside thread that took a free slot while it waits (outside_worker)
+  bool temporary = false;
 };
 
 thread_state& this_thread() noexcept;
@@ -81,9 +84,10 @@ struct scheduler::state {
   ~state();
 
   // Worker threads.
-  bool start_thread_locked();  // spawn_mutex held
+  bool start_thread_locked();             // spawn_mutex held
   detail::worker* claim_record_locked();  // spawn_mutex held; a record no thread uses, marked alive
-  void start_spare() noexcept;  // gives up quietly (cap reached, no memory): the slot holders carry on
+  void
+  start_spare() noexcept;  // gives up quietly (cap reached, no memory): the slot holders carry on
   void run_worker(detail::worker& w);
   bool wait_for_slot_and_work(detail::worker& w, bool& retired);
   detail::task* search(detail::worker& w);
@@ -95,7 +99,7 @@ struct scheduler::state {
   // Slots.
   bool try_acquire_slot(bool returning) noexcept;
   void release_slot() noexcept;
-  void give_back_slot() noexcept;  // release_slot without touching the caller's TLS
+  void give_back_slot() noexcept;       // release_slot without touching the caller's TLS
   bool should_yield() const noexcept {  // a returner waits for a slot that we hold
     return free_slots.load(std::memory_order_relaxed) <
            static_cast<int>(returners.load(std::memory_order_relaxed));
@@ -112,6 +116,12 @@ struct scheduler::state {
   void enter_blocking() noexcept;
   void leave_blocking() noexcept;
   void wait_as_returner() noexcept;  // `returners` already counts us: wait for a slot, then hold it
+  // The counters of a blocking scope, in one place for the calling thread's scopes and for the wait
+  // monitor, which enters and leaves one on a sleeping thread's behalf (a lend, a reclaim).
+  void count_blocked_and_give_back_slot() noexcept;  // entering: blocked += 1, the slot given back
+  void
+  count_returner() noexcept;  // leaving: returners += 1 (first: slot holders yield), blocked -= 1
+  void count_returned() noexcept;  // a returner holds a slot again: returners -= 1, sleepers told
 
   // Lending (the wait monitor). The worker side: arm as a task starts, disarm around anything that
   // touches its slot; disarming settles a lend (takes the slot back as a returner).
@@ -127,7 +137,8 @@ struct scheduler::state {
   void inject(detail::task* t);  // to the injection queue; may throw std::bad_alloc
   bool work_available() const noexcept;
   void notify_work_strict() noexcept;
-  void wake_for_free_slot() noexcept;  // after a seq_cst fence: a sleeper or a spare takes a free slot
+  void
+  wake_for_free_slot() noexcept;  // after a seq_cst fence: a sleeper or a spare takes a free slot
   void wake_one_if_useful() noexcept;
   bool help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline);
   bool join_as_temporary_worker() noexcept;  // an outside thread takes a free slot and a record
@@ -136,11 +147,13 @@ struct scheduler::state {
   scheduler& self;
   options opts;
   unsigned max_threads;
-  unsigned record_capacity;  // worker records: max_threads threads plus one per slot for outside helpers
+  unsigned
+      record_capacity;  // worker records: max_threads threads plus one per slot for outside helpers
 
-  alignas(64) std::atomic<int> free_slots{0};    // slots - threads holding a slot (negative after set_slots shrinks)
-  std::atomic<unsigned> returners{0};            // back from blocking, waiting for a slot: they go first
-  alignas(64) std::atomic<unsigned> searching{0};  // slot holders spinning for work
+  alignas(64) std::atomic<int> free_slots{
+      0};  // slots - threads holding a slot (negative after set_slots shrinks)
+  std::atomic<unsigned> returners{0};  // back from blocking, waiting for a slot: they go first
+  alignas(64) std::atomic<unsigned> searching{0};     // slot holders spinning for work
   alignas(64) std::atomic<unsigned> wake_pending{0};  // a best-effort wake is on its way
   alignas(64) std::atomic<unsigned> slots{0};
   std::atomic<unsigned> blocked{0};
@@ -151,14 +164,15 @@ struct scheduler::state {
   std::atomic<bool> stopping{false};
   std::atomic<std::uint64_t> detached_pending{0};
   std::atomic<std::uint64_t> spares_started{0};
-  std::atomic<std::uint64_t> outside_helps{0};   // waits in which an outside thread ran tasks itself
+  std::atomic<std::uint64_t> outside_helps{0};  // waits in which an outside thread ran tasks itself
 
-  // The wait monitor (wait_monitor.cpp): off unless options::monitor_waits or set_wait_monitor(true).
+  // The wait monitor (wait_monitor.cpp): off unless options::monitor_waits or
+  // set_wait_monitor(true).
   std::atomic<bool> monitor_on{false};
-  std::atomic<unsigned> lent_now{0};         // records in stage lent or reclaiming
-  std::atomic<std::uint64_t> lends{0};       // slots lent so far
-  detail::event_count monitor_ec;            // the monitor, idle while no slot is held
-  std::mutex monitor_mutex;                  // starting and stopping the monitor
+  std::atomic<unsigned> lent_now{0};    // records in stage lent or reclaiming
+  std::atomic<std::uint64_t> lends{0};  // slots lent so far
+  detail::event_count monitor_ec;       // the monitor, idle while no slot is held
+  std::mutex monitor_mutex;             // starting and stopping the monitor
   std::unique_ptr<detail::wait_monitor> monitor;
 
   std::unique_ptr<std::atomic<detail::worker*>[]> workers;

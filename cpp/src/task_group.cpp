@@ -2,13 +2,13 @@
 
 #include <climits>
 
-#include "corral/futex.hpp"
+#include "futex.hpp"
 
 namespace corral {
 
 // Waiting for the count to reach zero. The waiter sets waiter_bit before sleeping so the last task
-// knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a decrement
-// racing with us only costs another turn of the loop.
+// knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a
+// decrement racing with us only costs another turn of the loop.
 class task_group::pending_waitable final : public detail::waitable {
  public:
   explicit pending_waitable(task_group& g) noexcept : group_(g) {}

@@ -2,6 +2,8 @@
 
 namespace corral {
 
-const char* version() noexcept { return "0.1.0"; }
+const char* version() noexcept {
+  return "0.1.0";
+}
 
 }  // namespace corral

@@ -1,11 +1,12 @@
-// The wait monitor's thread (wait_monitor.hpp says what it does; scheduler.cpp has the worker's side
-// of lending: arm, disarm, settle).
+// The wait monitor's thread (wait_monitor.hpp says what it does; scheduler.cpp has the worker's
+// side of lending: arm, disarm, settle).
 //
 // Every change of a record's lend stage by the monitor is: CAS from a stable stage to `busy`
 // (acquire: we see the worker's arming and what preceded it), the counter updates, then a release
-// store of the new stable stage (the worker's acquiring CAS out of it sees those updates). The worker
-// never touches its slot while the stage is lent or reclaiming without first taking the stage back
-// with its own CAS, so each lent slot is released once (by us) and taken back once (by us or it).
+// store of the new stable stage (the worker's acquiring CAS out of it sees those updates). The
+// worker never touches its slot while the stage is lent or reclaiming without first taking the
+// stage back with its own CAS, so each lent slot is released once (by us) and taken back once (by
+// us or it).
 #include "wait_monitor.hpp"
 
 #include <fcntl.h>
@@ -20,7 +21,8 @@
 #include <cstring>
 #include <system_error>
 
-#include "corral/futex.hpp"
+#include "assert.hpp"
+#include "futex.hpp"
 
 namespace corral::detail {
 namespace {
@@ -77,7 +79,8 @@ thread_sample sample_thread(pid_t tid) noexcept {
 
 wait_monitor::wait_monitor(scheduler::state& s) : s_(s), history_(s.record_capacity) {
   const int rc = detail::create_thread_without_async_signals(&thread_, nullptr, &entry, this);
-  if (rc != 0) throw std::system_error(rc, std::generic_category(), "corral: cannot start the wait monitor");
+  if (rc != 0)
+    throw std::system_error(rc, std::generic_category(), "corral: cannot start the wait monitor");
 }
 
 wait_monitor::~wait_monitor() {
@@ -123,7 +126,8 @@ void wait_monitor::tick(bool any_reclaiming) noexcept {
   if (any_reclaiming) {
     // A thread we registered as a returner waits for a slot: wake as soon as one is released.
     std::uint32_t key = s_.slot_ec.prepare_wait();
-    if (stop_.load(std::memory_order_acquire) != 0 || s_.free_slots.load(std::memory_order_relaxed) > 0) {
+    if (stop_.load(std::memory_order_acquire) != 0 ||
+        s_.free_slots.load(std::memory_order_relaxed) > 0) {
       s_.slot_ec.cancel_wait();
       return;
     }
@@ -149,7 +153,8 @@ void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
       if (sample.asleep && sample.kind == sleep_kind::other) {
         ++h.other_samples;
         h.futex_samples = 0;
-      } else if (sample.asleep && sample.kind == sleep_kind::futex && h.cpu_known && sample.cpu_ns == h.cpu_ns) {
+      } else if (sample.asleep && sample.kind == sleep_kind::futex && h.cpu_known &&
+                 sample.cpu_ns == h.cpu_ns) {
         ++h.futex_samples;  // in futex and has not run at all since the last sample
         h.other_samples = 0;
       } else {
@@ -182,17 +187,19 @@ void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
 
 void wait_monitor::lend(worker& w, std::uint32_t sampled_arm_count) noexcept {
   std::uint32_t expected = armed;
-  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire, std::memory_order_relaxed))
+  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire,
+                                            std::memory_order_relaxed))
     return;  // the task ended (or the thread announced a wait) meanwhile
   if (w.arm_count.load(std::memory_order_relaxed) != sampled_arm_count) {
-    w.lend_state.store(armed, std::memory_order_release);  // another task than the one we saw asleep
+    w.lend_state.store(armed,
+                       std::memory_order_release);  // another task than the one we saw asleep
     return;
   }
-  // What a blocking_scope does, for the sleeping thread.
-  s_.blocked.fetch_add(1, std::memory_order_relaxed);
+  // What a blocking_scope does, for the sleeping thread: a parked worker or a spare takes the slot
+  // when work waits.
   s_.lent_now.fetch_add(1, std::memory_order_relaxed);
   s_.lends.fetch_add(1, std::memory_order_relaxed);
-  s_.give_back_slot();  // a parked worker or a spare takes it when work waits
+  s_.count_blocked_and_give_back_slot();
   w.lend_state.store(lent, std::memory_order_release);
 }
 
@@ -200,16 +207,14 @@ void wait_monitor::lend(worker& w, std::uint32_t sampled_arm_count) noexcept {
 // that slot holders yield at their next task boundary. From reclaiming: try again for a slot.
 void wait_monitor::reclaim(worker& w, std::uint32_t from) noexcept {
   std::uint32_t expected = from;
-  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire, std::memory_order_relaxed))
-    return;  // the thread settled it itself
-  if (from == lent) {
-    s_.returners.fetch_add(1, std::memory_order_seq_cst);
-    s_.blocked.fetch_sub(1, std::memory_order_relaxed);
-  }
+  if (!w.lend_state.compare_exchange_strong(expected, busy, std::memory_order_acquire,
+                                            std::memory_order_relaxed))
+    return;                               // the thread settled it itself
+  if (from == lent) s_.count_returner();  // as leaving a blocking scope
   if (s_.try_acquire_slot(true)) {
-    s_.returners.fetch_sub(1, std::memory_order_seq_cst);
-    s_.lent_now.fetch_sub(1, std::memory_order_relaxed);
-    s_.notify_work_strict();  // as leave_blocking: more free slots may now be usable by sleepers
+    [[maybe_unused]] unsigned lent_before = s_.lent_now.fetch_sub(1, std::memory_order_relaxed);
+    CORRAL_ASSERT(lent_before > 0);
+    s_.count_returned();
     w.lend_state.store(armed, std::memory_order_release);
     return;
   }

@@ -2,17 +2,18 @@
 // sleep, as Go's sysmon retakes the P of a goroutine stuck in a system call. Not a public header:
 // scheduler::options::monitor_waits and scheduler::set_wait_monitor turn it on.
 //
-// One thread per scheduler samples every worker record that is inside a task (lend_stage armed, lent
-// or reclaiming) every millisecond through /proc/self/task/<tid>/{stat,syscall,schedstat}:
+// One thread per scheduler samples every worker record that is inside a task (lend_stage armed,
+// lent or reclaiming) every millisecond through /proc/self/task/<tid>/{stat,syscall,schedstat}:
 //  * asleep (state S or D) in a system call other than futex on 2 samples running: lend;
-//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A thread waiting for a
+//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A thread waiting for
+//  a
 //    lock or a condition variable sleeps in futex, but so does one waiting briefly for another
 //    thread (a Python thread waits for the GIL in futex and wakes every 5 ms to ask for it, so it
 //    never qualifies); a task blocked on a lock whose owner waits for a slot gets one in the end.
-// Lending is what a blocking_scope does on the thread's behalf: blocked += 1, release the slot (which
-// wakes a parked worker or starts a spare when work waits). When the sampled thread runs again the
-// monitor registers it as a returner (slot holders yield at their next task boundary) and takes the
-// next free slot for it; or the thread itself settles the lend at its next task boundary.
+// Lending is what a blocking_scope does on the thread's behalf: blocked += 1, release the slot
+// (which wakes a parked worker or starts a spare when work waits). When the sampled thread runs
+// again the monitor registers it as a returner (slot holders yield at their next task boundary) and
+// takes the next free slot for it; or the thread itself settles the lend at its next task boundary.
 #pragma once
 
 #include <sys/types.h>
@@ -30,8 +31,8 @@ namespace corral::detail {
 enum class sleep_kind { none, futex, other };
 
 struct thread_sample {
-  bool readable = false;          // false: the thread is gone or /proc is not there
-  bool asleep = false;            // state S (interruptible) or D (uninterruptible)
+  bool readable = false;  // false: the thread is gone or /proc is not there
+  bool asleep = false;    // state S (interruptible) or D (uninterruptible)
   sleep_kind kind = sleep_kind::none;
   unsigned long long cpu_ns = 0;  // CPU time so far (schedstat), read when asleep
 };

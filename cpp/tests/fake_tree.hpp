@@ -12,7 +12,7 @@ namespace corral::testing {
 
 // A mountinfo line for a cgroup file system (the optional "shared:N" field included).
 inline std::string mount_line(const std::string& root, const std::string& mount_point,
-                       const std::string& fstype, const std::string& super_options) {
+                              const std::string& fstype, const std::string& super_options) {
   return "40 31 0:37 " + root + " " + mount_point + " rw,nosuid,nodev,noexec,relatime shared:9 - " +
          fstype + " " + fstype + " " + super_options + "\n";
 }

@@ -40,7 +40,8 @@ TEST(Blocking, OffAWorkerItDoesNothing) {
 }
 
 TEST(Blocking, ABlockedTaskHandsItsSlotToTheTaskItWaitsFor) {
-  // One slot: without the hand-over the second task could never run and the first would wait forever.
+  // One slot: without the hand-over the second task could never run and the first would wait
+  // forever.
   scheduler s(with_slots(1));
   corral::event go;
   std::atomic<bool> done{false};
@@ -144,7 +145,8 @@ TEST(Blocking, EventWaitOnAWorkerRunsOtherTasks) {
   });
   g.wait();
   EXPECT_TRUE(e.is_set());
-  EXPECT_EQ(waiter_thread.load(), setter_thread.load()) << "the waiting worker should have run the setter itself";
+  EXPECT_EQ(waiter_thread.load(), setter_thread.load())
+      << "the waiting worker should have run the setter itself";
 }
 
 TEST(Blocking, EventWaitForTimesOutOnAndOffWorkers) {

@@ -24,7 +24,9 @@ namespace {
   long result = fib(s, 16);
   std::atomic<long> sum{0};
   corral::parallel_for(0, 1000, [&](std::size_t i) { sum.fetch_add(static_cast<long>(i)); });
-  _exit(fresh && result == 987 && sum.load() == 999 * 1000 / 2 && scheduler::current() == nullptr ? 0 : 3);
+  _exit(fresh && result == 987 && sum.load() == 999 * 1000 / 2 && scheduler::current() == nullptr
+            ? 0
+            : 3);
 }
 
 int wait_with_deadline(pid_t pid, std::chrono::seconds limit) {
@@ -45,11 +47,12 @@ int wait_with_deadline(pid_t pid, std::chrono::seconds limit) {
 
 // GCC 12's AddressSanitizer does not lock its allocator around fork(): a child forked while another
 // thread is inside malloc hangs at its first malloc (seen: __asan::Allocator::Allocate waiting on a
-// mutex in the child). glibc's malloc has no such problem. ThreadSanitizer's runtime supports fork in
-// a multi-threaded process only as far as its own locks are taken around it (die_after_fork=0 below):
-// one TSan child in about 60 runs of this test hung after a fork in mid-load (not reproduced in 600
-// further forks to get a backtrace). Under both sanitizers the load pauses (workers idle, threads
-// alive) for the instant of each fork; in the release build the fork lands in the middle of the work.
+// mutex in the child). glibc's malloc has no such problem. ThreadSanitizer's runtime supports fork
+// in a multi-threaded process only as far as its own locks are taken around it (die_after_fork=0
+// below): one TSan child in about 60 runs of this test hung after a fork in mid-load (not
+// reproduced in 600 further forks to get a backtrace). Under both sanitizers the load pauses
+// (workers idle, threads alive) for the instant of each fork; in the release build the fork lands
+// in the middle of the work.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool pause_load_for_fork = true;
 #else
@@ -105,5 +108,7 @@ TEST(Fork, ForkFromInsideATask) {
 #if defined(__SANITIZE_THREAD__)
 // ThreadSanitizer kills a child of a multi-threaded process that starts threads; our child must
 // (that is the point of the test), and it only runs our own code, so allow it.
-extern "C" const char* __tsan_default_options() { return "die_after_fork=0"; }
+extern "C" const char* __tsan_default_options() {
+  return "die_after_fork=0";
+}
 #endif

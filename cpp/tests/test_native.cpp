@@ -4,9 +4,9 @@
 #include "corral/native.hpp"
 
 #include <dlfcn.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,7 +23,8 @@
 #error "CORRAL_TEST_LIBGOMP (the path of gcc's libgomp.so.1) must be defined by the build"
 #endif
 #ifndef CORRAL_TEST_LOADER_PROBE
-#error "CORRAL_TEST_LOADER_PROBE (the path of tests/fixtures/loader_probe.c's library) must be defined by the build"
+#error \
+    "CORRAL_TEST_LOADER_PROBE (the path of tests/fixtures/loader_probe.c's library) must be defined by the build"
 #endif
 
 namespace native = corral::native;
@@ -38,7 +39,8 @@ std::string resolved(const std::string& path) {
   return s;
 }
 
-// An independent view of what is loaded: the file mappings in /proc/self/maps (threadpoolctl's way).
+// An independent view of what is loaded: the file mappings in /proc/self/maps (threadpoolctl's
+// way).
 std::set<std::string> mapped_candidates() {
   std::ifstream maps("/proc/self/maps");
   std::set<std::string> paths;
@@ -58,7 +60,8 @@ std::set<std::string> discovered_paths(const std::vector<native::library_info>& 
   return paths;
 }
 
-const native::library_info* find_path(const std::vector<native::library_info>& infos, const std::string& path) {
+const native::library_info* find_path(const std::vector<native::library_info>& infos,
+                                      const std::string& path) {
   auto it = std::find_if(infos.begin(), infos.end(), [&](const auto& i) { return i.path == path; });
   return it == infos.end() ? nullptr : &*it;
 }
@@ -87,18 +90,21 @@ auto on_other_thread(F f) {
 TEST(NativeMatch, FollowsThreadpoolctlPrefixRules) {
   auto first = [](std::string_view path) {
     auto m = native::match_filename(path);
-    return m.empty() ? std::string("-") : std::string(native::to_string(m[0].kind)) + ":" + m[0].prefix;
+    return m.empty() ? std::string("-")
+                     : std::string(native::to_string(m[0].kind)) + ":" + m[0].prefix;
   };
   EXPECT_EQ(first("/x/numpy.libs/libscipy_openblas64_-32a4b2a6.so"), "openblas:libscipy_openblas");
   EXPECT_EQ(first("/usr/lib/openblas-pthread/libopenblasp-r0.3.21.so"), "openblas:libopenblas");
-  EXPECT_EQ(first("/usr/lib/openblas-pthread/libblas.so.3"), "-");  // the name, not the folder, counts
+  EXPECT_EQ(first("/usr/lib/openblas-pthread/libblas.so.3"),
+            "-");  // the name, not the folder, counts
   EXPECT_EQ(first("/usr/lib/libgomp.so.1.0.0"), "openmp:libgomp");
   EXPECT_EQ(first("/usr/lib/llvm-14/lib/libomp-14.so.5"), "openmp:libomp");
   EXPECT_EQ(first("/opt/intel/libiomp5.so"), "openmp:libiomp");
   EXPECT_EQ(first("/opt/intel/libmkl_rt.so.2"), "mkl:libmkl_rt");
   EXPECT_EQ(first("/usr/lib/libblis.so.4"), "blis:libblis");
   EXPECT_EQ(first("/usr/lib/libflexiblas.so.3"), "flexiblas:libflexiblas");
-  EXPECT_EQ(first("/usr/lib/LIBGOMP.SO.1"), "openmp:libgomp");  // case-insensitive, as threadpoolctl
+  EXPECT_EQ(first("/usr/lib/LIBGOMP.SO.1"),
+            "openmp:libgomp");  // case-insensitive, as threadpoolctl
   EXPECT_EQ(first("/usr/lib/libm.so.6"), "-");
   EXPECT_EQ(first(""), "-");
 }
@@ -118,7 +124,8 @@ TEST(NativeDiscovery, AgreesWithProcMapsAndPicksUpALibraryLoadedLater) {
 
   // The cached controller sees it at its next call.
   auto has_gomp = [&](const native::library_list& list) {
-    return std::any_of(list.begin(), list.end(), [&](const auto& l) { return l->path() == gomp_path; });
+    return std::any_of(list.begin(), list.end(),
+                       [&](const auto& l) { return l->path() == gomp_path; });
   };
   EXPECT_EQ(has_gomp(*before), gomp_was_loaded);
   EXPECT_TRUE(has_gomp(*ctl.libraries()));
@@ -157,7 +164,8 @@ TEST(NativeController, RescansOnlyWhenTheLoaderChanges) {
   EXPECT_EQ(ctl.rescans(), 1u);
   EXPECT_EQ(first, second);  // the same cached list
 
-  void* already = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);  // loaded already: counters unchanged
+  void* already = dlopen(
+      "libm.so.6", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);  // loaded already: counters unchanged
   ASSERT_NE(already, nullptr);
   ctl.libraries();
   EXPECT_EQ(ctl.rescans(), 1u);
@@ -168,7 +176,8 @@ TEST(NativeController, RescansOnlyWhenTheLoaderChanges) {
   ASSERT_NE(handle, nullptr) << dlerror();
   auto third = ctl.libraries();
   EXPECT_EQ(ctl.rescans(), 2u);
-  EXPECT_NE(third, second);  // a new list: the cache was rebuilt (with the same BLAS/OpenMP libraries)
+  EXPECT_NE(third,
+            second);  // a new list: the cache was rebuilt (with the same BLAS/OpenMP libraries)
   EXPECT_EQ(discovered_paths(ctl.info()), mapped_candidates());
   ctl.libraries();
   EXPECT_EQ(ctl.rescans(), 2u);
@@ -200,7 +209,8 @@ TEST(NativeController, ThreadLimitIsForTheCallingThreadOnly) {
 
 TEST(NativeController, ProcessLimitSetsOpenBLASForEveryThread) {
   void* blas = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-  if (blas == nullptr) GTEST_SKIP() << "Debian's libopenblas0-pthread is not installed: " << dlerror();
+  if (blas == nullptr)
+    GTEST_SKIP() << "Debian's libopenblas0-pthread is not installed: " << dlerror();
   auto get = symbol<int (*)()>(blas, "openblas_get_num_threads");
   auto get_parallel = symbol<int (*)()>(blas, "openblas_get_parallel");
   auto get_config = symbol<const char* (*)()>(blas, "openblas_get_config");
@@ -214,7 +224,9 @@ TEST(NativeController, ProcessLimitSetsOpenBLASForEveryThread) {
   ASSERT_NE(info, nullptr);
   ASSERT_TRUE(info->version.has_value());
   EXPECT_NE(std::string(get_config()).find("OpenBLAS " + *info->version + " "), std::string::npos);
-  EXPECT_EQ(info->threading_layer, get_parallel() == 1 ? "pthreads" : get_parallel() == 2 ? "openmp" : "disabled");
+  EXPECT_EQ(info->threading_layer, get_parallel() == 1   ? "pthreads"
+                                   : get_parallel() == 2 ? "openmp"
+                                                         : "disabled");
   EXPECT_EQ(info->num_threads, get());
   if (info->threading_layer != "pthreads") GTEST_SKIP() << "OpenBLAS is not the pthreads build";
   EXPECT_TRUE(info->has_process_control);
@@ -296,7 +308,8 @@ TEST(NativeController, ConcurrentUseIsSafe) {
     for (int i = 0; i < 50; ++i) {
       void* h = dlopen("libm.so.6", RTLD_NOW);
       if (h) dlclose(h);
-      void* d = dlopen(CORRAL_TEST_LIBGOMP, RTLD_NOW);  // refcount only: counters may or may not move
+      // refcount only: counters may or may not move
+      void* d = dlopen(CORRAL_TEST_LIBGOMP, RTLD_NOW);
       if (d) dlclose(d);
     }
   });

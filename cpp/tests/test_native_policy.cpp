@@ -1,5 +1,5 @@
-// The per-task native-limit policy (native_policy.hpp) with real libraries: gcc's libgomp (per-thread
-// ICV) and, where installed, Debian's OpenBLAS with pthreads (process-wide control).
+// The per-task native-limit policy (native_policy.hpp) with real libraries: gcc's libgomp
+// (per-thread ICV) and, where installed, Debian's OpenBLAS with pthreads (process-wide control).
 #include "corral/native_policy.hpp"
 
 #include <dlfcn.h>
@@ -127,7 +127,8 @@ TEST(NativePolicy, FixedLimitAndTheThreadsOwnSettingComesBack) {
   task_group g(s);
   for (int i = 0; i < 4; ++i) g.run([&] { inside.push_back(omp.get()); });
   g.wait();
-  // Nested: a task waiting for a task it spawned; each sees its own limit, the outer one's comes back.
+  // Nested: a task waiting for a task it spawned; each sees its own limit, the outer one's comes
+  // back.
   int outer_after = 0;
   g.run([&] {
     task_group inner(s);
@@ -169,13 +170,15 @@ TEST(NativePolicy, ZeroTouchesNothing) {
 
 TEST(NativePolicy, ProcessWideSettingFollowsTasksAndIsRestoredWhenIdle) {
   void* blas = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
-  if (blas == nullptr) GTEST_SKIP() << "Debian's libopenblas0-pthread is not installed: " << dlerror();
+  if (blas == nullptr)
+    GTEST_SKIP() << "Debian's libopenblas0-pthread is not installed: " << dlerror();
   auto get = reinterpret_cast<get_fn>(dlsym(blas, "openblas_get_num_threads"));
   auto set = reinterpret_cast<set_fn>(dlsym(blas, "openblas_set_num_threads"));
   auto parallel = reinterpret_cast<get_fn>(dlsym(blas, "openblas_get_parallel"));
   ASSERT_NE(get, nullptr);
   ASSERT_NE(set, nullptr);
-  if (parallel != nullptr && parallel() != 1) GTEST_SKIP() << "this libopenblas is not the pthreads build";
+  if (parallel != nullptr && parallel() != 1)
+    GTEST_SKIP() << "this libopenblas is not the pthreads build";
   set(3);
   ASSERT_EQ(get(), 3);
   corral::native_limit_observer observer;  // dynamic

@@ -69,7 +69,8 @@ void expect_disjoint_cover(const sets& parts, const cpu_topology& t) {
 // The index of the set that holds `cpu`; -1 when none.
 int owner(const sets& parts, int cpu) {
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    if (std::find(parts[i].begin(), parts[i].end(), cpu) != parts[i].end()) return static_cast<int>(i);
+    if (std::find(parts[i].begin(), parts[i].end(), cpu) != parts[i].end())
+      return static_cast<int>(i);
   }
   return -1;
 }
@@ -142,8 +143,9 @@ TEST(Partition, NumaNodesStayTogether) {
   for (std::size_t w = 4; w <= 16; ++w) {
     SCOPED_TRACE(w);
     for (const auto& part : corral::partition_cpus(t, w)) {
-      const int node = std::find_if(t.numa_nodes.begin(), t.numa_nodes.end(),
-                                    [&](const auto& n) { return n.cpus.contains(part.front()); })->id;
+      const int node = std::find_if(t.numa_nodes.begin(), t.numa_nodes.end(), [&](const auto& n) {
+                         return n.cpus.contains(part.front());
+                       })->id;
       EXPECT_TRUE(to_set(part).is_subset_of(t.numa_nodes[static_cast<std::size_t>(node)].cpus));
     }
   }
@@ -236,16 +238,22 @@ TEST(Partition, BadInputIsAClearError) {
     }
     return "no exception";
   };
-  EXPECT_NE(message_of([&] { (void)corral::partition_cpus(t, 0); }).find("workers must be at least 1"),
+  EXPECT_NE(
+      message_of([&] { (void)corral::partition_cpus(t, 0); }).find("workers must be at least 1"),
+      std::string::npos);
+  EXPECT_NE(message_of([&] { (void)corral::partition_cpus(t, 2, 0.5); }).find("factor"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { (void)corral::partition_cpus(t, 2, 0.5); }).find("factor"), std::string::npos);
   EXPECT_THROW((void)corral::partition_cpus(t, 2, std::nan("")), std::invalid_argument);
-  EXPECT_THROW((void)corral::partition_cpus(t, 2, std::numeric_limits<double>::infinity()), std::invalid_argument);
-  EXPECT_NE(message_of([] { (void)corral::partition_cpus(cpu_topology{}, 1); }).find("no CPU"), std::string::npos);
-  EXPECT_NE(message_of([] { (void)corral::partition_cpus(make_topology({{0, 1}, {1}}, {}), 1); })
-                .find("CPU 1 is listed in two cores"),
+  EXPECT_THROW((void)corral::partition_cpus(t, 2, std::numeric_limits<double>::infinity()),
+               std::invalid_argument);
+  EXPECT_NE(message_of([] { (void)corral::partition_cpus(cpu_topology{}, 1); }).find("no CPU"),
             std::string::npos);
-  EXPECT_THROW((void)corral::partition_cpus(make_topology({{0}, {1}}, {{0, 1}, {1}}), 1), std::invalid_argument);
+  EXPECT_NE(message_of([] {
+              (void)corral::partition_cpus(make_topology({{0, 1}, {1}}, {}), 1);
+            }).find("CPU 1 is listed in two cores"),
+            std::string::npos);
+  EXPECT_THROW((void)corral::partition_cpus(make_topology({{0}, {1}}, {{0, 1}, {1}}), 1),
+               std::invalid_argument);
   cpu_topology empty_core;
   empty_core.cores.push_back({});
   EXPECT_THROW((void)corral::partition_cpus(empty_core, 1), std::invalid_argument);

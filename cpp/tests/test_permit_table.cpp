@@ -25,9 +25,11 @@ using corral::testing::spin_for;
 
 namespace {
 
-// `threads` threads each run `rounds` tasks under a permit of `table`, counting how many run at once.
-// The work spins, or sleeps (`sleep`) so that other threads surely run and find no permit free.
-int peak_running(permit_table& table, int threads, int rounds, std::chrono::microseconds work, bool sleep = false) {
+// `threads` threads each run `rounds` tasks under a permit of `table`, counting how many run at
+// once. The work spins, or sleeps (`sleep`) so that other threads surely run and find no permit
+// free.
+int peak_running(permit_table& table, int threads, int rounds, std::chrono::microseconds work,
+                 bool sleep = false) {
   std::atomic<int> running{0}, peak{0}, ready{0};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
@@ -52,7 +54,8 @@ int peak_running(permit_table& table, int threads, int rounds, std::chrono::micr
 
 TEST(PermitTable, HoldersNeverExceedThePermits) {
   permit_table table(2);
-  EXPECT_EQ(peak_running(table, 8, static_cast<int>(corral::testing::scaled(200, 50)), 50us, true), 2);
+  EXPECT_EQ(peak_running(table, 8, static_cast<int>(corral::testing::scaled(200, 50)), 50us, true),
+            2);
   const corral::permit_stats s = table.stats();
   EXPECT_EQ(s.held, 0u);
   EXPECT_EQ(s.waiting, 0u);

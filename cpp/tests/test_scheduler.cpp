@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <thread>
@@ -52,7 +52,8 @@ TEST(Scheduler, EverySubmittedTaskRunsExactlyOnce) {
     scheduler s(with_slots(2));
     // Submitted from two outside threads at once, and from inside tasks.
     auto submit_range = [&](std::size_t begin, std::size_t end) {
-      for (std::size_t i = begin; i < end; ++i) s.submit([&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
+      for (std::size_t i = begin; i < end; ++i)
+        s.submit([&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
     };
     std::thread a(submit_range, 0, n / 4);
     std::thread b(submit_range, n / 4, n / 2);
@@ -112,7 +113,8 @@ TEST(Scheduler, WakesAnIdlePoolQuickly) {
   std::sort(latencies.begin(), latencies.end());
   double median_us = latencies[latencies.size() / 2];
   // Tens of microseconds normally; generous for a loaded, shared, sanitized machine.
-  EXPECT_LT(median_us, corral::testing::sanitized() ? 5000.0 : 1000.0) << "median wake latency " << median_us << " us";
+  EXPECT_LT(median_us, corral::testing::sanitized() ? 5000.0 : 1000.0)
+      << "median wake latency " << median_us << " us";
   std::printf("median wake latency %.1f us\n", median_us);
 }
 

@@ -22,12 +22,15 @@ using corral::testing::with_slots;
 
 namespace {
 
-long fib_serial(int n) { return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2); }
+long fib_serial(int n) {
+  return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2);
+}
 
 }  // namespace
 
 TEST(TaskGroup, TenMillionTinyTasksRunExactlyOnce) {
-  // 10 million in optimised builds; counters per task in batches (a byte each would need 10 MB: fine).
+  // 10 million in optimised builds; counters per task in batches (a byte each would need 10 MB:
+  // fine).
   const std::size_t n = corral::testing::scaled(10'000'000, 20'000);
   std::vector<std::atomic<std::uint8_t>> runs(n);
   scheduler s(with_slots(2));
@@ -37,7 +40,8 @@ TEST(TaskGroup, TenMillionTinyTasksRunExactlyOnce) {
     std::size_t end = std::min(n, begin + batch);
     outer.run([&, begin, end] {  // each batch's tasks are spawned from inside a task: local deques
       task_group inner(s);
-      for (std::size_t i = begin; i < end; ++i) inner.run([&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
+      for (std::size_t i = begin; i < end; ++i)
+        inner.run([&runs, i] { runs[i].fetch_add(1, std::memory_order_relaxed); });
       inner.wait();
     });
   }
@@ -172,9 +176,10 @@ void run_on_thread_with_stack(std::size_t stack_size, F f) {
 }
 }  // namespace
 
-// An outside thread that helps with its wait runs tasks on its own (here small) stack; when that runs
-// short it stops helping with a task left in its deque while every worker is blocked in a wait of
-// its own. Its slot must then go to a spare, or nothing runs that task (a hang CI found under ASan).
+// An outside thread that helps with its wait runs tasks on its own (here small) stack; when that
+// runs short it stops helping with a task left in its deque while every worker is blocked in a wait
+// of its own. Its slot must then go to a spare, or nothing runs that task (a hang CI found under
+// ASan).
 TEST(TaskGroup, RecursionFromAnOutsideThreadWhoseStackRunsShort) {
   const int levels = static_cast<int>(corral::testing::scaled(10'000, 2'000));
   for (int round = 0; round < 20; ++round) {

@@ -4,11 +4,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
-#include <algorithm>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -169,8 +169,8 @@ TEST(WaitMonitor, ShortFutexWaitsAreNotLentLongOnesAre) {
 }
 
 TEST(WaitMonitor, TheSleeperTakesASlotBackWhenItRunsAgain) {
-  // One slot. The sleeper's slot is lent to a stream of short tasks; once it wakes and computes, the
-  // stream must stop running beside it within about one task boundary (plus a sample).
+  // One slot. The sleeper's slot is lent to a stream of short tasks; once it wakes and computes,
+  // the stream must stop running beside it within about one task boundary (plus a sample).
   scheduler s(monitored(1));
   std::atomic<int> in_flight{0};
   std::atomic<bool> sleeper_computing{false};
@@ -184,7 +184,8 @@ TEST(WaitMonitor, TheSleeperTakesASlotBackWhenItRunsAgain) {
     sleeper_computing = true;
     while (clock_type::now() - start < 150ms) {
       // After a grace of 30 ms (a sample, and the other thread's current task), we run alone.
-      if (clock_type::now() - start > 30ms && in_flight.load() > 1) overlap_after_grace.fetch_add(1);
+      if (clock_type::now() - start > 30ms && in_flight.load() > 1)
+        overlap_after_grace.fetch_add(1);
     }
     in_flight.fetch_sub(1);
     stop = true;
@@ -204,8 +205,8 @@ TEST(WaitMonitor, TheSleeperTakesASlotBackWhenItRunsAgain) {
 }
 
 TEST(WaitMonitor, SleepingWhileHoldingALockDoesNotDeadlock) {
-  // The sleeper's slot goes to a task that then blocks on the sleeper's lock (futex): lent too after
-  // ~20 ms, so the sleeper always gets a slot back.
+  // The sleeper's slot goes to a task that then blocks on the sleeper's lock (futex): lent too
+  // after ~20 ms, so the sleeper always gets a slot back.
   scheduler s(monitored(1));
   std::mutex m;
   std::vector<int> order;
@@ -247,8 +248,10 @@ TEST(WaitMonitor, StatsStayConsistentUnderRandomSleeps) {
   task_group g(s);
   for (int i = 0; i < tasks; ++i)
     g.run([&, i] {
-      if (i % 3 == 0) raw_sleep(std::chrono::milliseconds(1 + i % 4));
-      else spin_for(std::chrono::microseconds(100));
+      if (i % 3 == 0)
+        raw_sleep(std::chrono::milliseconds(1 + i % 4));
+      else
+        spin_for(std::chrono::microseconds(100));
       ran.fetch_add(1);
     });
   g.wait();

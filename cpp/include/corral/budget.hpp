@@ -1,6 +1,6 @@
-// The CPU budget of a process (docs/architecture.md invariant 1): the CPUs it may use (affinity mask
-// within its cpusets), capped by the CPU quota of its own cgroup and every ancestor
-// (v2 and v1), replaced by CORRAL_CPUS when that is set. Every figure says where it came from.
+// The CPU budget of a process (docs/architecture.md invariant 1): the CPUs it may use (affinity
+// mask within its cpusets), capped by the CPU quota of its own cgroup and every ancestor (v2 and
+// v1), replaced by CORRAL_CPUS when that is set. Every figure says where it came from.
 #pragma once
 
 #include <filesystem>
@@ -49,8 +49,8 @@ struct cpu_budget {
   int cpus = 1;            // the budget B: at least 1
   cpu_set cpu_ids;         // the CPUs this process may run on: affinity within the cgroup cpusets
   std::string decided_by;  // the name of the source that set `cpus`
-  bool exceeds_hardware =
-      false;  // CORRAL_CPUS is above cpu_ids.count(): emulating a bigger machine
+  // CORRAL_CPUS is above cpu_ids.count(): emulating a bigger machine
+  bool exceeds_hardware = false;
   // In this order: "affinity", "cgroup v2 cpu.max", "cgroup v2 cpuset.cpus.effective",
   // "cgroup v1 cpu.cfs_quota_us", "cgroup v1 cpuset.cpus", "CORRAL_CPUS". All always present.
   std::vector<budget_source> sources;

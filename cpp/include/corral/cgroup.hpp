@@ -1,5 +1,6 @@
 // The CPU limits of this process's own cgroup, v2 and v1 (hybrid setups too), for its
-// cgroup and every ancestor up to the mount root. Part of the budget (docs/architecture.md invariant 1).
+// cgroup and every ancestor up to the mount root. Part of the budget (docs/architecture.md
+// invariant 1).
 #pragma once
 
 #include <cstdint>

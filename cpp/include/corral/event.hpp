@@ -1,6 +1,6 @@
-// A one-shot event for corral's own futures. wait() on a worker thread runs other tasks while any are
-// available and otherwise sleeps inside a blocking scope (its slot handed over); off a worker thread
-// it just sleeps. No busy spinning beyond a few microseconds either way.
+// A one-shot event for corral's own futures. wait() on a worker thread runs other tasks while any
+// are available and otherwise sleeps inside a blocking scope (its slot handed over); off a worker
+// thread it just sleeps. No busy spinning beyond a few microseconds either way.
 #pragma once
 
 #include <atomic>

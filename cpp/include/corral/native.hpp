@@ -1,11 +1,11 @@
-// The native thread pools loaded in this process (OpenBLAS, MKL, BLIS, FlexiBLAS, OpenMP runtimes) and
-// the controls that set their thread counts.
+// The native thread pools loaded in this process (OpenBLAS, MKL, BLIS, FlexiBLAS, OpenMP runtimes)
+// and the controls that set their thread counts.
 //
-// Discovery lists the loaded objects with dl_iterate_phdr, whose callback only copies names (calling
-// anything else there risks deadlock: the loader's lock is held), then takes a reference to each
-// recognised library with dlopen(RTLD_NOLOAD) and reads it through dlsym. The controller caches the result
-// and rescans only when the loader's add/remove counters have moved, which costs one dl_iterate_phdr
-// step: cheap enough for every task start.
+// Discovery lists the loaded objects with dl_iterate_phdr, whose callback only copies names
+// (calling anything else there risks deadlock: the loader's lock is held), then takes a reference
+// to each recognised library with dlopen(RTLD_NOLOAD) and reads it through dlsym. The controller
+// caches the result and rescans only when the loader's add/remove counters have moved, which costs
+// one dl_iterate_phdr step: cheap enough for every task start.
 #pragma once
 
 #include <cstdint>
@@ -29,15 +29,16 @@ struct loader_generation {
 // The counters now; stops after the first object.
 loader_generation current_loader_generation();
 
-// The names the loader gives every loaded object (dlpi_name: as it was opened, symlinks unresolved; the
-// main program's is empty), with the counters read in the same pass.
+// The names the loader gives every loaded object (dlpi_name: as it was opened, symlinks unresolved;
+// the main program's is empty), with the counters read in the same pass.
 struct loaded_objects {
   loader_generation generation;
   std::vector<std::string> names;
 };
 loaded_objects list_loaded_objects();
 
-// One-off discovery, no cache: every recognised library loaded now, in load order, one entry per file.
+// One-off discovery, no cache: every recognised library loaded now, in load order, one entry per
+// file.
 std::vector<library_info> discover();
 
 // What a set of settings was, to put back later. Holding it keeps the libraries it names loaded.
@@ -94,7 +95,8 @@ class controller {
   loader_generation generation_;
   std::uint64_t rescans_ = 0;
   std::unordered_map<std::string, std::string> canonical_paths_;  // dlpi_name -> realpath
-  std::unordered_map<std::string, std::shared_ptr<const native_library>> by_path_;  // null: not ours
+  std::unordered_map<std::string, std::shared_ptr<const native_library>>
+      by_path_;  // null: not ours
 };
 
 // Sets a per-thread limit for a scope and restores the calling thread's previous settings on exit.

@@ -1,9 +1,9 @@
 // One native library with its own thread pool (a BLAS or an OpenMP runtime) that is loaded in this
 // process: what it is, and the calls that read and set its thread count.
 //
-// Recognition follows threadpoolctl's rules so that both tools name the same libraries the same way:
-// the file name (symlinks resolved, lower-cased) must start with a known prefix, and the library must
-// export at least one of the symbols that kind of library always has.
+// Recognition follows threadpoolctl's rules so that both tools name the same libraries the same
+// way: the file name (symlinks resolved, lower-cased) must start with a known prefix, and the
+// library must export at least one of the symbols that kind of library always has.
 #pragma once
 
 #include <memory>
@@ -31,23 +31,23 @@ struct library_info {
   std::string path;                    // canonical: symlinks resolved
   std::string prefix;                  // the filename prefix that matched, e.g. "libscipy_openblas"
   std::optional<std::string> version;  // none where the library cannot tell (OpenMP, old OpenBLAS)
-  std::string threading_layer;         // "pthreads", "openmp", "disabled", "unknown", MKL's "gnu", ...
-  int num_threads;                     // the limit a call from the calling thread would use now
-  bool has_thread_control;             // set_thread_setting works (per calling thread)
-  bool has_process_control;            // set_process_setting works (whole process)
+  std::string threading_layer;  // "pthreads", "openmp", "disabled", "unknown", MKL's "gnu", ...
+  int num_threads;              // the limit a call from the calling thread would use now
+  bool has_thread_control;      // set_thread_setting works (per calling thread)
+  bool has_process_control;     // set_process_setting works (whole process)
 };
 
-// The kinds whose filename prefixes `canonical_path` matches, in threadpoolctl's order (openblas, blis,
-// mkl, openmp, flexiblas), each with the prefix that matched. Pure string logic: no file is touched.
-// Usually one; a caller tries them in order and keeps the first whose symbols are there.
+// The kinds whose filename prefixes `canonical_path` matches, in threadpoolctl's order (openblas,
+// blis, mkl, openmp, flexiblas), each with the prefix that matched. Pure string logic: no file is
+// touched. Usually one; a caller tries them in order and keeps the first whose symbols are there.
 struct prefix_match {
   library_kind kind;
   std::string prefix;
 };
 std::vector<prefix_match> match_filename(std::string_view canonical_path);
 
-// A recognised library, pinned in memory (it holds a dlopen reference) for as long as this object lives,
-// so that the function pointers it keeps stay valid.
+// A recognised library, pinned in memory (it holds a dlopen reference) for as long as this object
+// lives, so that the function pointers it keeps stay valid.
 class native_library {
  public:
   // The library at `canonical_path` when it is already loaded (RTLD_NOLOAD: never loads anything),
@@ -71,9 +71,10 @@ class native_library {
   bool has_thread_control() const noexcept { return thread_control_; }
   bool has_process_control() const noexcept { return process_control_; }
 
-  // Raw settings, for snapshot and restore. For MKL the per-thread setting is the thread-local value
-  // (0: follows the process-wide one), read without disturbing it. Calling one without its control
-  // throws std::logic_error. Values must be >= 1 except MKL's per-thread 0 and BLIS's -1 ("unset").
+  // Raw settings, for snapshot and restore. For MKL the per-thread setting is the thread-local
+  // value (0: follows the process-wide one), read without disturbing it. Calling one without its
+  // control throws std::logic_error. Values must be >= 1 except MKL's per-thread 0 and BLIS's -1
+  // ("unset").
   int thread_setting() const;
   void set_thread_setting(int value) const;
   int process_setting() const;

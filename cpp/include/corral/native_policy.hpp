@@ -3,8 +3,8 @@
 //   dynamic:  inner = max(1, slots / demand), demand = max(tasks running now, tasks started and
 //             not ended); process-wide controls follow the demand as tasks start and end;
 //   fixed n:  inner = n (the pools' static mode).
-// Per-thread controls (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local setting) are set for
-// the task's thread alone and restored when the task ends. Process-wide controls (OpenBLAS with
+// Per-thread controls (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local setting) are set
+// for the task's thread alone and restored when the task ends. Process-wide controls (OpenBLAS with
 // pthreads as pip's numpy ships it, BLIS, MKL's global setting, FlexiBLAS) follow the latest task
 // start while any task with a limit runs, and get the setting they had before back when none does.
 // Nothing here throws into a task: a library that refuses a limit leaves the task running with the
@@ -55,7 +55,8 @@ class task_native_limits {
 // restore the outer task's. The object must outlive its installation.
 class native_limit_observer final : public task_observer {
  public:
-  explicit native_limit_observer(int inner_threads = dynamic_inner) noexcept : inner_threads_(inner_threads) {}
+  explicit native_limit_observer(int inner_threads = dynamic_inner) noexcept
+      : inner_threads_(inner_threads) {}
   void on_task_start(scheduler& s) noexcept override;
   void on_task_end(scheduler& s) noexcept override;
   int inner_threads() const noexcept { return inner_threads_; }

@@ -1,6 +1,6 @@
-// Static partitions of a CPU budget for the workers of a process pool (SMP's idea; docs/architecture.md
-// invariant 5): one CPU set per worker, each applied as that worker's
-// affinity and thread limits.
+// Static partitions of a CPU budget for the workers of a process pool (SMP's idea;
+// docs/architecture.md invariant 5): one CPU set per worker, each applied as that worker's affinity
+// and thread limits.
 //
 // The CPUs are first put in partition order: NUMA node by node, core by core, SMT siblings
 // side by side. Every worker then gets a contiguous run of that order, so that

@@ -2,14 +2,16 @@
 // The seam every layer asks before it runs work (docs/architecture.md, invariants 2-4 and 6;
 // docs/permits.md has the protocol and its memory-order argument):
 //   * a thread takes a permit before it runs a task and gives it back when the task ends;
-//   * a holder about to wait gives its permit back (permit_pause) and takes one again when it wakes,
+//   * a holder about to wait gives its permit back (permit_pause) and takes one again when it
+//   wakes,
 //     ahead of threads that have not started yet, as Go hands a P over around a system call;
 //   * a holder found asleep without saying so is lent out by the permit monitor (set_wait_monitor),
 //     and counted again, over the budget if need be, as soon as it runs again;
-//   * no thread waits for ever: one that has waited `starvation_limit` while no permit changed hands
-//     takes one over the budget (an overdraft). Holders may wait on each other in ways no sampler can
-//     see (a spin on a flag that a waiting thread would set); plain threads would make progress there,
-//     so must we.
+//   * no thread waits for ever: one that has waited `starvation_limit` while no permit changed
+//   hands
+//     takes one over the budget (an overdraft). Holders may wait on each other in ways no sampler
+//     can see (a spin on a flag that a waiting thread would set); plain threads would make progress
+//     there, so must we.
 // Threads are many, permits few: a thread that holds no permit runs nothing for corral, but never
 // runs someone else's work either; waiting for a permit is the only thing it does.
 #pragma once
@@ -21,16 +23,17 @@
 namespace corral {
 
 struct permit_stats {
-  unsigned permits = 0;  // threads that may run at once: the budget
-  unsigned held = 0;     // permits held now, overdrafts included (may exceed `permits`)
-  unsigned waiting = 0;  // threads waiting for a permit (new tasks and returning waiters)
-  unsigned paused = 0;   // holders inside a permit_pause (their permit given back)
-  unsigned lent = 0;     // holders the monitor found asleep, their permit given to another
-  unsigned holders = 0;  // threads between acquire and release (holding, paused or lent)
-  std::uint64_t acquires = 0;    // permits taken (acquire and resume)
-  std::uint64_t waits = 0;       // of those, the ones that had to wait
-  std::uint64_t lends = 0;       // permits the monitor lent
-  std::uint64_t overdrafts = 0;  // permits taken over the budget (starvation limit or a lent thread back)
+  unsigned permits = 0;        // threads that may run at once: the budget
+  unsigned held = 0;           // permits held now, overdrafts included (may exceed `permits`)
+  unsigned waiting = 0;        // threads waiting for a permit (new tasks and returning waiters)
+  unsigned paused = 0;         // holders inside a permit_pause (their permit given back)
+  unsigned lent = 0;           // holders the monitor found asleep, their permit given to another
+  unsigned holders = 0;        // threads between acquire and release (holding, paused or lent)
+  std::uint64_t acquires = 0;  // permits taken (acquire and resume)
+  std::uint64_t waits = 0;     // of those, the ones that had to wait
+  std::uint64_t lends = 0;     // permits the monitor lent
+  // permits taken over the budget (starvation limit or a lent thread back)
+  std::uint64_t overdrafts = 0;
 };
 
 class permit_table {
@@ -68,7 +71,8 @@ class permit_table {
   permit_stats stats() const noexcept;
 
   // Starts or stops the permit monitor (a thread that samples holders every millisecond through
-  // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot start.
+  // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot
+  // start.
   void set_wait_monitor(bool on);
   bool wait_monitor_on() const noexcept;
 
@@ -94,8 +98,8 @@ class permit {
   permit_table& table_;
 };
 
-// RAII: the calling thread is about to wait. If it holds a permit (of any table) it gives it back for
-// the scope, and takes one again on the way out, ahead of threads that have not started a task;
+// RAII: the calling thread is about to wait. If it holds a permit (of any table) it gives it back
+// for the scope, and takes one again on the way out, ahead of threads that have not started a task;
 // pauses nest. A thread that holds no permit is not touched: waits outside corral's tasks cost one
 // thread-local read.
 class permit_pause {

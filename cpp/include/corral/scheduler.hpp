@@ -1,5 +1,6 @@
-// A budgeted work-stealing scheduler: `slots` threads may run tasks at once; threads that block give
-// their slot to another (see blocking.hpp); idle threads sleep. docs/scheduler.md explains the design.
+// A budgeted work-stealing scheduler: `slots` threads may run tasks at once; threads that block
+// give their slot to another (see blocking.hpp); idle threads sleep. docs/scheduler.md explains the
+// design.
 #pragma once
 
 #include <chrono>
@@ -11,7 +12,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "corral/task.hpp"
+#include "corral/detail/task.hpp"
 
 namespace corral {
 
@@ -42,32 +43,33 @@ struct scheduler_stats {
   std::uint64_t steals = 0;
   std::uint64_t parks = 0;           // times a worker went to sleep
   std::uint64_t spares_started = 0;  // threads started to take a blocked thread's slot
-  // The wait monitor (options::monitor_waits): slots of threads found asleep inside a task without a
-  // blocking_scope. `lent` are away now (also counted in `blocked` until the thread runs again, then
-  // in `returning`); `lends` counts every lend so far.
+  // The wait monitor (options::monitor_waits): slots of threads found asleep inside a task without
+  // a blocking_scope. `lent` are away now (also counted in `blocked` until the thread runs again,
+  // then in `returning`); `lends` counts every lend so far.
   unsigned lent = 0;
   std::uint64_t lends = 0;
-  // Waits (task_group::wait, parallel_for) by threads outside the pool that took a free slot and ran
-  // tasks themselves.
+  // Waits (task_group::wait, parallel_for) by threads outside the pool that took a free slot and
+  // ran tasks themselves.
   std::uint64_t outside_helps = 0;
 };
 
 class scheduler {
  public:
   struct options {
-    unsigned slots = 0;         // 0: the process's CPU budget (see default_slots())
-    unsigned max_threads = 0;   // cap on worker threads incl. spares; 0: max(256, 4 * slots)
-    std::size_t stack_size = 0; // worker stack bytes; 0: 64 MiB (reserved, not committed)
+    unsigned slots = 0;          // 0: the process's CPU budget (see default_slots())
+    unsigned max_threads = 0;    // cap on worker threads incl. spares; 0: max(256, 4 * slots)
+    std::size_t stack_size = 0;  // worker stack bytes; 0: 64 MiB (reserved, not committed)
     // How long a spare thread may sleep unused before it exits.
     std::chrono::milliseconds spare_idle{200};
     task_observer* observer = nullptr;
-    // Watch the threads running tasks (Linux /proc, every millisecond) and lend the slot of one found
-    // asleep in a task without a blocking_scope: a sleep, a read on a pipe or socket (asleep outside
-    // futex on two samples), or a lock or condition variable (in futex, not running for ~20 ms). The
-    // slot goes to another thread as for a blocking_scope; when the sleeper runs again it takes a slot
-    // back as a returner. See set_wait_monitor.
+    // Watch the threads running tasks (Linux /proc, every millisecond) and lend the slot of one
+    // found asleep in a task without a blocking_scope: a sleep, a read on a pipe or socket (asleep
+    // outside futex on two samples), or a lock or condition variable (in futex, not running for ~20
+    // ms). The slot goes to another thread as for a blocking_scope; when the sleeper runs again it
+    // takes a slot back as a returner. See set_wait_monitor.
     bool monitor_waits = false;
-    // Called with the exception of a detached (submit) task. Unset: std::terminate, as std::thread does.
+    // Called with the exception of a detached (submit) task. Unset: std::terminate, as std::thread
+    // does.
     std::function<void(std::exception_ptr)> on_unhandled_exception;
   };
 

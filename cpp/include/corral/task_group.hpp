@@ -1,6 +1,6 @@
-// A group of tasks to run and wait for together. wait() on a worker thread runs pending tasks instead
-// of sleeping while there are any; the first exception thrown by a task cancels the group and is
-// rethrown by wait().
+// A group of tasks to run and wait for together. wait() on a worker thread runs pending tasks
+// instead of sleeping while there are any; the first exception thrown by a task cancels the group
+// and is rethrown by wait().
 #pragma once
 
 #include <atomic>
@@ -28,8 +28,8 @@ class task_group {
   template <class F>
   void run(F&& f);
 
-  // Returns when every task has finished (or was skipped); rethrows the first exception a task threw.
-  // Afterwards the group is empty, not cancelled, and can be reused.
+  // Returns when every task has finished (or was skipped); rethrows the first exception a task
+  // threw. Afterwards the group is empty, not cancelled, and can be reused.
   void wait();
 
   // Tasks not yet started will not run; running tasks may poll is_canceling().
@@ -43,9 +43,9 @@ class task_group {
   struct group_task;
   class pending_waitable;
 
-  // state_: bits 0-30 count tasks started by run() and not yet finished; bit 31 says a thread sleeps
-  // in wait(). One word so that the last task can wake the waiter without touching the group after
-  // its decrement (the group may be gone by then: see detail::futex_wake).
+  // state_: bits 0-30 count tasks started by run() and not yet finished; bit 31 says a thread
+  // sleeps in wait(). One word so that the last task can wake the waiter without touching the group
+  // after its decrement (the group may be gone by then: see detail::futex_wake).
   static constexpr std::uint32_t waiter_bit = 0x8000'0000u;
   static constexpr std::uint32_t count_mask = 0x7fff'ffffu;
 
@@ -58,7 +58,8 @@ class task_group {
   std::atomic<std::uint32_t> state_{0};
   std::atomic<bool> canceling_{false};
   std::atomic<bool> failed_{false};
-  std::exception_ptr error_;  // written once by the task that set failed_, read after the count is 0
+  std::exception_ptr
+      error_;  // written once by the task that set failed_, read after the count is 0
 };
 
 template <class F>

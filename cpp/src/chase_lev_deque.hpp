@@ -10,22 +10,24 @@
 //    release fence followed by a relaxed store; a release store is the same on x86 and ARMv8 and,
 //    unlike a standalone fence, is understood by ThreadSanitizer. A thief that acquires bottom
 //    therefore sees the element and everything the owner wrote into the task before pushing it.
-//  * pop (the paper's take): bottom is decremented (relaxed), then a seq_cst fence, then top is read.
-//    With the seq_cst fence in steal, between "thief read top" and "thief read bottom", at least one
-//    of owner and thief sees the other's claim: either the thief sees the lowered bottom and backs off,
-//    or the owner sees the raised top. When exactly one element is left both may see it; they then
-//    race with a seq_cst CAS on top and exactly one wins.
+//  * pop (the paper's take): bottom is decremented (relaxed), then a seq_cst fence, then top is
+//  read.
+//    With the seq_cst fence in steal, between "thief read top" and "thief read bottom", at least
+//    one of owner and thief sees the other's claim: either the thief sees the lowered bottom and
+//    backs off, or the owner sees the raised top. When exactly one element is left both may see it;
+//    they then race with a seq_cst CAS on top and exactly one wins.
 //  * steal: top acquire, seq_cst fence, bottom acquire, array acquire (paper: consume), element
 //    relaxed, then CAS top seq_cst. The CAS makes the claim exclusive; a thief that loses returns
 //    `lost` so the caller can retry or move on.
 #pragma once
 
 #include <atomic>
-
-#include "corral/fence.hpp"
 #include <cstdint>
 #include <memory>
 #include <vector>
+
+#include "assert.hpp"
+#include "fence.hpp"
 
 namespace corral::detail {
 
@@ -51,6 +53,7 @@ class chase_lev_deque {
     std::int64_t b = bottom_.load(std::memory_order_relaxed);
     std::int64_t t = top_.load(std::memory_order_acquire);
     ring* a = array_.load(std::memory_order_relaxed);
+    CORRAL_ASSERT(t <= b);  // the size is never negative outside a pop
     if (b - t > a->capacity - 1) a = grow(a, t, b);
     a->put(b, item);
     bottom_.store(b + 1, std::memory_order_release);
@@ -63,13 +66,15 @@ class chase_lev_deque {
     bottom_.store(b, std::memory_order_relaxed);
     seq_cst_fence();
     std::int64_t t = top_.load(std::memory_order_relaxed);
-    if (t > b) {  // was empty
+    CORRAL_ASSERT(t <= b + 1);  // at most empty: thieves never take past the bottom they saw
+    if (t > b) {                // was empty
       bottom_.store(b + 1, std::memory_order_relaxed);
       return nullptr;
     }
     T item = a->get(b);
     if (t == b) {  // the last element: race the thieves for it
-      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+      if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed))
         item = nullptr;
       bottom_.store(b + 1, std::memory_order_relaxed);
     }
@@ -84,7 +89,8 @@ class chase_lev_deque {
     if (t >= b) return steal_result::empty;
     ring* a = array_.load(std::memory_order_acquire);
     T item = a->get(t);
-    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst, std::memory_order_relaxed))
+    if (!top_.compare_exchange_strong(t, t + 1, std::memory_order_seq_cst,
+                                      std::memory_order_relaxed))
       return steal_result::lost;
     out = item;
     return steal_result::success;
@@ -100,7 +106,8 @@ class chase_lev_deque {
 
  private:
   struct ring {
-    explicit ring(std::int64_t cap) : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
+    explicit ring(std::int64_t cap)
+        : capacity(cap), mask(cap - 1), slots(new std::atomic<T>[cap]) {}
     T get(std::int64_t i) const noexcept { return slots[i & mask].load(std::memory_order_relaxed); }
     void put(std::int64_t i, T v) noexcept { slots[i & mask].store(v, std::memory_order_relaxed); }
     std::int64_t capacity;
@@ -119,7 +126,8 @@ class chase_lev_deque {
   alignas(64) std::atomic<std::int64_t> top_{0};
   alignas(64) std::atomic<std::int64_t> bottom_{0};
   std::atomic<ring*> array_{nullptr};
-  std::vector<std::unique_ptr<ring>> arrays_;  // owner only; every array ever used, freed with the deque
+  std::vector<std::unique_ptr<ring>>
+      arrays_;  // owner only; every array ever used, freed with the deque
 };
 
 }  // namespace corral::detail

@@ -1,4 +1,5 @@
-// The unit of work the scheduler moves between threads: a heap object that runs and destroys itself.
+// The unit of work the scheduler moves between threads: a heap object that runs and destroys
+// itself.
 #pragma once
 
 #include <chrono>
@@ -26,12 +27,13 @@ class waitable {
   ~waitable() = default;
 };
 
-// Waits for `w` on the calling thread (see scheduler.cpp): on a worker that holds a slot, runs other
-// tasks while any are found and then sleeps inside a blocking scope. A thread outside every pool
-// that waits for work of `owner` (when given) takes a free slot of it, if one is free, and runs tasks
-// itself until the wait ends or it finds nothing to run. Elsewhere, just sleeps.
-// Returns w.ready() (false only when the deadline passed).
-bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline, scheduler* owner = nullptr);
+// Waits for `w` on the calling thread (see scheduler.cpp): on a worker that holds a slot, runs
+// other tasks while any are found and then sleeps inside a blocking scope. A thread outside every
+// pool that waits for work of `owner` (when given) takes a free slot of it, if one is free, and
+// runs tasks itself until the wait ends or it finds nothing to run. Elsewhere, just sleeps. Returns
+// w.ready() (false only when the deadline passed).
+bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline,
+              scheduler* owner = nullptr);
 
 // An outside thread (no worker of any scheduler) that takes a free slot of `s`, if one is free
 // without exceeding the slots, and is a worker of `s` with a deque of its own until destroyed. On
@@ -50,8 +52,8 @@ class outside_worker {
 };
 
 // True when the calling thread is a worker whose own deque is empty: the signal that idle workers
-// have stolen everything it offered, which parallel_for's lazy binary splitting uses to split again.
-// Off a worker thread: true.
+// have stolen everything it offered, which parallel_for's lazy binary splitting uses to split
+// again. Off a worker thread: true.
 bool local_queue_empty() noexcept;
 
 // True when the calling thread is a worker that holds a slot (may run tasks now).

@@ -1,26 +1,26 @@
 // An event count: lets a thread sleep until "something may have changed" without losing a wake-up
 // that races with its last check of the condition.
 //
-//   waiter:   key = ec.prepare_wait();  if (condition()) { ec.cancel_wait(); ... } else ec.commit_wait(key);
-//   notifier: make condition() true;   ec.notify_one();   (or notify_all)
+//   waiter:   key = ec.prepare_wait();  if (condition()) { ec.cancel_wait(); ... } else
+//   ec.commit_wait(key); notifier: make condition() true;   ec.notify_one();   (or notify_all)
 //
 // Why no wake-up is lost (the Dekker / store-buffering pattern, closed by two seq_cst fences):
 //   waiter:   W1 waiters_ += 1   F_w: fence(seq_cst)   W2 key = epoch_   W3 check the condition
 //   notifier: N1 publish         F_n: fence(seq_cst)   N3 read waiters_  N4 epoch_ += 1, wake
 // If N3 reads waiters_ from before W1, then F_n precedes F_w in the single total order of seq_cst
-// operations, so W3 (after F_w) sees N1 and the waiter does not sleep. Otherwise N4 happens: if W2 read
-// the epoch before N4, commit_wait sees a different epoch and does not sleep (the futex refuses to
-// sleep on a stale value); if W2 read N4's value, W2 acquires N4 (a release RMW after N1), so W3 sees N1.
+// operations, so W3 (after F_w) sees N1 and the waiter does not sleep. Otherwise N4 happens: if W2
+// read the epoch before N4, commit_wait sees a different epoch and does not sleep (the futex
+// refuses to sleep on a stale value); if W2 read N4's value, W2 acquires N4 (a release RMW after
+// N1), so W3 sees N1.
 #pragma once
 
 #include <atomic>
-
-#include "corral/fence.hpp"
 #include <chrono>
 #include <climits>
 #include <cstdint>
 
-#include "corral/futex.hpp"
+#include "fence.hpp"
+#include "futex.hpp"
 
 namespace corral::detail {
 
@@ -58,7 +58,8 @@ class event_count {
   void notify_one() noexcept { notify(1); }
   void notify_all() noexcept { notify(INT_MAX); }
 
-  // A hint only (no ordering): how many threads are between prepare_wait and the end of commit_wait.
+  // A hint only (no ordering): how many threads are between prepare_wait and the end of
+  // commit_wait.
   std::uint32_t waiters() const noexcept { return waiters_.load(std::memory_order_relaxed); }
 
  private:

@@ -7,7 +7,8 @@
 
 namespace corral::detail {
 
-// Sleeps while `word` still holds `expected`. May return spuriously: callers loop on their condition.
+// Sleeps while `word` still holds `expected`. May return spuriously: callers loop on their
+// condition.
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected) noexcept;
 
 // As futex_wait, but gives up after `timeout`; returns false when the time ran out.
@@ -20,8 +21,8 @@ bool futex_wait_for(std::atomic<std::uint32_t>& word, std::uint32_t expected,
 void futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
 
 // Sleeps until done(word's value) holds, first setting `waiter_bit` in the word so that whoever
-// makes it true knows to futex_wake (the bit is set with acquire so a value seen after it is current).
-// With a deadline, returns false when it passes first.
+// makes it true knows to futex_wake (the bit is set with acquire so a value seen after it is
+// current). With a deadline, returns false when it passes first.
 template <class Done>
 bool futex_sleep_until(std::atomic<std::uint32_t>& word, std::uint32_t waiter_bit, Done done,
                        const std::chrono::steady_clock::time_point* deadline) noexcept {
