@@ -125,7 +125,8 @@ class process_limit {
     for (;;) {
       if (!raise_pending_) {
         // Idle for a second: end, so that a program whose pools are done has no thread of ours left
-        // (a later fork() then sees the threads plain python would have); the next raise starts one.
+        // (a later fork() then sees the threads plain python would have); the next raise starts
+        // one.
         if (raise_cv_.wait_for(lock, idle_exit) == std::cv_status::timeout && !raise_pending_) {
           raiser_started_ = false;
           return;

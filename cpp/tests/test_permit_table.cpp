@@ -295,7 +295,9 @@ namespace {
 int thread_count() {
   int n = 0;
   std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec); !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) ++n;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec))
+    ++n;
   return n;
 }
 
@@ -305,7 +307,9 @@ TEST(PermitTable, TheMonitorEndsWhenNobodyHoldsAPermitAndComesBackWithTheNextHol
   permit_table table(1);
   const int before = thread_count();
   table.set_wait_monitor(true);
-  { permit p(table); }
+  {
+    permit p(table);
+  }
   // Idle: the monitor thread ends by itself (a later fork sees no thread of ours).
   EXPECT_TRUE(eventually([&] { return thread_count() == before; }, 5s));
   EXPECT_TRUE(table.wait_monitor_on());
@@ -316,7 +320,9 @@ TEST(PermitTable, TheMonitorEndsWhenNobodyHoldsAPermitAndComesBackWithTheNextHol
   });
   ASSERT_TRUE(eventually([&] { return table.stats().holders == 1; }));
   const auto start = std::chrono::steady_clock::now();
-  { permit p(table); }
+  {
+    permit p(table);
+  }
   EXPECT_LT(std::chrono::steady_clock::now() - start, 250ms);
   sleeper.join();
   table.set_wait_monitor(false);
