@@ -5,6 +5,9 @@
 // is waited for with the GIL released (a waiting thread must not keep the holders from running).
 #include <nanobind/stl/optional.h>
 
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -62,6 +65,52 @@ class python_permit_pause {
   std::optional<permit_pause> pause_;
 };
 
+// threading.Semaphore(0)'s acquire/release for ThreadPoolExecutor._idle_semaphore: the stdlib calls
+// acquire(timeout=0) on every submit and release() after every task, and its Semaphore is Python
+// code around a Condition. Same semantics in a few instructions; a blocking acquire (which the
+// stdlib never makes) waits with the GIL released.
+class idle_count {
+ public:
+  bool acquire(bool blocking, std::optional<double> timeout) {
+    if (!blocking && timeout)
+      throw nb::value_error("can't specify timeout for non-blocking acquire");
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (count_ > 0) {
+      --count_;
+      return true;
+    }
+    if (!blocking || (timeout && *timeout <= 0)) return false;
+    lock.unlock();
+    nb::gil_scoped_release unlocked;
+    lock.lock();
+    const auto ready = [this] { return count_ > 0; };
+    if (timeout) {
+      if (!changed_.wait_for(lock, std::chrono::duration<double>(*timeout), ready)) return false;
+    } else {
+      changed_.wait(lock, ready);
+    }
+    --count_;
+    return true;
+  }
+  void release(long n) {
+    if (n < 1) throw nb::value_error("n must be one or more");
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      count_ += static_cast<unsigned long>(n);
+    }
+    changed_.notify_all();
+  }
+  unsigned long value() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return count_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  unsigned long count_ = 0;
+};
+
 nb::dict stats_dict() {
   const permit_stats s = permit_table::process().stats();
   nb::dict d;
@@ -109,6 +158,18 @@ void bind_permits(nb::module_& m) {
       "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
   m.def("permit_stats", &stats_dict,
         "The process's permit table, as a dict of counters and gauges.");
+
+  nb::class_<idle_count>(
+      m, "IdleCount",
+      "threading.Semaphore(0)'s acquire(blocking=True, timeout=None) and release(n=1), in C++ "
+      "(ThreadPoolExecutor._idle_semaphore).")
+      .def(nb::init<>())
+      .def("acquire", &idle_count::acquire, nb::arg("blocking") = true,
+           nb::arg("timeout") = nb::none())
+      .def("release", &idle_count::release, nb::arg("n") = 1)
+      .def("__enter__", [](idle_count& c) { return c.acquire(true, std::nullopt); })
+      .def("__exit__", [](idle_count& c, nb::args) { c.release(1); })
+      .def_prop_ro("_value", &idle_count::value);
 
   nb::class_<python_permit_pause>(
       m, "PermitPause",

@@ -328,3 +328,27 @@ def test_no_thread_of_corrals_outlives_the_pools(tmp_path):
     under_corral = run_python(["-m", "corral", str(script)], timeout=60)
     assert plain.returncode == 0 and under_corral.returncode == 0, plain.stderr + under_corral.stderr
     assert under_corral.stdout.strip() == plain.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("make", [lambda: threading.Semaphore(0), lambda: corral._core.IdleCount()],
+                         ids=["stdlib", "corral"])
+def test_the_idle_counter_behaves_as_the_stdlibs_semaphore(make):
+    # ThreadPoolExecutor._idle_semaphore: corral's is C++, with threading.Semaphore(0)'s semantics.
+    sem = make()
+    assert sem.acquire(timeout=0) is False
+    assert sem.acquire(blocking=False) is False
+    sem.release()
+    sem.release(2)
+    assert [sem.acquire(timeout=0) for _ in range(4)] == [True, True, True, False]
+    start = time.monotonic()
+    assert sem.acquire(timeout=0.05) is False
+    assert time.monotonic() - start >= 0.04
+    threading.Timer(0.05, sem.release).start()
+    assert sem.acquire(timeout=10) is True
+    with pytest.raises(ValueError):
+        sem.acquire(blocking=False, timeout=1)
+    with pytest.raises(ValueError):
+        sem.release(0)
+    with corral.ThreadPoolExecutor(2) as ex:
+        assert type(ex._idle_semaphore).__name__ == "IdleCount"
+        assert list(ex.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from . import _permits, _pool_settings
+from . import _core, _permits, _pool_settings
 
 Future = concurrent.futures.Future
 
@@ -31,6 +31,9 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=(), **kwargs):
         super().__init__(max_workers, thread_name_prefix, initializer, initargs, **kwargs)
+        # The stdlib counts idle threads with a threading.Semaphore(0), a Python Condition taken twice
+        # per task; the same counter in C++ (acquire(timeout=0) and release(), all the stdlib calls).
+        self._idle_semaphore = _core.IdleCount()
         self._corral_inner = _pool_settings.inner_threads(self._max_workers)
         _permits.start()
 
