@@ -45,6 +45,13 @@ $(addprefix test-cpp-,$(PRESETS)): test-cpp-%: $(VENV)/.deps
 test-py: setup
 	$(VPY) -m pytest tests -q
 
+# Python lint (ruff, pinned in requirements-dev.txt; settings in pyproject.toml). benchmarks/ joins once clean.
+LINT_PATHS := src tests scripts
+.PHONY: lint
+lint: $(VENV)/.deps
+	$(VPY) -m ruff check $(LINT_PATHS)
+test: lint
+
 # The wheel and the whole Python suite under every tested CPython (3.11 here, 3.13 and 3.14 in Debian
 # roots made by debootstrap, cached in build/pythons/); one summary line per version. Needs root.
 test-pythons: setup

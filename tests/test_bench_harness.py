@@ -156,7 +156,8 @@ def test_hand_tuned_launch_sets_pool_and_blas_threads():
 
 
 def test_execute_reports_failures_and_timeouts():
-    ok = harness.execute(configs.Launch([sys.executable, "-c", "print('noise'); print('BENCH_RESULT {\"value\": 2.5}')"],
+    noisy = "print('noise'); print('BENCH_RESULT {\"value\": 2.5}')"
+    ok = harness.execute(configs.Launch([sys.executable, "-c", noisy],
                                         configs.base_environment()), 30)
     assert ok["ok"] and ok["value"] == 2.5
     crashed = harness.execute(configs.Launch([sys.executable, "-c", "raise SystemExit('workload check failed: x')"],

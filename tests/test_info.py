@@ -70,7 +70,7 @@ def test_malformed_corral_cpus_is_a_clear_error(bad):
 
 def test_numpy_pools_are_shown_and_match_threadpoolctl():
     pytest.importorskip("numpy")
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("threadpoolctl")
     report = info_json()
     assert "numpy" in report["imported"]
     ours = sorted((p["library"], os.path.realpath(p["path"]), p["num_threads"]) for p in report["native_pools"])

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from corral import _core, thread_limits, worker_share
-from corral.worker_share import BudgetView
+from corral import _core, _joblib, _thread_limits, _worker_share
+from corral._worker_share import BudgetView
 
 
 def smt_machine(nodes, cores_per_node, smt=2):
@@ -59,8 +59,8 @@ def view(cpus, machine):
 
 
 def test_plan_gives_each_worker_its_cpus_and_limits():
-    shares = worker_share.plan_shares(4, view=view(16, smt_machine(2, 4)), environ={})
-    assert [s.slot for s in shares] == [0, 1, 2, 3]
+    shares = _worker_share.plan_shares(4, view=view(16, smt_machine(2, 4)), environ={})
+    assert [s.index for s in shares] == [0, 1, 2, 3]
     assert all(len(s.cpus) == 4 and s.threads == 4 for s in shares)
     assert all(s.env["OMP_NUM_THREADS"] == "4" and s.env["CORRAL_CPUS"] == "4" for s in shares)
     assert all(s.native_threads == 4 for s in shares)
@@ -68,67 +68,67 @@ def test_plan_gives_each_worker_its_cpus_and_limits():
 
 def test_plan_under_a_quota_uses_whole_cores_of_the_first_node():
     # A budget of 4 on 16 CPUs (cgroup quota): affinity says the same, two cores of node 0.
-    shares = worker_share.plan_shares(2, view=view(4, smt_machine(2, 4)), environ={})
+    shares = _worker_share.plan_shares(2, view=view(4, smt_machine(2, 4)), environ={})
     assert [s.cpus for s in shares] == [(0, 8), (1, 9)]
     assert [s.threads for s in shares] == [2, 2]
 
 
 def test_plan_above_the_hardware_scales_the_limits():
     # CORRAL_CPUS=8 on 2 CPUs (emulating a bigger machine): each worker's one CPU counts as 4.
-    shares = worker_share.plan_shares(2, view=view(8, smt_machine(1, 2, smt=1)), environ={})
+    shares = _worker_share.plan_shares(2, view=view(8, smt_machine(1, 2, smt=1)), environ={})
     assert [s.cpus for s in shares] == [(0,), (1,)]
     assert [s.env["OMP_NUM_THREADS"] for s in shares] == ["4", "4"]
 
 
 def test_plan_factor_and_bad_arguments():
     machine = view(8, smt_machine(1, 8, smt=1))
-    assert [len(s.cpus) for s in worker_share.plan_shares(4, factor=1.5, view=machine, environ={})] == [3] * 4
+    assert [len(s.cpus) for s in _worker_share.plan_shares(4, factor=1.5, view=machine, environ={})] == [3] * 4
     with pytest.raises(ValueError, match="factor"):
-        worker_share.plan_shares(2, factor=0.9, view=machine)
+        _worker_share.plan_shares(2, factor=0.9, view=machine)
     with pytest.raises(TypeError, match="factor"):
-        worker_share.plan_shares(2, factor="wide", view=machine)
+        _worker_share.plan_shares(2, factor="wide", view=machine)
     with pytest.raises(ValueError, match="workers"):
-        worker_share.plan_shares(0, view=machine)
+        _worker_share.plan_shares(0, view=machine)
 
 
 def test_a_user_set_variable_is_an_upper_bound_and_the_share_another():
     # The lower wins: a user's 7 on a 2-thread share is lowered, a user's 1 is kept; force sets the share.
-    env = thread_limits.environment_for(2, environ={"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "1"})
+    env = _thread_limits.environment_for(2, environ={"OMP_NUM_THREADS": "7", "MKL_NUM_THREADS": "1"})
     assert env["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in env and env["BLIS_NUM_THREADS"] == "2"
-    assert "MKL_NUM_THREADS" not in env[thread_limits.MANAGED_VAR].split(",")
-    assert thread_limits.environment_for(2, environ={"MKL_NUM_THREADS": "1"}, force=True)["MKL_NUM_THREADS"] == "2"
-    assert thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}) == 3
-    assert thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}, force=True) == 4
-    assert thread_limits.native_limit(4, environ={"NUMEXPR_NUM_THREADS": "3"}) == 4
+    assert "MKL_NUM_THREADS" not in env[_thread_limits.MANAGED_VAR].split(",")
+    assert _thread_limits.environment_for(2, environ={"MKL_NUM_THREADS": "1"}, force=True)["MKL_NUM_THREADS"] == "2"
+    assert _thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}) == 3
+    assert _thread_limits.native_limit(4, environ={"OPENBLAS_NUM_THREADS": "3"}, force=True) == 4
+    assert _thread_limits.native_limit(4, environ={"NUMEXPR_NUM_THREADS": "3"}) == 4
 
 
 def test_values_corral_set_may_be_narrowed_by_a_nested_corral():
-    outer = thread_limits.environment_for(4, environ={})
-    inner = thread_limits.environment_for(2, environ=outer)  # a worker's environment
+    outer = _thread_limits.environment_for(4, environ={})
+    inner = _thread_limits.environment_for(2, environ=outer)  # a worker's environment
     assert inner["OMP_NUM_THREADS"] == "2" and inner["CORRAL_CPUS"] == "2"
-    assert thread_limits.native_limit(2, environ=outer) == 2
+    assert _thread_limits.native_limit(2, environ=outer) == 2
 
 
 def test_corral_cpus_is_always_the_share():
-    assert thread_limits.environment_for(1, environ={"CORRAL_CPUS": "8"})["CORRAL_CPUS"] == "1"
+    assert _thread_limits.environment_for(1, environ={"CORRAL_CPUS": "8"})["CORRAL_CPUS"] == "1"
     with pytest.raises(ValueError):
-        thread_limits.environment_for(0)
+        _thread_limits.environment_for(0)
 
 
 def test_apply_and_restore_round_trip():
     environ = {"OMP_NUM_THREADS": "9"}
-    previous = thread_limits.apply({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, environ)
+    previous = _thread_limits.apply({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}, environ)
     assert environ == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    thread_limits.restore(previous, environ)
+    _thread_limits.restore(previous, environ)
     assert environ == {"OMP_NUM_THREADS": "9"}
 
 
 def test_joblib_workers_get_the_budget_share(monkeypatch):
     joblib_backends = pytest.importorskip("joblib._parallel_backends")
-    for var in (*thread_limits.THREAD_LIMIT_VARS, "CORRAL_CPUS", thread_limits.MANAGED_VAR):
+    for var in (*_thread_limits.THREAD_LIMIT_VARS, "CORRAL_CPUS", _thread_limits.MANAGED_VAR):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CORRAL_CPUS", "8")
-    [(owner, name, replacement)] = thread_limits.joblib_patch_targets()
+    [(owner, name, replacement)] = _joblib.patch_targets()
     assert owner is joblib_backends.ParallelBackendBase and name == "_prepare_worker_env"
     monkeypatch.setattr(owner, name, replacement)
     env = joblib_backends.LokyBackend()._prepare_worker_env(n_jobs=2)

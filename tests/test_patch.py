@@ -194,7 +194,7 @@ def test_process_pools_are_replaced_and_restored():
         assert multiprocessing.pool.Pool is corral.Pool
         assert concurrent.futures.ProcessPoolExecutor is corral.ProcessPoolExecutor
         assert concurrent.futures.process.ProcessPoolExecutor is corral.ProcessPoolExecutor
-        assert any("ProcessPoolExecutor" in line for line in sys.modules["corral.patch"].describe())
+        assert any("ProcessPoolExecutor" in line for line in sys.modules["corral._patch"].describe())
     assert _process_state() == before
 
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 import corral
-from corral import thread_limits, worker_share
-from corral.process_pool import BrokenProcessPool
+from corral import _thread_limits, _worker_share
+from corral._process_pool import BrokenProcessPool
 
 CPUS = sorted(os.sched_getaffinity(0))
 METHODS = ["fork", "spawn", "forkserver"]
@@ -33,7 +33,7 @@ except ImportError:
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """Tests decide which thread limits the 'user' set."""
-    for var in (*thread_limits.THREAD_LIMIT_VARS, thread_limits.BUDGET_VAR, thread_limits.MANAGED_VAR,
+    for var in (*_thread_limits.THREAD_LIMIT_VARS, _thread_limits.BUDGET_VAR, _thread_limits.MANAGED_VAR,
                 "GOTO_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
 
@@ -62,18 +62,18 @@ def probe(_=None, import_numpy=HAVE_NUMPY):
     """What corral sees in this worker: the same calls `python -m corral info` makes."""
     if import_numpy:
         import numpy  # noqa: F401
-    share = worker_share.current_share()
+    share = _worker_share.current_share()
     initial = _initial_environment()
     return {
         "pid": os.getpid(),
         "affinity": sorted(os.sched_getaffinity(0)),
         "budget": corral.budget().cpus,
-        "env": {v: os.environ.get(v) for v in (*thread_limits.THREAD_LIMIT_VARS, thread_limits.BUDGET_VAR)},
-        "initial_env": {v: initial.get(v) for v in thread_limits.THREAD_LIMIT_VARS},
+        "env": {v: os.environ.get(v) for v in (*_thread_limits.THREAD_LIMIT_VARS, _thread_limits.BUDGET_VAR)},
+        "initial_env": {v: initial.get(v) for v in _thread_limits.THREAD_LIMIT_VARS},
         "native": {p["library"]: p["num_threads"] for p in corral.native_pools()},
-        "slot": share.slot if share else None,
+        "index": share.index if share else None,
         "initializer_affinity": _seen_by_initializer,
-        "nested_plan": [list(s.cpus) for s in worker_share.plan_shares(2)],
+        "nested_plan": [list(s.cpus) for s in _worker_share.plan_shares(2)],
     }
 
 
@@ -108,10 +108,10 @@ def check_one_cpu_each(probes, *, spawned):
         assert p["budget"] == 1  # corral inside the worker sees its share: nesting composes
         assert p["nested_plan"] == [p["affinity"], p["affinity"]]
         assert p["env"]["CORRAL_CPUS"] == "1"
-        assert all(p["env"][v] == "1" for v in thread_limits.THREAD_LIMIT_VARS)
+        assert all(p["env"][v] == "1" for v in _thread_limits.THREAD_LIMIT_VARS)
         assert all(n == 1 for n in p["native"].values()), p["native"]
         if spawned:  # the limits were in the environment the interpreter started with
-            assert all(p["initial_env"][v] == "1" for v in thread_limits.THREAD_LIMIT_VARS)
+            assert all(p["initial_env"][v] == "1" for v in _thread_limits.THREAD_LIMIT_VARS)
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def test_pool_workers_get_disjoint_cpus_and_limits(method):
         probes = probes_from_pool(pool, workers)
         assert [s.cpus for s in pool.shares] == [(c,) for c in CPUS]
     check_one_cpu_each(probes, spawned=method == "spawn")
-    assert sorted(p["slot"] for p in probes) == list(range(workers))
+    assert sorted(p["index"] for p in probes) == list(range(workers))
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -168,7 +168,7 @@ def test_more_workers_than_cpus_spread_evenly():
     assert load == {c: 2 for c in CPUS}
 
 
-def test_pool_replacements_keep_their_slot():
+def test_pool_replacements_keep_their_share():
     ctx = multiprocessing.get_context("fork")
     workers = len(CPUS)
     with corral.Pool(workers, initializer=_init, initargs=(ctx.Barrier(workers),), context=ctx,
@@ -180,10 +180,10 @@ def test_pool_replacements_keep_their_slot():
     for r in rounds:  # and the workers alive together still hold distinct CPUs
         assert sorted(p["affinity"][0] for p in r) == CPUS[:workers]
         for p in r:
-            assert p["affinity"] == list(shares[p["slot"]].cpus)
+            assert p["affinity"] == list(shares[p["index"]].cpus)
 
 
-def test_executor_replacements_keep_their_slot():
+def test_executor_replacements_keep_their_share():
     ctx = multiprocessing.get_context("forkserver")
     workers = len(CPUS)
     with corral.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
@@ -200,7 +200,7 @@ def probe_limits(_=None):
     BLAS/OpenMP libraries loaded in it (inherited through fork: loaded before the user's value)."""
     from threadpoolctl import threadpool_info
 
-    return {"env": {v: os.environ.get(v) for v in thread_limits.THREAD_LIMIT_VARS},
+    return {"env": {v: os.environ.get(v) for v in _thread_limits.THREAD_LIMIT_VARS},
             "affinity": sorted(os.sched_getaffinity(0)),
             "threads": {p["internal_api"]: p["num_threads"] for p in threadpool_info()}}
 
@@ -233,23 +233,23 @@ def test_user_thread_limit_is_an_upper_bound(monkeypatch, method, case):
         bound = int(expected) if expected.isdigit() else share
         assert seen["threads"].get("openblas") == min(share, bound), seen["threads"]
     assert os.environ["OMP_NUM_THREADS"] == user  # the parent's own environment is untouched
-    assert thread_limits.MANAGED_VAR not in os.environ
+    assert _thread_limits.MANAGED_VAR not in os.environ
 
 
 def test_thread_limit_decisions():
     user = {"OMP_NUM_THREADS": "16", "MKL_NUM_THREADS": "1", "BLIS_NUM_THREADS": "4,2",
             "NUMBA_NUM_THREADS": "0"}
-    env = thread_limits.environment_for(2, environ=user)
+    env = _thread_limits.environment_for(2, environ=user)
     assert env["OMP_NUM_THREADS"] == "2"  # lowered, and corral's now
     assert "MKL_NUM_THREADS" not in env and "BLIS_NUM_THREADS" not in env and "NUMBA_NUM_THREADS" not in env
     assert env["OPENBLAS_NUM_THREADS"] == "2" and env["CORRAL_CPUS"] == "2"
-    assert "OMP_NUM_THREADS" in env[thread_limits.MANAGED_VAR].split(",")
-    assert "MKL_NUM_THREADS" not in env[thread_limits.MANAGED_VAR].split(",")
-    assert thread_limits.native_limit(2, environ=user) == 1  # MKL_NUM_THREADS=1 bounds loaded libraries
-    assert thread_limits.native_limit(2, environ=user, force=True) == 2
-    forced = thread_limits.environment_for(2, environ=user, force=True)
-    assert all(forced[v] == "2" for v in thread_limits.THREAD_LIMIT_VARS)
-    lines = "\n".join(thread_limits.describe_user_limits(2, environ=user))
+    assert "OMP_NUM_THREADS" in env[_thread_limits.MANAGED_VAR].split(",")
+    assert "MKL_NUM_THREADS" not in env[_thread_limits.MANAGED_VAR].split(",")
+    assert _thread_limits.native_limit(2, environ=user) == 1  # MKL_NUM_THREADS=1 bounds loaded libraries
+    assert _thread_limits.native_limit(2, environ=user, force=True) == 2
+    forced = _thread_limits.environment_for(2, environ=user, force=True)
+    assert all(forced[v] == "2" for v in _thread_limits.THREAD_LIMIT_VARS)
+    lines = "\n".join(_thread_limits.describe_user_limits(2, environ=user))
     assert "OMP_NUM_THREADS=16: lowered" in lines and "MKL_NUM_THREADS=1: kept" in lines
     assert "BLIS_NUM_THREADS=4,2: kept as you set it" in lines
 
@@ -382,9 +382,9 @@ def test_default_size_is_the_budget(monkeypatch):
 
 
 def test_patch_targets_cover_every_entry_point():
-    from corral import process_pool
+    from corral import _process_pool
 
-    targets = {(owner, name): replacement for owner, name, replacement in process_pool.patch_targets()}
+    targets = {(owner, name): replacement for owner, name, replacement in _process_pool.patch_targets()}
     assert targets[(multiprocessing.pool, "Pool")] is corral.Pool
     assert targets[(concurrent.futures, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
     assert targets[(concurrent.futures.process, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
@@ -403,9 +403,9 @@ def test_patch_targets_cover_every_entry_point():
 
 
 def test_patched_names_keep_the_stdlib_thread_pool_working(monkeypatch):
-    from corral import process_pool
+    from corral import _process_pool
 
-    for owner, name, replacement in process_pool.patch_targets():
+    for owner, name, replacement in _process_pool.patch_targets():
         monkeypatch.setattr(owner, name, replacement)
     # The stdlib ThreadPool calls the (now patched) module global Pool.__init__.
     with multiprocessing.pool.ThreadPool(2) as threads:

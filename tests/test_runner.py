@@ -48,7 +48,8 @@ def test_options_before_the_script_are_corrals(tmp_path, script):
 
 
 def test_cpus_reaches_child_processes(tmp_path):
-    code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"CORRAL_CPUS\"])'])"
+    code = ("import subprocess, sys; "
+            "subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"CORRAL_CPUS\"])'])")
     under = run(["-m", "corral", "--cpus", "1", "-c", code], cwd=tmp_path)
     assert under.returncode == 0, under.stderr
     assert under.stdout.strip() == "1"
@@ -134,7 +135,8 @@ def test_uncaught_keyboard_interrupt_finalizes_then_ends_by_sigint(tmp_path, for
     "import sys, threading; t = threading.Thread(target=sys.exit, args=(4,)); t.start(); t.join(); print('on')",
     "import atexit\ndef bad():\n    raise RuntimeError('in atexit')\natexit.register(bad)\nprint('body')",
     "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()\nprint('main')",
-    "def f():\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n        raise ValueError('chained') from e\nf()",
+    "def f():\n    try:\n        1 / 0\n    except ZeroDivisionError as e:\n"
+    "        raise ValueError('chained') from e\nf()",
     "import sys, traceback\n"
     "sys.excepthook = lambda t, v, tb: print('hook', [f.name for f in traceback.extract_tb(tb)])\n"
     "def g():\n    raise OSError('x')\ng()",

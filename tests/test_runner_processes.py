@@ -47,7 +47,8 @@ PROBE = textwrap.dedent("""\
 
     def whose(pool):  # corral's classes carry the stdlib's names: ask corral
         import corral
-        return ("corral." if isinstance(pool, (corral.Pool, corral.ProcessPoolExecutor)) else "") + type(pool).__module__
+        ours = isinstance(pool, (corral.Pool, corral.ProcessPoolExecutor))
+        return ("corral." if ours else "") + type(pool).__module__
 
     if __name__ == "__main__":
         report = {"joblib_imported_at_start": "joblib" in sys.modules}
@@ -216,7 +217,8 @@ def test_cpus_list_restricts_the_whole_program():
 
 def test_cpus_count_is_a_budget_not_a_restriction():
     out = corral("-p", "1", "-c", "import json, os, corral; "
-                 "print(json.dumps([sorted(os.sched_getaffinity(0)), corral.budget().cpus, os.environ['CORRAL_CPUS']]))")
+                 "print(json.dumps([sorted(os.sched_getaffinity(0)), corral.budget().cpus, "
+                 "os.environ['CORRAL_CPUS']]))")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [CPUS, 1, "1"]
 

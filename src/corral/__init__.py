@@ -1,17 +1,49 @@
-"""corral: one CPU budget for every layer of parallelism in a Python program."""
+"""corral: one CPU budget for every layer of parallelism in a Python program.
+
+The public API is exactly `__all__`; every other module of the package is private (its name starts
+with `_`) and may change without notice.
+
+budget(env=None) -> Budget
+    The process's CPU budget, read on each call (docs/budget.md): the affinity mask, capped by the
+    cgroup CPU quota, replaced by CORRAL_CPUS when set. ValueError for a malformed CORRAL_CPUS.
+    Budget.cpus is an int (the budget, B); Budget.cpu_ids the CPUs it may run on; .sources, .cores,
+    .numa_nodes, .decided_by, .exceeds_hardware.
+    Budget.to_dict() -> {"budget": int, "cpus": [int, ...], "decided_by", "exceeds_hardware",
+    "sources", "cores", "numa_nodes"}. Mind the names: in the dict "budget" is Budget.cpus (the int)
+    and "cpus" is the list of CPU ids (Budget.cpu_ids), as `python -m corral info --json` prints it.
+BudgetSource
+    One entry of Budget.sources: where one figure came from (affinity, a cgroup file, CORRAL_CPUS).
+native_pools() -> list[dict]
+    The BLAS/OpenMP libraries loaded now, as threadpoolctl lists them (docs/native.md): "library",
+    "path", "version", "threading_layer", "num_threads", ...
+ThreadPool, ThreadPoolExecutor, Future
+    multiprocessing.pool.ThreadPool and concurrent.futures.ThreadPoolExecutor whose tasks run under
+    the budget (docs/pools.md); Future is concurrent.futures.Future.
+Pool, ProcessPoolExecutor
+    multiprocessing.pool.Pool and concurrent.futures.ProcessPoolExecutor giving each worker process a
+    share of the budget (docs/processes.md).
+blocking
+    Announce a wait inside a task (context manager and decorator).
+patch
+    Make the stdlib's pools corral's while active (context manager and decorator).
+__version__
+    The package's version.
+"""
 
 from . import _core
+from ._blocking import blocking
+from ._core import Budget, BudgetSource, budget, native_pools
+from ._executor import Future, ThreadPoolExecutor
+from ._patch import patch
+from ._process_executor import ProcessPoolExecutor
+from ._process_pool import Pool
+from ._thread_pool import ThreadPool
 
-from ._core import Budget, BudgetSource, budget  # noqa: F401  (the CPU budget: docs/architecture.md invariant 1)
-from ._core import native_pools  # noqa: F401  (BLAS/OpenMP libraries loaded now)
-from .process_executor import ProcessPoolExecutor  # noqa: F401  (a CPU share per worker process)
-from .process_pool import Pool  # noqa: F401  (a CPU share per worker process)
 __version__ = _core.__version__
 
-# Pools with the standard APIs on corral's scheduler, and the patcher that puts them under programs.
-from .blocking import blocking  # noqa: E402
-from .executor import Future, ThreadPoolExecutor  # noqa: E402
-from .patch import patch  # noqa: E402
-from .thread_pool import ThreadPool  # noqa: E402
-
-__all__ = ["ThreadPool", "ThreadPoolExecutor", "Future", "blocking", "patch", "__version__", "budget", "Budget", "BudgetSource", "Pool", "ProcessPoolExecutor"]
+__all__ = [
+    "ThreadPool", "ThreadPoolExecutor", "Future", "Pool", "ProcessPoolExecutor",
+    "blocking", "patch",
+    "budget", "Budget", "BudgetSource", "native_pools",
+    "__version__",
+]

@@ -1,17 +1,17 @@
 """Command line: `python -m corral [options] script.py|-m module|-c code [args]` runs a program under
-corral (see runner.py); `python -m corral info` shows what corral sees."""
+corral (see _runner.py); `python -m corral info` shows what corral sees."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import _info, runner
+from . import _info, _runner
 
 
 def build_info_parser() -> argparse.ArgumentParser:
     info = argparse.ArgumentParser(
-        prog=f"{runner.PROG} info",
+        prog=f"{_runner.PROG} info",
         description="Show the CPU budget (and where each figure came from), "
         "the topology of the allowed CPUs and the native thread pools loaded.",
     )
@@ -21,13 +21,13 @@ def build_info_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    own, rest = runner.split_argv(argv)
+    own, rest = _runner.split_argv(argv)
     if own and own[-1] == "info" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # `info` is a subcommand; options before it (-p N) still apply. A script named info: ./info
-        options = runner.build_parser().parse_args(own[:-1])
-        runner.apply_cpus(options.cpus)
+        options = _runner.build_parser().parse_args(own[:-1])
+        _runner.apply_cpus(options.cpus)
         return _info.run(build_info_parser().parse_args(rest))
-    return runner.main(argv)
+    return _runner.main(argv)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ import io
 import marshal
 import os
 import pkgutil
-import runpy
 import sys
 import types
 from collections.abc import Callable
+
+from . import _compat
 
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -158,10 +159,8 @@ def _run_module(name: str, args: list[str]) -> None:
 
 
 def _run_module_as_main(name: str, alter_argv: bool) -> None:
-    # Private, but what python's own main calls for -m and for directories and zips (3.11 to
-    # 3.14): it runs the module in the current __main__'s namespace, and reports a module it
-    # cannot find as python does ("<python>: No module named x", exit 1).
-    runpy._run_module_as_main(name, alter_argv=alter_argv)
+    # What python's own main calls for -m and for directories and zips (a stdlib internal: see _compat).
+    _compat.run_module_as_main(name, alter_argv=alter_argv)
 
 
 # --- uncaught exceptions -------------------------------------------------------------------------

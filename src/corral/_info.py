@@ -8,7 +8,8 @@ import json
 import os
 import sys
 
-from .runner import format_cpu_list
+from . import _core
+from ._cpu_list import format_cpu_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def collect(imports: list[str], import_numpy: bool = True) -> dict:
     """Everything `info` reports, as a JSON-able dict."""
-    import corral
-
     imported = []
     if import_numpy:
         try:
@@ -39,10 +38,10 @@ def collect(imports: list[str], import_numpy: bool = True) -> dict:
     for name in imports:
         importlib.import_module(name)  # ImportError is reported by the caller
         imported.append(name)
-    report = corral.budget().to_dict()
-    report["native_pools"] = corral.native_pools()
+    report = _core.budget().to_dict()
+    report["native_pools"] = _core.native_pools()
     report["imported"] = imported
-    report["corral_version"] = corral.__version__
+    report["corral_version"] = _core.__version__
     return report
 
 

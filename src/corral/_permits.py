@@ -2,8 +2,12 @@
 
 run(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread holds one of
     the process's permits (docs/architecture.md, invariant 2); waits for one with the GIL released.
-    inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets max(1, permits // holders) for the call,
-    n > 0 sets n.
+    inner_threads: how many BLAS/OpenMP threads the call may start, one of
+      LEAVE_ALONE (0): the libraries' limits are left as they are (--no-native, corral.patch(native=False));
+      DYNAMIC (-1):    the dynamic rule, decided as the call starts;
+      n > 0:           n, fixed (static mode's count).
+    (The rule for both modes: docs/native.md, "Inner thread counts".)
+    The binding takes a plain int; these names are the only place its 0 and -1 are spelled.
 Pause: enter() / exit(): the calling thread gives its permit back while it waits (invariant 4).
 in_task(): whether the calling thread is inside run() (so a wait there should pause).
 start(): the process-wide parts a pool needs, once: the wait hooks and the permit monitor.
@@ -15,6 +19,10 @@ import os
 import threading
 
 from . import _core, _wait_hooks
+
+# run()'s first argument (bindings/bind_permits.cpp run_permitted): a fixed count is any n > 0.
+LEAVE_ALONE = 0
+DYNAMIC = -1
 
 run = _core.run_permitted
 Pause = _core.PermitPause

@@ -3,8 +3,8 @@
 Libraries size their thread pools from the CPUs they see (affinity), not from a cgroup quota or
 CORRAL_CPUS. When the budget is below that, the runner exports the libraries' thread-limit
 variables = budget before the program loads them, and lowers the process-wide setting of those
-already loaded. A variable the user set is an upper bound as the budget is: the lower wins, so
-it is kept when not above the budget and lowered otherwise.
+already loaded. A variable the user set is kept or lowered by the rule in docs/native.md, "Inner
+thread counts".
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .thread_limits import MANAGED_VAR, managed_vars
+from . import _core
+from ._thread_limits import MANAGED_VAR, managed_vars
 
 # Read when the library loads. Not NUMBA_NUM_THREADS (numba then refuses set_num_threads above
 # it: a program could fail) nor PYTHON_CPU_COUNT (os.cpu_count() is the program's to read).
@@ -45,7 +46,8 @@ def decide(budget: int, visible: int, environ=None) -> list[Decision]:
     for var in LIBRARY_VARS:
         value = environ.get(var)
         if value is None or var in ours:
-            decisions.append(Decision(var, value, str(budget), f"set: the budget, {budget}, is below the {visible} CPUs the libraries see"))
+            why = f"set: the budget, {budget}, is below the {visible} CPUs the libraries see"
+            decisions.append(Decision(var, value, str(budget), why))
             continue
         limit = _whole_number(value)
         if limit is None:
@@ -76,8 +78,6 @@ def apply(budget: int, decisions: list[Decision], environ=None) -> int | None:
 
 def _lower_loaded_libraries(limit: int) -> None:
     """Libraries loaded before the program (sitecustomize, .pth files) read their variables already."""
-    from . import _core
-
     pools = _core.native_pools()
     if any(p["num_threads"] > limit and p["scope"] == "process" for p in pools):
         _core.set_native_process_limit(limit)

@@ -24,13 +24,13 @@ import socket
 import threading
 import time
 
+from . import _compat, _core
+
 _lock = threading.Lock()
 _installed = False
 
 
 def _announcing(original, should_announce=None):
-    from . import _core
-
     on_worker = _core.in_permit_task
     scope_type = _core.PermitPause
 
@@ -71,12 +71,11 @@ def _socket_blocks(self, *args, **kwargs):
 def _condition_wait(original):
     """threading.Condition.wait that holds no permit while it waits, and takes its permit back *before*
     taking the condition's lock again: waiting for a permit while holding the lock could deadlock
-    against the permit holders that wait for the lock. Same steps as the stdlib's own wait."""
-    from . import _core
-
+    against the permit holders that wait for the lock. Same steps as the stdlib's own wait
+    (its private members: see _compat)."""
     on_worker = _core.in_permit_task
     scope_type = _core.PermitPause
-    allocate_lock = threading._allocate_lock
+    allocate_lock = _compat.allocate_lock
 
     @functools.wraps(original)
     def wait(self, timeout=None):

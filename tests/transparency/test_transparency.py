@@ -25,7 +25,6 @@ own empty working directory at the same depth, so relative paths and written fil
 from __future__ import annotations
 
 import difflib
-import os
 import threading
 
 import pytest
@@ -171,8 +170,8 @@ def test_promise_dead_worker_fails_the_pool(mode, runs_dir):
     """Beyond the stdlib (which hangs): a multiprocessing.Pool worker that dies in a task fails the pool."""
     run = th.run(th.PROMISES / "pool_worker_dies.py", mode, runs_dir / "promise_dies" / mode)
     assert not run.hung and run.returncode == 0, run.describe()
-    assert run.stdout.splitlines() == [f"{how} in a task: error" for how in ("sys.exit(3)", "os._exit(1)", "SIGKILL")], \
-        run.describe()
+    expected = [f"{how} in a task: error" for how in ("sys.exit(3)", "os._exit(1)", "SIGKILL")]
+    assert run.stdout.splitlines() == expected, run.describe()
 
 
 @pytest.mark.parametrize("mode", COMPARED_MODES)

@@ -3,7 +3,6 @@ runner and patch modes really run under corral (and plain mode really does not).
 import sys
 from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
 from multiprocessing.pool import ThreadPool
-import multiprocessing
 
 def whose(pool, name):
     # corral's classes are named as the stdlib's (same __module__ and repr): ask corral itself.

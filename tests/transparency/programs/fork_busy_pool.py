@@ -53,4 +53,5 @@ for kind in ("ThreadPoolExecutor", "ThreadPool"):
         pool.shutdown()
     else:
         print(f"{kind}: parent's work done:", [r.get(timeout=20) for r in busy])
-        pool.close(); pool.join()
+        pool.close()
+        pool.join()

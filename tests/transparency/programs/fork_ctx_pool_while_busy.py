@@ -1,7 +1,6 @@
 """A multiprocessing 'fork' context Pool (and ProcessPoolExecutor) created and used while a
 ThreadPoolExecutor is busy; the workers use a thread pool themselves; everything ends promptly."""
 import multiprocessing as mp
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor, ProcessPoolExecutor
 
@@ -22,7 +21,8 @@ if __name__ == "__main__":
         with ProcessPoolExecutor(2, mp_context=ctx) as pex:
             print("fork ProcessPoolExecutor while busy:", list(pex.map(in_worker, range(6), timeout=10)))
         p = ctx.Process(target=in_worker, args=(3,))
-        p.start(); p.join(10)
+        p.start()
+        p.join(10)
         print("fork Process while busy, exitcode:", p.exitcode)
         print("prompt:", time.monotonic() - t < 20)
         print("busy work done:", [f.result(timeout=20) for f in busy])

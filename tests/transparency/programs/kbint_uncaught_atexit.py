@@ -3,7 +3,6 @@ registering atexit handlers (one using a pool): python runs the handlers, flushe
 finalisation, then dies by SIGINT (returncode -2)."""
 # transparency: rc=-2 stderr-tail=1
 import atexit
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 ex = ThreadPoolExecutor(2)

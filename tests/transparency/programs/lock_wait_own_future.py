@@ -2,7 +2,6 @@
 that pool meanwhile (ThreadPoolExecutor and multiprocessing.pool.ThreadPool). Plain python: no deadlock
 (the others wait on their own threads), never two holders at once."""
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError
@@ -91,7 +90,8 @@ def rounds_tp(lock, n=25):
 
 if __name__ == "__main__":
     for name, runner in (("ThreadPoolExecutor", rounds_tpe), ("ThreadPool", rounds_tp)):
-        for make in (threading.RLock, threading.Lock):  # RLock first: its violations show before a Lock hang ends the run
+        # RLock first: its violations show before a Lock hang ends the run.
+        for make in (threading.RLock, threading.Lock):
             violations = 0
             runner(make())
             print(f"{name} {make.__name__}: 25 rounds done, mutual-exclusion violations={violations}", flush=True)

@@ -34,5 +34,6 @@ if __name__ == "__main__":
                   pool.apply_async(child_view, (0,)).get(timeout=15), flush=True)
             print(method, "Pool.map:", pool.map_async(double, [Point(1), Point(2)]).get(timeout=15), flush=True)
         p = ctx.Process(target=double, args=(Point(5),))
-        p.start(); p.join(15)
+        p.start()
+        p.join(15)
         print(method, "Process exitcode:", p.exitcode, flush=True)

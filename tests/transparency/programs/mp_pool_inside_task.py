@@ -27,4 +27,5 @@ if __name__ == "__main__":
     with ThreadPoolExecutor(2) as ex:
         print("multiprocessing.Pool(2) in a task (sum, prompt):", ex.submit(with_mp_pool, 20).result(timeout=40))
         print("ProcessPoolExecutor(2) in a task (sum, prompt):", ex.submit(with_ppe, 20).result(timeout=40))
-        print("two at once:", [f.result(timeout=40) for f in [ex.submit(with_mp_pool, 10), ex.submit(with_mp_pool, 12)]])
+        both = [ex.submit(with_mp_pool, 10), ex.submit(with_mp_pool, 12)]
+        print("two at once:", [f.result(timeout=40) for f in both])

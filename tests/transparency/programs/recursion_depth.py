@@ -56,4 +56,5 @@ if __name__ == "__main__":
         print("after setrecursionlimit(20000), limit in a task:", ex.submit(sys.getrecursionlimit).result())
         print("recursion to 15000 inside a task:", ex.submit(depth_possible, 15000).result())
     t = threading.Thread(target=lambda: print("plain thread reaches 15000:", depth_possible(15000)))
-    t.start(); t.join()
+    t.start()
+    t.join()

@@ -14,7 +14,7 @@ with ThreadPoolExecutor(max_workers=1) as ex:
         ex.submit(conn.execute, "create table t (x)").result()
         ex.submit(conn.execute, "insert into t values (1)").result()
         print("sqlite3 rows:", ex.submit(lambda: conn.execute("select count(*) from t").fetchone()[0]).result())
-    except sqlite3.ProgrammingError as e:
+    except sqlite3.ProgrammingError:
         print("sqlite3 connection reused across tasks: ProgrammingError")
     ex.submit(conn.close).result()
 

@@ -27,7 +27,8 @@ def run_with(method):
     codes = []
     for target, args in ((exits, (4,)), (exits, (0,)), (raises, ())):
         c = ctx.Process(target=target, args=args)
-        c.start(); c.join(10)
+        c.start()
+        c.join(10)
         codes.append(c.exitcode)
     return method, got, p.exitcode, codes
 

@@ -27,7 +27,8 @@ def try_signal(cmd, how):
 
 def thread_mask():
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    return f"{len(blocked)} blocked {sorted((getattr(s, 'name', str(s)) for s in blocked), key=lambda n: (n.isdigit(), n))[:6]}"
+    names = sorted((getattr(s, 'name', str(s)) for s in blocked), key=lambda n: (n.isdigit(), n))
+    return f"{len(blocked)} blocked {names[:6]}"
 
 
 def exit_status():

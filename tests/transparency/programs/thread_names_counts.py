@@ -40,7 +40,8 @@ with ThreadPoolExecutor(max_workers=8) as ex:
 
 with ThreadPool(3) as pool:
     print("len(pool._pool):", len(pool._pool), "processes:", pool._processes)
-    print("ThreadPool task thread names (prefix):", sorted({n.split("-")[0] for n in pool.map(lambda _: me()[0], range(9))}))
+    names = pool.map(lambda _: me()[0], range(9))
+    print("ThreadPool task thread names (prefix):", sorted({n.split("-")[0] for n in names}))
     print("active threads during ThreadPool(3):", threading.active_count() - base)
 pool.join()
 print("active threads after ThreadPool close+join:", threading.active_count() - base)

@@ -17,11 +17,15 @@ def summary(rows):
     by_pid = {r[0]: r[1:] for r in rows}
     cpusets = [set(v[0]) for v in by_pid.values()]
     disjoint = all(a.isdisjoint(b) for i, a in enumerate(cpusets) for b in cpusets[i + 1:])
-    return len(by_pid), disjoint, sorted({v[1] for v in by_pid.values()}, key=str), sorted({v[2] for v in by_pid.values()}, key=str)
+    budgets = sorted({v[1] for v in by_pid.values()}, key=str)
+    omp = sorted({v[2] for v in by_pid.values()}, key=str)
+    return len(by_pid), disjoint, budgets, omp
 
 
 if __name__ == "__main__":
     with mp.Pool(2) as pool:
-        print("Pool(2): workers, disjoint, CORRAL_CPUS, OMP_NUM_THREADS:", summary(pool.map(share, range(4), chunksize=1)))
+        print("Pool(2): workers, disjoint, CORRAL_CPUS, OMP_NUM_THREADS:",
+              summary(pool.map(share, range(4), chunksize=1)))
     with ProcessPoolExecutor(2) as ex:
-        print("ProcessPoolExecutor(2): workers, disjoint, CORRAL_CPUS, OMP_NUM_THREADS:", summary(list(ex.map(share, range(4)))))
+        print("ProcessPoolExecutor(2): workers, disjoint, CORRAL_CPUS, OMP_NUM_THREADS:",
+              summary(list(ex.map(share, range(4)))))

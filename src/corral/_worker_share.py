@@ -1,8 +1,8 @@
 """A worker process's share of the budget: which CPUs, how many native threads, and how it gets them.
 
-The parent splits its budget into one share per worker slot (C++ partition), then for each
-worker process it starts:
-1. claims a slot for it (SlotTable.claim): a free slot, or the slot of a worker that has
+The parent splits its budget into one share per worker (C++ partition; a share's `index` is its place
+in the pool's ShareTable), then for each worker process it starts:
+1. claims a share for it (ShareTable.claim): a free one, or the share of a worker that has
    exited, so that a replacement (maxtasksperchild, a crash) gets the same CPUs again;
 2. for spawn, starts it with the share's thread limits in its environment (the new interpreter
    reads them before any library loads);
@@ -12,7 +12,7 @@ worker process it starts:
    the thread counts of native libraries already loaded (inherited through fork, or preloaded by
    the forkserver).
 
-Slots are claimed in the parent, not by the workers themselves: the parent knows which workers
+Shares are claimed in the parent, not by the workers themselves: the parent knows which workers
 exited (it reaps them), so it needs no shared memory and no lock that a worker killed with
 SIGKILL could leave held, and it knows the share before the start, as spawn needs.
 """
@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing.connection
 import multiprocessing.context
 import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 
-from . import thread_limits
+from . import _compat, _core, _pool_settings, _thread_limits
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerShare:
-    slot: int
+    """One worker's share of the budget (docs/processes.md)."""
+    index: int  # its place in the pool's ShareTable (a replacement worker takes the same index)
     cpus: tuple[int, ...]  # the worker's affinity
     threads: int  # its thread limit (the *_NUM_THREADS values)
     env: Mapping[str, str]  # what its environment gets (user-set variables kept or lowered already)
@@ -62,8 +62,6 @@ class BudgetView:
 
 def budget_view() -> BudgetView:
     """This process's budget from corral.budget() (where it knows no topology: each CPU its own core, one node)."""
-    from . import _core
-
     b = _core.budget()
     cpu_ids = sorted(b.cpu_ids)
     return BudgetView(int(b.cpus), cpu_ids, [sorted(c) for c in b.cores] or [[c] for c in cpu_ids],
@@ -73,8 +71,6 @@ def budget_view() -> BudgetView:
 def _restricted(view: BudgetView) -> BudgetView:
     """A budget below the CPUs it may use (a cgroup quota, CORRAL_CPUS): keep the first B CPUs
     in partition order (whole cores, one node first), so that affinity says what the quota says."""
-    from . import _core
-
     if view.cpus >= len(view.cpu_ids):
         return view
     keep = set(_core.partition_order(view.cores, view.numa_nodes)[: view.cpus])
@@ -83,25 +79,19 @@ def _restricted(view: BudgetView) -> BudgetView:
     return BudgetView(view.cpus, sorted(keep), cores, nodes)
 
 
-def validate_factor(factor: float) -> float:
-    try:
-        value = float(factor)
-    except (TypeError, ValueError):
-        raise TypeError(f"factor must be a number >= 1, not {factor!r}") from None
-    if not value >= 1.0 or value == float("inf"):
-        raise ValueError(f"factor must be a finite number >= 1, not {factor!r}")
-    return value
-
-
 def plan_shares(workers: int, *, factor: float | None = None, force: bool | None = None,
                 environ: Mapping[str, str] | None = None, view: BudgetView | None = None) -> list[WorkerShare]:
-    """One share per worker slot: the partition of this process's budget.
+    """One share per worker: the partition of this process's budget (C++ partition_cpus).
+
+    workers: a whole number >= 1 (ValueError otherwise). view: the budget to split (default:
+    budget_view()). environ: the environment whose thread-limit variables the user set (default
+    os.environ). Returns `workers` shares, index 0..workers-1; a share's `threads` is its CPU count
+    (scaled when the budget is above the hardware), its `env` and `native_threads` follow the
+    lower-wins rule of docs/native.md ("Inner thread counts").
 
     factor / force: None takes the process-wide setting (1.0 / False unless corral.patch() or the
-    runner's -f / --force said otherwise).
+    runner's -f / --force said otherwise; TypeError/ValueError for a bad factor, as validate_factor).
     """
-    from . import _core, _pool_settings
-
     if factor is None or force is None:
         settings = _pool_settings.get()
         factor = settings["factor"] if factor is None else factor
@@ -109,49 +99,31 @@ def plan_shares(workers: int, *, factor: float | None = None, force: bool | None
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"the number of workers must be a whole number >= 1, not {workers!r}")
-    factor = validate_factor(factor)
+    factor = _pool_settings.validate_factor(factor)
     view = _restricted(view or budget_view())
     sets = _core.partition_cpus(view.cores, view.numa_nodes, workers, factor)
     usable = len(view.cpu_ids)
     shares = []
-    for slot, cpus in enumerate(sets):
+    for index, cpus in enumerate(sets):
         # A budget above the hardware (CORRAL_CPUS emulating a bigger machine) scales the limits.
         threads = max(1, len(cpus) * view.cpus // usable) if view.cpus > usable else len(cpus)
-        env = thread_limits.environment_for(threads, force=force, environ=environ)
-        native = thread_limits.native_limit(threads, force=force, environ=environ)
-        shares.append(WorkerShare(slot, tuple(cpus), threads, env, native))
+        env = _thread_limits.environment_for(threads, force=force, environ=environ)
+        native = _thread_limits.native_limit(threads, force=force, environ=environ)
+        shares.append(WorkerShare(index, tuple(cpus), threads, env, native))
     return shares
 
 
 def default_workers() -> int:
     """A pool's size when the caller gives none: the budget (the stdlib uses os.cpu_count())."""
-    from ._pool_settings import budget_cpus
-
-    return budget_cpus()
+    return _pool_settings.budget_cpus()
 
 
-def _has_exited(process) -> bool:
-    """Whether a started process has exited, without reaping it (other threads may be waiting
-    on it): its sentinel becomes readable when it exits."""
-    if getattr(process, "_closed", False):
-        return True
-    popen = getattr(process, "_popen", None)
-    if popen is None:
-        return False  # being started right now
-    if popen.returncode is not None:
-        return True
-    try:
-        return bool(multiprocessing.connection.wait([popen.sentinel], timeout=0))
-    except (OSError, ValueError):
-        return True
-
-
-class SlotTable:
+class ShareTable:
     """Which worker process holds which share (parent side)."""
 
     def __init__(self, shares: list[WorkerShare]):
         if not shares:
-            raise ValueError("a slot table needs at least one share")
+            raise ValueError("a share table needs at least one share")
         self.shares = list(shares)
         self._holders: list[weakref.ref | None] = [None] * len(shares)
         self._lock = threading.Lock()
@@ -160,27 +132,27 @@ class SlotTable:
     def claim(self, process) -> WorkerShare:
         with self._lock:
             self._claims += 1
-            for slot, holder in enumerate(self._holders):
+            for index, holder in enumerate(self._holders):
                 current = holder() if holder is not None else None
-                if current is None or current is process or _has_exited(current):
-                    self._holders[slot] = weakref.ref(process)
-                    return self.shares[slot]
-            # More live workers than slots (a pool that grew): share round robin.
+                if current is None or current is process or _compat.process_has_exited(current):
+                    self._holders[index] = weakref.ref(process)
+                    return self.shares[index]
+            # More live workers than shares (a pool that grew): round robin.
             return self.shares[(self._claims - 1) % len(self.shares)]
 
     def retire(self, process) -> None:
-        """The pool has let `process` go (it is exiting): its slot is free for a replacement."""
+        """The pool has let `process` go (it is exiting): its share is free for a replacement."""
         with self._lock:
-            for slot, holder in enumerate(self._holders):
+            for index, holder in enumerate(self._holders):
                 if holder is not None and holder() is process:
-                    self._holders[slot] = None
+                    self._holders[index] = None
 
 
-def slot_table_for(workers, *, factor: float | None = None, force: bool | None = None) -> "SlotTable | None":
-    """The slot table of a pool of `workers`, or None for a size the stdlib will refuse (it then
+def share_table_for(workers, *, factor: float | None = None, force: bool | None = None) -> "ShareTable | None":
+    """The share table of a pool of `workers`, or None for a size the stdlib will refuse (it then
     raises its own error, before any planning)."""
     if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1:
-        return SlotTable(plan_shares(workers, factor=factor, force=force))
+        return ShareTable(plan_shares(workers, factor=factor, force=force))
     return None
 
 
@@ -189,8 +161,6 @@ def slot_table_for(workers, *, factor: float | None = None, force: bool | None =
 
 def _set_native_limits(threads: int) -> None:
     """Thread counts of the BLAS/OpenMP libraries loaded in this process (none loaded: nothing)."""
-    from . import _core
-
     _core.set_native_process_limit(threads)
     _core.set_native_thread_limit(threads)  # this (the worker's main) thread runs the tasks
 
@@ -206,7 +176,7 @@ def apply_in_worker(share: WorkerShare) -> None:
         allowed = os.sched_getaffinity(0) & set(share.cpus)
         if allowed:
             os.sched_setaffinity(0, allowed)
-    thread_limits.apply(share.env)
+    _thread_limits.apply(share.env)
     with contextlib.suppress(Exception):  # a library refusing must not kill the worker
         _set_native_limits(share.native_threads)
     _current_share = share
@@ -218,12 +188,12 @@ def apply_in_worker(share: WorkerShare) -> None:
 @dataclasses.dataclass(frozen=True)
 class _ParentSide:
     """Kept on a worker's Process object in the parent only (never pickled)."""
-    table: SlotTable
+    table: ShareTable
     on_exit: Callable[[object], None] | None
 
 
 class _ShareProcess:
-    """Mixed in front of a context's Process class: claims a slot at start, applies it in run."""
+    """Mixed in front of a context's Process class: claims a share at start, applies it in run."""
 
     _corral_share: WorkerShare | None = None
     _corral_parent: _ParentSide | None = None
@@ -241,9 +211,9 @@ class _ShareProcess:
         share = parent.table.claim(self)
         self._corral_share = share
         try:
-            if self._start_method == "spawn":
+            if _compat.process_start_method(self) == "spawn":
                 # The new interpreter reads its environment at exec, before any import.
-                with thread_limits.applied(share.env):
+                with _thread_limits.applied(share.env):
                     super().start()
             else:
                 # fork: the child sets it in run(); forkserver: the server's environment is
@@ -264,7 +234,7 @@ class _ShareProcess:
         super().join(timeout)
         parent = self._corral_parent
         if parent is not None and parent.on_exit is not None and not self._corral_exit_reported:
-            if self._popen is not None and self._popen.returncode is not None:
+            if _compat.process_returncode(self) is not None:
                 self._corral_exit_reported = True
                 parent.on_exit(self)
 
@@ -285,10 +255,10 @@ _PROCESS_CLASSES = {"fork": ForkShareProcess, "spawn": SpawnShareProcess, "forks
 
 
 class ShareContext:
-    """A multiprocessing context whose Process objects take a slot of `table`; everything else
+    """A multiprocessing context whose Process objects take a share of `table`; everything else
     (queues, locks, the start method) is that of base_context(base)."""
 
-    def __init__(self, base, table: SlotTable, on_exit: Callable[[object], None] | None = None):
+    def __init__(self, base, table: ShareTable, on_exit: Callable[[object], None] | None = None):
         base = base_context(base)
         method = base.get_start_method()
         if method not in _PROCESS_CLASSES:
@@ -310,7 +280,7 @@ class ShareContext:
         return getattr(self.base, name)
 
     def __repr__(self):
-        return f"<corral ShareContext over {self.base!r}, {len(self.table.shares)} slots>"
+        return f"<corral ShareContext over {self.base!r}, {len(self.table.shares)} shares>"
 
 
 def base_context(context=None) -> multiprocessing.context.BaseContext:
@@ -323,11 +293,12 @@ def base_context(context=None) -> multiprocessing.context.BaseContext:
 
 
 class SharesMixin:
-    """The `shares` property of corral's process pools (which keep their SlotTable in _slot_table).
+    """The `shares` property of corral's process pools (which keep their ShareTable in _share_table).
     No __slots__: an empty one, first among the bases, makes the layout differ from the stdlib
     class's, and corral.patch() could no longer turn a stdlib pool into corral's (__class__)."""
 
     @property
     def shares(self) -> list[WorkerShare]:
-        """The share of each worker slot (CPUs, thread limit, environment)."""
-        return list(self._slot_table.shares)
+        """The share of each worker, in index order: a list of WorkerShare (CPUs, thread limit,
+        environment), one per worker the pool was built for."""
+        return list(self._share_table.shares)

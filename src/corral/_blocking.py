@@ -17,6 +17,8 @@ import contextlib
 import functools
 import threading
 
+from . import _permits
+
 
 class _Blocking(contextlib.ContextDecorator):
     # One object may be entered by several threads at once (as a decorator it is shared): the
@@ -25,11 +27,9 @@ class _Blocking(contextlib.ContextDecorator):
         self._local = threading.local()
 
     def __enter__(self):
-        from . import _core
-
         scope = None
-        if _core.in_permit_task():
-            scope = _core.PermitPause()
+        if _permits.in_task():
+            scope = _permits.Pause()
             scope.enter()
         stack = getattr(self._local, "stack", None)
         if stack is None:
@@ -45,7 +45,15 @@ class _Blocking(contextlib.ContextDecorator):
 
 
 def blocking(func=None):
-    """A context manager and decorator; `@corral.blocking` works without the parentheses too."""
+    """Announce a wait: `with corral.blocking(): ...`, `@corral.blocking` or `@corral.blocking()`.
+
+    func: None (the call returns a context manager that is also a decorator) or a callable (the call
+    returns it wrapped, functools.wraps-style: each call of it runs inside the announcement).
+    Inside a corral task, the task gives its permit back while inside and takes one again when it leaves
+    (ahead of tasks not yet started; docs/permits.md); outside corral's tasks it does nothing. Exceptions
+    pass through unchanged; the context manager is reentrant and may be shared by threads.
+    Raises TypeError when `func` is given but not callable. No stdlib counterpart.
+    """
     if func is None:
         return _Blocking()
     if not callable(func):

@@ -12,8 +12,9 @@ import argparse
 import os
 import sys
 
-from . import _as_main, _program_limits
-from .worker_share import validate_factor
+from . import _as_main, _core, _patch, _program_limits, _thread_limits
+from ._cpu_list import MAX_CPU_ID, format_cpu_list, parse_cpu_list
+from ._pool_settings import validate_factor
 
 PROG = "python -m corral"
 
@@ -63,16 +64,11 @@ modes (thread pools; process pools always use fixed per-worker shares):
            inner threads = max(1, budget // pool size)
 
 thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
-  an upper bound, the budget (or a worker's share) another; the lower wins. The program's own
-  calls: when the budget is below the CPUs the libraries see, a value above it is lowered to it.
-  Thread-pool tasks: each task's limit is the lower of yours and max(1, budget // tasks running).
-  Process-pool and joblib workers get the lower of your value and their share
-  (OMP_NUM_THREADS=16 on a 1-CPU share: 1; OMP_NUM_THREADS=1 on a 2-CPU share: 1), and so do the
-  BLAS/OpenMP libraries already loaded in them; a value that is not a whole number is passed on
-  as you set it. --force gives every worker its share even where your value is lower. -v names
-  each variable you set and what workers get for it. LOKY_MAX_CPU_COUNT is set to the budget
-  (unless yours is lower), so joblib.cpu_count() and n_jobs=-1 follow it.
-  --no-native leaves all of these alone.
+  an upper bound, as the budget (or a worker's share) is: the lower wins, for thread-pool tasks,
+  process-pool and joblib workers, and the program's own calls. --force gives workers their share
+  even where your value is lower, -v names each variable you set and what it becomes, --no-native
+  leaves thread-pool tasks and the program's own calls alone. joblib.cpu_count() and n_jobs=-1
+  follow the budget (LOKY_MAX_CPU_COUNT). The whole rule: docs/native.md, "Inner thread counts", in corral's source.
 
 environment:
   CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)
@@ -119,49 +115,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: {message} (see {PROG} --help)\n")
 
 
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """The CPUs of a kernel cpu list ("0-3,8"), as corral's C++ cpu_set::parse reads it: items
-    separated by commas, each an id or an inclusive range, blanks around items allowed. Anything
-    else (an empty item, a reversed range, a negative or huge id, stray characters) is a ValueError."""
-    cpus: set[int] = set()
-    for item in text.split(","):
-        first, dash, last = item.partition("-")
-        low = _cpu_id(first, text)
-        high = _cpu_id(last, text) if dash else low
-        if high < low:
-            raise ValueError(f"reversed range {item.strip()!r} in CPU list {text!r}")
-        cpus.update(range(low, high + 1))
-    return frozenset(cpus)
-
-
-_MAX_CPU_ID = 65535  # cpu_set::max_cpu_id: garbage like 0-4000000000 is an error, not a huge set
-
-
-def _cpu_id(word: str, text: str) -> int:
-    word = word.strip()
-    if not word:
-        raise ValueError(f"empty item in CPU list {text!r}")
-    if not word.isdigit() or not word.isascii():
-        raise ValueError(f"{word!r} is not a CPU id (in CPU list {text!r})")
-    value = int(word)
-    if value > _MAX_CPU_ID:
-        raise ValueError(f"CPU id {value} is out of range (in CPU list {text!r})")
-    return value
-
-
-def format_cpu_list(cpus) -> str:
-    """The shortest cpu list: {0, 1, 2, 3, 8} -> "0-3,8"."""
-    parts, ids = [], sorted(cpus)
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(parts)
-
-
 def cpus_option(text: str) -> int | frozenset[int]:
     """-p/--cpus: a count N (the budget), or a CPU list (a value with '-' or ',')."""
     if "-" in text or "," in text:
@@ -185,8 +138,8 @@ def cpus_option(text: str) -> int | frozenset[int]:
     if value < 1:
         hint = f"; for CPU {value} alone write {value}-{value}" if value == 0 else ""
         raise argparse.ArgumentTypeError(f"the budget must be at least 1 CPU, got {value}{hint}")
-    if value > _MAX_CPU_ID + 1:  # as CORRAL_CPUS (C++ parse_corral_cpus)
-        raise argparse.ArgumentTypeError(f"the budget must be at most {_MAX_CPU_ID + 1} CPUs, got {value}")
+    if value > MAX_CPU_ID + 1:  # as CORRAL_CPUS (C++ parse_corral_cpus)
+        raise argparse.ArgumentTypeError(f"the budget must be at most {MAX_CPU_ID + 1} CPUs, got {value}")
     return value
 
 
@@ -250,10 +203,8 @@ def main(argv: list[str]) -> int:
         parser.error("give one of: a script, -m module, -c code")
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
-    import corral
-
     try:
-        budget = corral.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
+        budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
     except ValueError as exc:
         parser.exit(2, f"{PROG}: {exc}\n")
     try:
@@ -266,9 +217,7 @@ def main(argv: list[str]) -> int:
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
         _program_limits.apply(budget, limits)
 
-    from .patch import patch
-
-    patcher = patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
+    patcher = _patch.patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
     if args.verbose:
         _report(patcher, limits)
@@ -277,29 +226,24 @@ def main(argv: list[str]) -> int:
 
 
 def _report(patcher, limits) -> None:
-    import corral
-    from .patch import describe
-
     out = sys.stderr
     print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
-    b = corral.budget()
+    b = _core.budget()
     print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
-    for line in describe():
+    for line in _patch.describe():
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
     rule = ("its share; thread-limit variables you set are overridden (--force)" if patcher.force
             else "the lower of its share and a value you set")
     print(f"corral: process pools: each worker gets its own CPUs ({widened}) and thread limits = {rule}",
           file=out)
-    from .thread_limits import describe_user_limits
-
-    for line in describe_user_limits(b.cpus, force=patcher.force):
+    for line in _thread_limits.describe_user_limits(b.cpus, force=patcher.force):
         print(f"corral: process pools: {line}", file=out)
     if patcher.native:
         rule = ("max(1, budget // tasks running), set as each task starts" if patcher.mode == "dynamic"
                 else "max(1, budget // pool size), fixed per pool")
         print(f"corral: native limits ({patcher.mode}): inner threads = {rule}", file=out)
-        found = corral.native_pools()
+        found = _core.native_pools()
         if not found:
             print("corral: no BLAS/OpenMP library loaded yet (limits apply once one is)", file=out)
         for p in found:

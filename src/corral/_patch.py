@@ -2,7 +2,7 @@
 
 While active, `multiprocessing.pool.ThreadPool` (hence `multiprocessing.dummy.Pool`) and
 `concurrent.futures.ThreadPoolExecutor` (also reached as `concurrent.futures.thread.ThreadPoolExecutor`)
-build corral's thread pools, and the process pools that corral.process_pool.patch_targets() lists
+build corral's thread pools, and the process pools that _process_pool.patch_targets() lists
 (`multiprocessing.Pool`, `multiprocessing.pool.Pool`, `ctx.Pool`, `concurrent.futures.ProcessPoolExecutor`,
 joblib's loky/multiprocessing worker environment) build corral's process pools, whose workers each get
 a share of the budget. Names a program imported before the patch are covered as well: the stdlib classes
@@ -31,7 +31,10 @@ import sys
 import threading
 import types
 
-from . import _pool_settings
+from . import _joblib, _pool_settings, _thread_limits
+from ._executor import ThreadPoolExecutor
+from ._process_pool import patch_targets
+from ._thread_pool import ThreadPool
 
 _MISSING = object()
 _lock = threading.RLock()
@@ -68,7 +71,7 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
       the patch gets, so S's own __init__ and methods still come first;
     - anything else (corral's own classes, classes defined under the patch, stdlib subclasses such
       as ThreadPool under Pool) runs the stdlib's __init__ unchanged.
-    corral_cls subclasses stdlib_cls and adds no slots, so the instance can change class before
+    corral_cls subclasses stdlib_cls and adds no __slots__, so the instance can change class before
     corral_cls.__init__ runs with the caller's arguments. (A __new__ would do as well, but CPython
     cannot fully take an assigned __new__ back: deleting it leaves the class rejecting arguments.)
     """
@@ -97,7 +100,7 @@ _covering: dict[tuple[type, type], type | None] = {}  # (subclass, corral class)
 def _covering_class(cls: type, stdlib_cls: type, corral_cls: type) -> type | None:
     """`class cls(cls, corral_cls)` for a third-party subclass of stdlib_cls defined before the
     patch; None for a class that is corral's already, or has the stdlib or corral between it and
-    stdlib_cls (their own set-up handles it), or cannot be combined (slots, metaclasses)."""
+    stdlib_cls (their own set-up handles it), or cannot be combined (__slots__, metaclasses)."""
     key = (cls, corral_cls)
     if key not in _covering:
         _covering[key] = None
@@ -116,26 +119,28 @@ def _is_stdlib_or_corral(cls: type) -> bool:
 
 
 class patch(contextlib.ContextDecorator):
-    """Context manager (and decorator) that makes the stdlib thread and process pools corral's.
+    """corral.patch(*, native=True, mode="dynamic", factor=1.0, force=False): a context manager (and
+    decorator) that makes the stdlib thread and process pools corral's while it is active.
 
     native: set BLAS/OpenMP thread limits as thread-pool tasks start (False: leave them as they are).
-    mode: "dynamic" (inner threads = budget // running tasks, as tasks start) or "static"
-    (SMP-like: inner threads = max(1, budget // pool size), fixed per pool).
-    factor: process pools' oversubscription factor (>= 1): each worker's CPU set, and its thread
-    limits, grow to ceil(share * factor); joblib's workers get the same widened limits.
-    force: process-pool and joblib workers get corral's thread-limit variables even where the user
-    set them (default: a variable the user set is passed on unchanged).
+    mode: "dynamic" or "static", how thread-pool tasks' inner threads are sized (docs/native.md,
+    "Inner thread counts"); ValueError for anything else.
+    factor: process pools' oversubscription factor (a number >= 1: TypeError / ValueError otherwise):
+    each worker's CPU set, and its thread limits, grow to ceil(share * factor); joblib's workers get
+    the same widened limits.
+    force: process-pool and joblib workers get their share in every thread-limit variable even where
+    the user set a lower value (default: the lower of the two).
     Explicit factor= / force= arguments of a corral.Pool or ProcessPoolExecutor still win.
-    Nested patches are allowed; only the outermost one patches and restores.
+    Nested patches are allowed; only the outermost one patches and restores (RuntimeError on entry when
+    someone else's patch already replaced the stdlib pools). Entering returns the patch object.
+    No stdlib counterpart; what is replaced is listed in the module's docs and by `python -m corral -v`.
     """
 
     def __init__(self, *, native: bool = True, mode: str = "dynamic", factor: float = 1.0, force: bool = False):
         if mode not in _pool_settings.MODES:
             raise ValueError(f"corral.patch: mode must be one of {', '.join(_pool_settings.MODES)}, not {mode!r}")
-        from .worker_share import validate_factor
-
         try:
-            self.factor = validate_factor(factor)
+            self.factor = _pool_settings.validate_factor(factor)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"corral.patch: {exc}") from None
         self.native = bool(native)
@@ -174,10 +179,6 @@ class patch(contextlib.ContextDecorator):
 
 
 def _patch_classes() -> None:
-    from .executor import ThreadPoolExecutor
-    from .process_pool import patch_targets
-    from .thread_pool import ThreadPool
-
     stdlib_pool = multiprocessing.pool.ThreadPool
     stdlib_executor = concurrent.futures.thread.ThreadPoolExecutor
     if stdlib_pool is ThreadPool or stdlib_executor is ThreadPoolExecutor:
@@ -193,7 +194,7 @@ def _patch_classes() -> None:
         "multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)",
         "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor",
     ]
-    # Process pools: their module (process_pool.py) lists what to replace. joblib's part imports
+    # Process pools: their module (_process_pool.py) lists what to replace. joblib's part imports
     # joblib and numpy, which a program that never uses them must not pay for (nor find numpy
     # loaded before it set OPENBLAS_NUM_THREADS): it is patched when the program imports joblib.
     for owner, name, replacement in patch_targets(joblib=False):
@@ -231,13 +232,11 @@ def _qualified(obj: object) -> str:
 
 # --- joblib, once the program imports it ------------------------------------------------------
 
-_JOBLIB_MODULE = "joblib._parallel_backends"
+_JOBLIB_MODULE = _joblib.JOBLIB_MODULE
 
 
 def _patch_joblib() -> None:
-    from .thread_limits import joblib_patch_targets
-
-    for owner, name, replacement in joblib_patch_targets():
+    for owner, name, replacement in _joblib.patch_targets():
         _patch_target(owner, name, replacement)
 
 
@@ -245,16 +244,14 @@ def _bound_loky_cpu_count() -> None:
     """joblib.cpu_count() and n_jobs=-1 follow the budget while the patch is active, through
     loky's public knob LOKY_MAX_CPU_COUNT in os.environ (read at each call, so joblib need not be
     imported yet; child processes inherit it as they inherit CORRAL_CPUS). Restored at the end."""
-    from . import thread_limits
-
     budget = _pool_settings.budget_cpus()
-    changes = thread_limits.loky_cpu_count_changes(budget, force=_pool_settings.get()["force"])
+    changes = _thread_limits.loky_cpu_count_changes(budget, force=_pool_settings.get()["force"])
     if not changes:
         _active_description.append(f"LOKY_MAX_CPU_COUNT={os.environ.get('LOKY_MAX_CPU_COUNT')} kept "
                                    f"(yours; the budget is {budget}): joblib.cpu_count() and n_jobs=-1 follow it")
         return
-    previous = thread_limits.apply(changes)
-    _cleanups.append(lambda: thread_limits.restore(previous))
+    previous = _thread_limits.apply(changes)
+    _cleanups.append(lambda: _thread_limits.restore(previous))
     _active_description.append(f"LOKY_MAX_CPU_COUNT={changes['LOKY_MAX_CPU_COUNT']} (the budget): "
                                "joblib.cpu_count() and Parallel(n_jobs=-1) follow the budget")
 

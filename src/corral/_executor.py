@@ -4,7 +4,7 @@ It is the stdlib's executor, threads and all: at most `max_workers` threads, sta
 starts them, `initializer` once per thread, the stdlib's thread names and `_threads`, shutdown, exit
 and fork behaviour. What corral adds is inside each task: the task runs while its thread holds one of
 the process's permits (about budget-many threads run at once across every corral pool), with
-BLAS/OpenMP thread limits set for it (see corral._pool_settings), and gives the permit back while it
+BLAS/OpenMP thread limits set for it (docs/native.md, "Inner thread counts"), and gives the permit back while it
 waits (sleep, sockets, select, Condition/Event/Queue/future waits, corral.blocking(), or any system
 call the permit monitor finds it asleep in). A waiting task never runs another task on its stack.
 
@@ -25,8 +25,12 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     initargs=()) whose tasks run under the process's CPU budget.
 
     Same arguments, defaults, errors (ValueError for max_workers <= 0, TypeError for a non-callable
-    initializer) and behaviour as the stdlib class, which it subclasses. Each task holds a permit
-    while it runs (not while it waits) and gets inner BLAS/OpenMP threads per the pool settings.
+    initializer, RuntimeError for a submit after shutdown, BrokenThreadPool when an initializer
+    fails) and behaviour as the stdlib class, which it subclasses: submit, map (3.14: buffersize=),
+    shutdown, the context manager. max_workers defaults to the stdlib's min(32, os.cpu_count() + 4)
+    (os.process_cpu_count() on 3.13+), not the budget: it bounds tasks in flight, and the budget bounds
+    how many of them run. Each task holds a permit while it runs (not while it waits) and gets inner
+    BLAS/OpenMP threads per the pool settings; submit returns a concurrent.futures.Future.
     """
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=(), **kwargs):

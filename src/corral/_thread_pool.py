@@ -4,7 +4,7 @@ It is the stdlib's pool, threads and all: `processes` threads (`_pool`), the ini
 thread, the stdlib's task and result threads, close/terminate/join and exit behaviour. What corral
 adds is inside each task (one apply, or one chunk of a map): it runs while its thread holds one of the
 process's permits, with BLAS/OpenMP thread limits set for it, and gives the permit back while it
-waits (see corral.executor).
+waits (see _executor).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ class ThreadPool(_stdlib.ThreadPool):
 
     Same arguments, defaults, errors and behaviour as the stdlib class, which it subclasses: apply,
     map, starmap, imap, imap_unordered and their *_async forms, close/terminate/join, the context
-    manager. Each task (an apply call, or a chunk of a map) holds a permit while it runs.
+    manager; ValueError for processes < 1, TypeError for a non-callable initializer. processes defaults
+    to the stdlib's os.cpu_count(), not the budget: it bounds tasks in flight, and the budget bounds how
+    many of them run. Each task (an apply call, or a chunk of a map) holds a permit while it runs and
+    gets inner BLAS/OpenMP threads per the pool settings.
     """
 
     def __init__(self, processes=None, initializer=None, initargs=()):
@@ -37,7 +40,8 @@ class ThreadPool(_stdlib.ThreadPool):
 
     apply_async.__doc__ = _stdlib.Pool.apply_async.__doc__
 
-    # map, starmap, imap and imap_unordered (and their *_async forms) hand every task to this one.
+    # map, starmap, imap and imap_unordered (and their *_async forms) hand every task to this one
+    # (a stdlib internal: see _compat).
     def _guarded_task_generation(self, result_job, func, iterable):
         return super()._guarded_task_generation(result_job, self._permitted(func), iterable)
 

@@ -2,14 +2,10 @@
 
 Native libraries read these variables once, when they load; a child process must have them
 before its libraries load (docs/architecture.md invariant 5). Shared by corral's process pools (one
-share per worker) and by the thread pools' static mode.
+share per worker), joblib's workers, the patch (LOKY_MAX_CPU_COUNT) and the thread pools' cap.
 
-Rules:
-- A thread-limit variable the user set is an upper bound, the child's share is another: the
-  lower wins. A user's value at or below the share is passed on unchanged ("kept"); one above it
-  becomes the share ("lowered"). A value that is not a whole number >= 1 is passed on as the user
-  set it. `force` (the runner's --force) gives every variable the share, even above a user's lower
-  value.
+- The rule for a variable the user set (an upper bound; the lower wins; `force`) is docs/native.md,
+  "Inner thread counts"; decide() implements it.
 - CORRAL_CPUS is corral's own: always set, so that corral inside the child sees its share
   as its budget (nesting composes).
 - CORRAL_MANAGED_ENV lists the variables corral set, so that a corral nested in the child
@@ -19,7 +15,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -128,9 +123,9 @@ def environment_for(threads: int, *, cpus: int | None = None, force: bool = Fals
 
 
 def native_limit(threads: int, *, force: bool = False, environ: Mapping[str, str] | None = None) -> int:
-    """The thread count for BLAS/OpenMP libraries already loaded in a child allowed `threads`:
-    `threads`, lowered to any whole-number value the user set in OMP_/OPENBLAS_/GOTO_/MKL_/
-    BLIS_NUM_THREADS (the same lower-wins rule as the variables; force: `threads`)."""
+    """The thread count for BLAS/OpenMP libraries already loaded in a child allowed `threads`
+    (or for the tasks of a process whose budget is `threads`): `threads` lowered by NATIVE_VARS the
+    user set (docs/native.md, "Inner thread counts")."""
     if force:
         return threads
     environ = os.environ if environ is None else environ
@@ -203,48 +198,3 @@ def loky_cpu_count_changes(budget: int, *, force: bool = False,
         return {}
     managed = managed_vars(environ) | {"LOKY_MAX_CPU_COUNT"}
     return {"LOKY_MAX_CPU_COUNT": value, MANAGED_VAR: ",".join(sorted(managed))}
-
-
-def joblib_patch_targets() -> list[tuple[object, str, object]]:
-    """(owner, attribute, replacement) that make joblib's process backends (loky, multiprocessing)
-    give their workers corral's limits: budget // n_jobs threads (joblib uses cpu_count() //
-    n_jobs, which ignores CORRAL_CPUS), PYTHON_CPU_COUNT, and CORRAL_CPUS so that corral inside a
-    loky worker sees its share. A variable the user set follows corral's rule (the lower of it and
-    the share; see decide()), and an explicit inner_max_num_threads (parallel_config) still wins.
-    The process-wide factor and force settings (corral.patch(factor=, force=), the runner's -f /
-    --force) widen the share and override variables the user set, as they do for corral's own
-    process pools. Empty when joblib is not installed. (How many workers n_jobs=-1 starts is
-    LOKY_MAX_CPU_COUNT's business: see loky_cpu_count_changes.)
-
-    loky starts its workers itself (fork_exec with this environment), so they get no CPU set:
-    loky reuses one executor across calls with different n_jobs, which a static partition does
-    not fit.
-    """
-    try:
-        import joblib._parallel_backends as backends
-    except ImportError:
-        return []
-    base = backends.ParallelBackendBase
-    original = base.__dict__.get("_prepare_worker_env")
-    if original is None:
-        return []
-
-    def _prepare_worker_env(self, n_jobs):
-        env = original(self, n_jobs)
-        from . import _pool_settings
-
-        settings = _pool_settings.get()  # the runner's -f / --force (corral.patch(factor=, force=))
-        budget = _pool_settings.budget_cpus()
-        share = max(1, budget // max(1, int(n_jobs)))
-        share = min(budget, math.ceil(share * settings["factor"]))  # widened as Pool's sets are
-        explicit = getattr(self, "inner_max_num_threads", None)
-        corral_env = environment_for(int(explicit) if explicit else share, cpus=share, force=settings["force"])
-        if explicit:
-            for var in THREAD_LIMIT_VARS:
-                if var in env:
-                    corral_env.pop(var, None)
-        env.update(corral_env)
-        return env
-
-    _prepare_worker_env.__wrapped__ = original
-    return [(base, "_prepare_worker_env", _prepare_worker_env)]

@@ -15,14 +15,18 @@ A worker that retires after its maxtasksperchild tasks, between tasks, has not d
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
 import multiprocessing
+import multiprocessing.context
 import multiprocessing.pool
 import signal
 import threading
 import weakref
 from concurrent.futures.process import BrokenProcessPool
 
-from . import worker_share
+from . import _compat, _joblib, _worker_share
+from ._process_executor import ProcessPoolExecutor
 
 __all__ = ["Pool", "BrokenProcessPool", "patch_targets", "context_pool"]
 
@@ -50,7 +54,7 @@ def describe_exit(pid: int | None, exitcode: int | None, *, in_task: bool = Fals
 
 def _tracked_worker(busy, inqueue, outqueue, *args):
     """The stdlib's pool worker loop (multiprocessing.pool.worker), with `busy` marking tasks held."""
-    multiprocessing.pool.worker(_MarksTaskTaken(inqueue, busy), _MarksResultSent(outqueue, busy), *args)
+    _compat.pool_worker(_MarksTaskTaken(inqueue, busy), _MarksResultSent(outqueue, busy), *args)
 
 
 class _MarksTaskTaken:
@@ -77,16 +81,24 @@ class _MarksResultSent(_MarksTaskTaken):
         self._busy.value = 0
 
 
-class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
-    """multiprocessing.pool.Pool with one CPU share per worker.
+class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
+    """multiprocessing.pool.Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None,
+    context=None, *, factor=None, force=None) with one CPU share per worker.
 
-    processes: workers (default: the budget, not os.cpu_count()).
+    processes: workers (default: the budget, corral.budget().cpus, not os.cpu_count()).
     factor: oversubscription factor >= 1; each worker's CPU set grows to ceil(size * factor)
         (None: 1, or what corral.patch(factor=) / the runner's -f set).
     force: give every thread-limit variable the worker's share, even where the user set a lower
-        value (default: a value the user set is an upper bound, the lower of it and the share
-        wins; None: False, or what corral.patch(force=) / the runner's --force set).
-    The other arguments are the stdlib's.
+        value (default: the lower of the user's value and the share wins, docs/native.md;
+        None: False, or what corral.patch(force=) / the runner's --force set).
+    The other arguments, and every method (apply, map, starmap, imap, imap_unordered and their *_async
+    forms, close/terminate/join, the context manager), are the stdlib's, which it subclasses, with
+    the same errors (ValueError for processes < 1, TypeError for a non-callable initializer).
+    Raises TypeError / ValueError for a factor that is not a number >= 1.
+    One difference, on purpose: a worker that dies breaks the pool (see the module's docs): every
+    pending result raises concurrent.futures.process.BrokenProcessPool, and so does every later call,
+    where the stdlib's pool would wait for ever.
+    `shares`: the list of each worker's WorkerShare (CPUs, threads, environment).
     """
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
@@ -96,24 +108,24 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
             # which a patch makes this class: a thread pool gets the stdlib's own set-up.
             _STDLIB_POOL.__init__(self, processes, initializer, initargs, maxtasksperchild, context)
             return
-        self._state = multiprocessing.pool.INIT  # read by Pool.__del__ if planning fails below
+        self._state = _compat.POOL_INIT  # read by Pool.__del__ if planning fails below
         self._pool = []
         self._broken = None
         self._broken_lock = threading.Lock()
         if processes is None:
-            processes = worker_share.default_workers()
-        table = worker_share.slot_table_for(processes, factor=factor, force=force)
+            processes = _worker_share.default_workers()
+        table = _worker_share.share_table_for(processes, factor=factor, force=force)
         if table is not None:
             on_exit = weakref.WeakMethod(self._worker_exited)
-            context = worker_share.ShareContext(context, table,
-                                                on_exit=lambda process: _call_weak(on_exit, process))
-            self._slot_table = table
+            context = _worker_share.ShareContext(context, table,
+                                                 on_exit=lambda process: _call_weak(on_exit, process))
+            self._share_table = table
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
 
     @staticmethod
     def Process(ctx, *args, **kwds):  # noqa: N802 (the stdlib's name)
         """The stdlib's Pool.Process, with the worker loop marking the tasks it holds (_tracked_worker)."""
-        if kwds.get("target") is not multiprocessing.pool.worker:
+        if kwds.get("target") is not _compat.pool_worker:
             return ctx.Process(*args, **kwds)
         busy = ctx.RawValue("b", 0)  # shared memory: inherited by fork, passed along by spawn
         kwds["target"] = _tracked_worker
@@ -136,10 +148,10 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
         in_task = busy is not None and busy.value != 0
         if exitcode == 0 and not in_task and not self._exit_unexpected():
             return  # retired after maxtasksperchild tasks, or sent home by close()/terminate()
-        if self._state == multiprocessing.pool.TERMINATE:
+        if self._state == _compat.POOL_TERMINATE:
             return
         handler = getattr(self, "_worker_handler", None)
-        if handler is not None and getattr(handler, "_state", None) == multiprocessing.pool.TERMINATE:
+        if handler is not None and getattr(handler, "_state", None) == _compat.POOL_TERMINATE:
             return  # terminate() or the pool's finalizer is ending the workers
         with self._broken_lock:
             if self._broken is None:
@@ -148,47 +160,18 @@ class Pool(worker_share.SharesMixin, multiprocessing.pool.Pool):
         error = BrokenProcessPool(
             f"{reason}; the task it was running is lost, so every pending result of this pool fails")
         for job, result in list(self._cache.items()):
-            _fail(self._cache, job, result, error)
-
-
+            _compat.fail_pending_result(self._cache, job, result, error)
     def _exit_unexpected(self) -> bool:
         """Whether a worker that exited with code 0 between tasks left unasked: without
         maxtasksperchild a worker leaves only when close()/terminate() sends it home (e.g. not
         when its initializer calls sys.exit())."""
-        return self._maxtasksperchild is None and self._state == multiprocessing.pool.RUN
+        return self._maxtasksperchild is None and self._state == _compat.POOL_RUN
 
 
 def _call_weak(method_ref, process) -> None:
     method = method_ref()
     if method is not None:
         method(process)
-
-
-def _fail(cache, job, result, error: BaseException) -> None:
-    """Ends a pending ApplyResult / MapResult / IMapIterator with `error`."""
-    if isinstance(result, multiprocessing.pool.IMapIterator):
-        with result._cond:
-            result._items.append((False, error))
-            result._index += 1
-            result._length = result._index  # the consumer gets the error, then StopIteration
-            result._cond.notify()
-    else:
-        if result.ready():
-            return
-        result._success = False
-        result._value = error
-        callback = getattr(result, "_error_callback", None)
-        if callback is not None:
-            try:
-                callback(error)
-            except Exception:  # noqa: BLE001  (the stdlib ignores nothing here, but a callback must not stop the others)
-                pass
-        result._event.set()
-    try:
-        del cache[job]
-    except KeyError:
-        pass
-    result._pool = None
 
 
 def context_pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):
@@ -206,12 +189,6 @@ def patch_targets(*, joblib: bool = True):
       (this imports joblib, and numpy with it: corral.patch() asks for those only once the
       program imports joblib itself).
     """
-    import concurrent.futures
-    import concurrent.futures.process
-    import multiprocessing.context
-
-    from .process_executor import ProcessPoolExecutor
-
     targets = [
         (multiprocessing.pool, "Pool", Pool),
         (multiprocessing.context.BaseContext, "Pool", context_pool),
@@ -219,9 +196,7 @@ def patch_targets(*, joblib: bool = True):
         (concurrent.futures, "ProcessPoolExecutor", ProcessPoolExecutor),
     ]
     if joblib:
-        from . import thread_limits
-
-        targets.extend(thread_limits.joblib_patch_targets())
+        targets.extend(_joblib.patch_targets())
     return targets
 
 
