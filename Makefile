@@ -46,7 +46,7 @@ test-py: setup
 	$(VPY) -m pytest tests -q
 
 # Python lint (ruff, pinned in requirements-dev.txt; settings in pyproject.toml). benchmarks/ joins once clean.
-LINT_PATHS := src tests scripts
+LINT_PATHS := src tests scripts benchmarks
 .PHONY: lint
 lint: $(VENV)/.deps
 	$(VPY) -m ruff check $(LINT_PATHS)

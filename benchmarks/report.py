@@ -163,7 +163,8 @@ def markdown(results: dict, png_name: str | None = None, json_name: str | None =
         lines.append(f"- **{labels[name]}**: {results['configs'][name]['description']}.")
     if availability:
         lines += ["", "Probed at the start of the run: " + "; ".join(
-            f"{name} {'available' if reason is None else 'unavailable'}" for name, reason in sorted(availability.items()))
+            f"{name} {'available' if reason is None else 'unavailable'}"
+            for name, reason in sorted(availability.items()))
             + "."]
     if machine.get("corral_info"):
         lines += ["", "`python -m corral info`:", "", "```", machine["corral_info"], "```"]

@@ -99,8 +99,9 @@ def table(path: Path) -> str:
         spread[key] = (values[0], values[-1])
 
     context = data.get("context", {})
+    runs = max((len(v) for v in samples.values()), default=0)
     lines = [f"host {context.get('host_name', '?')}, {context.get('num_cpus', '?')} CPUs, "
-             f"load average {context.get('load_avg', '?')}; medians of {max((len(v) for v in samples.values()), default=0)} runs"]
+             f"load average {context.get('load_avg', '?')}; medians of {runs} runs"]
     lines.append(f"{'workload':<20}{'threads':>8}{'size':>11}  {'corral':>12}  {'tbb':>12}  {'corral/tbb':>10}  unit")
     keys = sorted({(w, t, s) for (w, _, t, s) in medians}, key=lambda k: (list(FIGURES).index(k[0]), k[1], k[2]))
     for workload, threads, size in keys:
@@ -108,7 +109,8 @@ def table(path: Path) -> str:
         theirs = medians.get((workload, "tbb", threads, size))
         unit = FIGURES[workload][1]
         ratio = f"{ours / theirs:10.2f}" if ours is not None and theirs else f"{'-':>10}"
-        fmt = lambda v: f"{v:12.3f}" if v is not None else f"{'-':>12}"
+        def fmt(v):
+            return f"{v:12.3f}" if v is not None else f"{'-':>12}"
         lines.append(f"{workload:<20}{threads:>8}{size or '':>11}  {fmt(ours)}  {fmt(theirs)}  {ratio}  {unit}")
     lines.append("ratio < 1 is better for corral except blocking_mix (busy fraction: higher is better)")
     return "\n".join(lines)
