@@ -105,7 +105,10 @@ def _run_code(code: str, args: list[str]) -> None:
 
         code = textwrap.dedent(code)
     namespace = _fresh_main()
-    exec(compile(code, "<string>", "exec"), namespace)
+    compiled = compile(code, "<string>", "exec")
+    if _compat.register_source is not None:  # 3.13+: tracebacks show -c lines, as python's main has them
+        _compat.register_source(compiled, code, "<string>")
+    exec(compiled, namespace)
 
 
 def _run_stdin(args: list[str]) -> None:

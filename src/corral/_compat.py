@@ -23,6 +23,7 @@ Python 3.14 changed around these, without breaking any of them:
 from __future__ import annotations
 
 import contextlib
+import linecache
 import multiprocessing.connection
 import multiprocessing.pool
 import runpy
@@ -40,6 +41,11 @@ allocate_lock = threading._allocate_lock
 # __main__'s namespace and reports a module it cannot find as python does ("No module named x", exit 1).
 # _as_main runs `python -m corral -m module` and `python -m corral dir/` through it.
 run_module_as_main = runpy._run_module_as_main
+
+# linecache._register_code(code, source, name): from 3.13, python's main registers the source of `-c`
+# code this way (Python/pythonrun.c), so tracebacks show its lines; absent on 3.11. _as_main does the
+# same for `python -m corral -c code`, where it exists. None on older Pythons.
+register_source = getattr(linecache, "_register_code", None)
 
 # multiprocessing.pool.worker: the process pool's worker loop (no underscore, but undocumented; the
 # target Pool._repopulate_pool_static gives every worker Process; 3.11-3.14). corral.Pool's Process
