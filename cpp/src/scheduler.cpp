@@ -1,12 +1,11 @@
 // The scheduler's public face: constructing and destroying one, and the public methods, which tie
-// its parts together. The parts, each with its invariant, and the fields each owns
-// (scheduler_state.hpp):
+// its parts together. The parts (each .cpp opens with the invariant it keeps; scheduler_state.hpp
+// says which part owns each field):
 //   scheduler_slots.cpp    the slot table: slots, free_slots, returners, blocked
-//   scheduler_threads.cpp  worker threads: records, start, spares, retirement, the global scheduler
-//                          and fork
-//   scheduler_queues.cpp   work queues and wake-ups: deques, injection queue, stealing, notify
-//   paths scheduler_waiting.cpp  waiting: task_group/event waits, outside helpers, blocking scopes,
-//   lending wait_monitor.cpp       the wait monitor's thread
+//   scheduler_threads.cpp  worker threads: records, start, spares, retirement, global() and fork
+//   scheduler_queues.cpp   work queues and wake-ups: deques, injection, stealing, notify paths
+//   scheduler_waiting.cpp  waiting: task_group/event waits, outside helpers, blocking, lending
+//   wait_monitor.cpp       the wait monitor's thread
 // docs/scheduler.md describes the design; the comments in each part say why each step is safe.
 #include "corral/scheduler.hpp"
 
