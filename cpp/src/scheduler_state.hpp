@@ -1,9 +1,14 @@
-// The scheduler's insides, shared by scheduler.cpp, task_group.cpp, event.cpp and blocking.cpp.
-// Not a public header.
+// The scheduler's insides, shared by its parts (scheduler.cpp lists them: the slot table, worker
+// threads, work queues and wake-ups, waiting, the wait monitor), task_group.cpp and blocking.cpp.
+// Not a public header. Each part's invariant heads its .cpp; below, each field says which part
+// owns it.
 #pragma once
 
 #include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -14,6 +19,7 @@
 #include "chase_lev_deque.hpp"
 #include "corral/scheduler.hpp"
 #include "event_count.hpp"
+#include "futex.hpp"
 
 namespace corral {
 
@@ -73,6 +79,32 @@ thread_state& this_thread() noexcept;
 int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
                                         void* (*entry)(void*), void* arg) noexcept;
 
+// Helpers the parts share (worker threads, queues, waiting).
+
+// Spinning before sleeping: a worker that runs out of work keeps looking for a few tens of
+// microseconds (first pausing, then yielding the CPU to whoever wants it), so that bursts of work
+// find it awake; after that it sleeps and costs nothing.
+constexpr unsigned pause_rounds = 32;
+constexpr unsigned yield_rounds = 32;
+constexpr unsigned pauses_per_round = 16;
+
+inline void backoff(unsigned round) noexcept {
+  if (round < pause_rounds) {
+    for (unsigned i = 0; i < pauses_per_round; ++i) detail::cpu_relax();
+  } else {
+    sched_yield();
+  }
+}
+
+inline void bump(std::atomic<std::uint64_t>& counter) noexcept {  // single writer: no RMW needed
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+inline pid_t kernel_thread_id() noexcept {
+  thread_local const pid_t id = static_cast<pid_t>(::syscall(SYS_gettid));
+  return id;
+}
+
 }  // namespace detail
 
 namespace detail {
@@ -83,20 +115,17 @@ struct scheduler::state {
   state(scheduler& owner, options o);
   ~state();
 
-  // Worker threads.
+  // ---- Worker threads (scheduler_threads.cpp).
   bool start_thread_locked();             // spawn_mutex held
   detail::worker* claim_record_locked();  // spawn_mutex held; a record no thread uses, marked alive
   void
   start_spare() noexcept;  // gives up quietly (cap reached, no memory): the slot holders carry on
   void run_worker(detail::worker& w);
   bool wait_for_slot_and_work(detail::worker& w, bool& retired);
-  detail::task* search(detail::worker& w);
-  detail::task* find_task(detail::worker& w);
-  detail::task* take_injected(detail::worker& w);
-  detail::task* steal(detail::worker& w);
   void execute(detail::worker& w, detail::task* t) noexcept;
 
-  // Slots.
+  // ---- The slot table (scheduler_slots.cpp). The only code that changes free_slots, returners,
+  // blocked and slots; every other part (the wait monitor included) goes through these.
   bool try_acquire_slot(bool returning) noexcept;
   void release_slot() noexcept;
   void give_back_slot() noexcept;       // release_slot without touching the caller's TLS
@@ -113,8 +142,6 @@ struct scheduler::state {
            returners.load(std::memory_order_relaxed);
   }
   bool surplus_threads() const noexcept;
-  void enter_blocking() noexcept;
-  void leave_blocking() noexcept;
   void wait_as_returner() noexcept;  // `returners` already counts us: wait for a slot, then hold it
   // The counters of a blocking scope, in one place for the calling thread's scopes and for the wait
   // monitor, which enters and leaves one on a sleeping thread's behalf (a lend, a reclaim).
@@ -122,7 +149,29 @@ struct scheduler::state {
   void
   count_returner() noexcept;  // leaving: returners += 1 (first: slot holders yield), blocked -= 1
   void count_returned() noexcept;  // a returner holds a slot again: returners -= 1, sleepers told
+  unsigned set_slot_count(
+      unsigned n) noexcept;  // set_slots, spawn_mutex held: returns the old count
 
+  // ---- Work queues and wake-ups (scheduler_queues.cpp).
+  detail::task* search(detail::worker& w);
+  detail::task* find_task(detail::worker& w);
+  detail::task* take_injected(detail::worker& w);
+  detail::task* steal(detail::worker& w);
+  void push(detail::task* t);
+  void inject(detail::task* t);  // to the injection queue; may throw std::bad_alloc
+  bool work_available() const noexcept;
+  void notify_work_strict() noexcept;
+  void
+  wake_for_free_slot() noexcept;  // after a seq_cst fence: a sleeper or a spare takes a free slot
+  void wake_one_if_useful() noexcept;
+
+  // ---- Waiting (scheduler_waiting.cpp): blocking scopes, task group and event waits, outside
+  // helpers.
+  void enter_blocking() noexcept;
+  void leave_blocking() noexcept;
+  bool help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline);
+  bool join_as_temporary_worker() noexcept;  // an outside thread takes a free slot and a record
+  void leave_as_temporary_worker() noexcept;
   // Lending (the wait monitor). The worker side: arm as a task starts, disarm around anything that
   // touches its slot; disarming settles a lend (takes the slot back as a returner).
   void arm(detail::worker& w) noexcept;
@@ -132,41 +181,48 @@ struct scheduler::state {
   bool monitoring() const noexcept { return monitor_on.load(std::memory_order_relaxed); }
   void wake_monitor() noexcept;
 
-  // Work.
-  void push(detail::task* t);
-  void inject(detail::task* t);  // to the injection queue; may throw std::bad_alloc
-  bool work_available() const noexcept;
-  void notify_work_strict() noexcept;
-  void
-  wake_for_free_slot() noexcept;  // after a seq_cst fence: a sleeper or a spare takes a free slot
-  void wake_one_if_useful() noexcept;
-  bool help_until(detail::waitable& w, const std::chrono::steady_clock::time_point* deadline);
-  bool join_as_temporary_worker() noexcept;  // an outside thread takes a free slot and a record
-  void leave_as_temporary_worker() noexcept;
+  // The fields, each tagged with the part that owns it: its code writes the field and keeps its
+  // invariant; the others read it or call the owner's functions. The constructor (scheduler.cpp)
+  // sets the first values of all of them before any thread sees the state.
+  //   [public]  scheduler.cpp: self, opts, observer, stopping, detached_pending, drain_ec
+  //   [slots]   scheduler_slots.cpp: free_slots, returners, slots, blocked, slot_ec
+  //   [threads] scheduler_threads.cpp: max_threads, record_capacity, threads, peak_threads,
+  //             high_water, spares_started, workers, worker_storage, spawn_mutex
+  //   [queues]  scheduler_queues.cpp: searching, wake_pending, work_ec, injected_size,
+  //             inject_mutex, injected (a worker parks on work_ec and clears wake_pending in
+  //             scheduler_threads.cpp, wait_for_slot_and_work)
+  //   [waiting] scheduler_waiting.cpp: outside_helps
+  //   [monitor] wait_monitor.cpp: monitor_on, lent_now, lends, monitor_ec, monitor_mutex, monitor
+  //             (set_wait_monitor in scheduler.cpp starts and stops it; lending's worker side in
+  //             scheduler_waiting.cpp settles lent_now)
+  // They are declared in cache-line order, not by part: the alignas(64) groups keep the hot
+  // counters (free_slots and returners, searching, wake_pending, the injection queue) on lines of
+  // their own, and moving fields would change which share a line.
 
-  scheduler& self;
-  options opts;
-  unsigned max_threads;
-  unsigned
-      record_capacity;  // worker records: max_threads threads plus one per slot for outside helpers
+  scheduler& self;           // [public]
+  options opts;              // [public]
+  unsigned max_threads;      // [threads]
+  unsigned record_capacity;  // [threads] worker records: max_threads threads plus one per slot for
+                             // outside helpers
 
-  alignas(64) std::atomic<int> free_slots{
-      0};  // slots - threads holding a slot (negative after set_slots shrinks)
-  std::atomic<unsigned> returners{0};  // back from blocking, waiting for a slot: they go first
-  alignas(64) std::atomic<unsigned> searching{0};     // slot holders spinning for work
-  alignas(64) std::atomic<unsigned> wake_pending{0};  // a best-effort wake is on its way
-  alignas(64) std::atomic<unsigned> slots{0};
-  std::atomic<unsigned> blocked{0};
-  std::atomic<unsigned> threads{0};
-  std::atomic<unsigned> peak_threads{0};
-  std::atomic<unsigned> high_water{0};  // records [0, high_water) may exist
-  std::atomic<task_observer*> observer{nullptr};
-  std::atomic<bool> stopping{false};
-  std::atomic<std::uint64_t> detached_pending{0};
-  std::atomic<std::uint64_t> spares_started{0};
-  std::atomic<std::uint64_t> outside_helps{0};  // waits in which an outside thread ran tasks itself
+  // [slots] slots - threads holding a slot (negative after set_slots shrinks)
+  alignas(64) std::atomic<int> free_slots{0};
+  std::atomic<unsigned> returners{0};  // [slots] back from blocking, waiting for a slot: go first
+  alignas(64) std::atomic<unsigned> searching{0};     // [queues] slot holders spinning for work
+  alignas(64) std::atomic<unsigned> wake_pending{0};  // [queues] a best-effort wake is on its way
+  alignas(64) std::atomic<unsigned> slots{0};         // [slots]
+  std::atomic<unsigned> blocked{0};                   // [slots]
+  std::atomic<unsigned> threads{0};                   // [threads]
+  std::atomic<unsigned> peak_threads{0};              // [threads]
+  std::atomic<unsigned> high_water{0};                // [threads] records [0, high_water) may exist
+  std::atomic<task_observer*> observer{nullptr};      // [public]
+  std::atomic<bool> stopping{false};                  // [public]
+  std::atomic<std::uint64_t> detached_pending{0};     // [public]
+  std::atomic<std::uint64_t> spares_started{0};       // [threads]
+  // [waiting] waits in which an outside thread ran tasks itself
+  std::atomic<std::uint64_t> outside_helps{0};
 
-  // The wait monitor (wait_monitor.cpp): off unless options::monitor_waits or
+  // [monitor] The wait monitor (wait_monitor.cpp): off unless options::monitor_waits or
   // set_wait_monitor(true).
   std::atomic<bool> monitor_on{false};
   std::atomic<unsigned> lent_now{0};    // records in stage lent or reclaiming
@@ -175,18 +231,19 @@ struct scheduler::state {
   std::mutex monitor_mutex;             // starting and stopping the monitor
   std::unique_ptr<detail::wait_monitor> monitor;
 
-  std::unique_ptr<std::atomic<detail::worker*>[]> workers;
-  std::unique_ptr<std::unique_ptr<detail::worker>[]> worker_storage;  // owns the records
+  std::unique_ptr<std::atomic<detail::worker*>[]> workers;            // [threads]
+  std::unique_ptr<std::unique_ptr<detail::worker>[]> worker_storage;  // [threads] owns the records
 
-  detail::event_count work_ec;   // workers without a slot, waiting for work and a free slot
-  detail::event_count slot_ec;   // returning threads waiting for a slot
-  detail::event_count drain_ec;  // the destructor, waiting for detached tasks
+  // [queues] workers without a slot, waiting for work and a free slot
+  detail::event_count work_ec;
+  detail::event_count slot_ec;   // [slots] returning threads waiting for a slot
+  detail::event_count drain_ec;  // [public] the destructor, waiting for detached tasks
 
-  alignas(64) std::atomic<std::size_t> injected_size{0};
-  std::mutex inject_mutex;
-  std::deque<detail::task*> injected;  // tasks from threads that are not our workers
+  alignas(64) std::atomic<std::size_t> injected_size{0};  // [queues]
+  std::mutex inject_mutex;                                // [queues]
+  std::deque<detail::task*> injected;  // [queues] tasks from threads that are not our workers
 
-  std::mutex spawn_mutex;
+  std::mutex spawn_mutex;  // [threads]
 };
 
 }  // namespace corral

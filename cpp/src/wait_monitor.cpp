@@ -1,5 +1,7 @@
-// The wait monitor's thread (wait_monitor.hpp says what it does; scheduler.cpp has the worker's
-// side of lending: arm, disarm, settle).
+// The wait monitor's thread (wait_monitor.hpp says what it does; scheduler_waiting.cpp has the
+// worker's side of lending: arm, disarm, settle). It changes the slot table's counters only through
+// its functions (count_blocked_and_give_back_slot, count_returner, try_acquire_slot,
+// count_returned: scheduler_slots.cpp).
 //
 // Every change of a record's lend stage by the monitor is: CAS from a stable stage to `busy`
 // (acquire: we see the worker's arming and what preceded it), the counter updates, then a release
