@@ -27,11 +27,11 @@ class waitable {
   ~waitable() = default;
 };
 
-// Waits for `w` on the calling thread (see scheduler_waiting.cpp): on a worker that holds a slot, runs
-// other tasks while any are found and then sleeps inside a blocking scope. A thread outside every
-// pool that waits for work of `owner` (when given) takes a free slot of it, if one is free, and
-// runs tasks itself until the wait ends or it finds nothing to run. Elsewhere, just sleeps. Returns
-// w.ready() (false only when the deadline passed).
+// Waits for `w` on the calling thread (see scheduler_waiting.cpp): on a worker that holds a slot,
+// runs other tasks while any are found and then sleeps inside a blocking scope. A thread outside
+// every pool that waits for work of `owner` (when given) takes a free slot of it, if one is free,
+// and runs tasks itself until the wait ends or it finds nothing to run. Elsewhere, just sleeps.
+// Returns w.ready() (false only when the deadline passed).
 bool wait_for(waitable& w, const std::chrono::steady_clock::time_point* deadline,
               scheduler* owner = nullptr);
 
