@@ -68,7 +68,7 @@ void permit_monitor::pass() noexcept {
     }
     for (holder* h : s_.holders) {
       if (h->stage == holder_stage::paused) continue;
-      watched w{h, h->generation, h->tid, h->stage};
+      watched w{h, h->generation, h->tid, h->stage, {}, false};
       for (const watched& old : watched_)
         if (old.who == h && old.generation == w.generation && old.stage == w.stage) {
           w = old;
@@ -87,24 +87,11 @@ void permit_monitor::pass() noexcept {
     if (!w.seen_before && w.stage == holder_stage::holding) continue;
     const thread_sample sample = sample_thread(w.tid);
     if (w.stage == holder_stage::lent) {
-      if (!sample.asleep || sample.cpu_ns != w.cpu_ns) reclaim.push_back(&w);  // it ran again
+      if (!sample.asleep || sample.cpu_ns != w.streak.cpu_ns)
+        reclaim.push_back(&w);  // it ran again
       continue;
     }
-    if (sample.asleep && sample.kind == sleep_kind::other) {
-      ++w.other_samples;
-      w.futex_samples = 0;
-    } else if (sample.asleep && sample.kind == sleep_kind::futex && w.cpu_known &&
-               sample.cpu_ns == w.cpu_ns) {
-      ++w.futex_samples;  // in futex and has not run at all since the last sample
-      w.other_samples = 0;
-    } else {
-      w.other_samples = 0;
-      w.futex_samples = 0;
-    }
-    w.cpu_ns = sample.cpu_ns;
-    w.cpu_known = sample.asleep;
-    if (w.other_samples >= other_samples_needed || w.futex_samples >= futex_samples_needed)
-      lend.push_back(&w);
+    if (w.streak.waits_unannounced(sample)) lend.push_back(&w);
   }
   if (lend.empty() && reclaim.empty()) return;
 
@@ -126,7 +113,7 @@ void permit_monitor::pass() noexcept {
       ++s_.lent;
       ++s_.lends;
       w->stage = holder_stage::lent;  // keep its cpu_ns: the reclaim test compares with it
-      w->other_samples = w->futex_samples = 0;
+      w->streak.reset();
     }
     for (watched* w : reclaim) {
       holder* h = w->who;
@@ -139,7 +126,7 @@ void permit_monitor::pass() noexcept {
       ++s_.acquires;
       if (s_.held > s_.permits) ++s_.overdrafts;
       w->stage = holder_stage::holding;
-      w->cpu_known = false;
+      w->streak.cpu_known = false;
     }
   }
   for (int i = 0; i < n_wake; ++i)

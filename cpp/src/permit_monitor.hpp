@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "permit_state.hpp"
+#include "wait_monitor.hpp"
 
 namespace corral::detail {
 
@@ -39,8 +40,6 @@ class permit_monitor {
   // Whether the thread ended by itself (read and written under the table's mutex).
   bool exited() const noexcept { return exited_; }
 
-  static constexpr int other_samples_needed = 2;
-  static constexpr int futex_samples_needed = 20;
   static constexpr int idle_passes_to_exit = 25;  // x 20 ms
 
  private:
@@ -49,10 +48,7 @@ class permit_monitor {
     std::uint32_t generation = 0;
     pid_t tid = 0;
     holder_stage stage = holder_stage::holding;
-    int other_samples = 0;
-    int futex_samples = 0;
-    unsigned long long cpu_ns = 0;
-    bool cpu_known = false;
+    sleep_streak streak;
     bool seen_before = false;  // in the same generation and stage on an earlier pass
   };
 

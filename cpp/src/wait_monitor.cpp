@@ -79,6 +79,24 @@ thread_sample sample_thread(pid_t tid) noexcept {
   return out;
 }
 
+bool sleep_streak::waits_unannounced(const thread_sample& sample) noexcept {
+  if (sample.asleep && sample.kind == sleep_kind::other) {
+    ++other_samples;
+    futex_samples = 0;
+  } else if (sample.asleep && sample.kind == sleep_kind::futex && cpu_known &&
+             sample.cpu_ns == cpu_ns) {
+    ++futex_samples;  // in futex and has not run at all since the last sample
+    other_samples = 0;
+  } else {
+    reset();
+  }
+  cpu_ns = sample.cpu_ns;
+  cpu_known = sample.asleep;
+  if (other_samples < other_samples_needed && futex_samples < futex_samples_needed) return false;
+  reset();
+  return true;
+}
+
 wait_monitor::wait_monitor(scheduler::state& s) : s_(s), history_(s.record_capacity) {
   const int rc = detail::create_thread_without_async_signals(&thread_, nullptr, &entry, this);
   if (rc != 0)
@@ -150,39 +168,20 @@ void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
       watching = true;
       const std::uint32_t count = w->arm_count.load(std::memory_order_relaxed);
       const pid_t tid = w->tid.load(std::memory_order_relaxed);
-      if (h.arm_count != count || h.tid != tid) h = {count, tid, 0, 0, 0, false};
-      const thread_sample sample = sample_thread(tid);
-      if (sample.asleep && sample.kind == sleep_kind::other) {
-        ++h.other_samples;
-        h.futex_samples = 0;
-      } else if (sample.asleep && sample.kind == sleep_kind::futex && h.cpu_known &&
-                 sample.cpu_ns == h.cpu_ns) {
-        ++h.futex_samples;  // in futex and has not run at all since the last sample
-        h.other_samples = 0;
-      } else {
-        h.other_samples = 0;
-        h.futex_samples = 0;
-      }
-      h.cpu_ns = sample.cpu_ns;
-      h.cpu_known = sample.asleep;
-      if (h.other_samples >= other_samples_needed || h.futex_samples >= futex_samples_needed) {
-        h.other_samples = 0;
-        h.futex_samples = 0;
-        lend(*w, count);
-      }
+      if (h.arm_count != count || h.tid != tid) h = {count, tid, {}};
+      if (h.streak.waits_unannounced(sample_thread(tid))) lend(*w, count);
     } else if (stage == lent) {
       watching = true;
       const thread_sample sample = sample_thread(w->tid.load(std::memory_order_relaxed));
       // Running again (or gone from /proc: it will settle the lend itself at its task boundary).
-      if (!sample.asleep || sample.cpu_ns != h.cpu_ns) reclaim(*w, lent);
-      h.cpu_ns = sample.cpu_ns;
+      if (!sample.asleep || sample.cpu_ns != h.streak.cpu_ns) reclaim(*w, lent);
+      h.streak.cpu_ns = sample.cpu_ns;
     } else if (stage == detail::reclaiming) {
       watching = true;
       any_reclaiming = true;
       reclaim(*w, detail::reclaiming);
     } else {
-      h.other_samples = 0;
-      h.futex_samples = 0;
+      h.streak.reset();
     }
   }
 }

@@ -40,6 +40,26 @@ struct thread_sample {
 // How thread `tid` of this process is now. Never throws; an unreadable file reads as "not asleep".
 thread_sample sample_thread(pid_t tid) noexcept;
 
+// The rule both monitors (this one and the permit monitor) use to decide that a thread inside a
+// task waits without having said so, from consecutive samples of it: asleep in a system call other
+// than futex on other_samples_needed samples, or asleep in futex without having run at all for
+// futex_samples_needed samples (a Python thread waiting for the GIL wakes every 5 ms, so it never
+// qualifies; one blocked on a lock does).
+struct sleep_streak {
+  static constexpr int other_samples_needed = 2;
+  static constexpr int futex_samples_needed = 20;
+
+  // Adds one sample; true when the thread should be lent (the streak then starts over).
+  bool waits_unannounced(const thread_sample& sample) noexcept;
+  void reset() noexcept { other_samples = futex_samples = 0; }
+
+  int other_samples = 0;  // consecutive samples asleep outside futex
+  int futex_samples = 0;  // consecutive samples asleep in futex, not having run in between
+  unsigned long long cpu_ns =
+      0;  // CPU time at the last sample (also the lent thread's reclaim test)
+  bool cpu_known = false;
+};
+
 class wait_monitor {
  public:
   // Starts the monitor thread (std::system_error when it cannot).
@@ -49,17 +69,11 @@ class wait_monitor {
   wait_monitor(const wait_monitor&) = delete;
   wait_monitor& operator=(const wait_monitor&) = delete;
 
-  static constexpr int other_samples_needed = 2;
-  static constexpr int futex_samples_needed = 20;
-
  private:
   struct history {
     std::uint32_t arm_count = 0;
     pid_t tid = 0;
-    int other_samples = 0;  // consecutive samples asleep outside futex
-    int futex_samples = 0;  // consecutive samples asleep in futex, not having run in between
-    unsigned long long cpu_ns = 0;
-    bool cpu_known = false;
+    sleep_streak streak;
   };
 
   static void* entry(void* self) noexcept;
