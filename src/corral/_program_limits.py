@@ -13,18 +13,12 @@ import os
 from dataclasses import dataclass
 
 from . import _core
-from ._thread_limits import MANAGED_VAR, managed_vars
+from ._thread_limits import MANAGED_VAR, THREAD_LIMIT_VARS, managed_vars
 
 # Read when the library loads. Not NUMBA_NUM_THREADS (numba then refuses set_num_threads above
 # it: a program could fail) nor PYTHON_CPU_COUNT (os.cpu_count() is the program's to read).
-LIBRARY_VARS: tuple[str, ...] = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
+LIBRARY_VARS: tuple[str, ...] = tuple(
+    var for var in THREAD_LIMIT_VARS if var not in ("NUMBA_NUM_THREADS", "PYTHON_CPU_COUNT"))
 
 
 @dataclass(frozen=True)
