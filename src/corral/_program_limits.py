@@ -16,9 +16,10 @@ from . import _core
 from ._thread_limits import MANAGED_VAR, THREAD_LIMIT_VARS, managed_vars
 
 # Read when the library loads. Not NUMBA_NUM_THREADS (numba then refuses set_num_threads above
-# it: a program could fail) nor PYTHON_CPU_COUNT (os.cpu_count() is the program's to read).
+# it: a program could fail), PYTHON_CPU_COUNT (os.cpu_count() is the program's to read) nor
+# LOKY_MAX_CPU_COUNT (corral.patch() sets that one for joblib).
 LIBRARY_VARS: tuple[str, ...] = tuple(
-    var for var in THREAD_LIMIT_VARS if var not in ("NUMBA_NUM_THREADS", "PYTHON_CPU_COUNT"))
+    var for var in THREAD_LIMIT_VARS if var not in ("NUMBA_NUM_THREADS", "PYTHON_CPU_COUNT", "LOKY_MAX_CPU_COUNT"))
 
 
 @dataclass(frozen=True)
