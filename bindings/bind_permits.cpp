@@ -5,6 +5,7 @@
 // is waited for with the GIL released (a waiting thread must not keep the holders from running).
 #include <nanobind/stl/optional.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -39,7 +40,10 @@ nb::object run_permitted(int inner_threads, nb::handle fn, nb::args args, nb::kw
   std::optional<task_native_limits> limits;
   if (inner_threads != 0) {
     const permit_stats now = table.stats();
-    limits.emplace(now.permits, now.held, inner_threads);
+    // In a machine share the process runs on max(1, drawn) permits, not its whole budget.
+    const unsigned permits =
+        now.sourced ? std::min(now.permits, std::max({1u, now.drawn, now.held})) : now.permits;
+    limits.emplace(permits, now.held, inner_threads);
   }
   return fn(*args, **kwargs);
 }
@@ -124,6 +128,8 @@ nb::dict stats_dict() {
   d["waits"] = s.waits;
   d["lends"] = s.lends;
   d["overdrafts"] = s.overdrafts;
+  d["drawn"] = s.drawn;
+  d["sourced"] = s.sourced;
   return d;
 }
 
