@@ -56,8 +56,8 @@ std::optional<std::string> source_description() {
   });
 }
 
-std::optional<nb::dict> share_status(const std::string& name) {
-  std::optional<share_status> s = os_errors([&] {
+std::optional<nb::dict> status_of(const std::string& name) {
+  std::optional<corral::share_status> s = os_errors([&] {
     nb::gil_scoped_release unlocked;
     return machine_share::inspect(name);
   });
@@ -112,7 +112,7 @@ void bind_share(nb::module_& m) {
   m.def(
       "share_names", [] { return os_errors([] { return machine_share::list(); }); },
       "The names of this user's shares.");
-  m.def("share_status", &share_status, nb::arg("name"),
+  m.def("share_status", &status_of, nb::arg("name"),
         "The share `name` as a dict (name, path, size, held, stale, members [{pid, permits}]), or "
         "None when there is none; a stale file is removed.");
   m.def("parse_makeflags", &makeflags_jobserver, nb::arg("makeflags"),
