@@ -298,7 +298,8 @@ def _report(patcher, limits) -> None:
     print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
     source = _share.source()
     if source is not None:
-        print(f"corral: permits beyond the first from {source}", file=out)
+        print(f"corral: joined {source}: running permits drawn from it, one of this program's own besides",
+              file=out)
     else:
         note = _share.source_note()
         print(f"corral: no machine share: the budget is this program's own{f' ({note})' if note else ''}",
