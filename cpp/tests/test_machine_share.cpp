@@ -124,6 +124,46 @@ TEST_F(share_test, a_killed_member_gives_its_permits_back_at_once) {
   ::close(ready[1]);
 }
 
+// The process table joins the share CORRAL_SHARE names; a child it forks closes its copy of the
+// share's descriptor, so killing the member frees its permits even while the child lives on.
+TEST_F(share_test, a_forked_child_keeps_none_of_its_parents_permits) {
+  ::setenv("CORRAL_SHARE", "f", 1);
+  ::setenv("CORRAL_SHARE_SIZE", "2", 1);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t member = ::fork();
+  if (member == 0) {  // the member: its process table draws a permit, then it forks a child
+    permit_table& table = permit_table::process();
+    table.acquire();
+    pid_t report[2] = {table.stats().drawn == 1 ? 1 : 0, 0};
+    report[1] = ::fork();
+    if (report[1] == 0) {
+      for (;;) ::pause();  // the child: alive, holding the inherited descriptor if it were kept
+    }
+    (void)!::write(ready[1], report, sizeof report);
+    for (;;) ::pause();
+  }
+  ::unsetenv("CORRAL_SHARE");
+  ::unsetenv("CORRAL_SHARE_SIZE");
+  pid_t report[2] = {0, 0};
+  ASSERT_EQ(::read(ready[0], report, sizeof report), static_cast<ssize_t>(sizeof report));
+  ASSERT_EQ(report[0], 1);
+  EXPECT_EQ(machine_share::inspect("f")->held, 1u);
+  ::kill(member, SIGKILL);
+  int status = 0;
+  ::waitpid(member, &status, 0);
+  EXPECT_TRUE(eventually(
+      [] {
+        auto s = machine_share::inspect("f");
+        return !s || s->stale || s->held == 0;
+      },
+      std::chrono::seconds(1)));
+  EXPECT_EQ(::kill(report[1], 0), 0);  // the child still lives
+  ::kill(report[1], SIGKILL);               // not ours to reap: init adopted it
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
 TEST_F(share_test, a_file_left_by_a_killed_last_member_is_stale_and_reused) {
   const pid_t child = ::fork();
   if (child == 0) {
