@@ -25,8 +25,8 @@ auto os_errors(F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const std::system_error& e) {
-    nb::object error = nb::steal(PyObject_CallFunction(PyExc_OSError, "is",
-                                                       e.code().value(), e.what()));
+    nb::object error =
+        nb::steal(PyObject_CallFunction(PyExc_OSError, "is", e.code().value(), e.what()));
     if (!error.is_valid()) throw nb::python_error();
     PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
     throw nb::python_error();
@@ -97,9 +97,10 @@ nb::dict makeflags_jobserver(const std::string& makeflags) {
 void bind_share(nb::module_& m) {
   m.def("join_share", &join_share, nb::arg("name"), nb::arg("size") = 0,
         "Joins the machine share `name` (size 0: the creator's budget); returns its description.");
-  m.def("permit_source", &source_description,
-        "The process's machine-wide permit source (share or make's jobserver) as one line, or None. "
-        "Joins what CORRAL_SHARE or MAKEFLAGS names on first use.");
+  m.def(
+      "permit_source", &source_description,
+      "The process's machine-wide permit source (share or make's jobserver) as one line, or None. "
+      "Joins what CORRAL_SHARE or MAKEFLAGS names on first use.");
   m.def(
       "permit_source_note", [] { return permit_table::process().source_note(); },
       "Why a jobserver named in MAKEFLAGS was not used, or ''.");

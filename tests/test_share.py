@@ -421,3 +421,53 @@ def test_make_j4_pipe_jobserver(tmp_path):
     assert "prefix the command with '+'" in (tmp_path / "plain.err").read_text()
     source, _ = (tmp_path / "plain.out").read_text().rsplit("|", 1)
     assert source.strip() == "None"
+
+
+# -- inheritance and fork -------------------------------------------------------------------------------
+
+def test_process_pool_workers_join_the_share(runtime, tmp_path):
+    _, env = runtime
+    code = textwrap.dedent("""
+        import multiprocessing, os
+        def where(_):
+            import corral._core as core
+            return os.environ.get("CORRAL_SHARE"), core.permit_source()
+        if __name__ == "__main__":
+            for method in ("fork", "spawn"):
+                with multiprocessing.get_context(method).Pool(2) as pool:
+                    print(method, *set(pool.map(where, range(4))))
+    """)
+    script = tmp_path / "pool_share.py"  # a file: spawn workers import the function from it
+    script.write_text(code)
+    out = run_python(["-m", "corral", "--share", "pw", "--share-size", "2", str(script)], env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for method in ("fork", "spawn"):
+        line = next(x for x in out.stdout.splitlines() if x.startswith(method))
+        assert "('pw', \"machine share 'pw' (2 permits" in line, line
+
+
+def test_a_forked_child_does_not_keep_a_killed_parents_permits(runtime):
+    xdg, env = runtime
+    path = xdg / "corral" / "fk.share"
+    code = HOLDER.replace('print("ready", flush=True)',
+                          'child = os.fork()\n        if child == 0:\n            time.sleep(600)\n'
+                          '            os._exit(0)\n        print("ready", child, flush=True)')
+    code = code.replace('if line.strip() == "ready"', 'if line.startswith("ready")')
+    member = popen(["-m", "corral", "--share", "fk", "--share-size", "2", "-c", code, "2", "2"], env)
+    child = None
+    try:
+        ready = select.select([member.stdout], [], [], 20)[0]
+        assert ready, "member not ready"
+        word, child = member.stdout.readline().split()
+        child = int(child)
+        assert word == "ready"
+        assert eventually(lambda: locked_permits(path, 2) >= 1)
+        member.kill()
+        member.wait()
+        assert eventually(lambda: locked_permits(path, 2) == 0, timeout=1.0)
+        os.kill(child, 0)  # the child lives on, holding nothing of its parent's
+    finally:
+        member.kill()
+        member.wait()
+        if child:
+            os.kill(child, signal.SIGKILL)

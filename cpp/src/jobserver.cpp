@@ -1,8 +1,8 @@
 // GNU make's jobserver as a permit source (jobserver.hpp, docs/share.md).
 //
-// make's read end may be blocking (make 4.3 sets it non-blocking for itself, 4.4's fifo is opened by
-// each client), and its flags belong to make's open file description, shared by every job: we never
-// change them. Instead we read through a description of our own, opened non-blocking from
+// make's read end may be blocking (make 4.3 sets it non-blocking for itself, 4.4's fifo is opened
+// by each client), and its flags belong to make's open file description, shared by every job: we
+// never change them. Instead we read through a description of our own, opened non-blocking from
 // /proc/self/fd/R (a pipe) or from the fifo's path, so that a take that finds no token returns at
 // once instead of blocking with the caller's locks (and Python's GIL) held.
 #include "corral/jobserver.hpp"
@@ -34,7 +34,7 @@ bool parse_int(std::string_view text, int& out) {
 }
 
 bool is_open_pipe(int fd) {
-  struct stat st {};
+  struct stat st{};
   return fd >= 0 && ::fcntl(fd, F_GETFD) != -1 && ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
@@ -105,7 +105,7 @@ std::unique_ptr<jobserver> jobserver::connect(const jobserver_auth& auth, std::s
       ::close(read_fd);
       return no("cannot open make's jobserver fifo " + auth.fifo + " for writing");
     }
-    struct stat st {};
+    struct stat st{};
     if (::fstat(read_fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
       ::close(read_fd);
       ::close(write_fd);
@@ -159,9 +159,7 @@ void write_token(int fd, char token) noexcept {
     if (n == 1) return;
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN) return;
-    struct pollfd p {
-      fd, POLLOUT, 0
-    };
+    struct pollfd p{fd, POLLOUT, 0};
     ::poll(&p, 1, 10);
   }
 }
@@ -194,10 +192,10 @@ void jobserver::after_fork_child() noexcept {
 }
 
 std::string jobserver::describe() const {
-  std::string where = auth_.how == jobserver_auth::kind::fifo
-                          ? "fifo " + auth_.fifo
-                          : "fds " + std::to_string(auth_.read_fd) + "," +
-                                std::to_string(auth_.write_fd);
+  std::string where =
+      auth_.how == jobserver_auth::kind::fifo
+          ? "fifo " + auth_.fifo
+          : "fds " + std::to_string(auth_.read_fd) + "," + std::to_string(auth_.write_fd);
   std::string jobs = auth_.jobs > 0 ? ", make -j" + std::to_string(auth_.jobs) : "";
   return "make's jobserver (" + where + jobs + ")";
 }

@@ -2,8 +2,9 @@
 //
 // The file's bytes, as lock ranges (advisory, open-file-description locks; the data only in the
 // header and the member records):
-//   byte 0               the guard: held (exclusive) for the moment of a join, a leave or an inspect
-//   byte 1               membership: every member holds it shared; whoever can lock it exclusively
+//   byte 0               the guard: held (exclusive) for the moment of a join, a leave or an
+//   inspect byte 1               membership: every member holds it shared; whoever can lock it
+//   exclusively
 //                        is alone (the last member, or nobody: a stale file)
 //   [0, 64)              the header's data: magic, size, the highest member record used
 //   permit_base + i      permit i (i < size): held exclusively by the member that holds it
@@ -66,7 +67,7 @@ static_assert(sizeof(record) == record_bytes);
 
 // 0 or the errno of F_OFD_SETLK(W).
 int set_lock(int fd, short type, off_t start, off_t len = 1) noexcept {
-  struct flock fl {};
+  struct flock fl{};
   fl.l_type = type;
   fl.l_whence = SEEK_SET;
   fl.l_start = start;
@@ -79,7 +80,7 @@ int set_lock(int fd, short type, off_t start, off_t len = 1) noexcept {
 
 // Whether an open file description other than fd's holds a lock on `start` that excludes a writer.
 bool locked_elsewhere(int fd, off_t start) noexcept {
-  struct flock fl {};
+  struct flock fl{};
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;
   fl.l_start = start;
@@ -109,8 +110,8 @@ void check_private(const struct stat& st, const std::string& path, bool director
                     (directory ? "directory" : "regular file") + " (a link?); refusing it");
   if (st.st_uid != ::geteuid())
     fail(EPERM, std::string("corral: the ") + what + " " + path + " belongs to uid " +
-                    std::to_string(st.st_uid) + ", not to you (uid " +
-                    std::to_string(::geteuid()) + "); refusing it");
+                    std::to_string(st.st_uid) + ", not to you (uid " + std::to_string(::geteuid()) +
+                    "); refusing it");
   if ((st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
@@ -127,7 +128,7 @@ bool read_header(int fd, header& h) noexcept {
 }
 
 bool same_file(const std::string& path, const struct stat& opened) noexcept {
-  struct stat now {};
+  struct stat now{};
   return ::stat(path.c_str(), &now) == 0 && now.st_dev == opened.st_dev &&
          now.st_ino == opened.st_ino;
 }
@@ -167,12 +168,11 @@ void leave_at_exit() {
 }  // namespace
 
 void machine_share::check_name(std::string_view name) {
-  const bool plain =
-      !name.empty() && name.size() <= 64 && name.front() != '.' &&
-      std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '.' || c == '-';
-      });
+  const bool plain = !name.empty() && name.size() <= 64 && name.front() != '.' &&
+                     std::all_of(name.begin(), name.end(), [](char c) {
+                       return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+                     });
   if (!plain)
     throw std::invalid_argument(
         "corral: a share name is 1 to 64 of the characters A-Z a-z 0-9 _ . - and does not start "
@@ -189,7 +189,7 @@ std::string machine_share::directory() {
     dir = "/tmp/corral-" + std::to_string(::geteuid());
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     fail(errno, "corral: cannot make the share directory " + dir);
-  struct stat st {};
+  struct stat st{};
   if (::lstat(dir.c_str(), &st) != 0) fail(errno, "corral: cannot stat the share directory " + dir);
   check_private(st, dir, true);
   return dir;
@@ -247,7 +247,7 @@ machine_share::~machine_share() {
 
 void machine_share::open_locked() {
   for (int attempt = 0; attempt < 100; ++attempt) {
-    struct stat st {};
+    struct stat st{};
     const int fd = open_share_file(path_, true, st);
     if (!take_guard(fd)) {
       ::close(fd);
@@ -340,7 +340,7 @@ unsigned machine_share::held() const noexcept {
 }
 
 void machine_share::after_fork_child() noexcept {
-  new (&mutex_) std::mutex;  // a parent's thread may have held it: only this thread exists now
+  new (&mutex_) std::mutex;    // a parent's thread may have held it: only this thread exists now
   if (fd_ >= 0) ::close(fd_);  // the parent's description and locks stay the parent's
   fd_ = -1;
   opened_by_ = 0;
@@ -364,7 +364,7 @@ void machine_share::leave() noexcept {
     set_lock(fd_, F_UNLCK, permit_base, max_size);
     set_lock(fd_, F_UNLCK, record_base + record_ * record_bytes);
     // Membership shared -> exclusive succeeds only when no other member holds it: we are the last.
-    struct stat st {};
+    struct stat st{};
     if (set_lock(fd_, F_WRLCK, member_byte) == 0 && ::fstat(fd_, &st) == 0 && same_file(path_, st))
       ::unlink(path_.c_str());
   }
@@ -381,7 +381,7 @@ std::optional<share_status> machine_share::inspect(const std::string& name) {
   share_status out;
   out.name = name;
   out.path = directory() + "/" + name + suffix;
-  struct stat st {};
+  struct stat st{};
   const int fd = open_share_file(out.path, false, st);
   if (fd < 0) return std::nullopt;
   struct closer {
@@ -402,7 +402,8 @@ std::optional<share_status> machine_share::inspect(const std::string& name) {
   for (unsigned i = 0; i < out.size; ++i)
     if (locked_elsewhere(fd, permit_base + i)) ++out.held;
   for (std::uint32_t k = 0; valid && k < h.records; ++k) {
-    if (!locked_elsewhere(fd, record_base + k * record_bytes)) continue;  // free, or a dead member's
+    if (!locked_elsewhere(fd, record_base + k * record_bytes))
+      continue;  // free, or a dead member's
     record r{};
     if (::pread(fd, &r, sizeof r, record_base + k * record_bytes) != sizeof r) continue;
     out.members.push_back({static_cast<pid_t>(r.pid), r.permits});

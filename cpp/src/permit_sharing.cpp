@@ -2,10 +2,10 @@
 // process's permits need one drawn from the source, and when a drawn one goes back.
 //
 // The rule: `held` threads run on max(1, drawn) permits. A thread that takes the first permit draws
-// one if the machine has one free and runs anyway if not (the process's own permit, as make gives each
-// job one: nothing waits for another process to make progress); every further thread needs one drawn.
-// A permit handed from one of the process's threads to the next keeps its drawn permit; one that is
-// given back with nobody waiting returns it to the machine.
+// one if the machine has one free and runs anyway if not (the process's own permit, as make gives
+// each job one: nothing waits for another process to make progress); every further thread needs one
+// drawn. A permit handed from one of the process's threads to the next keeps its drawn permit; one
+// that is given back with nobody waiting returns it to the machine.
 #include "corral/permit_table.hpp"
 
 #include <algorithm>

@@ -21,9 +21,10 @@ std::unique_ptr<permit_source> permit_source_from_environment(std::string* note)
       const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), size);
       if (ec != std::errc() || end != text.data() + text.size() || size < 1 ||
           size > machine_share::max_size)
-        throw std::invalid_argument("corral: CORRAL_SHARE_SIZE must be a number of permits from 1 to " +
-                                    std::to_string(machine_share::max_size) + ", got '" +
-                                    std::string(text.substr(0, 40)) + "'");
+        throw std::invalid_argument(
+            "corral: CORRAL_SHARE_SIZE must be a number of permits from 1 to " +
+            std::to_string(machine_share::max_size) + ", got '" + std::string(text.substr(0, 40)) +
+            "'");
     }
     return machine_share::join(name, size);
   }

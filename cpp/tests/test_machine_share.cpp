@@ -60,7 +60,7 @@ TEST_F(share_test, file_is_private_and_removed_by_the_last_member) {
   auto a = machine_share::join("t", 3);
   auto b = machine_share::join("t", 7);  // a second member (its own open file description)
   EXPECT_EQ(b->size(), 3u);              // the creator's size stands
-  struct stat st {};
+  struct stat st{};
   ASSERT_EQ(::stat(a->path().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   ASSERT_EQ(::stat(machine_share::directory().c_str(), &st), 0);
@@ -159,7 +159,7 @@ TEST_F(share_test, a_forked_child_keeps_none_of_its_parents_permits) {
       },
       std::chrono::seconds(1)));
   EXPECT_EQ(::kill(report[1], 0), 0);  // the child still lives
-  ::kill(report[1], SIGKILL);               // not ours to reap: init adopted it
+  ::kill(report[1], SIGKILL);          // not ours to reap: init adopted it
   ::close(ready[0]);
   ::close(ready[1]);
 }
@@ -305,10 +305,10 @@ TEST(jobserver, pipe_tokens_through_a_table) {
   ASSERT_EQ(::pipe(fds), 0);
   ASSERT_EQ(::write(fds[1], "+", 1), 1);  // make -j2: one token beyond the implicit one
   std::string why;
-  auto js = std::shared_ptr<jobserver>(jobserver::connect(
-      parse_makeflags("-j2 --jobserver-auth=" + std::to_string(fds[0]) + "," +
-                      std::to_string(fds[1])),
-      &why));
+  auto js = std::shared_ptr<jobserver>(
+      jobserver::connect(parse_makeflags("-j2 --jobserver-auth=" + std::to_string(fds[0]) + "," +
+                                         std::to_string(fds[1])),
+                         &why));
   ASSERT_NE(js, nullptr) << why;
   permit_table table(8);
   table.set_source(js);

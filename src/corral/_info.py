@@ -88,7 +88,8 @@ def _format_shares(found: dict) -> list[str]:
         if s.get("missing"):
             lines.append(f"machine share '{s['name']}': none yet (made by its first member, in {found['directory']})")
         elif s["stale"]:
-            lines.append(f"machine share '{s['name']}': a stale file (its last member was killed), removed: {s['path']}")
+            lines.append(f"machine share '{s['name']}': a stale file (its last member was killed), "
+                         f"removed: {s['path']}")
         else:
             members = ", ".join(f"pid {m['pid']} holds {m['permits']}" for m in s["members"]) or "none"
             lines.append(f"machine share '{s['name']}': {s['size']} permits, {s['held']} held; {s['path']}")

@@ -1,6 +1,6 @@
 // GNU make's jobserver as a permit source (docs/share.md): under `make -jN`, a process takes each
-// permit beyond its first as a token byte read from make's pipe or fifo, and writes the same byte back
-// when the permit is returned (at exit, every one it still holds). make 4.4 passes
+// permit beyond its first as a token byte read from make's pipe or fifo, and writes the same byte
+// back when the permit is returned (at exit, every one it still holds). make 4.4 passes
 // `--jobserver-auth=fifo:PATH`, make 4.0-4.3 `--jobserver-auth=R,W` (older: `--jobserver-fds=R,W`)
 // in MAKEFLAGS; the descriptors are open only in recipes make treats as recursive (`+`, $(MAKE)).
 #pragma once
@@ -27,8 +27,8 @@ jobserver_auth parse_makeflags(std::string_view makeflags);
 
 class jobserver final : public permit_source {
  public:
-  // A client of the jobserver `auth` names; nullptr with `why` set when its descriptors are not open
-  // pipes in this process or its fifo cannot be opened.
+  // A client of the jobserver `auth` names; nullptr with `why` set when its descriptors are not
+  // open pipes in this process or its fifo cannot be opened.
   static std::unique_ptr<jobserver> connect(const jobserver_auth& auth, std::string* why);
   ~jobserver() override;
   jobserver(const jobserver&) = delete;
@@ -47,7 +47,7 @@ class jobserver final : public permit_source {
   jobserver(jobserver_auth auth, int read_fd, int write_fd, bool own_write);
   mutable std::mutex mutex_;
   jobserver_auth auth_;
-  int read_fd_ = -1;   // our own open file description, non-blocking (make's stays as make set it)
+  int read_fd_ = -1;  // our own open file description, non-blocking (make's stays as make set it)
   int write_fd_ = -1;
   bool own_write_ = false;
   std::vector<char> tokens_;  // the bytes read, written back as they were

@@ -39,16 +39,16 @@ class machine_share final : public permit_source {
   // Joins (creating if need be) the share `name` of the calling user. `size` 0: the creator's CPU
   // budget (budget.hpp); a share that exists keeps the size its creator gave it.
   // std::invalid_argument: a name that is not [A-Za-z0-9_.-]{1,64} without a leading dot, or a size
-  // above max_size. std::system_error: the directory or the file is not private to this user (another
-  // owner, group or other permissions, a symbolic link), or cannot be made.
+  // above max_size. std::system_error: the directory or the file is not private to this user
+  // (another owner, group or other permissions, a symbolic link), or cannot be made.
   static std::unique_ptr<machine_share> join(const std::string& name, unsigned size = 0);
   // std::invalid_argument unless `name` is a plain share name (see join).
   static void check_name(std::string_view name);
   // The directory shares live in, created 0700 if missing and checked (see join):
   // $XDG_RUNTIME_DIR/corral, else /tmp/corral-$UID.
   static std::string directory();
-  // The share `name` as it stands, without joining; nullopt when there is no such file. A stale file
-  // (no member) is removed and reported with stale = true.
+  // The share `name` as it stands, without joining; nullopt when there is no such file. A stale
+  // file (no member) is removed and reported with stale = true.
   static std::optional<share_status> inspect(const std::string& name);
   // The names of the shares in directory().
   static std::vector<std::string> list();
@@ -86,9 +86,9 @@ class machine_share final : public permit_source {
   pid_t opened_by_ = 0;  // the pid that opened fd_: a forked child opens its own
   long record_ = -1;     // this process's member record
   bool left_ = false;
-  unsigned next_ = 0;               // where the next search for a free permit starts
-  std::vector<unsigned> mine_;      // the permit bytes this process holds
-  std::vector<bool> held_by_me_;    // mine_ as a bitmap (size_ entries)
+  unsigned next_ = 0;             // where the next search for a free permit starts
+  std::vector<unsigned> mine_;    // the permit bytes this process holds
+  std::vector<bool> held_by_me_;  // mine_ as a bitmap (size_ entries)
 };
 
 }  // namespace corral

@@ -38,7 +38,8 @@ struct permit_stats {
   // permits taken over the budget (starvation limit or a lent thread back)
   std::uint64_t overdrafts = 0;
   // With a machine-wide source (permit_source.hpp): the permits drawn from it now. A process runs
-  // max(1, drawn) threads, never more than `permits` (its own first permit needs none: docs/share.md).
+  // max(1, drawn) threads, never more than `permits` (its own first permit needs none:
+  // docs/share.md).
   bool sourced = false;
   unsigned drawn = 0;
 };
