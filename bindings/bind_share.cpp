@@ -108,8 +108,8 @@ void bind_share(nb::module_& m) {
       "check_share_name", [](const std::string& name) { machine_share::check_name(name); },
       nb::arg("name"), "ValueError unless `name` is a plain share name.");
   m.def(
-      "share_directory", [] { return os_errors([] { return machine_share::directory(); }); },
-      "The per-user directory shares live in (made 0700 and checked).");
+      "share_directory", [] { return os_errors([] { return machine_share::directory(false); }); },
+      "The per-user directory shares live in (checked when it exists; not made).");
   m.def(
       "share_names", [] { return os_errors([] { return machine_share::list(); }); },
       "The names of this user's shares.");

@@ -180,24 +180,27 @@ void machine_share::check_name(std::string_view name) {
         std::string(name.substr(0, 80)) + "'");
 }
 
-std::string machine_share::directory() {
+std::string machine_share::directory(bool create) {
   std::string dir;
   const char* runtime = std::getenv("XDG_RUNTIME_DIR");
   if (runtime != nullptr && runtime[0] == '/')
     dir = std::string(runtime) + "/corral";
   else
     dir = "/tmp/corral-" + std::to_string(::geteuid());
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+  if (create && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     fail(errno, "corral: cannot make the share directory " + dir);
   struct stat st{};
-  if (::lstat(dir.c_str(), &st) != 0) fail(errno, "corral: cannot stat the share directory " + dir);
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (!create && errno == ENOENT) return dir;  // no share at all
+    fail(errno, "corral: cannot stat the share directory " + dir);
+  }
   check_private(st, dir, true);
   return dir;
 }
 
 std::vector<std::string> machine_share::list() {
   std::vector<std::string> names;
-  const std::string dir = directory();
+  const std::string dir = directory(false);
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return names;
   const std::string_view tail(suffix);
@@ -248,6 +251,7 @@ machine_share::~machine_share() {
 void machine_share::open_locked() {
   for (int attempt = 0; attempt < 100; ++attempt) {
     struct stat st{};
+    if (::access(path_.substr(0, path_.rfind('/')).c_str(), F_OK) != 0) directory();  // removed
     const int fd = open_share_file(path_, true, st);
     if (!take_guard(fd)) {
       ::close(fd);
@@ -365,8 +369,11 @@ void machine_share::leave() noexcept {
     set_lock(fd_, F_UNLCK, record_base + record_ * record_bytes);
     // Membership shared -> exclusive succeeds only when no other member holds it: we are the last.
     struct stat st{};
-    if (set_lock(fd_, F_WRLCK, member_byte) == 0 && ::fstat(fd_, &st) == 0 && same_file(path_, st))
+    if (set_lock(fd_, F_WRLCK, member_byte) == 0 && ::fstat(fd_, &st) == 0 &&
+        same_file(path_, st)) {
       ::unlink(path_.c_str());
+      ::rmdir(path_.substr(0, path_.rfind('/')).c_str());  // fails while other shares are in it
+    }
   }
   close_locked();  // drops every lock left, the guard included
 }
@@ -380,7 +387,7 @@ std::optional<share_status> machine_share::inspect(const std::string& name) {
   check_name(name);
   share_status out;
   out.name = name;
-  out.path = directory() + "/" + name + suffix;
+  out.path = directory(false) + "/" + name + suffix;
   struct stat st{};
   const int fd = open_share_file(out.path, false, st);
   if (fd < 0) return std::nullopt;
@@ -395,7 +402,11 @@ std::optional<share_status> machine_share::inspect(const std::string& name) {
   if (!locked_elsewhere(fd, member_byte)) {  // no member: left by a killed last member
     out.stale = true;
     out.size = valid ? h.size : 0;
-    if (same_file(out.path, st)) ::unlink(out.path.c_str());
+    if (same_file(out.path, st)) {
+      ::unlink(out.path.c_str());
+      ::rmdir(
+          out.path.substr(0, out.path.rfind('/')).c_str());  // fails while other shares are in it
+    }
     return out;
   }
   out.size = valid ? h.size : 0;

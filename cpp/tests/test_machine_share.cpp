@@ -74,7 +74,10 @@ TEST_F(share_test, file_is_private_and_removed_by_the_last_member) {
   EXPECT_TRUE(fs::exists(b->path()));
   b->leave();
   EXPECT_FALSE(fs::exists(b->path()));
+  EXPECT_FALSE(fs::exists(runtime_ + "/corral"));  // the last member of the last share removes it
   EXPECT_FALSE(machine_share::inspect("t").has_value());
+  EXPECT_TRUE(machine_share::list().empty());
+  EXPECT_FALSE(fs::exists(runtime_ + "/corral"));  // looking makes nothing
 }
 
 TEST_F(share_test, permits_are_exclusive_across_members) {

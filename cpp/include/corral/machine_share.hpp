@@ -44,9 +44,10 @@ class machine_share final : public permit_source {
   static std::unique_ptr<machine_share> join(const std::string& name, unsigned size = 0);
   // std::invalid_argument unless `name` is a plain share name (see join).
   static void check_name(std::string_view name);
-  // The directory shares live in, created 0700 if missing and checked (see join):
-  // $XDG_RUNTIME_DIR/corral, else /tmp/corral-$UID.
-  static std::string directory();
+  // The directory shares live in, checked (see join) when it exists, created 0700 when missing and
+  // `create`: $XDG_RUNTIME_DIR/corral, else /tmp/corral-$UID. The last member of the last share
+  // removes it, so nothing of corral's is left once no share has a member.
+  static std::string directory(bool create = true);
   // The share `name` as it stands, without joining; nullopt when there is no such file. A stale
   // file (no member) is removed and reported with stale = true.
   static std::optional<share_status> inspect(const std::string& name);
