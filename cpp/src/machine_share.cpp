@@ -251,8 +251,14 @@ machine_share::~machine_share() {
 void machine_share::open_locked() {
   for (int attempt = 0; attempt < 100; ++attempt) {
     struct stat st{};
-    if (::access(path_.substr(0, path_.rfind('/')).c_str(), F_OK) != 0) directory();  // removed
-    const int fd = open_share_file(path_, true, st);
+    int fd = -1;
+    try {
+      fd = open_share_file(path_, true, st);
+    } catch (const std::system_error& e) {
+      if (e.code().value() != ENOENT) throw;
+      directory();  // its last member removed the directory meanwhile: make it again
+      continue;
+    }
     if (!take_guard(fd)) {
       ::close(fd);
       fail(EAGAIN, "corral: the share " + path_ + " is held by a stopped process; try again");
