@@ -72,8 +72,8 @@ thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
 
 machine share (--share):
   Every corral program of this user started with the same --share NAME (or CORRAL_SHARE=NAME) draws
-  its permits beyond its first from one pool of the machine's CPUs: four programs side by side keep
-  about the share's size busy together, not four budgets. The first member's --share-size (default:
+  its running permits from one pool of the machine's CPUs, keeping one of its own: four programs side
+  by side keep about the share's size busy together, not four budgets. The first member's --share-size (default:
   its budget) is the size. The share is a private file in $XDG_RUNTIME_DIR/corral (else
   /tmp/corral-$UID); a member that dies, even by SIGKILL, gives its permits back at once. Children
   inherit it (CORRAL_SHARE). --share NAME takes NAME when it is not an existing file; --share=NAME
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "pools), the process-pool settings, the native libraries' limits, and each "
                              "thread-limit variable set, kept or lowered for the program's own calls")
     parser.add_argument("--share", nargs="?", const=_share.DEFAULT_NAME, metavar="NAME",
-                        help="draw this program's permits beyond its first from the machine share NAME "
+                        help="draw this program's running permits (one of its own besides) from the machine share NAME "
                              f"(default {_share.DEFAULT_NAME!r}), with every corral program that joins it "
                              "(CORRAL_SHARE=NAME, exported to child processes); see below")
     parser.add_argument("--share-size", type=share_size_option, metavar="N",
