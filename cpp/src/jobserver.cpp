@@ -145,7 +145,7 @@ bool jobserver::try_take() noexcept {
   try {
     tokens_.push_back(token);
   } catch (const std::bad_alloc&) {
-    ::write(write_fd_, &token, 1);  // cannot remember it: give it back at once
+    (void)!::write(write_fd_, &token, 1);  // cannot remember it: give it back at once
     return false;
   }
   return true;
