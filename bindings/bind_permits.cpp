@@ -37,10 +37,7 @@ nb::object run_permitted(int inner_threads, nb::handle fn, nb::args args, nb::kw
   permit_table& table = permit_table::process();
   held_permit permit(table);
   std::optional<task_native_limits> limits;
-  if (inner_threads != 0) {
-    const permit_stats now = table.stats();
-    limits.emplace(now.permits, now.held, inner_threads);
-  }
+  if (inner_threads != 0) limits.emplace(table.permits(), table.running(), inner_threads);
   return fn(*args, **kwargs);
 }
 
@@ -120,6 +117,7 @@ nb::dict stats_dict() {
   d["paused"] = s.paused;
   d["lent"] = s.lent;
   d["holders"] = s.holders;
+  d["kept"] = s.kept;
   d["acquires"] = s.acquires;
   d["waits"] = s.waits;
   d["lends"] = s.lends;

@@ -70,6 +70,12 @@ thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
   leaves thread-pool tasks and the program's own calls alone. joblib.cpu_count() and n_jobs=-1
   follow the budget (LOKY_MAX_CPU_COUNT). The whole rule: docs/native.md, "Inner thread counts", in corral's source.
 
+OpenBLAS spinning:
+  idle OpenBLAS threads spin ~0.1 s after each call by default, holding a core the budget gave to
+  another task; the runner sets OPENBLAS_THREAD_TIMEOUT=22 (~1.5 ms) for the libraries the program
+  loads, unless you set it (not in os.environ: the program sees its environment as under python;
+  children inherit it; --no-native leaves it alone). docs/native.md, "Spinning".
+
 environment:
   CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)
 
@@ -216,6 +222,7 @@ def main(argv: list[str]) -> int:
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
         _program_limits.apply(budget, limits)
+        _program_limits.limit_spinning()
 
     patcher = _patch.patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
