@@ -68,8 +68,8 @@ void permit_monitor::pass() noexcept {
     }
     for (holder* h : s_.holders) {
       if (h->stage == holder_stage::paused) continue;
-      watched w{h, h->generation.load(std::memory_order_relaxed), h->tid, h->stage, {}, false,
-                h->keep.load(std::memory_order_relaxed) == kept};
+      watched w{h,     h->generation.load(std::memory_order_relaxed),  h->tid, h->stage, {},
+                false, h->keep.load(std::memory_order_relaxed) == kept};
       for (const watched& old : watched_)
         if (old.who == h && old.generation == w.generation && old.stage == w.stage &&
             old.kept == w.kept) {
@@ -105,7 +105,7 @@ void permit_monitor::pass() noexcept {
   int n_wake = 0;
   {
     std::lock_guard<std::mutex> lock(s_.mutex);
-    const auto now = permit_table::state::clock::now();
+    const auto at = permit_table::state::clock::now();
     // A holder that released may have exited since: touch only those still registered.
     auto registered = [this](holder* h) {
       return std::find(s_.holders.begin(), s_.holders.end(), h) != s_.holders.end();
@@ -113,7 +113,7 @@ void permit_monitor::pass() noexcept {
     for (watched* w : unkeep) {
       holder* h = w->who;
       if (!registered(h) || h->generation != w->generation) continue;
-      if (now - h->kept_since < permit_table::keep_idle_limit) continue;
+      if (at - h->kept_since < permit_table::keep_idle_limit) continue;
       if (n_wake == 64) break;
       if (s_.take_kept_locked(h)) to_wake[n_wake++] = s_.give_back_locked();
     }

@@ -2,11 +2,11 @@
 // (the monitor's side). Not a public header. docs/permits.md explains the protocol.
 //
 // Everything here but the atomics is guarded by `state::mutex` (the atomics are written under it
-// too, except by a thread that takes its own kept permit back: see `holder::keep`). A waiter sleeps on its own
-// `granted` word, which the granting thread sets *under the mutex* (so a waiter that wakes by
-// timeout and takes the mutex sees a grant made before it) and wakes after unlocking, by address
-// only (futex_wake never dereferences it: the waiter may have returned and its stack frame be
-// gone).
+// too, except by a thread that takes its own kept permit back: see `holder::keep`). A waiter sleeps
+// on its own `granted` word, which the granting thread sets *under the mutex* (so a waiter that
+// wakes by timeout and takes the mutex sees a grant made before it) and wakes after unlocking, by
+// address only (futex_wake never dereferences it: the waiter may have returned and its stack frame
+// be gone).
 #pragma once
 
 #include <sys/types.h>
@@ -86,8 +86,8 @@ struct permit_table::state {
   // The FIFO's length, counted by walking it (for assertions: O(waiters)).
   unsigned count_waiters_locked() const noexcept;
 
-  // Takes the kept permit of `h` away from it (kept -> taken) and forgets `h`; false when `h` took it
-  // back first. The permit stays counted in `held`: the caller hands it on or gives it back.
+  // Takes the kept permit of `h` away from it (kept -> taken) and forgets `h`; false when `h` took
+  // it back first. The permit stays counted in `held`: the caller hands it on or gives it back.
   bool take_kept_locked(detail::holder* h) noexcept;
   // A kept permit of another thread, taken over for a thread that would otherwise wait; only
   // while nobody queues (waiters get kept permits from the monitor or from the keeper's slice end).

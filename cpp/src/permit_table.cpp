@@ -105,7 +105,7 @@ bool permit_table::state::take_over_kept_locked() noexcept {
 
 bool permit_table::state::may_keep_locked(const holder& h, clock::time_point now) const noexcept {
   if (!monitor_wanted || monitor == nullptr || monitor->exited()) return false;  // none to reclaim
-  if (held > permits) return false;                                               // overdrawn
+  if (held > permits) return false;                                              // overdrawn
   if (head == nullptr) return true;
   return !head->returning && now - h.slice_start < keep_slice;
 }
@@ -380,6 +380,10 @@ bool permit_table::held_by_this_thread() const noexcept {
   return this_thread.table == state_.get() && this_thread.depth > 0;
 }
 
+bool permit_table::alone() const noexcept {
+  return state_->held.load(std::memory_order_relaxed) <= 1;
+}
+
 unsigned permit_table::running() const noexcept {
   const unsigned held = state_->held.load(std::memory_order_relaxed);
   const unsigned kept = state_->kept_n.load(std::memory_order_relaxed);
@@ -397,7 +401,8 @@ permit_stats permit_table::stats() const noexcept {
   out.paused = s.paused;
   out.lent = s.lent;
   out.kept = s.kept_n;
-  out.holders = static_cast<unsigned>(s.holders.size()) - std::min(out.kept, static_cast<unsigned>(s.holders.size()));
+  out.holders = static_cast<unsigned>(s.holders.size()) -
+                std::min(out.kept, static_cast<unsigned>(s.holders.size()));
   out.acquires = s.acquires;
   out.waits = s.waits;
   out.lends = s.lends;

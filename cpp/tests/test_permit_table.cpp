@@ -343,7 +343,7 @@ TEST(PermitTable, AThreadKeepsItsPermitForItsNextTaskWhileTheMonitorRuns) {
     EXPECT_EQ(kept.kept, 1u);
     EXPECT_EQ(kept.holders, 0u);
     EXPECT_EQ(table.running(), 1u);  // a kept permit runs nothing: the rule counts at least 1
-    table.acquire();  // taken back: no hand-over, no wait
+    table.acquire();                 // taken back: no hand-over, no wait
     EXPECT_TRUE(table.held_by_this_thread());
     EXPECT_EQ(table.stats().kept, 0u);
     table.release();

@@ -82,6 +82,9 @@ class permit_table {
   // Permits taken and not kept idle between two tasks (>= 1): the "running" of the dynamic inner
   // thread rule. Without the lock: a gauge that may be a task start or end out of date.
   unsigned running() const noexcept;
+  // Whether at most one permit is held or kept (the caller's): no other task runs or is about to
+  // start on a kept permit. A gauge, as running().
+  bool alone() const noexcept;
 
   // Starts or stops the permit monitor (a thread that samples holders every millisecond through
   // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot
