@@ -19,9 +19,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 
 from . import _core, _patch, _pool_settings, _program_limits
-from ._thread_limits import BUDGET_VAR
-
-CHILDREN_VAR = "CORRAL_CHILDREN"
+from ._thread_limits import BUDGET_VAR, CHILDREN_VAR
 
 
 @dataclasses.dataclass(frozen=True)

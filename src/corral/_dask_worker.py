@@ -18,9 +18,10 @@ A worker's share is applied to the whole process, at run time (its libraries are
   OMP/MKL/OPENBLAS_NUM_THREADS=1 (its nanny's `distributed.nanny.pre-spawn-environ`) is not a user's
   value and gives way.
 
-How a worker gets here: corral.dask's plugin and preload (dask_setup) call join(); under
-`python -m corral` (and corral.patch()), patch_targets() makes every worker process started by a nanny
-join by itself, and keeps the nanny from putting Dask's fixed thread limits in its environment.
+How a worker gets here: corral.dask's plugin and preload (dask_setup) call join(). Under
+`python -m corral` the patch targets below make every worker process started by a nanny join by
+itself (the worker is a child Python, patched by the startup hook), and keep the nanny from putting
+Dask's fixed thread limits in its environment; both only while children join (not --no-children).
 """
 
 from __future__ import annotations
@@ -312,7 +313,10 @@ def _nanny_init(original):
 
 def _without_fixed_limits(nanny) -> None:
     """Drops Dask's fixed thread limits from what the nanny puts in its worker's environment, unless
-    the value is the user's (set in this process's environment, not by corral)."""
+    the value is the user's (set in this process's environment, not by corral), when the worker will
+    join (child Pythons join: CORRAL_CHILDREN)."""
+    if _thread_limits.CHILDREN_VAR not in os.environ:
+        return
     users = _thread_limits.user_set_vars(os.environ)
     envs = [env for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None)) if isinstance(env, dict)]
     for var, value in dask_fixed_limits().items():
