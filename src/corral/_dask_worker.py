@@ -33,7 +33,6 @@ import functools
 import hashlib
 import multiprocessing
 import os
-import tempfile
 import threading
 
 from . import _core, _executor, _permits, _pool_settings, _thread_limits, _worker_share
@@ -51,6 +50,8 @@ USER_LIMITS_VAR = "CORRAL_DASK_USER_LIMITS"
 
 
 def _table_directory() -> str:
+    import tempfile  # only where a worker joins: every child Python imports this module
+
     base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     return os.path.join(base, f"corral-dask-{os.getuid()}")
 
