@@ -152,6 +152,26 @@ def test_no_children_leaves_dask_workers_to_dask(tmp_path):
     assert out["lone"] == [1]
 
 
+def test_in_process_workers_run_their_tasks_under_the_programs_permits(tmp_path):
+    script = textwrap.dedent("""\
+        import json, os
+        from dask.distributed import Client, LocalCluster
+
+        def seen(_):
+            from corral import _core
+            return _core.in_permit_task(), sorted(os.sched_getaffinity(0))
+
+        if __name__ == "__main__":
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \\
+                    Client(cluster) as client:
+                print(json.dumps(client.gather(client.map(seen, range(4)))))
+    """)
+    (tmp_path / "inproc.py").write_text(script)
+    r = run_python(["-m", "corral", "inproc.py"], cwd=tmp_path, timeout=120, prefix=["taskset", "-c", "0,1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.splitlines()[-1]) == [[True, [0, 1]]] * 4  # permits, and no share narrowing the program
+
+
 @pytest.fixture
 def worker_side(tmp_path, monkeypatch):
     (tmp_path / "worker_side.py").write_text(WORKER_SIDE)

@@ -170,20 +170,36 @@ def share_of(worker) -> _worker_share.WorkerShare | None:
     return _membership.share if _membership is not None else None
 
 
-def join(worker) -> _worker_share.WorkerShare:
+def join(worker) -> _worker_share.WorkerShare | None:
     """Puts this worker process under its share of the machine's budget, and keeps it there as workers
-    come and go. Idempotent: a second call (the plugin and the preload both) refreshes only."""
+    come and go. Idempotent: a second call (the plugin and the preload both) refreshes only.
+
+    A worker that shares its process with a scheduler or other workers (LocalCluster(processes=False))
+    takes no share, which would narrow the whole process: its tasks run under that process's permits.
+    Returns the share, or None for such a worker."""
     global _membership
+    _permit_executor(worker)
+    if not _alone_in_process(worker):
+        return None
     with _lock:
         if _membership is None:
             view = _worker_share.budget_view()
             _membership = _Membership(HostTable(table_key(view)), view, user_environ())
             _membership.table.claim()
         membership = _membership
-    _permit_executor(worker)
     refresh()
     _watch(worker, membership)
     return membership.share
+
+
+def _alone_in_process(worker) -> bool:
+    from distributed.scheduler import Scheduler
+
+    def live(server):
+        return getattr(getattr(server, "status", None), "name", "") not in ("closed", "closing", "failed")
+
+    others = [w for w in getattr(type(worker), "_instances", ()) if w is not worker and live(w)]
+    return not others and not any(live(s) for s in getattr(Scheduler, "_instances", ()))
 
 
 def leave(worker) -> None:
@@ -297,8 +313,10 @@ def _joining_init(original):
     @functools.wraps(original)
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        if is_nanny_worker_process():  # not in-process workers (LocalCluster(processes=False)): pools of the program
+        if is_nanny_worker_process():
             join(self)
+        else:  # a worker in the program's own process (LocalCluster(processes=False)): one of its pools
+            _permit_executor(self)
 
     return __init__
 
