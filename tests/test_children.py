@@ -126,7 +126,8 @@ def test_no_children_also_stops_what_a_corral_above_started():
 
 def test_a_runner_started_by_a_child_applies_its_own_options():
     inner = "import corral._pool_settings as s; print(s.get()['mode'], s.get()['factor'])"
-    code = f"import subprocess, sys; subprocess.run([sys.executable, '-m', 'corral', '--mode', 'static', '-c', {inner!r}])"
+    code = ("import subprocess, sys; "
+            f"subprocess.run([sys.executable, '-m', 'corral', '--mode', 'static', '-c', {inner!r}])")
     under = run_python(["-m", "corral", "-f", "3", "-c", code])
     assert under.returncode == 0, under.stderr
     assert under.stdout.split() == ["static", "1.0"]  # not the -f 3 of the corral above

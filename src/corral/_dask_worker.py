@@ -135,7 +135,7 @@ def dask_fixed_limits() -> dict[str, str]:
 def user_environ() -> dict[str, str]:
     """os.environ without the thread limits Dask's nanny put there: what the user set is what remains.
 
-    A worker started by a corral nanny (under python -m corral or corral.patch()) got none of them
+    A worker started by a corral nanny (under python -m corral) got none of them
     (_without_fixed_limits; USER_LIMITS_VAR says so), so all it has are the user's. Elsewhere a value
     equal to Dask's configured one is taken for Dask's: a user who wants that bound sets it in the
     config instead."""
@@ -159,6 +159,7 @@ class _Membership:
     place: tuple[int, int] | None = None  # (rank, workers) last applied
     share: _worker_share.WorkerShare | None = None
     callback: object = None  # tornado PeriodicCallback
+    executor: object = None  # the worker's default executor, once it runs under the permits
 
 
 _lock = threading.Lock()
@@ -178,8 +179,8 @@ def join(worker) -> _worker_share.WorkerShare | None:
     takes no share, which would narrow the whole process: its tasks run under that process's permits.
     Returns the share, or None for such a worker."""
     global _membership
-    _permit_executor(worker)
     if not _alone_in_process(worker):
+        _permit_executor(worker)
         return None
     with _lock:
         if _membership is None:
@@ -188,6 +189,7 @@ def join(worker) -> _worker_share.WorkerShare | None:
             _membership.table.claim()
         membership = _membership
     refresh()
+    membership.executor = _permit_executor(worker)  # after the share: static mode sizes from it
     _watch(worker, membership)
     return membership.share
 
@@ -230,6 +232,9 @@ def refresh() -> None:
         share = _worker_share.plan_shares(place[1], environ=membership.environ, view=membership.view)[place[0]]
         _apply(share)
         membership.place, membership.share = place, share
+        executor = membership.executor
+        if executor is not None and executor._corral_inner > 0:  # static mode: a count for the share
+            executor._corral_inner = _pool_settings.inner_threads(executor._max_workers)
 
 
 def _apply(share: _worker_share.WorkerShare) -> None:
@@ -264,24 +269,28 @@ def _permitted_class(cls: type) -> type:
                                                              "__qualname__": cls.__qualname__})
 
 
-def _permit_executor(worker) -> None:
-    """The worker's default executor runs its tasks under the permits.
+def _permit_executor(worker):
+    """The worker's default executor runs its tasks under the permits; returns it (None: left alone).
 
     distributed's executor is its own copy of the stdlib's ThreadPoolExecutor (not a subclass, so the
     patch does not reach it): the running executor becomes an instance of `class E(_PermittedSubmit, E)`
     in place, keeping its threads, queue and distributed's secede/rejoin."""
     executor = getattr(worker, "executors", {}).get("default")
-    if executor is None or isinstance(executor, (_executor.ThreadPoolExecutor, _PermittedSubmit)):
-        return
+    if executor is None or isinstance(executor, _executor.ThreadPoolExecutor):
+        return None  # corral's already (the stdlib's, patched): its own inner-thread count
+    if isinstance(executor, _PermittedSubmit):
+        executor._corral_inner = _pool_settings.inner_threads(executor._max_workers)
+        return executor
     if not callable(getattr(executor, "submit", None)) or not isinstance(getattr(executor, "_max_workers", None), int):
-        return  # not a thread pool (a user's own executor): left alone
+        return None  # not a thread pool (a user's own executor): left alone
     inner = _pool_settings.inner_threads(executor._max_workers)
     _permits.start()
     try:
         executor.__class__ = _permitted_class(type(executor))
     except TypeError:  # a layout that refuses: left alone
-        return
+        return None
     executor._corral_inner = inner
+    return executor
 
 
 def _watch(worker, membership: _Membership) -> None:
@@ -337,7 +346,8 @@ def _without_fixed_limits(nanny) -> None:
     if _thread_limits.CHILDREN_VAR not in os.environ:
         return
     users = _thread_limits.user_set_vars(os.environ)
-    envs = [env for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None)) if isinstance(env, dict)]
+    envs = [env for env in (getattr(nanny, "pre_spawn_env", None), getattr(nanny, "env", None))
+            if isinstance(env, dict)]
     for var, value in dask_fixed_limits().items():
         if var in users:
             continue
