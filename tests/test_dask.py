@@ -180,8 +180,12 @@ def worker_side(tmp_path, monkeypatch):
     monkeypatch.delenv("CORRAL_CPUS", raising=False)
     import worker_side
 
+    saved = dict(os.environ)
     yield worker_side
     sys.modules.pop("worker_side", None)
+    # Dask's nanny puts OMP/MKL/OPENBLAS_NUM_THREADS=1 into its own process's environment for good.
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_the_plugin_puts_a_running_cluster_under_corral(worker_side):

@@ -160,6 +160,7 @@ class _Membership:
     share: _worker_share.WorkerShare | None = None
     callback: object = None  # tornado PeriodicCallback
     executor: object = None  # the worker's default executor, once it runs under the permits
+    tids: frozenset[str] = frozenset()  # the threads given the share's affinity
 
 
 _lock = threading.Lock()
@@ -228,29 +229,35 @@ def refresh() -> None:
             live = sorted([*live, membership.table.slot])
         place = (live.index(membership.table.slot), len(live))
         if place == membership.place:
+            # A thread started while the share was being applied may have inherited the mask before.
+            membership.tids = _set_process_affinity(membership.share.cpus, skip=membership.tids)
             return
         share = _worker_share.plan_shares(place[1], environ=membership.environ, view=membership.view)[place[0]]
-        _apply(share)
+        membership.tids = _apply(share)
         membership.place, membership.share = place, share
         executor = membership.executor
         if executor is not None and executor._corral_inner > 0:  # static mode: a count for the share
             executor._corral_inner = _pool_settings.inner_threads(executor._max_workers)
 
 
-def _apply(share: _worker_share.WorkerShare) -> None:
-    _set_process_affinity(share.cpus)
+def _apply(share: _worker_share.WorkerShare) -> frozenset[str]:
+    tids = _set_process_affinity(share.cpus)
     _thread_limits.apply(share.env)
     _core.set_permits(share.threads)
     _core.set_inner_thread_cap(share.native_threads if share.native_threads < share.threads else 0)
     with contextlib.suppress(Exception):  # a library refusing must not kill the worker
         _core.set_native_process_limit(share.native_threads)
+    return tids
 
 
-def _set_process_affinity(cpus) -> None:
-    """Every thread of the process (threads started later inherit it from the one that starts them)."""
-    for tid in os.listdir("/proc/self/task"):
+def _set_process_affinity(cpus, skip: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Every thread of the process but those in `skip` (threads started later inherit the mask of the
+    one that starts them); returns the threads seen."""
+    tids = frozenset(os.listdir("/proc/self/task"))
+    for tid in tids - skip:
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(int(tid), cpus)
+    return tids
 
 
 class _PermittedSubmit:

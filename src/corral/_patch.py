@@ -238,7 +238,8 @@ _ON_IMPORT = {
     _joblib.JOBLIB_MODULE: (_joblib.patch_targets,
                             "joblib's worker environment (loky, multiprocessing backends) -> corral's thread limits"),
     _dask_worker.NANNY_MODULE: (_dask_worker.nanny_patch_targets,
-                                "Dask nannies leave out Dask's fixed OMP/MKL/OPENBLAS_NUM_THREADS=1 while child Pythons join"),
+                                "Dask nannies leave out Dask's fixed OMP/MKL/OPENBLAS_NUM_THREADS=1 "
+                                "while child Pythons join"),
     _dask_worker.WORKER_MODULE: (_dask_worker.worker_patch_targets,
                                  "Dask worker processes take their share of the machine's budget"),
 }
