@@ -88,13 +88,13 @@ class ChildShare:
 def child_share(environ: Mapping[str, str] | None = None) -> ChildShare:
     """The share of a child Python process: the one decision of what a child gets.
 
-    Today the parent's budget (CORRAL_CPUS and the affinity a child inherits): the tree stays within
-    the parent's CPUs, and the parent's permits bound the pools of each process, not of the tree.
+    Today the parent's budget (CORRAL_CPUS and the affinity a child inherits): the tree stays on the
+    parent's CPUs, and each process's permits bound its own pools (not the tree's together).
     Process-pool workers and Dask workers get smaller, disjoint shares of their own (_worker_share.py,
     _dask_worker.py), applied after this one. A machine-wide share drawn by every process of the tree
     replaces this function.
     """
-    del environ  # the budget reads os.environ itself (CORRAL_CPUS)
+    del environ  # unused today (the budget reads CORRAL_CPUS itself); where a machine-wide share is named
     return ChildShare(budget=int(_core.budget().cpus), cpus=None)
 
 
