@@ -250,9 +250,17 @@ def test_unannounced_waits_do_not_throttle_the_pool():
     elapsed = time.perf_counter() - start
     throttled = 320 * 0.02 / budget
     assert elapsed < throttled / 3, f"took {elapsed:.2f} s; throttled to the budget it takes {throttled:.2f} s"
-    stats = corral._core.permit_stats()
-    assert stats["lends"] > lends_before
-    assert (stats["lent"], stats["held"], stats["holders"]) == (0, 0, 0)  # every lend settled
+    assert corral._core.permit_stats()["lends"] > lends_before
+    # Every lend settled; the pool's threads end after its `with` block (ThreadPool does not join
+    # them), and a thread keeping its permit for a next task gives it back as it ends, or the
+    # monitor hands it on within milliseconds (docs/permits.md, "Kept permits").
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        stats = corral._core.permit_stats()
+        if (stats["lent"], stats["held"], stats["holders"], stats["kept"]) == (0, 0, 0, 0):
+            break
+        time.sleep(0.01)
+    assert (stats["lent"], stats["held"], stats["holders"], stats["kept"]) == (0, 0, 0, 0)
 
 
 def test_cpu_bound_tasks_get_no_extra_permits():
