@@ -24,7 +24,7 @@ bool permit_table::state::source_allows_one_more_locked() noexcept {
 }
 
 bool permit_table::state::source_allows_hand_over_locked() const noexcept {
-  return source == nullptr || held <= std::max(1u, drawn);
+  return source == nullptr || held <= std::max(1u, drawn.load(std::memory_order_relaxed));
 }
 
 void permit_table::state::return_surplus_locked() noexcept {
@@ -42,9 +42,17 @@ void permit_table::set_source(std::shared_ptr<permit_source> source) {
     if (s.source == source) return;
     for (; s.drawn > 0; --s.drawn) s.source->give_back();
     old = std::exchange(s.source, std::move(source));
+    s.sourced.store(s.source != nullptr, std::memory_order_relaxed);
     s.source_note.clear();
   }
   old.reset();  // leaves the old share outside the table's lock
+}
+
+unsigned permit_table::usable_permits() const noexcept {
+  const unsigned all = state_->permits.load(std::memory_order_relaxed);
+  if (!state_->sourced.load(std::memory_order_relaxed)) return all;
+  const unsigned drawn = state_->drawn.load(std::memory_order_relaxed);
+  return std::min(all, std::max({1u, drawn, running()}));
 }
 
 std::shared_ptr<permit_source> permit_table::source() const {
