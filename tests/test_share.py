@@ -31,22 +31,27 @@ OTHER_USER = "corral-share-test"
 
 # A member whose pool of `n` threads runs short CPU-bound tasks back to back (holding permits) until
 # killed; prints "ready" once its process has drawn `want` permits from the share. With RUNS=k, it
-# stops after k more tasks once ready.
+# stops after k more tasks once ready; with FOREVER=1 its tasks never end (it holds its permits firmly:
+# no permit between two tasks for another member to draw).
 HOLDER = textwrap.dedent("""
     import collections, os, sys, time
     import corral, corral._core as core
     n, want = int(sys.argv[1]), int(sys.argv[2])
     runs = int(os.environ.get("RUNS", "-1"))
+    forever = os.environ.get("FOREVER") == "1"
     def spin(_):
         end = time.monotonic() + 0.002
-        while time.monotonic() < end:
+        while forever or time.monotonic() < end:
             pass
     ex = corral.ThreadPoolExecutor(n)
     pending = collections.deque(ex.submit(spin, i) for i in range(4 * n))
     ready = False
     while runs != 0:
-        pending.popleft().result()
-        pending.append(ex.submit(spin, 0))
+        if forever:
+            time.sleep(0.005)
+        else:
+            pending.popleft().result()
+            pending.append(ex.submit(spin, 0))
         if not ready and core.permit_stats()["drawn"] >= want:
             print("ready", flush=True)
             ready = True
@@ -172,7 +177,7 @@ def test_bare_share_takes_the_script_not_its_name(runtime, tmp_path):
 def test_members_share_one_pool_and_the_last_removes_the_file(runtime):
     xdg, env = runtime
     path = xdg / "corral" / "t.share"
-    a = popen(["-m", "corral", "--share", "t", "--share-size", "3", "-c", HOLDER, "4", "3"], env)
+    a = popen(["-m", "corral", "--share", "t", "--share-size", "3", "-c", HOLDER, "3", "3"], {**env, "FOREVER": "1"})
     try:
         wait_ready(a)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -228,7 +233,7 @@ def test_api_share_is_inherited_by_children(runtime):
 def test_sigkill_of_a_member_returns_its_permits_at_once(runtime):
     xdg, env = runtime
     path = xdg / "corral" / "k.share"
-    a = popen(["-m", "corral", "--share", "k", "--share-size", "2", "-c", HOLDER, "2", "2"], env)
+    a = popen(["-m", "corral", "--share", "k", "--share-size", "2", "-c", HOLDER, "2", "2"], {**env, "FOREVER": "1"})
     b = None
     try:
         wait_ready(a)
@@ -336,7 +341,7 @@ def test_a_share_of_another_user_cannot_be_opened(other_user):
         mine = tempfile.mkdtemp(prefix="corral-xdg-")
         os.chmod(mine, 0o755)
         holder = popen(["-m", "corral", "--share", "s", "--share-size", "2", "-c", HOLDER, "2", "2"],
-                       {"XDG_RUNTIME_DIR": mine, "CORRAL_CPUS": "2"})
+                       {"XDG_RUNTIME_DIR": mine, "CORRAL_CPUS": "2", "FOREVER": "1"})
         try:
             wait_ready(holder)
             share_file = f"{mine}/corral/s.share"
