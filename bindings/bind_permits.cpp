@@ -20,8 +20,14 @@ namespace {
 
 void take_permit(permit_table& table) {
   if (table.try_acquire()) return;
-  nb::gil_scoped_release unlocked;
-  table.acquire();
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    table.acquire();
+  } catch (...) {
+    take_gil_back(state);
+    throw;
+  }
+  take_gil_back(state);  // not in a destructor: see bindings.hpp
 }
 
 struct held_permit {
@@ -77,19 +83,32 @@ class python_permit_pause {
     if (pause_) throw std::runtime_error("corral: this pause is already entered");
     pause_.emplace();  // gives the permit back: wakes a waiter, never waits
   }
-  void exit() {
-    if (!pause_) throw std::runtime_error("corral: this pause was not entered");
-    if (!permit_pause::in_task()) {
-      pause_.reset();
-      return;
+  // A C-API method (see bind_permits): its wait for a permit takes the GIL back outside nanobind's
+  // dispatch, which a daemon thread's end at interpreter exit must not pass (bindings.hpp).
+  static PyObject* exit(PyObject* self, PyObject*) {
+    python_permit_pause* p = nb::inst_ptr<python_permit_pause>(self);
+    if (!p->pause_) {
+      PyErr_SetString(PyExc_RuntimeError, "corral: this pause was not entered");
+      return nullptr;
     }
-    nb::gil_scoped_release unlocked;  // taking a permit back may wait for one
-    pause_.reset();
+    if (!permit_pause::in_task()) {
+      p->pause_.reset();
+      Py_RETURN_NONE;
+    }
+    PyThreadState* state = PyEval_SaveThread();
+    p->pause_.reset();  // taking a permit back may wait for one; never throws
+    take_gil_back(state);
+    Py_RETURN_NONE;
   }
 
  private:
   std::optional<permit_pause> pause_;
 };
+
+PyMethodDef permit_pause_exit_def = {
+    "exit", &python_permit_pause::exit, METH_NOARGS,
+    "Ends the pause: takes a permit back (waiting for one, first in line) if the thread is in a "
+    "task."};
 
 // threading.Semaphore(0)'s acquire/release for ThreadPoolExecutor._idle_semaphore: the stdlib calls
 // acquire(timeout=0) on every submit and release() after every task, and its Semaphore is Python
@@ -107,16 +126,18 @@ class idle_count {
     }
     if (!blocking || (timeout && *timeout <= 0)) return false;
     lock.unlock();
-    nb::gil_scoped_release unlocked;
-    lock.lock();
-    const auto ready = [this] { return count_ > 0; };
-    if (timeout) {
-      if (!changed_.wait_for(lock, std::chrono::duration<double>(*timeout), ready)) return false;
-    } else {
-      changed_.wait(lock, ready);
-    }
-    --count_;
-    return true;
+    return without_gil([&] {
+      std::unique_lock<std::mutex> relock(mutex_);
+      const auto ready = [this] { return count_ > 0; };
+      if (timeout) {
+        if (!changed_.wait_for(relock, std::chrono::duration<double>(*timeout), ready))
+          return false;
+      } else {
+        changed_.wait(relock, ready);
+      }
+      --count_;
+      return true;
+    });
   }
   void release(long n) {
     if (n < 1) throw nb::value_error("n must be one or more");
@@ -200,8 +221,12 @@ void bind_permits(nb::module_& m) {
       "Between enter() and exit() the calling thread holds no permit (if it "
       "held one); exit() takes one back, ahead of tasks not yet started.")
       .def(nb::init<>())
-      .def("enter", &python_permit_pause::enter)
-      .def("exit", &python_permit_pause::exit);
+      .def("enter", &python_permit_pause::enter);
+  nb::handle pause_type = m.attr("PermitPause");
+  nb::object exit_method = nb::steal(
+      PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(pause_type.ptr()), &permit_pause_exit_def));
+  if (!exit_method.is_valid()) throw nb::python_error();
+  nb::setattr(pause_type, "exit", exit_method);
 }
 
 }  // namespace corral::bindings
