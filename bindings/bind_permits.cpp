@@ -116,6 +116,9 @@ PyMethodDef permit_pause_exit_def = {
 // stdlib never makes) waits with the GIL released.
 class idle_count {
  public:
+  // `work_queue`: the executor's (anything with empty()), or None.
+  explicit idle_count(nb::object work_queue) : work_queue_(std::move(work_queue)) {}
+
   bool acquire(bool blocking, std::optional<double> timeout) {
     if (!blocking && timeout)
       throw nb::value_error("can't specify timeout for non-blocking acquire");
@@ -146,6 +149,12 @@ class idle_count {
       count_ += static_cast<unsigned long>(n);
     }
     changed_.notify_all();
+    // The stdlib's worker calls release() after each task, then waits on the work queue: with none
+    // queued, its permit kept for a next task (docs/permits.md, "Kept permits") goes back now
+    // rather than when the monitor finds it idle, or when the thread ends after shutdown().
+    if (work_queue_.is_valid() && !work_queue_.is_none() &&
+        nb::cast<bool>(work_queue_.attr("empty")()))
+      permit_table::process().give_back_kept();
   }
   unsigned long value() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -153,6 +162,7 @@ class idle_count {
   }
 
  private:
+  nb::object work_queue_;
   std::mutex mutex_;
   std::condition_variable changed_;
   unsigned long count_ = 0;
@@ -207,8 +217,9 @@ void bind_permits(nb::module_& m) {
   nb::class_<idle_count>(
       m, "IdleCount",
       "threading.Semaphore(0)'s acquire(blocking=True, timeout=None) and release(n=1), in C++ "
-      "(ThreadPoolExecutor._idle_semaphore).")
-      .def(nb::init<>())
+      "(ThreadPoolExecutor._idle_semaphore). IdleCount(work_queue=None): release() also gives back "
+      "the permit the calling thread keeps for a next task when work_queue.empty().")
+      .def(nb::init<nb::object>(), nb::arg("work_queue") = nb::none())
       .def("acquire", &idle_count::acquire, nb::arg("blocking") = true,
            nb::arg("timeout") = nb::none())
       .def("release", &idle_count::release, nb::arg("n") = 1)
