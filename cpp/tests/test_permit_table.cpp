@@ -486,3 +486,18 @@ TEST(PermitTable, StressKeptPermitsNeverExceedTheBudget) {
   EXPECT_EQ(table.stats().overdrafts, 0u);
   table.set_wait_monitor(false);
 }
+
+TEST(PermitTable, GiveBackKeptReturnsTheCallersKeptPermitOnly) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  table.give_back_kept();  // keeps nothing: nothing happens
+  table.acquire();
+  table.give_back_kept();  // in a task: not a kept permit, nothing happens
+  EXPECT_TRUE(table.held_by_this_thread());
+  table.release();
+  EXPECT_EQ(table.stats().kept, 1u);
+  table.give_back_kept();
+  EXPECT_EQ(table.stats().kept, 0u);
+  EXPECT_EQ(table.stats().held, 0u);
+  table.set_wait_monitor(false);
+}
