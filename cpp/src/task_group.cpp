@@ -3,34 +3,89 @@
 #include <climits>
 
 #include "futex.hpp"
+#include "scheduler_state.hpp"
+#include "stack_headroom.hpp"
 
 namespace corral {
 
-// Waiting for the count to reach zero. The waiter sets waiter_bit before sleeping so the last task
+// Waiting for the group to be done. Heap tasks are counted in state_; the inline task is not (so
+// that running it costs no RMW on state_) until a waiter is about to sleep: the waiter then counts
+// it in state_ itself and marks it `inline_counted`, and the inline task's end, seeing that mark,
+// takes the count off and wakes it. The waiter sets waiter_bit before sleeping so the last task
 // knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a
 // decrement racing with us only costs another turn of the loop.
 class task_group::pending_waitable final : public detail::waitable {
  public:
   explicit pending_waitable(task_group& g) noexcept : group_(g) {}
 
-  bool ready() const noexcept override {
-    return (group_.state_.load(std::memory_order_acquire) & count_mask) == 0;
+  bool ready() const noexcept override { return group_.done(); }
+
+  // The fork-join fast path: a worker holding its slot runs the tasks at the bottom of its own
+  // deque (in fork-join code, the waiter's own children, newest first) until the group is done.
+  // It is help_until's first step without the set-up that help_until needs for everything else
+  // (lend settling, deadlines, the injection queue, stealing, sleeping), so it is taken only when
+  // none of that applies: not monitored, enough stack, nobody owed a slot. Returns true when done;
+  // false hands over to the general wait, which starts where this stopped.
+  bool run_own_tasks() noexcept {
+    detail::thread_state& me = detail::this_thread();
+    scheduler::state* s = me.state;
+    if (s == nullptr || !me.has_slot || s->monitoring()) return false;
+    detail::worker& w = *me.self;
+    if (w.lend_state.load(std::memory_order_relaxed) != detail::not_armed) return false;
+    if (detail::stack_headroom() < detail::min_stack_headroom) return false;
+    while (!s->should_yield()) {
+      detail::task* t = w.deque.pop();
+      if (t == nullptr) return false;
+      s->execute(w, t);
+      if (group_.done()) return true;
+    }
+    return false;
   }
 
   bool sleep(const std::chrono::steady_clock::time_point* deadline) noexcept override {
-    return detail::futex_sleep_until(
-        group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; }, deadline);
+    while (!group_.done()) {
+      count_inline_task();
+      if (!detail::futex_sleep_until(
+              group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; },
+              deadline))
+        return false;
+    }
+    return true;
   }
 
  private:
+  // A queued inline task is added to state_'s count before it is marked counted, so its end (which
+  // reads the mark with acquire) always takes off a count that is there.
+  void count_inline_task() noexcept {
+    std::uint32_t seen = group_.inline_state_.load(std::memory_order_acquire);
+    if ((seen & inline_stage_mask) != inline_queued) return;
+    group_.state_.fetch_add(1, std::memory_order_relaxed);
+    if (!group_.inline_state_.compare_exchange_strong(
+            seen, (seen & ~inline_stage_mask) | inline_counted, std::memory_order_acq_rel,
+            std::memory_order_acquire))
+      group_.finish_one();  // it ended (or another waiter counted it) meanwhile: undo ours
+  }
+
   task_group& group_;
 };
 
 task_group::~task_group() {
-  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) {
+  if (!done()) {
     if (std::uncaught_exceptions() > 0) cancel();
     wait_until_empty();
   }
+}
+
+// Done: no heap task pending and the inline storage idle, with no claim in between. The inline
+// stage is read before and after the count (acquire, so every task seen ended is seen with what it
+// spawned): a task that spawned the inline task and then ended between the reads shows up as a new
+// generation. The group's maker claims only while it is running or waiting, so a claim after the
+// second read is the caller's own race between run() and wait(), as with any group.
+bool task_group::done() const noexcept {
+  std::uint32_t before = inline_state_.load(std::memory_order_acquire);
+  if ((before & inline_stage_mask) != inline_idle) return false;
+  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) return false;
+  return inline_state_.load(std::memory_order_acquire) == before;
 }
 
 void task_group::add_pending() {
@@ -48,6 +103,14 @@ void task_group::finish_one() noexcept {
   if (old == (waiter_bit | 1u)) detail::futex_wake(&state_, INT_MAX);
 }
 
+void task_group::finish_inline() noexcept {
+  // acq_rel: the task's effects (and its destruction) are released to the waiter and to the next
+  // claim, which acquire the idle stage. After this RMW the group may be gone unless a waiter
+  // counted the task in state_: then it waits for the finish_one below.
+  std::uint32_t old = inline_state_.fetch_and(~inline_stage_mask, std::memory_order_acq_rel);
+  if ((old & inline_stage_mask) == inline_counted) finish_one();
+}
+
 void task_group::capture(std::exception_ptr error) noexcept {
   if (!failed_.exchange(true, std::memory_order_acq_rel)) error_ = std::move(error);
   cancel();
@@ -59,8 +122,13 @@ void task_group::wait_until_empty() noexcept {
 }
 
 void task_group::wait() {
-  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) wait_until_empty();
-  state_.fetch_and(count_mask, std::memory_order_relaxed);
+  if (!done()) {
+    pending_waitable pending(*this);
+    if (!pending.run_own_tasks()) detail::wait_for(pending, nullptr, scheduler_);
+  }
+  // A sleeping waiter left its bit set; nothing else writes the word while the group is done.
+  if ((state_.load(std::memory_order_relaxed) & waiter_bit) != 0)
+    state_.fetch_and(count_mask, std::memory_order_relaxed);
   canceling_.store(false, std::memory_order_relaxed);
   if (failed_.load(std::memory_order_acquire)) {
     std::exception_ptr error = std::move(error_);

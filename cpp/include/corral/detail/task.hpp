@@ -67,4 +67,8 @@ bool work_wanted() noexcept;
 // a range it offered and then ran itself from one a thief took.
 const void* current_worker() noexcept;
 
+// A token unique to the calling thread among the threads alive (the address of its scheduler
+// state): task_group uses it to know its maker.
+const void* thread_token() noexcept;
+
 }  // namespace corral::detail
