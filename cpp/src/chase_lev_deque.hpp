@@ -123,7 +123,7 @@ class chase_lev_deque {
     std::unique_ptr<std::atomic<T>[]> slots;
   };
 
-  ring* grow(ring* old, std::int64_t t, std::int64_t b) {
+  [[gnu::noinline, gnu::cold]] ring* grow(ring* old, std::int64_t t, std::int64_t b) {
     arrays_.push_back(std::make_unique<ring>(old->capacity * 2));
     ring* bigger = arrays_.back().get();
     for (std::int64_t i = t; i < b; ++i) bigger->put(i, old->get(i));

@@ -72,9 +72,9 @@ struct thread_state {
   bool temporary = false;
 };
 
-// Plain thread_local with constant initialisation: an access is one TLS-relative address, with no
-// initialisation check and no call (it is on every spawn and wait).
-extern constinit thread_local thread_state tls_state;
+// tls_state (declared in corral/detail/task.hpp): plain thread_local with constant initialisation,
+// an access is one TLS-relative address, with no initialisation check and no call (it is on every
+// spawn and wait).
 inline thread_state& this_thread() noexcept {
   return tls_state;
 }

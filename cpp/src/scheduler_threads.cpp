@@ -24,10 +24,6 @@ using detail::worker;
 namespace detail {
 constinit thread_local thread_state tls_state;
 
-const void* thread_token() noexcept {
-  return &tls_state;
-}
-
 int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
                                         void* (*entry)(void*), void* arg) noexcept {
   sigset_t all, previous;

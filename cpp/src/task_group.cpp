@@ -8,12 +8,15 @@
 
 namespace corral {
 
-// Waiting for the group to be done. Heap tasks are counted in state_; the inline task is not (so
-// that running it costs no RMW on state_) until a waiter is about to sleep: the waiter then counts
-// it in state_ itself and marks it `inline_counted`, and the inline task's end, seeing that mark,
-// takes the count off and wakes it. The waiter sets waiter_bit before sleeping so the last task
-// knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a
-// decrement racing with us only costs another turn of the loop.
+// Waiting for the group to be done. Heap tasks are counted in state_; the inline task is not, so
+// that running it costs no RMW on state_. The waiter sets waiter_bit before sleeping so the last
+// task knows to wake it; futex_wait refuses to sleep if the word changed since we read it, so a
+// decrement racing with us only costs another turn of the loop. The inline task's end must wake a
+// sleeping waiter too: the maker, before it sleeps, counts a queued inline task in state_ itself
+// and marks it `inline_counted`; its end (on another thread: the maker sleeps) sees the mark in
+// its RMW and takes the count off. Any other waiter (a group waited for by a thread that did not
+// make it) cannot count it (the maker's own end of the task is a plain store), so it sleeps for at
+// most inline_poll at a time while an inline task is queued.
 class task_group::pending_waitable final : public detail::waitable {
  public:
   explicit pending_waitable(task_group& g) noexcept : group_(g) {}
@@ -43,8 +46,21 @@ class task_group::pending_waitable final : public detail::waitable {
   }
 
   bool sleep(const std::chrono::steady_clock::time_point* deadline) noexcept override {
+    const bool maker = detail::thread_token() == group_.owner_;
     while (!group_.done()) {
-      count_inline_task();
+      if (maker) {
+        count_inline_task();
+      } else if ((group_.inline_state_.load(std::memory_order_acquire) & inline_stage_mask) !=
+                 inline_idle) {
+        auto until = std::chrono::steady_clock::now() + inline_poll;
+        if (deadline != nullptr && *deadline < until) until = *deadline;
+        detail::futex_sleep_until(
+            group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; },
+            &until);
+        if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
+          return group_.done();
+        continue;
+      }
       if (!detail::futex_sleep_until(
               group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; },
               deadline))
@@ -54,8 +70,10 @@ class task_group::pending_waitable final : public detail::waitable {
   }
 
  private:
-  // A queued inline task is added to state_'s count before it is marked counted, so its end (which
-  // reads the mark with acquire) always takes off a count that is there.
+  static constexpr auto inline_poll = std::chrono::milliseconds(1);
+
+  // The maker only. A queued inline task is added to state_'s count before it is marked counted,
+  // so its end (which reads the mark with acquire) always takes off a count that is there.
   void count_inline_task() noexcept {
     std::uint32_t seen = group_.inline_state_.load(std::memory_order_acquire);
     if ((seen & inline_stage_mask) != inline_queued) return;
@@ -63,30 +81,22 @@ class task_group::pending_waitable final : public detail::waitable {
     if (!group_.inline_state_.compare_exchange_strong(
             seen, (seen & ~inline_stage_mask) | inline_counted, std::memory_order_acq_rel,
             std::memory_order_acquire))
-      group_.finish_one();  // it ended (or another waiter counted it) meanwhile: undo ours
+      group_.finish_one();  // it ended meanwhile: undo
   }
 
   task_group& group_;
 };
 
-task_group::~task_group() {
-  if (!done()) {
-    if (std::uncaught_exceptions() > 0) cancel();
-    wait_until_empty();
-  }
+void task_group::wait_at_destruction() noexcept {
+  if (std::uncaught_exceptions() > 0) cancel();
+  wait_until_empty();
 }
 
-// Done: no heap task pending and the inline storage idle, with no claim in between. The inline
-// stage is read before and after the count (acquire, so every task seen ended is seen with what it
-// spawned): a task that spawned the inline task and then ended between the reads shows up as a new
-// generation. The group's maker claims only while it is running or waiting, so a claim after the
-// second read is the caller's own race between run() and wait(), as with any group.
-bool task_group::done() const noexcept {
-  std::uint32_t before = inline_state_.load(std::memory_order_acquire);
-  if ((before & inline_stage_mask) != inline_idle) return false;
-  if ((state_.load(std::memory_order_acquire) & count_mask) != 0) return false;
-  return inline_state_.load(std::memory_order_acquire) == before;
-}
+// done() (task_group.hpp): the inline stage is read before and after the count, with acquire, so
+// every task seen ended is seen with what it spawned. A task that spawned the inline task and then
+// ended between the two reads shows up as a new generation in the second. Only the group's maker
+// claims the storage; a claim after the second read is made by code that is not a task of the
+// group (those have all ended): the caller's own race between run() and wait(), as for any task.
 
 void task_group::add_pending() {
   std::uint32_t old = state_.fetch_add(1, std::memory_order_relaxed);
@@ -103,9 +113,9 @@ void task_group::finish_one() noexcept {
   if (old == (waiter_bit | 1u)) detail::futex_wake(&state_, INT_MAX);
 }
 
-void task_group::finish_inline() noexcept {
+void task_group::finish_inline_elsewhere() noexcept {
   // acq_rel: the task's effects (and its destruction) are released to the waiter and to the next
-  // claim, which acquire the idle stage. After this RMW the group may be gone unless a waiter
+  // claim, which acquire the idle stage. After this RMW the group may be gone unless the maker
   // counted the task in state_: then it waits for the finish_one below.
   std::uint32_t old = inline_state_.fetch_and(~inline_stage_mask, std::memory_order_acq_rel);
   if ((old & inline_stage_mask) == inline_counted) finish_one();

@@ -22,7 +22,9 @@ class task_group {
       : scheduler_(&s), owner_(detail::thread_token()) {}
   // Waits for the tasks still running (cancelling them first when unwinding from an exception).
   // An exception a task threw is lost here: call wait() to see it.
-  ~task_group();
+  ~task_group() {
+    if (!done()) wait_at_destruction();
+  }
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
 
@@ -54,7 +56,8 @@ class task_group {
   enum inline_stage : std::uint32_t {
     inline_idle = 0,     // the storage is free (its last task has finished and been destroyed)
     inline_queued = 1,   // a task is in the storage, queued or running; not counted in state_
-    inline_counted = 2,  // as queued, and a sleeping waiter counted it in state_ (its end wakes it)
+    inline_counted = 2,  // as queued, and the maker, asleep in wait(), counted it in state_ (its
+                         // end takes the count off and wakes the maker)
   };
   static constexpr std::uint32_t inline_stage_mask = 3u;
   static constexpr std::size_t inline_bytes = 64;
@@ -67,8 +70,27 @@ class task_group {
 
   void add_pending();
   void finish_one() noexcept;
-  void finish_inline() noexcept;
-  bool done() const noexcept;
+  // The inline task's end. On the maker's thread a release store suffices: only the maker counts
+  // the inline task in state_, and only while it sleeps in a wait of this group, when it runs
+  // nothing; so the stage is `inline_queued` here and nobody else writes it. Elsewhere an RMW.
+  void finish_inline() noexcept {
+    if (owner_ == detail::thread_token()) {
+      std::uint32_t stage = inline_state_.load(std::memory_order_relaxed);
+      inline_state_.store(stage & ~inline_stage_mask, std::memory_order_release);
+    } else {
+      finish_inline_elsewhere();
+    }
+  }
+  void finish_inline_elsewhere() noexcept;
+  void wait_at_destruction() noexcept;
+  // No heap task pending and the inline storage idle, with no claim in between (task_group.cpp
+  // says why the inline stage is read before and after the count).
+  bool done() const noexcept {
+    std::uint32_t before = inline_state_.load(std::memory_order_acquire);
+    if ((before & inline_stage_mask) != inline_idle) return false;
+    if ((state_.load(std::memory_order_acquire) & count_mask) != 0) return false;
+    return inline_state_.load(std::memory_order_acquire) == before;
+  }
   void capture(std::exception_ptr error) noexcept;
   void wait_until_empty() noexcept;
 
