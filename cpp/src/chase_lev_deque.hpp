@@ -5,7 +5,7 @@
 // pointers. The array grows when full; old arrays are kept until the deque dies because a thief may
 // still be reading one (they are small: the sum of all old arrays is less than the current one).
 //
-// Orderings (and where we differ from the paper, always in the stronger direction):
+// Orderings (and where we differ from the paper, and why):
 //  * push: the element is stored relaxed, then bottom is stored with release. The paper writes a
 //    release fence followed by a relaxed store; a release store is the same on x86 and ARMv8 and,
 //    unlike a standalone fence, is understood by ThreadSanitizer. A thief that acquires bottom
@@ -13,14 +13,15 @@
 //  * pop (the paper's take): the lowered bottom is written with a seq_cst exchange and top is read
 //    seq_cst (the paper: relaxed store, seq_cst fence, relaxed load; an exchange is a locked
 //    instruction, about half the cost of mfence on x86, and this is on every task's path). With the
-//    seq_cst fence in steal, between "thief read top" and "thief read bottom", at least one of owner
-//    and thief sees the other's claim: either the thief sees the lowered bottom and backs off, or
-//    the owner sees the raised top. In C++20 terms: if the thief's bottom read misses the exchange,
-//    its fence precedes the exchange in the single order S ([atomics.order] p4, coherence-ordered
-//    before a seq_cst operation), the exchange precedes the owner's seq_cst top read, and every top
-//    CAS the thief read from (seq_cst, read by its seq_cst top load: strongly happens before the
-//    fence) precedes the fence, so the owner's read sees them. When exactly one element is left both
-//    may see it; they then race with a seq_cst CAS on top and exactly one wins.
+//    seq_cst fence in steal, between "thief read top" and "thief read bottom", at least one of
+//    owner and thief sees the other's claim: either the thief sees the lowered bottom and backs
+//    off, or the owner sees the raised top. In C++20 terms: if the thief's bottom read misses the
+//    exchange, its fence precedes the exchange in the single order S ([atomics.order] p4,
+//    coherence-ordered before a seq_cst operation), the exchange precedes the owner's seq_cst top
+//    read, and every top CAS the thief read from (seq_cst, read by its seq_cst top load: strongly
+//    happens before the fence) precedes the fence, so the owner's read sees them. When exactly one
+//    element is left both may see it; they then race with a seq_cst CAS on top and exactly one
+//    wins.
 //  * steal: top seq_cst (the paper: acquire; the same instruction on x86 and ARMv8, and it puts the
 //    CASes it reads from before the fence in S), seq_cst fence, bottom acquire, array acquire
 //    (paper: consume), element relaxed, then CAS top seq_cst. The CAS makes the claim exclusive; a

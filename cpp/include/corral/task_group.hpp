@@ -49,10 +49,10 @@ class task_group {
   class pending_waitable;
 
   // The inline task: a group keeps room for one task in itself, so that the common pattern (run
-  // one task, work, wait: fib, a parallel_for split) allocates nothing. Only the thread that made the
-  // group claims it (no RMW needed to claim), when the previous inline task has finished.
-  // inline_state_: bits 0-1 an inline_stage, bits 2-31 a generation bumped by every claim, so that a
-  // waiter can tell "idle all along" from "finished and claimed again" (see done()).
+  // one task, work, wait: fib, a parallel_for split) allocates nothing. Only the thread that made
+  // the group claims it (no RMW needed to claim), when the previous inline task has finished.
+  // inline_state_: bits 0-1 an inline_stage, bits 2-31 a generation bumped by every claim, so that
+  // a waiter can tell "idle all along" from "finished and claimed again" (see done()).
   enum inline_stage : std::uint32_t {
     inline_idle = 0,     // the storage is free (its last task has finished and been destroyed)
     inline_queued = 1,   // a task is in the storage, queued or running; not counted in state_
