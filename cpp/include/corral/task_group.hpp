@@ -140,8 +140,9 @@ template <class F>
 void task_group::run(F&& f) {
   using in_group = group_task<std::decay_t<F>, true>;
   if constexpr (sizeof(in_group) <= inline_bytes && alignof(in_group) <= 16) {
-    // Only the group's maker claims the storage, so a relaxed load that sees it idle (acquire: the
-    // last inline task's destruction happened before) and a plain store suffice.
+    // Only the group's maker claims the storage, so a load that sees it idle (acquire: the last
+    // inline task's destruction happened before) and a plain store suffice; the push publishes both
+    // the task and the new stage to a thief.
     std::uint32_t seen = inline_state_.load(std::memory_order_acquire);
     if ((seen & inline_stage_mask) == inline_idle && owner_ == detail::thread_token()) {
       auto* t = ::new (static_cast<void*>(inline_storage_)) in_group(std::forward<F>(f), this);
