@@ -52,13 +52,14 @@ class task_group::pending_waitable final : public detail::waitable {
         count_inline_task();
       } else if ((group_.inline_state_.load(std::memory_order_acquire) & inline_stage_mask) !=
                  inline_idle) {
-        auto until = std::chrono::steady_clock::now() + inline_poll;
-        if (deadline != nullptr && *deadline < until) until = *deadline;
-        detail::futex_sleep_until(
-            group_.state_, waiter_bit, [](std::uint32_t v) { return (v & count_mask) == 0; },
-            &until);
-        if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline)
-          return group_.done();
+        // Nobody wakes us for it: sleep at most a poll interval, whatever the count says.
+        std::chrono::nanoseconds left = inline_poll;
+        if (deadline != nullptr) {
+          auto now = std::chrono::steady_clock::now();
+          if (now >= *deadline) return group_.done();
+          if (*deadline - now < left) left = *deadline - now;
+        }
+        detail::futex_wait_for(group_.state_, group_.state_.load(std::memory_order_relaxed), left);
         continue;
       }
       if (!detail::futex_sleep_until(
