@@ -163,6 +163,8 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
             if pid:
                 break
             now = time.monotonic()
+            if sampler.ignore is None:
+                sampler.ignore = _probe_thread(probe_path)
             sample = sampler.sample(now - t0)
             if sample is not None:
                 samples.append(sample)
@@ -181,6 +183,16 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
     probe = _read_probe(probe_path)
     os.unlink(probe_path)
     return _assemble(mode, command, start_unix, t0, wall, child.pid, status, usage, samples, sampler, mapped, probe)
+
+
+def _probe_thread(path: str) -> int | None:
+    """The probe thread's id, once the probe has written its first line."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline()
+        return json.loads(line)["probe"]["tid"] if line.endswith(b"\n") else None
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _read_probe(path: str) -> list[dict]:
@@ -206,10 +218,10 @@ def _assemble(mode, command, start_unix, t0, wall, pid, status, usage, samples, 
         while k < len(names) and names[k][0] <= s.t:
             current = names[k][1]
             k += 1
-        tids = [tid for tid in s.runnable if tid != probe_tid]
+        tids = [tid for tid in s.runnable if tid != probe_tid]  # (before the sampler knew it)
         t.append(round(s.t, 6))
         runnable.append(len(tids))
-        threads.append(s.threads - (1 if probe_tid is not None else 0))
+        threads.append(s.threads - (probe_tid in s.root_tids))  # counted before the sampler knew it
         run_s.append(round(s.run_s, 6))
         wait_s.append(round(s.wait_s, 6))
         counts: dict[str, int] = {}

@@ -94,7 +94,6 @@ def start(path: str, mode: str, interval: float) -> None:
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
     os.close(fd)
     probe = _Probe(high, mode, interval)
-    probe.tick()  # the state before the program's first line
     _thread.start_new_thread(probe.loop, ())
 
 

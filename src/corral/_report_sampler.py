@@ -51,6 +51,7 @@ class Sample:
     cpu_s: dict[int, float]  # pid -> utime+stime so far, seconds
     run_s: float            # sum over threads of time on a CPU since the start (schedstat), seconds
     wait_s: float           # sum over threads of time waiting for a CPU since the start, seconds
+    root_tids: frozenset[int] = frozenset()  # the root process's threads
 
 
 class TreeSampler:
@@ -64,6 +65,7 @@ class TreeSampler:
         self.parents: dict[int, int] = {}   # every pid seen -> the pid it was found under
         self.cpu_s: dict[int, float] = {}   # every pid seen -> its last utime+stime
         self.tids_of_root: set[int] = set()  # every thread seen in the root process
+        self.ignore: int | None = None  # the probe's thread: neither counted nor summed
         self._run_ns = 0
         self._wait_ns = 0
 
@@ -94,6 +96,10 @@ class TreeSampler:
                 continue
             for name in tids:
                 tid = int(name)
+                if tid == self.ignore:
+                    if tid in proc.threads:  # opened before the probe said who it is
+                        self._drop_thread(proc, tid)
+                    continue
                 thread = proc.threads.get(tid) or self._open_thread(pid, tid, proc)
                 if thread is None:
                     continue
@@ -117,8 +123,9 @@ class TreeSampler:
             self._drop_process(pid)
         if not self.processes:
             return None
+        root = self.processes.get(self.root)
         return Sample(t, runnable, threads, {pid: p.cpu_s for pid, p in self.processes.items()},
-                      self._run_ns / 1e9, self._wait_ns / 1e9)
+                      self._run_ns / 1e9, self._wait_ns / 1e9, frozenset(root.threads) if root else frozenset())
 
     def _open_process(self, pid: int, parent: int) -> _Process | None:
         try:
