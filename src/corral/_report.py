@@ -151,11 +151,13 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
     command = [sys.executable, "-m", "corral._report_probe", probe_path, mode, str(interval_ms / 1000), *program]
     interval = interval_ms / 1000
     start_unix = time.time()
+    cpu0 = time.process_time()
     t0 = time.monotonic()
     child = subprocess.Popen(command)
     forwarder.pid = child.pid
     sampler = TreeSampler(child.pid)
     samples = []
+    next_tick = t0
     mapped: dict[int, list[str]] = {}
     try:
         while True:
@@ -174,15 +176,20 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
             for p in list(mapped):  # children's libraries, from outside: as they load (cheap: rarely)
                 if len(samples) % 50 == 1 and p in sampler.processes:
                     mapped[p] = libraries_mapped(p) or mapped[p]
-            time.sleep(max(0.0, interval - (time.monotonic() - now)))
+            # On a fixed grid: a late tick is not made up, so a busy machine samples less, never in bursts.
+            next_tick += interval * max(1, int((time.monotonic() - next_tick) / interval) + 1)
+            time.sleep(max(0.0, next_tick - time.monotonic()))
     finally:
         wall = time.monotonic() - t0
+        sampler_cpu = time.process_time() - cpu0
         forwarder.pid = None
         child.returncode = 0  # reaped by wait4 above; Popen must not wait for it again
         sampler.close()
     probe = _read_probe(probe_path)
     os.unlink(probe_path)
-    return _assemble(mode, command, start_unix, t0, wall, child.pid, status, usage, samples, sampler, mapped, probe)
+    run = _assemble(mode, command, start_unix, t0, wall, child.pid, status, usage, samples, sampler, mapped, probe)
+    run["sampler_cpu_s"] = round(sampler_cpu, 6)  # this process's CPU time while it sampled (docs/report.md)
+    return run
 
 
 def _probe_thread(path: str) -> int | None:

@@ -47,12 +47,13 @@ def _figure(report: dict):
             if g not in groups:
                 groups.append(g)
     colours = dict(zip(groups, _palette(len(groups))))
+    top = max([budget] + [max(r["samples"]["runnable"], default=0) for r in runs])  # one y scale for all runs
     for ax, (run, kind) in zip(axes, rows):
         label = "plain python" if run["mode"] == "plain" else "python -m corral"
         colour = _COLOURS[run["mode"]]
         t = run["samples"]["t"]
         if kind == "runnable":
-            _runnable(ax, run, t, budget, colour, colours)
+            _runnable(ax, run, t, budget, colour, colours, top)
             ax.set_title(f"{label}: {run['wall_s']:.2f} s", loc="left", fontsize=11, fontweight="bold")
         elif kind == "libraries":
             _libraries(ax, run, run["wall_s"])
@@ -66,15 +67,15 @@ def _figure(report: dict):
     return fig, plt
 
 
-def _runnable(ax, run: dict, t: list, budget: int, colour: str, colours: dict) -> None:
+def _runnable(ax, run: dict, t: list, budget: int, colour: str, colours: dict, top: int) -> None:
     groups = run["runnable_by_group"]
     order = sorted(groups, key=lambda g: -sum(groups[g]))
     if t and order:
         ax.stackplot(t, *[groups[g] for g in order], labels=[f"runnable: {g}" for g in order], step="post",
                      alpha=0.8, colors=[colours[g] for g in order])
     ax.axhline(budget, color="black", linewidth=2, linestyle="--", label=f"budget ({budget} CPUs)")
-    top = max(run["samples"]["runnable"], default=0)
-    ax.set_ylim(0, max(top, budget) * 1.15 + 0.5)
+    ax.set_ylim(0, top * 1.15 + 0.5)
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("threads runnable\n(on or waiting for a CPU)")
     f = run["figures"]
     ax.text(0.99, 0.95, f"oversubscribed {100 * f['oversubscribed_share']:.0f}% of the time, "

@@ -3,7 +3,8 @@
 Each sample reads, for every thread of every process in the tree, /proc/<pid>/task/<tid>/stat (the
 state letter: R is running or waiting for a CPU, "runnable") and .../schedstat (run_ns, wait_ns: the
 kernel's time on a CPU and time waiting on a run queue); per process, /proc/<pid>/stat (utime+stime,
-every thread's, the exited ones' included). Descendants come from .../task/<tid>/children. The files
+every thread's, the exited ones' included). Descendants come from .../task/<tid>/children, read every CHILDREN_EVERY samples (a
+child that lives shorter than that is missed; its CPU time still counts in its parent's total). The files
 stay open and are re-read with pread: procfs regenerates them on each read, and an open+close per file
 would cost more than the read itself.
 """
@@ -32,6 +33,7 @@ class _Thread:
     children: int | None
     run_ns: int = 0
     wait_ns: int = 0
+    kids: list[bytes] = field(default_factory=list)  # its child processes, as last read
 
 
 @dataclass
@@ -68,12 +70,18 @@ class TreeSampler:
         self.ignore: int | None = None  # the probe's thread: neither counted nor summed
         self._run_ns = 0
         self._wait_ns = 0
+        self._count = 0
 
     def close(self) -> None:
         for pid in list(self.processes):
             self._drop_process(pid)
 
+    # New child processes are looked for every this many samples (a read per thread: a third of the cost).
+    CHILDREN_EVERY = 4
+
     def sample(self, t: float) -> Sample | None:
+        self._count += 1
+        look_for_children = self._count % self.CHILDREN_EVERY == 1
         runnable: list[int] = []
         threads = 0
         seen: set[int] = set()
@@ -106,7 +114,8 @@ class TreeSampler:
                 try:
                     state = _after_comm(_read(thread.stat))[0]
                     run_ns, wait_ns = (int(x) for x in _read(thread.schedstat).split()[:2])
-                    kids = _read(thread.children).split() if thread.children is not None else []
+                    if look_for_children and thread.children:
+                        thread.kids = _read(thread.children).split()
                 except (OSError, ValueError, IndexError):
                     self._drop_thread(proc, tid)
                     continue
@@ -116,7 +125,7 @@ class TreeSampler:
                 self._run_ns += max(0, run_ns - thread.run_ns)
                 self._wait_ns += max(0, wait_ns - thread.wait_ns)
                 thread.run_ns, thread.wait_ns = run_ns, wait_ns
-                todo.extend((int(k), pid) for k in kids)
+                todo.extend((int(k), pid) for k in thread.kids)
             for tid in [tid for tid in proc.threads if str(tid) not in tids]:
                 self._drop_thread(proc, tid)
         for pid in [pid for pid in self.processes if pid not in seen]:
