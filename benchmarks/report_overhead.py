@@ -5,9 +5,9 @@ The seed's demo (benchmarks/workloads/w1_balanced.py, make demo's sizes) runs un
 and under `python -m corral report -q` (default interval), and plain against `report --plain -q`,
 interleaved, --reps times each. Reported per pair: the medians of the workload's own timing (its
 BENCH_RESULT value) and their ratio (the overhead), and the sampler's own CPU time (the report
-process's, while it sampled: "sampler_cpu_s" of the JSON) as a share of the run's wall time. Writes DIR/report-overhead.json and
-prints a table. The target the docs state (docs/report.md, "Overhead"): under 2% at the default
-interval.
+process's, while it sampled: "sampler_cpu_s" of the JSON) as a share of the run's wall time.
+Writes DIR/report-overhead.json and prints a table. The target the docs state (docs/report.md,
+"Overhead"): under 2% at the default interval.
 """
 
 from __future__ import annotations

@@ -199,7 +199,8 @@ def test_a_crash_is_reported_with_its_status_and_traceback(tmp_path):
 
 
 def test_a_program_killed_by_a_signal_ends_the_report_by_it(tmp_path):
-    proc, data = report(tmp_path, "-c", "import os, signal, time; time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)")
+    code = "import os, signal, time; time.sleep(0.2); os.kill(os.getpid(), signal.SIGTERM)"
+    proc, data = report(tmp_path, "-c", code)
     assert proc.returncode == -signal.SIGTERM
     assert data["runs"][0]["exit"]["signal"] == "SIGTERM"
 

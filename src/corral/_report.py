@@ -41,8 +41,9 @@ EPILOG = """\
 Sampling: every --interval ms, /proc/<pid>/task/*/{stat,schedstat} of the program and its child
 processes (from outside), and inside the program a probe thread that threading.enumerate() does not
 list. Its cost at the default interval: docs/report.md ("Overhead"). Under --compare the two runs
-share stdin (the second gets what the first left). Options placed before `report` (-p N) apply to
-the corral run (and the budget both runs are measured against)."""
+share stdin (the second gets what the first left). Options placed before `report`:
+`python -m corral -p N report ...` sets the budget (CORRAL_CPUS) of the corral run and the line both
+runs are measured against; -p LIST the CPUs both runs may use."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,7 +62,7 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, usage=f"{PROG} [options] (script.py | -m module | -c code) [args ...]",
+    parser = _Parser(prog=PROG, usage=f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code) [args ...]",
                      description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--plain", action="store_true", help="run as plain python (no corral policy), diagnose only")
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     parser.add_argument("-c", dest="code", metavar="code", help="run a program passed in as a string")
-    parser.add_argument("target", nargs="?", metavar="script.py", help="the program to run, as python runs it")
+    parser.add_argument("target", nargs="?", metavar="script.py | dir | file.zip | -",
+                        help="the program to run, as python runs it (-: read from stdin)")
     return parser
 
 

@@ -1,12 +1,12 @@
 """The report's outside view: samples a process and its descendants from /proc, never touching them.
 
-Each sample reads, for every thread of every process in the tree, /proc/<pid>/task/<tid>/stat (the
-state letter: R is running or waiting for a CPU, "runnable") and .../schedstat (run_ns, wait_ns: the
-kernel's time on a CPU and time waiting on a run queue); per process, /proc/<pid>/stat (utime+stime,
-every thread's, the exited ones' included). Descendants come from .../task/<tid>/children, read every CHILDREN_EVERY samples (a
-child that lives shorter than that is missed; its CPU time still counts in its parent's total). The files
-stay open and are re-read with pread: procfs regenerates them on each read, and an open+close per file
-would cost more than the read itself.
+Each sample reads, for every thread of every process in the tree, /proc/<pid>/task/<tid>/stat (the state
+letter: R is running or waiting for a CPU, "runnable") and .../schedstat (run_ns, wait_ns: the kernel's
+time on a CPU and time waiting on a run queue); per process, /proc/<pid>/stat (utime+stime, every
+thread's, the exited ones' included). Descendants come from .../task/<tid>/children, read every
+CHILDREN_EVERY samples (a child that lives shorter than that is missed; its CPU time still counts in its
+parent's total). The files stay open and are re-read with pread: procfs regenerates them on each read,
+and an open+close per file would cost more than the read itself.
 """
 
 from __future__ import annotations

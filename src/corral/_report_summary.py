@@ -173,9 +173,9 @@ def format_run(run: dict, budget: int) -> list[str]:
         for line in advice(run, f, budget):
             lines.append(f"  corral would change: {line}")
         if e["saved_s"] > 0.005:
-            lines.append(f"  likely gain: about {e['speedup']:.1f}x ({f['wall_s']:.2f} s -> {e['estimated_wall_s']:.2f} s): "
-                         f"the {e['oversubscribed_s']:.2f} s oversubscribed, less their {_pct(e['wait_share_oversubscribed'])} "
-                         "spent waiting for a CPU (docs/report.md)")
+            lines.append(f"  likely gain: about {e['speedup']:.1f}x ({f['wall_s']:.2f} s -> "
+                         f"{e['estimated_wall_s']:.2f} s): the {e['oversubscribed_s']:.2f} s oversubscribed, less "
+                         f"their {_pct(e['wait_share_oversubscribed'])} spent waiting for a CPU (docs/report.md)")
         else:
             lines.append("  likely gain: none to speak of (no time lost waiting for a CPU while oversubscribed)")
     return lines
