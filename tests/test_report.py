@@ -118,7 +118,8 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     corral_threads = {n for change in under["libraries"] for lib, n, _ in change["libs"] if lib == "openblas"}
     assert plain_threads == {2}
     assert 1 in corral_threads
-    assert "corral would change: thread pools (ThreadPool workers)" in proc.stderr
+    assert plain["threads_by_group"]["ThreadPool workers"] == 4
+    assert "corral would change: thread pools (ThreadPool workers of 4 threads)" in proc.stderr
     assert "likely gain" in proc.stderr and "corral against plain" in proc.stderr
 
 
@@ -138,7 +139,7 @@ def test_an_io_bound_pool_keeps_its_tasks_in_flight_with_few_threads_runnable(tm
     pools = run["figures"]["pools"]
     assert pools["max_in_flight"] == 8
     assert max(p["paused"] for p in run["permits"]) >= 6, "sleeping tasks gave their permit back"
-    assert "ThreadPoolExecutor-0" in run["runnable_by_group"] or run["thread_names"]
+    assert run["threads_by_group"]["ThreadPoolExecutor-0"] == 8, "the pool's threads, named by the probe"
 
 
 @pytest.mark.parametrize("n", [1, 2])

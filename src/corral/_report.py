@@ -271,8 +271,22 @@ def _assemble(mode, command, start_unix, t0, wall, pid, status, usage, samples, 
         "libraries": [{"t": round(x["t"] - t0, 6), "libs": x["libs"]} for x in probe if "libs" in x],
         "permits": [{"t": round(x["t"] - t0, 6), **x["permits"]} for x in probe if "permits" in x],
         "thread_names": names[-1][1] if names else {},
+        "threads_by_group": _threads_by_group(names),
         "probe": head,
     }
+
+
+def _threads_by_group(names: list[tuple[float, dict]]) -> dict[str, int]:
+    """The most Python threads each group (a pool, the main thread) had at once: a pool's size."""
+    most: dict[str, int] = {}
+    for _t, threads in names:
+        counts: dict[str, int] = {}
+        for name in threads.values():
+            group = _report_summary.thread_group(name)
+            counts[group] = counts.get(group, 0) + 1
+        for group, n in counts.items():
+            most[group] = max(most.get(group, 0), n)
+    return most
 
 
 def run(argv: list[str]) -> int:

@@ -125,16 +125,19 @@ def _pct(x: float) -> str:
 def advice(run: dict, f: dict, budget: int) -> list[str]:
     """What corral would change in a plain run, from what the probe saw."""
     lines = []
-    pools = [(name, mean) for name, mean in f["busiest"] if name not in (MAIN, NATIVE, CHILDREN, HANDLERS)]
+    sizes = run.get("threads_by_group", {})
+    pools = [(name, sizes.get(name, 0)) for name, mean in f["busiest"]
+             if name not in (MAIN, NATIVE, CHILDREN, HANDLERS)]
+    named = ", ".join(f"{name} of {size} threads" if size else name for name, size in pools)
     blas = {name: e for name, e in f["libraries"].items() if e["max_threads"]}
     widest = max((e["max_threads"] for e in blas.values()), default=1)
     if pools and widest > 1:
-        lines.append(f"thread pools ({', '.join(n for n, _ in pools)}) call libraries of up to {widest} threads "
-                     f"each: corral runs about {budget} task(s) at a time and gives each "
-                     f"max(1, {budget} // tasks running) BLAS/OpenMP threads")
-    elif pools:
-        lines.append(f"thread pools ({', '.join(n for n, _ in pools)}): corral runs about {budget} task(s) at a "
-                     "time; tasks that wait give their permit away")
+        lines.append(f"thread pools ({named}) call libraries of up to {widest} threads each: corral runs about "
+                     f"{budget} task(s) at a time and gives each max(1, {budget} // tasks running) BLAS/OpenMP "
+                     "threads")
+    elif pools and sum(size for _, size in pools) > budget:
+        lines.append(f"thread pools ({named}): corral runs about {budget} task(s) at a time; tasks that wait "
+                     "give their permit away")
     elif widest > budget:
         lines.append(f"libraries run up to {widest} threads on a budget of {budget}: corral caps them at the budget")
     if any(p["pid"] != run["pid"] for p in run["processes"]):
