@@ -279,3 +279,14 @@ def test_help_names_the_modes_and_options():
     assert proc.returncode == 0
     for word in ("--plain", "--compare", "--interval", "--json", "--html", "stderr"):
         assert word in proc.stdout
+
+
+def test_every_json_key_is_documented(tmp_path):
+    proc, data = report(tmp_path, "--plain", "-c", "pass")
+    doc = (ROOT / "docs" / "report.md").read_text()
+    schema = doc[doc.index("## JSON"):doc.index("## Overhead")]
+    run = data["runs"][0]
+    keys = [*data, *run, *run["samples"], *run["figures"], *run["exit"], *run["figures"]["estimate"],
+            *run["processes"][0], *run["probe"]]
+    missing = sorted({k for k in keys if f'"{k}"' not in schema})
+    assert not missing, f"keys the JSON has and docs/report.md does not name: {missing}"

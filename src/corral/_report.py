@@ -23,6 +23,7 @@ from ._report_sampler import TreeSampler, libraries_mapped
 PROG = "python -m corral report"
 SCHEMA = 1
 DEFAULT_INTERVAL_MS = 5.0
+USAGE = f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code) [args ...]"
 
 DESCRIPTION = """\
 Run a program and show how it used its CPUs: threads runnable (on a CPU or waiting for one) against
@@ -62,8 +63,7 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, usage=f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code) [args ...]",
-                     description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog=PROG, usage=USAGE, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     how = parser.add_mutually_exclusive_group()
     how.add_argument("--plain", action="store_true", help="run as plain python (no corral policy), diagnose only")
     how.add_argument("--compare", action="store_true", help="run plain, then under corral; plots on one time scale")

@@ -13,8 +13,8 @@ its part changed.
 The probe stays out of the program's sight: its thread is a bare _thread thread that never calls
 threading.current_thread(), so threading.enumerate() and active_count() do not list it; it sleeps on a
 private lock (no wrapped wait); its file descriptor is above the program's range and closed on exec;
-the variables that named it are gone from os.environ before the program starts; it registers no
-atexit handler. Its thread dies with the process (or is absent from a forked child), and every line is
+no variable names it; it registers no atexit handler (it stops in threading's own shutdown hook,
+before finalization, never inside corral._core then). Its thread dies with the process (or is absent from a forked child), and every line is
 written whole with os.write, so a crash or a signal leaves a readable file.
 """
 
@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from . import _as_main, _core, _runner
+from . import _as_main, _compat, _core, _runner
 
 _HIGH_FD = 767  # probe's descriptor: above what programs usually hold (F_DUPFD takes the next free one)
 
@@ -39,6 +39,8 @@ class _Probe:
         self.corral = mode == "corral"
         self.interval = interval
         self.last: dict[str, object] = {}
+        self.stopped = False
+        self.ticking = _thread.allocate_lock()  # held during a tick: stop() waits for it
 
     def write(self, obj: dict) -> None:
         data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
@@ -55,7 +57,7 @@ class _Probe:
     def tick(self) -> None:
         t = time.monotonic()
         # list() copies the dict in one step under the GIL; never current_thread() (it would register us).
-        threads = {str(th.native_id): th.name for th in list(threading._active.values())
+        threads = {str(th.native_id): th.name for th in list(_compat.threads_by_ident.values())
                    if th.native_id is not None}
         self.changed("threads", threads, t)
         libs = [[p["library"], p["num_threads"], os.path.basename(p["path"])] for p in _core.native_pools()]
@@ -73,11 +75,21 @@ class _Probe:
         sleeper.acquire()
         pid = os.getpid()
         while os.getpid() == pid:  # never runs on in a forked child (it is not there anyway)
-            try:
-                self.tick()
-            except Exception:  # the program's state changed under us (a library unloading): next tick
-                pass
+            with self.ticking:
+                if self.stopped:
+                    return
+                try:
+                    self.tick()
+                except Exception:  # the program's state changed under us (a library unloading): next tick
+                    pass
             sleeper.acquire(timeout=self.interval)
+
+    def stop(self) -> None:
+        """At interpreter shutdown, before finalization: no tick may be inside corral._core when it
+        begins. A thread that takes the GIL back during finalization is ended by pthread_exit, whose
+        forced unwinding through the binding's C++ frames calls std::terminate (Python 3.11-3.13)."""
+        with self.ticking:
+            self.stopped = True
 
 
 def _write_own_name() -> None:
@@ -94,6 +106,9 @@ def start(path: str, mode: str, interval: float) -> None:
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
     os.close(fd)
     probe = _Probe(high, mode, interval)
+    # threading's own shutdown hooks (concurrent.futures' are there too), not atexit's: the program's
+    # atexit handlers stay as it made them. Run last (newest first), after the pools' threads are joined.
+    _compat.register_threading_atexit(probe.stop)
     _thread.start_new_thread(probe.loop, ())
 
 
