@@ -14,8 +14,8 @@ The probe stays out of the program's sight: its thread is a bare _thread thread 
 threading.current_thread(), so threading.enumerate() and active_count() do not list it; it sleeps on a
 private lock (no wrapped wait); its file descriptor is above the program's range and closed on exec;
 no variable names it; it registers no atexit handler (it stops in threading's own shutdown hook,
-before finalization, never inside corral._core then). Its thread dies with the process (or is absent from a forked child), and every line is
-written whole with os.write, so a crash or a signal leaves a readable file.
+before finalization, never inside corral._core then). Its thread is absent from a forked child, and
+every line is written whole with os.write, so a crash or a signal leaves a readable file.
 """
 
 from __future__ import annotations
