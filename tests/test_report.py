@@ -158,9 +158,10 @@ def test_library_thread_counts_are_reported(tmp_path, n):
 # --- the program is untouched ---------------------------------------------------------------------
 
 PROBE_PROGRAM = textwrap.dedent("""\
-    import os, sys, threading, atexit
+    import os, sys, threading, atexit, time
     atexit.register(lambda: print("atexit ran"))
-    print(threading.active_count(), [t.name for t in threading.enumerate()])
+    time.sleep(0.1)  # the probe has ticked many times by now
+    print(threading.active_count(), [t.name for t in threading.enumerate()], threading.main_thread().name)
     print(sys.argv[1:], os.environ.get("CORRAL_REPORT"), sys.stdin.read())
     fd = os.open(os.devnull, os.O_RDONLY)
     print("first free descriptor", fd)
@@ -181,7 +182,7 @@ def test_the_program_sees_and_prints_what_it_would_without_the_report(tmp_path, 
                          capture_output=True, text=True, timeout=60)
     assert expected.returncode == got.returncode == 3
     assert got.stdout == expected.stdout
-    assert "1 ['MainThread']" in got.stdout
+    assert "1 ['MainThread'] MainThread" in got.stdout
     assert got.stderr == expected.stderr == "to stderr\n"
 
 
@@ -189,6 +190,39 @@ def test_the_summary_goes_to_stderr_and_the_output_stays_the_programs(tmp_path):
     proc, data = report(tmp_path, "-c", "print('only this')")
     assert proc.stdout == "only this\n"
     assert proc.stderr.startswith("corral report: budget")
+
+
+def test_a_forked_child_that_exits_normally_is_sampled_and_ends_as_it_would(tmp_path):
+    code = textwrap.dedent("""\
+        import os, sys, time
+        pid = os.fork()
+        if pid == 0:
+            t = time.time()
+            while time.time() - t < 0.5: pass
+            sys.exit(3)  # the interpreter's own shutdown, in the child
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """)
+    proc, data = report(tmp_path, "--interval", "1", "-c", code)
+    assert proc.returncode == 0 and proc.stdout == "3\n", proc.stderr
+    run = data["runs"][0]
+    assert len(run["processes"]) == 2
+    assert max(run["samples"]["runnable"]) >= 1 and run["runnable_by_group"].get("child processes")
+
+
+def test_a_program_that_closes_every_descriptor_keeps_its_files_its_own(tmp_path):
+    target = tmp_path / "mine.txt"
+    code = textwrap.dedent(f"""\
+        import os, time
+        os.closerange(3, 4096)
+        fds = [os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT) for _ in range(800)]  # reuses the probe's number
+        import threading; threading.Thread(target=lambda: None, name="late").start()  # a change the probe sees
+        time.sleep(0.1)
+        print(sum(os.fstat(fd).st_size for fd in fds))
+    """)
+    proc, data = report(tmp_path, "--plain", "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "0\n" and target.read_text() == "", "nothing of the probe's in the program's file"
+    assert data["runs"][0]["samples"]["t"], "the outside view still sampled"
 
 
 def test_a_crash_is_reported_with_its_status_and_traceback(tmp_path):

@@ -36,16 +36,23 @@ _HIGH_FD = 767  # probe's descriptor: above what programs usually hold (F_DUPFD 
 class _Probe:
     def __init__(self, fd: int, mode: str, interval: float):
         self.fd = fd
+        st = os.fstat(fd)
+        self.file_id = (st.st_dev, st.st_ino)
         self.corral = mode == "corral"
         self.interval = interval
         self.last: dict[str, object] = {}
         self.stopped = False
+        self.pid = os.getpid()
         self.ticking = _thread.allocate_lock()  # held during a tick: stop() waits for it
 
     def write(self, obj: dict) -> None:
         data = (json.dumps(obj, separators=(",", ":")) + "\n").encode()
         try:
-            os.write(self.fd, data)
+            # The program may have closed our descriptor (closerange) and opened its own file under the
+            # same number: write only while it is still ours.
+            st = os.fstat(self.fd)
+            if (st.st_dev, st.st_ino) == self.file_id:
+                os.write(self.fd, data)
         except OSError:
             pass
 
@@ -73,8 +80,7 @@ class _Probe:
                               "mode": "corral" if self.corral else "plain", "interval": self.interval}})
         sleeper = _thread.allocate_lock()
         sleeper.acquire()
-        pid = os.getpid()
-        while os.getpid() == pid:  # never runs on in a forked child (it is not there anyway)
+        while os.getpid() == self.pid:  # never runs on in a forked child (it is not there anyway)
             with self.ticking:
                 if self.stopped:
                     return
@@ -88,6 +94,8 @@ class _Probe:
         """At interpreter shutdown, before finalization: no tick may be inside corral._core when it
         begins. A thread that takes the GIL back during finalization is ended by pthread_exit, whose
         forced unwinding through the binding's C++ frames calls std::terminate (Python 3.11-3.13)."""
+        if os.getpid() != self.pid:  # a forked child ending: no probe here, and the lock may be a copy
+            return                   # taken by the parent's probe thread at the fork
         with self.ticking:
             self.stopped = True
 
