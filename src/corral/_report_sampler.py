@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_R = ord("R")
 
 
 def _read(fd: int) -> bytes:
@@ -102,8 +103,10 @@ class TreeSampler:
             except (OSError, ValueError, IndexError):
                 self._drop_process(pid)
                 continue
+            alive = set()
             for name in tids:
                 tid = int(name)
+                alive.add(tid)
                 if tid == self.ignore:
                     if tid in proc.threads:  # opened before the probe said who it is
                         self._drop_thread(proc, tid)
@@ -112,21 +115,24 @@ class TreeSampler:
                 if thread is None:
                     continue
                 try:
-                    state = _after_comm(_read(thread.stat))[0]
-                    run_ns, wait_ns = (int(x) for x in _read(thread.schedstat).split()[:2])
+                    stat = _read(thread.stat)
+                    state = stat[stat.rindex(b")") + 2]  # one byte: no split of the whole line
+                    sched = _read(thread.schedstat).split()  # run_ns wait_ns timeslices
+                    run_ns, wait_ns = int(sched[0]), int(sched[1])
                     if look_for_children and thread.children:
                         thread.kids = _read(thread.children).split()
                 except (OSError, ValueError, IndexError):
                     self._drop_thread(proc, tid)
                     continue
                 threads += 1
-                if state == b"R":
+                if state == _R:
                     runnable.append(tid)
                 self._run_ns += max(0, run_ns - thread.run_ns)
                 self._wait_ns += max(0, wait_ns - thread.wait_ns)
                 thread.run_ns, thread.wait_ns = run_ns, wait_ns
-                todo.extend((int(k), pid) for k in thread.kids)
-            for tid in [tid for tid in proc.threads if str(tid) not in tids]:
+                if thread.kids:
+                    todo.extend((int(k), pid) for k in thread.kids)
+            for tid in [tid for tid in proc.threads if tid not in alive]:
                 self._drop_thread(proc, tid)
         for pid in [pid for pid in self.processes if pid not in seen]:
             self._drop_process(pid)
