@@ -328,7 +328,12 @@ def run(argv: list[str]) -> int:
     report = {"schema": SCHEMA, "corral_version": _core.__version__, "budget": budget.cpus,
               "decided_by": budget.decided_by, "logical_cpus": len(os.sched_getaffinity(0)),
               "interval_ms": args.interval, "program": program, "runs": runs}
-    _write_outputs(report, args)
+    try:
+        _write_outputs(report, args)
+    except OSError as exc:  # a full disk, a folder gone meanwhile: say so; the status stays the program's
+        print(f"{PROG}: cannot write the report: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C while the plots are drawn
+        print(f"{PROG}: interrupted while writing the report", file=sys.stderr)
     return _ending(runs)
 
 
