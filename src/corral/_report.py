@@ -170,7 +170,12 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
             now = time.monotonic()
             if sampler.ignore is None:
                 sampler.ignore = _probe_thread(probe_path)
-            sample = sampler.sample(now - t0)
+            try:
+                sample = sampler.sample(now - t0)
+            except Exception as exc:  # a /proc we do not understand: the program runs on, unsampled
+                print(f"{PROG}: sampling stopped: {exc!r}", file=sys.stderr)
+                pid, status, usage = os.wait4(child.pid, 0)
+                break
             if sample is not None:
                 samples.append(sample)
                 for p in sample.cpu_s:
