@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 # What the package build compiles (CMakeLists.txt: cpp/ without its tests and benchmarks, and bindings/).
-SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' \) 2>/dev/null) \
+SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.py' -o -name '*.pth' \) 2>/dev/null) \
   cpp/CMakeLists.txt CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 

@@ -36,12 +36,13 @@ CONFIGS: list[Config] = [
     Config("joblib-loky", "joblib loky", "Parallel(n_jobs, backend='loky')(delayed(f)(x) ...)"),
     Config("corral", "corral", "`python -m corral script.py` (dynamic mode)"),
     Config("corral-static", "corral static", "`python -m corral --mode static script.py`"),
-    Config("corral-api", "corral API", "the script using corral.ThreadPool / ThreadPoolExecutor / Pool"),
+    Config("corral-api", "corral API", "the script using corral.ThreadPool / ThreadPoolExecutor / Pool "
+                                       "(W10: corral.dask's worker plugin)"),
 ]
 CONFIG_NAMES = [c.name for c in CONFIGS]
 
 # Which corral class a workload uses under `--impl corral`.
-CORRAL_API_CLASS = {"W4": "Pool", "W7": "ThreadPoolExecutor", "W8": "ThreadPoolExecutor"}
+CORRAL_API_CLASS = {"W4": "Pool", "W7": "ThreadPoolExecutor", "W8": "ThreadPoolExecutor", "W10": "dask"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,8 @@ def probe(python: str, timeout_s: float = 60.0) -> dict[str, str | None]:
     reasons["corral-static"] = None if error is None else (
         f"corral static mode not available in this build (`python -m corral --mode static script.py`: {error})")
     for cls in sorted(set(CORRAL_API_CLASS.values()) | {"ThreadPool"}):
-        error = imports(f"import corral; corral.{cls}")
+        # corral.dask is a module (its plugin), the rest are names of the package
+        error = imports(f"import corral.{cls}" if cls.islower() else f"import corral; corral.{cls}")
         reasons[f"corral.{cls}"] = None if error is None else f"corral.{cls} not available in this build"
     return reasons
 

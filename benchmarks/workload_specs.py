@@ -225,6 +225,42 @@ WORKLOADS: list[Workload] = [
 ]
 
 
+DASK_CLUSTER = ("Dask workers are processes of their own: a limit in the client process, a thread backend or "
+                "a TBB pool in it does not reach them")
+
+
+def _w10(shape: str, kind: str) -> Workload:
+    def args(budget: int, quick: bool) -> dict[str, object]:
+        workers, threads = (budget, 1) if shape == "2w" else (1, budget)
+        sizes = ({"--tasks": 4 * budget, "--n": 96, "--big": 300, "--passes": 1} if quick
+                 else {"--tasks": 16 * budget, "--n": 384, "--big": 1500, "--passes": 2})
+        out = {"--workers": workers, "--threads": threads, "--kind": kind, **sizes}
+        if kind == "balanced":
+            del out["--big"]
+        return out
+
+    cluster = ("LocalCluster(n_workers=budget, threads_per_worker=1)" if shape == "2w"
+               else "LocalCluster(n_workers=1, threads_per_worker=budget)")
+    work = ("16 x budget matmuls of 384x384" if kind == "balanced"
+            else "16 x budget matmuls of 384x384 with two of 1500x1500 among them")
+    return Workload(
+        id=f"W10-{shape}-{kind}", title=f"Dask, {'budget workers' if shape == '2w' else 'one worker'}, {kind}",
+        script="w10_dask.py",
+        measures=f"{cluster} maps {work} (each task makes its own matrix), 2 passes, cluster start-up excluded; "
+                 "plain is Dask's defaults (its nanny's OMP/MKL/OPENBLAS_NUM_THREADS=1), hand-tuned is Dask "
+                 "with those variables unset",
+        higher_is_better=False, unit="s", args=args,
+        # One point: the issue's "Dask with the thread variables unset" column.
+        grid=lambda budget: [Setting((("--unset-thread-vars", 1),), None)],
+        not_applicable={"threadpoolctl": DASK_CLUSTER, "tbb4py": DASK_CLUSTER, "joblib-threading": DASK_CLUSTER,
+                        "joblib-loky": DASK_CLUSTER,
+                        "corral-static": "a Dask worker's shares are the same in both modes; not run, to keep "
+                                         "make bench within its time budget"})
+
+
+WORKLOADS += [_w10(shape, kind) for shape in ("2w", "1w") for kind in ("balanced", "unbalanced")]
+
+
 def thinned(grid: list[Setting], keep: int) -> list[Setting]:
     """At most `keep` points spread over the grid, first and last included (quick mode tunes these)."""
     if keep < 2 or len(grid) <= keep:

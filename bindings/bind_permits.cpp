@@ -32,17 +32,43 @@ struct held_permit {
   permit_table& table;
 };
 
-// fn(*args, **kwargs) holding a permit, with the task's BLAS/OpenMP limits (native_policy.hpp).
-nb::object run_permitted(int inner_threads, nb::handle fn, nb::args args, nb::kwargs kwargs) {
-  permit_table& table = permit_table::process();
-  held_permit permit(table);
-  std::optional<task_native_limits> limits;
-  if (inner_threads != 0) {
-    const permit_stats now = table.stats();
-    limits.emplace(now.permits, now.held, inner_threads);
+// run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with
+// the task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than
+// a nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
+// most of what a pool's tiny task costs (W8).
+PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  if (nargs < 2) {
+    PyErr_SetString(PyExc_TypeError,
+                    "run_permitted(inner_threads, fn, /, *args, **kwargs): missing arguments");
+    return nullptr;
   }
-  return fn(*args, **kwargs);
+  const long inner_threads = PyLong_AsLong(args[0]);
+  if (inner_threads == -1 && PyErr_Occurred()) return nullptr;
+  try {
+    permit_table& table = permit_table::process();
+    held_permit permit(table);
+    std::optional<task_native_limits> limits;
+    if (inner_threads != 0)
+      limits.emplace(table.permits(), table.running(), static_cast<int>(inner_threads),
+                     table.alone());
+    return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
+  } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  } catch (const std::exception& e) {  // a permit of another table held, no memory
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
 }
+
+PyMethodDef run_permitted_def = {
+    "run_permitted", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&run_permitted)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling "
+    "thread while it holds one of the process's permits (waiting for one with the GIL released). "
+    "inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets max(1, permits // running) for the "
+    "call, n > 0 sets n."};
 
 // corral.blocking() and the wait hooks: enter() and exit() on the same thread.
 class python_permit_pause {
@@ -120,6 +146,7 @@ nb::dict stats_dict() {
   d["paused"] = s.paused;
   d["lent"] = s.lent;
   d["holders"] = s.holders;
+  d["kept"] = s.kept;
   d["acquires"] = s.acquires;
   d["waits"] = s.waits;
   d["lends"] = s.lends;
@@ -130,12 +157,9 @@ nb::dict stats_dict() {
 }  // namespace
 
 void bind_permits(nb::module_& m) {
-  // Positional-only (no nb::arg names), so that a task's own keyword arguments can never collide.
-  m.def("run_permitted", &run_permitted,
-        "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling "
-        "thread while it holds one of the process's permits (waiting "
-        "for one with the GIL released). inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets "
-        "max(1, permits // holders) for the call, n > 0 sets n.");
+  // Positional-only, so that a task's own keyword arguments can never collide.
+  m.attr("run_permitted") =
+      nb::steal(PyCFunction_NewEx(&run_permitted_def, nullptr, nb::str("corral._core").ptr()));
   m.def("in_permit_task", &permit_pause::in_task,
         "Whether the calling thread is inside run_permitted (holding, or having given back, a "
         "permit).");

@@ -221,9 +221,8 @@ def test_help_describes_the_options():
     for word in ("--cpus", "--verbose", "--no-native", "--mode", "static", "budget // pool size", "info",
                  "--oversubscription-factor", "--force", "N|LIST", "3-3", "ProcessPoolExecutor",
                  "multiprocessing.Pool", "joblib", "OMP_NUM_THREADS", "file.zip", "stdin", "__mp_main__",
-                 "upper bound", "SIGINT", "malformed CORRAL_CPUS", "own calls"):
+                 "upper bound", "SIGINT", "malformed CORRAL_CPUS", "own calls", "OPENBLAS_THREAD_TIMEOUT=22"):
         assert word in under.stdout
-    assert "OPENBLAS_THREAD_TIMEOUT" not in under.stdout
 
 
 def test_info_is_a_subcommand_and_a_script_named_info_runs_as_dot_slash(tmp_path):
@@ -270,14 +269,41 @@ def test_verbose_reports_cpus_and_process_pools():
     assert "factor 1.5" in under.stderr and "overridden (--force)" in under.stderr
 
 
-def test_openblas_thread_timeout_is_left_alone():
-    """Setting it made pool-free LAPACK loops 15-80% slower (every call had to wake OpenBLAS's threads)."""
+SPIN_PROBE = textwrap.dedent("""\
+    import ctypes, os, subprocess, sys
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    c_env = libc.getenv(b"OPENBLAS_THREAD_TIMEOUT")  # what OpenBLAS reads as it loads
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"],
+                           capture_output=True, text=True).stdout.strip()
+    print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), c_env and c_env.decode(), child)
+""")
+
+
+@pytest.mark.parametrize("user", [None, "28"])
+def test_openblas_spins_briefly_and_the_program_does_not_see_it(user):
+    """OpenBLAS reads a spin time of 2**22 cycles (not its 2**28: ~0.1 s of a core after each call), the
+    program's os.environ is python's, and a value the user set is kept (docs/native.md, "Spinning")."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    code = "import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
-    out = subprocess.run([sys.executable, "-m", "corral", "-p", "1", "-c", code], env=env,
+    if user:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user
+    out = subprocess.run([sys.executable, "-m", "corral", "-c", SPIN_PROBE], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "None"
+    if user:
+        assert out.stdout.split() == [user, user, user]
+    else:
+        # os.environ as under plain python; the C environment (and so children) have 22
+        assert out.stdout.split() == ["None", "22", "22"]
+    plain = subprocess.run([sys.executable, "-c", SPIN_PROBE], env=env, capture_output=True, text=True, timeout=60)
+    assert plain.stdout.split() == ([user] * 3 if user else ["None", "None", "None"])
+
+
+def test_no_native_leaves_openblas_spinning_alone():
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-m", "corral", "--no-native", "-c", SPIN_PROBE], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["None", "None", "None"], out.stderr
 
 
 # Objects of classes defined in __main__ cross process boundaries both ways (argument and result).

@@ -210,6 +210,30 @@ def test_native_limits_in_tasks(options, expected):
     assert lines["main"] == "2"  # outside tasks, the process's own setting is back
 
 
+LONE_TASK_PROBE = textwrap.dedent("""\
+    import concurrent.futures, threadpoolctl, numpy
+    def blas_threads(_=None):
+        return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+    a = numpy.ones((64, 64))
+    for _ in range(5):
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: (a @ a).sum(), range(200)))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a task alone, right after the pool
+            print(pool.submit(blas_threads).result())
+""")
+
+
+def test_a_task_alone_right_after_a_pool_gets_the_whole_budget_at_once():
+    """The dynamic rule's raise delay (docs/native.md) is for the next task of a map; once the pool
+    before is gone (its threads kept no permit), a lone task gets budget-many threads as it starts."""
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    env = {"OPENBLAS_NUM_THREADS": "2"}
+    out = run_python(["-m", "corral", "-p", "2", "-c", LONE_TASK_PROBE], env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2"] * 5
+
+
 def test_unannounced_waits_do_not_throttle_the_pool():
     # A sleep bound before corral wrapped time.sleep: nothing announces it. The permit monitor sees the
     # task threads asleep outside futex and lends their permits, so 32 in flight still means 32 waiting.

@@ -138,6 +138,26 @@ std::shared_ptr<const library_list> controller::libraries() {
   return cached_;
 }
 
+const library_list& controller::libraries_here() {
+  // Every task start asks; the shared list costs the mutex and two reference-count writes that
+  // bounce between the cores of a pool's threads. Each thread keeps its own copy of the pointer,
+  // good while the loader's counters stay where they were when it took it.
+  struct cached_list {
+    const controller* owner = nullptr;
+    loader_generation generation;
+    std::shared_ptr<const library_list> list;
+  };
+  thread_local cached_list here;
+  const loader_generation now = current_loader_generation();
+  if (here.owner != this || !(here.generation == now) || !here.list) {
+    here.list = libraries();
+    here.owner = this;
+    std::lock_guard lock(mutex_);
+    here.generation = generation_;
+  }
+  return *here.list;
+}
+
 std::vector<library_info> controller::info() {
   std::vector<library_info> result;
   for (const auto& library : *libraries()) result.push_back(library->info());
@@ -146,7 +166,7 @@ std::vector<library_info> controller::info() {
 
 snapshot controller::capture(limit_scope scope) {
   snapshot saved;
-  for (const auto& library : *libraries()) {
+  for (const auto& library : libraries_here()) {
     if (has_control(*library, scope))
       saved.entries.push_back({library, scope, read_setting(*library, scope)});
   }

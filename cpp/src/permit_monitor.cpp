@@ -68,9 +68,11 @@ void permit_monitor::pass() noexcept {
     }
     for (holder* h : s_.holders) {
       if (h->stage == holder_stage::paused) continue;
-      watched w{h, h->generation, h->tid, h->stage, {}, false};
+      watched w{h,     h->generation.load(std::memory_order_relaxed),  h->tid, h->stage, {},
+                false, h->keep.load(std::memory_order_relaxed) == kept};
       for (const watched& old : watched_)
-        if (old.who == h && old.generation == w.generation && old.stage == w.stage) {
+        if (old.who == h && old.generation == w.generation && old.stage == w.stage &&
+            old.kept == w.kept) {
           w = old;
           w.seen_before = true;
         }
@@ -79,8 +81,12 @@ void permit_monitor::pass() noexcept {
   }
   watched_.swap(now);
 
-  std::vector<watched*> lend, reclaim;
+  std::vector<watched*> lend, reclaim, unkeep;
   for (watched& w : watched_) {
+    if (w.kept) {  // kept for a next task that has not come for a whole pass: give it back
+      if (w.seen_before) unkeep.push_back(&w);
+      continue;
+    }
     // A holder first seen in this generation has taken its permit within the last interval: it is
     // making progress. Sampling starts on the next pass, so that pools of tiny tasks cost no /proc
     // reads at all.
@@ -93,16 +99,24 @@ void permit_monitor::pass() noexcept {
     }
     if (w.streak.waits_unannounced(sample)) lend.push_back(&w);
   }
-  if (lend.empty() && reclaim.empty()) return;
+  if (lend.empty() && reclaim.empty() && unkeep.empty()) return;
 
   waiter* to_wake[64];
   int n_wake = 0;
   {
     std::lock_guard<std::mutex> lock(s_.mutex);
+    const auto at = permit_table::state::clock::now();
     // A holder that released may have exited since: touch only those still registered.
     auto registered = [this](holder* h) {
       return std::find(s_.holders.begin(), s_.holders.end(), h) != s_.holders.end();
     };
+    for (watched* w : unkeep) {
+      holder* h = w->who;
+      if (!registered(h) || h->generation != w->generation) continue;
+      if (at - h->kept_since < permit_table::keep_idle_limit) continue;
+      if (n_wake == 64) break;
+      if (s_.take_kept_locked(h)) to_wake[n_wake++] = s_.give_back_locked();
+    }
     for (watched* w : lend) {
       holder* h = w->who;
       if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::holding)

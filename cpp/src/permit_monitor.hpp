@@ -50,6 +50,7 @@ class permit_monitor {
     holder_stage stage = holder_stage::holding;
     sleep_streak streak;
     bool seen_before = false;  // in the same generation and stage on an earlier pass
+    bool kept = false;         // keeping its permit between two tasks
   };
 
   static void* entry(void* self) noexcept;

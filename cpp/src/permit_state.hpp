@@ -1,11 +1,12 @@
 // The permit table's insides, shared by permit_table.cpp (the threads' side) and permit_monitor.cpp
 // (the monitor's side). Not a public header. docs/permits.md explains the protocol.
 //
-// Everything here but `waiter::granted` is guarded by `state::mutex`. A waiter sleeps on its own
-// `granted` word, which the granting thread sets *under the mutex* (so a waiter that wakes by
-// timeout and takes the mutex sees a grant made before it) and wakes after unlocking, by address
-// only (futex_wake never dereferences it: the waiter may have returned and its stack frame be
-// gone).
+// Everything here but the atomics is guarded by `state::mutex` (the atomics are written under it
+// too, except by a thread that takes its own kept permit back: see `holder::keep`). A waiter sleeps
+// on its own `granted` word, which the granting thread sets *under the mutex* (so a waiter that
+// wakes by timeout and takes the mutex sees a grant made before it) and wakes after unlocking, by
+// address only (futex_wake never dereferences it: the waiter may have returned and its stack frame
+// be gone).
 #pragma once
 
 #include <sys/types.h>
@@ -25,19 +26,40 @@ class permit_monitor;
 
 enum class holder_stage : std::uint8_t { holding, paused, lent };
 
+// A holder's permit between two of its tasks (docs/permits.md, "Kept permits").
+enum keep_state : std::uint32_t {
+  not_kept = 0,  // in a task, or holding nothing
+  kept = 1,      // the task ended and the thread kept its permit for its next task
+  taken = 2,     // someone else took the kept permit: the table forgot this thread
+};
+
 // One per thread (thread_local): the thread's place in the table it holds a permit of.
 struct holder {
-  permit_table::state* table = nullptr;  // set from acquire to the outermost release
+  // A thread that ends while it keeps a permit gives it back.
+  ~holder();
+
+  // Set from acquire to the outermost release, and on while the permit is kept. Only this thread
+  // writes it, and `depth`.
+  permit_table::state* table = nullptr;
   pid_t tid = 0;
-  unsigned depth = 0;        // acquire nesting
+  unsigned depth = 0;        // acquire nesting; 0 while the permit is kept
   unsigned pause_depth = 0;  // permit_pause nesting
   holder_stage stage = holder_stage::holding;
-  std::uint32_t generation = 0;  // bumped whenever the thread takes a permit: the monitor's key
+  // Bumped whenever the thread takes a permit (a kept one too): the monitor's key. Atomic because a
+  // thread takes its kept permit back without the mutex; relaxed, the monitor compares it under the
+  // mutex only to tell "the same task as last pass" from "another one".
+  std::atomic<std::uint32_t> generation{0};
+  // kept -> not_kept by this thread alone (taking it back, no mutex); kept -> taken by anyone else
+  // under the mutex. The compare-exchange decides who has the permit when both try at once.
+  std::atomic<std::uint32_t> keep{not_kept};
+  std::chrono::steady_clock::time_point slice_start{};  // when this thread took a permit afresh
+  std::chrono::steady_clock::time_point kept_since{};   // when it last kept one (under the mutex)
 };
 
 // A thread waiting for a permit, on its own stack, in the table's FIFO.
 struct waiter {
   std::atomic<std::uint32_t> granted{0};
+  bool returning = false;  // back from a pause (queued at the front): no permit is kept from it
   waiter* next = nullptr;
   waiter* prev = nullptr;
 };
@@ -64,9 +86,20 @@ struct permit_table::state {
   // The FIFO's length, counted by walking it (for assertions: O(waiters)).
   unsigned count_waiters_locked() const noexcept;
 
+  // Takes the kept permit of `h` away from it (kept -> taken) and forgets `h`; false when `h` took
+  // it back first. The permit stays counted in `held`: the caller hands it on or gives it back.
+  bool take_kept_locked(detail::holder* h) noexcept;
+  // A kept permit of another thread, taken over for a thread that would otherwise wait; only
+  // while nobody queues (waiters get kept permits from the monitor or from the keeper's slice end).
+  bool take_over_kept_locked() noexcept;
+  // Whether `h`'s permit may be kept at the end of its task.
+  bool may_keep_locked(const detail::holder& h, clock::time_point now) const noexcept;
+
   mutable std::mutex mutex;
-  unsigned permits;
-  unsigned held = 0;
+  // Atomic so that a task's start reads them without the mutex (running()); written under it.
+  std::atomic<unsigned> permits;
+  std::atomic<unsigned> held{0};    // permits taken, kept ones included
+  std::atomic<unsigned> kept_n{0};  // of those, kept between two tasks of their thread
   unsigned waiting = 0;
   unsigned paused = 0;
   unsigned lent = 0;
@@ -77,7 +110,8 @@ struct permit_table::state {
   clock::time_point last_turnover;  // when a permit last changed hands
   detail::waiter* head = nullptr;
   detail::waiter* tail = nullptr;
-  std::vector<detail::holder*> holders;  // threads between acquire and release, for the monitor
+  // Threads between acquire and release, and those keeping a permit: for the monitor.
+  std::vector<detail::holder*> holders;
   // The monitor runs while wanted and some thread holds a permit; it ends itself after a while
   // without holders, and the next holder starts it again (ensure_monitor_locked).
   void ensure_monitor_locked();

@@ -82,8 +82,37 @@ unsigned permit_table::state::count_waiters_locked() const noexcept {
   return n;
 }
 
+bool permit_table::state::take_kept_locked(holder* h) noexcept {
+  std::uint32_t expected = detail::kept;
+  // acq_rel: pairs with the keeper's own compare-exchange; whoever wins has the permit.
+  if (!h->keep.compare_exchange_strong(expected, detail::taken, std::memory_order_acq_rel))
+    return false;
+  --kept_n;
+  forget_holder_locked(h);
+  return true;
+}
+
+bool permit_table::state::take_over_kept_locked() noexcept {
+  if (head != nullptr) return false;
+  for (holder* h : holders)
+    if (h->keep.load(std::memory_order_relaxed) == detail::kept && take_kept_locked(h)) {
+      ++acquires;
+      last_turnover = clock::now();
+      return true;
+    }
+  return false;
+}
+
+bool permit_table::state::may_keep_locked(const holder& h, clock::time_point now) const noexcept {
+  if (!monitor_wanted || monitor == nullptr || monitor->exited()) return false;  // none to reclaim
+  if (held > permits) return false;                                              // overdrawn
+  if (head == nullptr) return true;
+  return !head->returning && now - h.slice_start < keep_slice;
+}
+
 void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
   waiter w;
+  w.returning = front;
   if (front) {
     w.next = head;
     (head ? head->prev : tail) = &w;
@@ -131,6 +160,12 @@ permit_table::permit_table(unsigned permits)
 
 permit_table::~permit_table() {
   set_wait_monitor(false);
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  // Threads keeping a permit of this table find it taken and never touch the table again.
+  while (!state_->holders.empty()) {
+    holder* h = state_->holders.back();
+    if (!state_->take_kept_locked(h)) state_->holders.pop_back();
+  }
 }
 
 namespace {
@@ -166,6 +201,11 @@ void permit_table::fork_child() noexcept {
   s.waiting = s.paused = s.lent = 0;
   s.holders.clear();
   s.held = 0;
+  s.kept_n = 0;
+  if (this_thread.table == &s && this_thread.depth == 0) {  // a kept permit: not a task here
+    this_thread.table = nullptr;
+    this_thread.keep.store(detail::not_kept, std::memory_order_relaxed);
+  }
   if (this_thread.table == &s) {
     s.holders.push_back(&this_thread);
     this_thread.tid = current_tid();
@@ -181,8 +221,7 @@ void permit_table::fork_child() noexcept {
 }
 
 unsigned permit_table::permits() const noexcept {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  return state_->permits;
+  return state_->permits.load(std::memory_order_relaxed);
 }
 
 void permit_table::set_permits(unsigned permits) {
@@ -208,7 +247,9 @@ void become_holder(holder& h, permit_table::state& s) {
   h.depth = 1;
   h.pause_depth = 0;
   h.stage = holder_stage::holding;
-  ++h.generation;
+  h.keep.store(detail::not_kept, std::memory_order_relaxed);
+  h.slice_start = permit_table::state::clock::now();
+  h.generation.fetch_add(1, std::memory_order_relaxed);
   s.holders.push_back(&h);  // may throw bad_alloc: callers undo their take
   try {
     s.ensure_monitor_locked();
@@ -216,8 +257,50 @@ void become_holder(holder& h, permit_table::state& s) {
   }
 }
 
+// Gives back the permit `h` keeps, if it still has it (under the mutex; returns whom to wake).
+waiter* drop_kept_locked(holder& h, permit_table::state& s) noexcept {
+  waiter* w = nullptr;
+  if (s.take_kept_locked(&h)) w = s.give_back_locked();
+  h.table = nullptr;
+  h.keep.store(detail::not_kept, std::memory_order_relaxed);
+  return w;
+}
+
+// A thread between two tasks: takes its kept permit back (true), or, when another thread took it
+// meanwhile or it belongs to another table, lets go of it (false: take one the usual way).
+bool take_back_kept(holder& h, permit_table::state& s) {
+  if (h.table == nullptr || h.depth != 0) return false;
+  if (h.table == &s) {
+    std::uint32_t expected = detail::kept;
+    // acq_rel: pairs with take_kept_locked; the permit is this thread's again, still in `held`.
+    if (h.keep.compare_exchange_strong(expected, detail::not_kept, std::memory_order_acq_rel)) {
+      --s.kept_n;
+      h.depth = 1;
+      h.generation.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    h.table = nullptr;  // taken: the table forgot this thread already
+    h.keep.store(detail::not_kept, std::memory_order_relaxed);
+    return false;
+  }
+  if (h.keep.load(std::memory_order_acquire) == detail::taken) {
+    h.table = nullptr;
+    h.keep.store(detail::not_kept, std::memory_order_relaxed);
+    return false;
+  }
+  permit_table::state& other = *h.table;  // still alive: its destructor would have taken it
+  waiter* w;
+  {
+    std::lock_guard<std::mutex> lock(other.mutex);
+    w = drop_kept_locked(h, other);
+  }
+  wake(w);
+  return false;
+}
+
 // Nested take by a holder: true. A holder of another table: logic_error.
 bool nested(holder& h, permit_table::state& s) {
+  if (take_back_kept(h, s)) return true;
   if (h.table == &s) {
     ++h.depth;
     return true;
@@ -231,7 +314,7 @@ bool nested(holder& h, permit_table::state& s) {
 bool take(holder& h, permit_table::state& s, bool may_wait) {
   if (nested(h, s)) return true;
   std::unique_lock<std::mutex> lock(s.mutex);
-  if (!s.try_take_locked()) {
+  if (!s.try_take_locked() && !s.take_over_kept_locked()) {
     if (!may_wait) return false;
     s.wait_locked(lock, false);
   }
@@ -265,6 +348,15 @@ void permit_table::release() noexcept {
   waiter* to_wake = nullptr;
   {
     std::lock_guard<std::mutex> lock(s.mutex);
+    if (h.stage == holder_stage::holding) {
+      const auto now = state::clock::now();
+      if (s.may_keep_locked(h, now)) {  // kept for this thread's next task: no hand-over
+        h.kept_since = now;
+        ++s.kept_n;
+        h.keep.store(detail::kept, std::memory_order_release);
+        return;
+      }
+    }
     s.forget_holder_locked(&h);
     switch (h.stage) {
       case holder_stage::holding:
@@ -285,7 +377,17 @@ void permit_table::release() noexcept {
 }
 
 bool permit_table::held_by_this_thread() const noexcept {
-  return this_thread.table == state_.get();
+  return this_thread.table == state_.get() && this_thread.depth > 0;
+}
+
+bool permit_table::alone() const noexcept {
+  return state_->held.load(std::memory_order_relaxed) <= 1;
+}
+
+unsigned permit_table::running() const noexcept {
+  const unsigned held = state_->held.load(std::memory_order_relaxed);
+  const unsigned kept = state_->kept_n.load(std::memory_order_relaxed);
+  return held > kept ? held - kept : 1;
 }
 
 permit_stats permit_table::stats() const noexcept {
@@ -298,7 +400,9 @@ permit_stats permit_table::stats() const noexcept {
   out.waiting = s.waiting;
   out.paused = s.paused;
   out.lent = s.lent;
-  out.holders = static_cast<unsigned>(s.holders.size());
+  out.kept = s.kept_n;
+  out.holders = static_cast<unsigned>(s.holders.size()) -
+                std::min(out.kept, static_cast<unsigned>(s.holders.size()));
   out.acquires = s.acquires;
   out.waits = s.waits;
   out.lends = s.lends;
@@ -335,12 +439,27 @@ bool permit_table::wait_monitor_on() const noexcept {
 // -----------------------------------------------------------------------------------
 
 bool permit_pause::in_task() noexcept {
-  return this_thread.table != nullptr;
+  return this_thread.table != nullptr && this_thread.depth > 0;
 }
 
 permit_pause::permit_pause() noexcept {
   holder& h = this_thread;
   if (h.table == nullptr) return;
+  if (h.depth == 0) {  // between tasks, about to wait: the kept permit goes to who can use it
+    permit_table::state* s = h.table;
+    if (h.keep.load(std::memory_order_acquire) == detail::taken) {
+      h.table = nullptr;
+      h.keep.store(detail::not_kept, std::memory_order_relaxed);
+      return;
+    }
+    waiter* w;
+    {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      w = drop_kept_locked(h, *s);
+    }
+    wake(w);
+    return;
+  }
   paused_ = h.table;
   if (h.pause_depth++ > 0) return;
   waiter* to_wake = nullptr;
@@ -364,9 +483,25 @@ permit_pause::~permit_pause() {
   std::unique_lock<std::mutex> lock(paused_->mutex);
   CORRAL_ASSERT(paused_->paused > 0);
   --paused_->paused;
-  if (!paused_->try_take_locked()) paused_->wait_locked(lock, true);  // returners go first
+  if (!paused_->try_take_locked() && !paused_->take_over_kept_locked())
+    paused_->wait_locked(lock, true);  // returners go first
   h.stage = holder_stage::holding;
-  ++h.generation;
+  h.generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+// -- holder
+// -------------------------------------------------------------------------------------------
+
+detail::holder::~holder() {
+  if (table == nullptr || depth != 0) return;  // keeps nothing (or ends inside a task)
+  if (keep.load(std::memory_order_acquire) == detail::taken) return;
+  permit_table::state& s = *table;
+  waiter* w;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    w = drop_kept_locked(*this, s);
+  }
+  wake(w);
 }
 
 }  // namespace corral

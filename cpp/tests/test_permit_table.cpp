@@ -327,3 +327,162 @@ TEST(PermitTable, TheMonitorEndsWhenNobodyHoldsAPermitAndComesBackWithTheNextHol
   sleeper.join();
   table.set_wait_monitor(false);
 }
+
+// -- kept permits (docs/permits.md, "Kept permits")
+
+TEST(PermitTable, AThreadKeepsItsPermitForItsNextTaskWhileTheMonitorRuns) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::thread worker([&] {
+    table.acquire();
+    table.release();
+    EXPECT_FALSE(table.held_by_this_thread());  // between tasks: not in a task
+    EXPECT_FALSE(permit_pause::in_task());
+    const corral::permit_stats kept = table.stats();
+    EXPECT_EQ(kept.held, 1u);
+    EXPECT_EQ(kept.kept, 1u);
+    EXPECT_EQ(kept.holders, 0u);
+    EXPECT_EQ(table.running(), 1u);  // a kept permit runs nothing: the rule counts at least 1
+    table.acquire();                 // taken back: no hand-over, no wait
+    EXPECT_TRUE(table.held_by_this_thread());
+    EXPECT_EQ(table.stats().kept, 0u);
+    table.release();
+  });
+  worker.join();
+  // The thread ended: its kept permit came back with it, at once.
+  const corral::permit_stats s = table.stats();
+  EXPECT_EQ(s.held, 0u);
+  EXPECT_EQ(s.kept, 0u);
+  EXPECT_EQ(s.waits, 0u);
+  EXPECT_EQ(s.acquires, 1u);  // the second task ran on the first permit
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, WithoutTheMonitorNoPermitIsKept) {
+  permit_table table(1);
+  table.acquire();
+  table.release();
+  EXPECT_EQ(table.stats().held, 0u);
+  EXPECT_EQ(table.stats().kept, 0u);
+}
+
+TEST(PermitTable, ANewcomerTakesOverAKeptPermitInsteadOfWaiting) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::atomic<int> stage{0};
+  std::thread keeper([&] {
+    table.acquire();
+    table.release();  // kept
+    stage = 1;
+    while (stage.load() != 2) std::this_thread::sleep_for(1ms);
+    table.acquire();  // its permit was taken over: an ordinary take
+    table.release();
+  });
+  ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
+  EXPECT_TRUE(table.try_acquire());  // no wait: the kept permit changes hands
+  EXPECT_EQ(table.stats().held, 1u);
+  EXPECT_EQ(table.stats().kept, 0u);
+  table.release();
+  stage = 2;
+  keeper.join();
+  EXPECT_EQ(table.stats().overdrafts, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, TheMonitorGivesAPermitKeptIdleToAWaiter) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::atomic<bool> waiting{false}, got{false}, done{false};
+  table.acquire();
+  std::thread waiter([&] {
+    waiting = true;
+    permit p(table);
+    got = true;
+  });
+  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  table.release();  // kept: the waiter is not back from a pause and the slice is young
+  // Nobody takes the kept permit back: the monitor hands it on within a pass or two.
+  EXPECT_TRUE(eventually([&] { return got.load(); }));
+  waiter.join();
+  EXPECT_EQ(table.stats().overdrafts, 0u);
+  // This thread finds its permit gone and takes one the usual way.
+  table.acquire();
+  EXPECT_TRUE(table.held_by_this_thread());
+  table.release();
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::atomic<int> stage{0};
+  std::thread returner([&] {
+    permit p(table);
+    {
+      permit_pause pause;  // gives the permit to the main thread
+      stage = 1;
+      while (stage.load() != 2) std::this_thread::sleep_for(1ms);
+    }  // queues at the front for a permit
+    stage = 3;
+  });
+  ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
+  table.acquire();
+  stage = 2;
+  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  table.release();  // a returner waits: handed over, not kept
+  EXPECT_EQ(table.stats().kept, 0u);
+  EXPECT_TRUE(eventually([&] { return stage.load() == 3; }));
+  returner.join();
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, AKeeperHandsOverWhenItsSliceIsUsedUp) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::atomic<bool> got{false};
+  table.acquire();
+  std::thread waiter([&] {
+    permit p(table);
+    got = true;
+  });
+  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  table.release();
+  // Back-to-back tasks, each shorter than a monitor pass: the kept permit is never idle, so only
+  // the slice can end the run. The waiter gets a permit while this thread still has tasks.
+  int tasks = 0;
+  const auto until = std::chrono::steady_clock::now() + 20 * permit_table::keep_slice + 5s;
+  while (!got.load() && std::chrono::steady_clock::now() < until) {
+    table.acquire();
+    ++tasks;
+    spin_for(50us);
+    table.release();
+  }
+  EXPECT_TRUE(got.load());
+  EXPECT_GT(tasks, 1);
+  waiter.join();
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, APauseBetweenTasksGivesTheKeptPermitBack) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  table.acquire();
+  table.release();
+  EXPECT_EQ(table.stats().kept, 1u);
+  {
+    permit_pause pause;  // this thread is about to wait: its kept permit goes
+    EXPECT_EQ(table.stats().held, 0u);
+    EXPECT_EQ(table.stats().kept, 0u);
+  }
+  EXPECT_EQ(table.stats().held, 0u);  // and is not taken back (no task)
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, StressKeptPermitsNeverExceedTheBudget) {
+  permit_table table(2);
+  table.set_wait_monitor(true);
+  EXPECT_EQ(peak_running(table, 8, static_cast<int>(corral::testing::scaled(2000, 200)), 20us), 2);
+  EXPECT_TRUE(eventually([&] { return table.stats().held == 0u; }));  // threads ended: all back
+  EXPECT_EQ(table.stats().overdrafts, 0u);
+  table.set_wait_monitor(false);
+}

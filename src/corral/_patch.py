@@ -31,7 +31,7 @@ import sys
 import threading
 import types
 
-from . import _joblib, _pool_settings, _thread_limits
+from . import _dask_worker, _joblib, _pool_settings, _thread_limits
 from ._executor import ThreadPoolExecutor
 from ._process_pool import patch_targets
 from ._thread_pool import ThreadPool
@@ -202,12 +202,12 @@ def _patch_classes() -> None:
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's, "
                                "and their subclasses defined before the patch run on corral's classes")
     _bound_loky_cpu_count()
-    if _JOBLIB_MODULE in sys.modules:
-        _patch_joblib()
-    else:
-        _JoblibImportHook.install()
-        _active_description.append("joblib's worker environment (loky, multiprocessing backends) -> corral's "
-                                   "thread limits, once the program imports joblib")
+    for module, (patch_targets_of, what) in _ON_IMPORT.items():
+        if module in sys.modules:
+            _patch_module(patch_targets_of)
+        else:
+            _ImportHook.install(module, patch_targets_of)
+            _active_description.append(f"{what}, once the program imports {module}")
 
 
 def _patch_target(owner: object, name: str, replacement: object) -> None:
@@ -230,13 +230,23 @@ def _qualified(obj: object) -> str:
     return f"{module}.{name}" if module and not isinstance(obj, types.ModuleType) else name
 
 
-# --- joblib, once the program imports it ------------------------------------------------------
+# --- libraries patched once the program imports them -----------------------------------------
 
-_JOBLIB_MODULE = _joblib.JOBLIB_MODULE
+# module -> (its patch targets, what -v says). Imported on demand: joblib imports numpy (~0.2 s, and
+# OpenBLAS loaded before a program that sets OPENBLAS_NUM_THREADS itself has done so); distributed is heavy.
+_ON_IMPORT = {
+    _joblib.JOBLIB_MODULE: (_joblib.patch_targets,
+                            "joblib's worker environment (loky, multiprocessing backends) -> corral's thread limits"),
+    _dask_worker.NANNY_MODULE: (_dask_worker.nanny_patch_targets,
+                                "Dask nannies leave out Dask's fixed OMP/MKL/OPENBLAS_NUM_THREADS=1 "
+                                "while child Pythons join"),
+    _dask_worker.WORKER_MODULE: (_dask_worker.worker_patch_targets,
+                                 "Dask worker processes take their share of the machine's budget"),
+}
 
 
-def _patch_joblib() -> None:
-    for owner, name, replacement in _joblib.patch_targets():
+def _patch_module(patch_targets_of) -> None:
+    for owner, name, replacement in patch_targets_of():
         _patch_target(owner, name, replacement)
 
 
@@ -256,31 +266,35 @@ def _bound_loky_cpu_count() -> None:
                                "joblib.cpu_count() and Parallel(n_jobs=-1) follow the budget")
 
 
-def _patch_joblib_if_still_patched() -> None:
+def _patch_module_if_still_patched(patch_targets_of) -> None:
     with _lock:
-        if _depth > 0:  # not when the patch ended while joblib was being imported
-            _patch_joblib()
+        if _depth > 0:  # not when the patch ended while the module was being imported
+            _patch_module(patch_targets_of)
 
 
-class _JoblibImportHook(importlib.abc.MetaPathFinder):
-    """Patches joblib's worker environment right after the program imports joblib's backends.
+class _ImportHook(importlib.abc.MetaPathFinder):
+    """Patches a library right after the program imports one of its modules.
 
     On sys.meta_path while a patch is active (restore removes it). It finds nothing itself: it
-    asks the finders after it for joblib._parallel_backends and wraps that module's loader so
-    that the patch follows its execution.
+    asks the finders after it for the module and wraps that module's loader so that the patch
+    follows its execution.
     """
 
+    def __init__(self, module: str, patch_targets_of):
+        self.module = module
+        self.patch_targets_of = patch_targets_of
+
     @classmethod
-    def install(cls) -> None:
-        hook = cls()
+    def install(cls, module: str, patch_targets_of) -> None:
+        hook = cls(module, patch_targets_of)
         sys.meta_path.insert(0, hook)
         _cleanups.append(lambda: sys.meta_path.remove(hook) if hook in sys.meta_path else None)
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != _JOBLIB_MODULE:
+        if fullname != self.module:
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if finder is self or isinstance(finder, _ImportHook) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -292,22 +306,23 @@ class _JoblibImportHook(importlib.abc.MetaPathFinder):
             return spec
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(self)  # once is enough
-        spec.loader = _PatchAfterLoad(loader)
+        spec.loader = _PatchAfterLoad(loader, self.patch_targets_of)
         return spec
 
 
 class _PatchAfterLoad(importlib.abc.Loader):
-    """A module loader that runs the joblib patch after the real loader executed the module."""
+    """A module loader that runs a patch after the real loader executed the module."""
 
-    def __init__(self, loader):
+    def __init__(self, loader, patch_targets_of):
         self._loader = loader
+        self._patch_targets_of = patch_targets_of
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _patch_joblib_if_still_patched()
+        _patch_module_if_still_patched(self._patch_targets_of)
 
     def __getattr__(self, name):  # get_source, get_code, is_package...: the real loader's
         return getattr(self._loader, name)

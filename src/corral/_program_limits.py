@@ -80,6 +80,29 @@ def _lower_loaded_libraries(limit: int) -> None:
         _core.set_native_thread_limit(limit)  # the main thread, where the program runs
 
 
+# OpenBLAS's idle threads spin for 2**OPENBLAS_THREAD_TIMEOUT cycles (the default 28: ~0.1 s) after
+# each call before they sleep; a spinner holds a core the budget gave to another task. 22 (~1.5 ms
+# at 3 GHz) still spans the gaps between the calls of a loop of BLAS calls, which then never wake a
+# sleeping thread, and ends the spinning after a pool's multi-threaded call 60x sooner
+# (docs/native.md, "Spinning"). 4, the minimum, made every call wake them: a program without pools
+# ran up to 80% slower.
+SPIN_VAR = "OPENBLAS_THREAD_TIMEOUT"
+SPIN_EXPONENT = "22"
+
+
+def limit_spinning(environ=None) -> str | None:
+    """Sets OpenBLAS's spin time for the libraries the program will load, unless the user set it.
+
+    In the C environment only (os.putenv): os.environ, what the program reads, stays as under plain
+    python; child processes inherit it as they inherit the rest of the environment. Returns the value
+    set, or None when the user's is kept."""
+    environ = os.environ if environ is None else environ
+    if SPIN_VAR in environ:
+        return None
+    os.putenv(SPIN_VAR, SPIN_EXPONENT)
+    return SPIN_EXPONENT
+
+
 def _whole_number(value: str | None) -> int | None:
     value = (value or "").strip()
     return int(value) if value.isascii() and value.isdigit() and int(value) >= 1 else None

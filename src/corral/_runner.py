@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from . import _as_main, _core, _patch, _program_limits, _thread_limits
+from . import _as_main, _children, _core, _patch, _program_limits, _thread_limits
 from ._cpu_list import MAX_CPU_ID, format_cpu_list, parse_cpu_list
 from ._pool_settings import validate_factor
 
@@ -42,6 +42,10 @@ pools are corral's (names imported before the program started included):
                  OMP/OPENBLAS/MKL/BLIS/VECLIB/NUMEXPR_NUM_THREADS are set to the budget before
                  the program loads its libraries (see below), so that the program's BLAS calls
                  made outside any pool use at most budget threads too.
+  child pythons  Python processes the program starts (multiprocessing.Process with fork, spawn or
+                 forkserver, subprocess running python, a Dask LocalCluster's workers) run under
+                 corral too, with the same options: the patched pools, the budget, the limits
+                 above; each Dask worker gets its own share of the CPUs (--no-children: not).
 
 The program sees the same sys.argv, __main__ (also __mp_main__), sys.path[0], tracebacks and exit
 status as under plain python (an uncaught KeyboardInterrupt: atexit handlers and finalization,
@@ -71,8 +75,16 @@ thread-limit variables you set (OMP_NUM_THREADS=4 python -m corral ...):
   leaves thread-pool tasks and the program's own calls alone. joblib.cpu_count() and n_jobs=-1
   follow the budget (LOKY_MAX_CPU_COUNT). The whole rule: docs/native.md, "Inner thread counts", in corral's source.
 
+OpenBLAS spinning:
+  idle OpenBLAS threads spin ~0.1 s after each call by default, holding a core the budget gave to
+  another task; the runner sets OPENBLAS_THREAD_TIMEOUT=22 (~1.5 ms) for the libraries the program
+  loads, unless you set it (not in os.environ: the program sees its environment as under python;
+  children inherit it; --no-native leaves it alone). docs/native.md, "Spinning".
+
 environment:
   CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)
+  CORRAL_CHILDREN set by corral for the program: Python processes started with it join the budget
+                  (through a .pth file corral installs in site-packages); --no-children removes it
 
 Bad options and a malformed CORRAL_CPUS are reported before the program starts (exit 2)."""
 
@@ -100,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-native", action="store_true",
                         help="do not touch BLAS/OpenMP thread limits: neither in thread-pool tasks nor "
                              "for the program's own calls")
+    parser.add_argument("--no-children", action="store_true",
+                        help="leave child Python processes alone: they run as under plain python, without "
+                             "corral's pools, limits or Dask worker shares (process-pool workers still get "
+                             "their share)")
     parser.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
                         help="how thread-pool tasks' inner threads are sized (see below; default: dynamic)")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
@@ -213,10 +229,17 @@ def main(argv: list[str]) -> int:
     except _as_main.CannotRun as exc:
         parser.exit(exc.status, f"{exc}\n")  # python's own words and status
 
+    _children.end_in_child()  # this runner is itself a child of a corral program: its options now
+    if args.no_children:
+        _children.disable()
+    else:
+        _children.enable(_children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor,
+                                            force=args.force))
     limits = []
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
         _program_limits.apply(budget, limits)
+        _program_limits.limit_spinning()
 
     patcher = _patch.patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
@@ -240,6 +263,11 @@ def _report(patcher, limits) -> None:
           file=out)
     for line in _thread_limits.describe_user_limits(b.cpus, force=patcher.force):
         print(f"corral: process pools: {line}", file=out)
+    if _children.CHILDREN_VAR in os.environ:
+        print(f"corral: child Python processes join the budget ({_children.CHILDREN_VAR}="
+              f"{os.environ[_children.CHILDREN_VAR]}); Dask workers get their own share", file=out)
+    else:
+        print("corral: child Python processes left alone (--no-children)", file=out)
     if patcher.native:
         rule = ("max(1, budget // tasks running), set as each task starts" if patcher.mode == "dynamic"
                 else "max(1, budget // pool size), fixed per pool")

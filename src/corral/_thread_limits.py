@@ -33,6 +33,7 @@ THREAD_LIMIT_VARS: tuple[str, ...] = (
     "LOKY_MAX_CPU_COUNT",  # joblib.cpu_count() and n_jobs=-1 (loky reads it at each call)
 )
 BUDGET_VAR = "CORRAL_CPUS"
+CHILDREN_VAR = "CORRAL_CHILDREN"  # child Pythons join the budget (_children.py)
 MANAGED_VAR = "CORRAL_MANAGED_ENV"
 
 # Variables that also decide a BLAS/OpenMP library's thread count (OpenBLAS falls back to

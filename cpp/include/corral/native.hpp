@@ -89,6 +89,8 @@ class controller {
 
  private:
   snapshot set_limit(limit_scope scope, unsigned n);
+  // libraries() through a per-thread copy of the pointer (valid until this thread's next call).
+  const library_list& libraries_here();
 
   mutable std::mutex mutex_;
   std::shared_ptr<const library_list> cached_;

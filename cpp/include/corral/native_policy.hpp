@@ -35,8 +35,11 @@ class task_native_limits {
  public:
   // `s`: the scheduler whose slots and running count the dynamic rule reads.
   task_native_limits(scheduler& s, int inner_threads) noexcept;
-  // `slots`: the permits (budget); `running`: threads running tasks now (permit_table holders).
-  task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept;
+  // `slots`: the permits (budget); `running`: threads running tasks now (permit_table::running()).
+  // `alone`: no other permit is held or kept (permit_table::alone()): no task is on its way, so
+  // the dynamic rule gives this one its threads at once instead of after the raise delay.
+  task_native_limits(unsigned slots, unsigned running, int inner_threads,
+                     bool alone = false) noexcept;
   ~task_native_limits();
   task_native_limits(const task_native_limits&) = delete;
   task_native_limits& operator=(const task_native_limits&) = delete;

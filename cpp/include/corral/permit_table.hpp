@@ -29,6 +29,7 @@ struct permit_stats {
   unsigned paused = 0;         // holders inside a permit_pause (their permit given back)
   unsigned lent = 0;           // holders the monitor found asleep, their permit given to another
   unsigned holders = 0;        // threads between acquire and release (holding, paused or lent)
+  unsigned kept = 0;           // permits kept by a thread between two of its tasks (in `held`)
   std::uint64_t acquires = 0;  // permits taken (acquire and resume)
   std::uint64_t waits = 0;     // of those, the ones that had to wait
   std::uint64_t lends = 0;     // permits the monitor lent
@@ -40,6 +41,15 @@ class permit_table {
  public:
   // How long a waiter waits while no permit changes hands before it takes one over the budget.
   static constexpr std::chrono::milliseconds starvation_limit{1000};
+  // How long a thread may run task after task on one permit while others wait for one: with the
+  // permit monitor on, a thread whose task ends keeps its permit for its next task (no hand-over,
+  // no sleep and wake) unless this slice is used up, a thread back from a wait queues, or the table
+  // is overdrawn. The monitor hands on a permit kept and unused for keep_idle_limit
+  // (docs/permits.md, "Kept permits").
+  static constexpr std::chrono::milliseconds keep_slice{20};
+  // How long a kept permit may stay unused before the monitor hands it on: a Python thread between
+  // two tasks may wait this long for the GIL (sys.getswitchinterval()).
+  static constexpr std::chrono::milliseconds keep_idle_limit{5};
 
   explicit permit_table(unsigned permits);
   // No thread may hold, wait for or pause a permit of this table any more.
@@ -69,6 +79,12 @@ class permit_table {
 
   // Counters and gauges, read under the table's lock.
   permit_stats stats() const noexcept;
+  // Permits taken and not kept idle between two tasks (>= 1): the "running" of the dynamic inner
+  // thread rule. Without the lock: a gauge that may be a task start or end out of date.
+  unsigned running() const noexcept;
+  // Whether at most one permit is held or kept (the caller's): no other task runs or is about to
+  // start on a kept permit. A gauge, as running().
+  bool alone() const noexcept;
 
   // Starts or stops the permit monitor (a thread that samples holders every millisecond through
   // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot

@@ -1,0 +1,184 @@
+"""Child Python processes of a program under `python -m corral` join the budget (docs/children.md):
+every start method and subprocess, observed from inside the child, and seen by the program exactly as
+under plain python."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import time
+
+import pytest
+
+from _helpers import run_python
+
+# Each child reports what corral gave it on stderr (one JSON line, "child:" first) and what any program
+# sees on stdout: the two runs' stdout must be equal.
+PROGRAM = textwrap.dedent("""\
+    import json, multiprocessing as mp, os, signal, subprocess, sys
+
+    def report(tag):
+        import corral._patch, corral._pool_settings
+        seen = {"tag": tag, "patched": corral._patch.is_patched(), "cpus": os.environ.get("CORRAL_CPUS"),
+                "openblas": os.environ.get("OPENBLAS_NUM_THREADS"), "settings": corral._pool_settings.get(),
+                "children": os.environ.get("CORRAL_CHILDREN")}
+        print("child:" + json.dumps(seen), file=sys.stderr, flush=True)
+
+    def child(tag, status):
+        report(tag)
+        print(tag, __name__, sys.argv, flush=True)
+        if status == "TERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+        sys.exit(status)
+
+    if __name__ == "__main__":
+        for method, status in (("fork", 0), ("spawn", 3), ("forkserver", "TERM")):
+            p = mp.get_context(method).Process(target=child, args=(method, status))
+            p.start()
+            p.join()
+            print(method, "exit", p.exitcode, flush=True)
+        code = "import sys; sys.path.insert(0, '.'); import prog; prog.child('subprocess', 5)"
+        r = subprocess.run([sys.executable, "-c", code, "arg"], capture_output=True, text=True)
+        sys.stderr.write(r.stderr)
+        print(r.stdout, end="")
+        print("subprocess exit", r.returncode)
+        r = subprocess.run(["sh", "-c", "echo sh $0", "ran"], capture_output=True, text=True)
+        print(r.stdout, end="")
+""")
+
+
+def _children(stderr: str) -> dict:
+    return {d["tag"]: d for d in (json.loads(line[6:]) for line in stderr.splitlines() if line.startswith("child:"))}
+
+
+@pytest.fixture
+def prog(tmp_path):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    return tmp_path
+
+
+def test_the_startup_hook_is_installed_in_site_packages():
+    # The .pth file `make setup` (CMakeLists.txt) installs: one line, gated by the variable.
+    path = os.path.join(sysconfig.get_paths()["purelib"], "corral-children.pth")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('import os; os.environ.get("CORRAL_CHILDREN") and '), lines
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.5])
+def test_sigint_while_a_child_starts_ends_it_by_sigint_as_under_python(delay):
+    # The set-up runs inside site.py, where a KeyboardInterrupt would be a fatal error (exit 1).
+    for env in ({}, {"CORRAL_CHILDREN": "1"}):
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(10)"], env={**os.environ, **env},
+                             stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == -signal.SIGINT, (env, err)
+        assert "Fatal Python error" not in err
+
+
+def test_every_start_method_and_subprocess_joins_and_the_program_sees_what_python_shows(prog):
+    plain = run_python(["prog.py"], cwd=prog, timeout=120)
+    under = run_python(["-m", "corral", "-p", "1", "prog.py"], cwd=prog, timeout=120)
+    assert plain.returncode == under.returncode == 0, under.stderr
+    assert under.stdout == plain.stdout  # __main__/__mp_main__, argv, exit codes, signals, output
+    assert "spawn exit 3" in under.stdout and "forkserver exit -15" in under.stdout
+    assert "subprocess exit 5" in under.stdout and "sh ran" in under.stdout
+    seen = _children(under.stderr)
+    assert set(seen) == {"fork", "spawn", "forkserver", "subprocess"}
+    for tag, child in seen.items():
+        assert child["patched"], tag
+        assert child["cpus"] == "1", tag  # the parent's budget
+        assert child["openblas"] == "1", tag  # the budget, below the CPUs the libraries see
+    assert not any(child["patched"] for child in _children(plain.stderr).values())
+
+
+def test_children_get_the_runners_options(prog):
+    under = run_python(["-m", "corral", "--mode", "static", "-f", "2", "--force", "prog.py"], cwd=prog,
+                       timeout=120)
+    assert under.returncode == 0, under.stderr
+    for tag, child in _children(under.stderr).items():
+        assert child["settings"] == {"native": True, "mode": "static", "factor": 2.0, "force": True}, tag
+
+
+def test_no_children_leaves_child_pythons_alone(prog):
+    under = run_python(["-m", "corral", "-p", "1", "--no-children", "prog.py"], cwd=prog, timeout=120)
+    assert under.returncode == 0, under.stderr
+    seen = _children(under.stderr)
+    assert not seen["spawn"]["patched"] and not seen["forkserver"]["patched"] and not seen["subprocess"]["patched"]
+    assert seen["fork"]["patched"]  # a fork is a copy of the program, patch included (as for pool workers)
+    assert all(child["children"] is None for child in seen.values())
+    assert "--no-children" in run_python(["-m", "corral", "--help"]).stdout
+
+
+def test_no_children_also_stops_what_a_corral_above_started():
+    code = ("import subprocess, sys; subprocess.run([sys.executable, '-m', 'corral', '--no-children', '-c', "
+            "'import corral._patch as p, os; print(p.is_patched(), os.environ.get(\"CORRAL_CHILDREN\"))'])")
+    under = run_python(["-m", "corral", "-c", code])
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.split() == ["True", "None"]  # the runner's own patch; its children's variable gone
+
+
+def test_a_runner_started_by_a_child_applies_its_own_options():
+    inner = "import corral._pool_settings as s; print(s.get()['mode'], s.get()['factor'])"
+    code = ("import subprocess, sys; "
+            f"subprocess.run([sys.executable, '-m', 'corral', '--mode', 'static', '-c', {inner!r}])")
+    under = run_python(["-m", "corral", "-f", "3", "-c", code])
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.split() == ["static", "1.0"]  # not the -f 3 of the corral above
+
+
+def test_a_pool_inside_a_child_gives_its_workers_disjoint_shares(tmp_path):
+    script = textwrap.dedent("""\
+        import multiprocessing as mp, os
+
+        def budget(_):
+            return os.environ.get("CORRAL_CPUS")
+
+        def child():
+            with mp.get_context("spawn").Pool(2) as pool:
+                budgets = pool.map(budget, range(2))
+                cpus = sorted(sorted(os.sched_getaffinity(p.pid)) for p in pool._pool)  # each worker's, seen here
+                print(hasattr(pool, "shares"), cpus, budgets, flush=True)
+
+        if __name__ == "__main__":
+            p = mp.get_context("spawn").Process(target=child)
+            p.start()
+            p.join()
+    """)
+    (tmp_path / "nested.py").write_text(script)
+    under = run_python(["-m", "corral", "-p", "2", "nested.py"], cwd=tmp_path, timeout=120,
+                       prefix=["taskset", "-c", "0,1"] if shutil.which("taskset") else [])
+    assert under.returncode == 0, under.stderr
+    assert under.stdout.startswith("True ")  # corral's Pool (it has shares), in the child
+    assert "[[0], [1]] ['1', '1']" in under.stdout
+
+
+def test_a_bad_corral_children_value_is_one_line_and_exit_2():
+    r = run_python(["-c", "print('ran')"], env={"CORRAL_CHILDREN": "mode=fast"})
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.startswith("corral: CORRAL_CHILDREN: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_python_without_corral_ignores_the_variable():
+    # The hook lives in this environment's site-packages: another interpreter has no .pth and runs as usual.
+    other = shutil.which("python3", path="/usr/bin:/bin")
+    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.fail("the test needs a system python3 outside the virtual environment")
+    r = subprocess.run([other, "-c", "import sys; print('ran', 'corral' in sys.modules)"], capture_output=True,
+                       text=True, env={**os.environ, "CORRAL_CHILDREN": "1"}, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ran False\n", r.stderr
+
+
+def test_a_child_with_the_variable_and_no_runner_joins_on_its_own():
+    # What a `dask worker` or any python started with CORRAL_CHILDREN=1 gets: the patch, no runner needed.
+    r = run_python(["-c", "import corral._patch as p, sys; print(p.is_patched(), sys.argv)", "x"],
+                   env={"CORRAL_CHILDREN": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "True ['-c', 'x']\n"
