@@ -5,6 +5,7 @@
 // is waited for with the GIL released (a waiting thread must not keep the holders from running).
 #include <nanobind/stl/optional.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -38,10 +39,60 @@ struct held_permit {
   permit_table& table;
 };
 
-// run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with
-// the task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than
-// a nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
+// What a pool tells run_permitted about a task: `inner` (0 leave alone, -1 dynamic, n > 0 fixed),
+// and for the dynamic rule the pool's size and its queues of tasks not started yet.
+struct task_spec {
+  long inner = 0;
+  long pool_threads = 0;
+  PyObject* const* queues = nullptr;
+  Py_ssize_t n_queues = 0;
+};
+
+bool parse_spec(PyObject* spec, task_spec& out) {
+  if (!PyTuple_Check(spec)) {
+    out.inner = PyLong_AsLong(spec);
+    return !(out.inner == -1 && PyErr_Occurred());
+  }
+  const Py_ssize_t n = PyTuple_GET_SIZE(spec);
+  if (n < 2) {
+    PyErr_SetString(PyExc_TypeError, "run_permitted: a spec tuple is (inner, threads, *queues)");
+    return false;
+  }
+  out.inner = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+  if (out.inner == -1 && PyErr_Occurred()) return false;
+  out.pool_threads = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+  if (out.pool_threads == -1 && PyErr_Occurred()) return false;
+  out.queues = &PyTuple_GET_ITEM(spec, 2);
+  out.n_queues = n - 2;
+  return true;
+}
+
+// Tasks queued in the pool's queues (qsize()); a queue that cannot say counts 0.
+long queued_tasks(const task_spec& spec) {
+  long queued = 0;
+  for (Py_ssize_t i = 0; i < spec.n_queues; ++i) {
+    PyObject* size = PyObject_CallMethod(spec.queues[i], "qsize", nullptr);
+    const long n = size != nullptr ? PyLong_AsLong(size) : -1;
+    Py_XDECREF(size);
+    if (n < 0) {
+      PyErr_Clear();
+      continue;
+    }
+    queued += n;
+  }
+  return queued;
+}
+
+// run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the
+// task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than a
+// nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
 // most of what a pool's tiny task costs (W8).
+//
+// The dynamic rule divides the budget by the tasks running now; a pool's tasks still queued count
+// too (up to the pool's size). The first task of a burst would otherwise start alone and get the
+// whole budget, and an OpenMP team keeps that count for the whole task (only its own thread can
+// change it), beside the siblings that start a moment later: B + 1 threads on B cores, and a team
+// whose barriers wait for a descheduled partner (docs/native.md, "Inner thread counts").
 PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (nargs < 2) {
@@ -49,15 +100,26 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
                     "run_permitted(inner_threads, fn, /, *args, **kwargs): missing arguments");
     return nullptr;
   }
-  const long inner_threads = PyLong_AsLong(args[0]);
-  if (inner_threads == -1 && PyErr_Occurred()) return nullptr;
+  task_spec spec;
+  if (!parse_spec(args[0], spec)) return nullptr;
   try {
     permit_table& table = permit_table::process();
     held_permit permit(table);
     std::optional<task_native_limits> limits;
-    if (inner_threads != 0)
-      limits.emplace(table.permits(), table.running(), static_cast<int>(inner_threads),
-                     table.alone());
+    if (spec.inner != 0) {
+      unsigned running = table.running();
+      bool alone = table.alone();
+      if (spec.inner < 0 && spec.n_queues > 0) {
+        const long queued = queued_tasks(spec);
+        if (queued > 0) {
+          alone = false;
+          const long pool = std::max(1L, spec.pool_threads);
+          running = std::max<unsigned>(
+              running, static_cast<unsigned>(std::min<long>(pool, running + queued)));
+        }
+      }
+      limits.emplace(table.permits(), running, static_cast<int>(spec.inner), alone);
+    }
     return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
   } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)
     PyErr_SetString(PyExc_ValueError, e.what());
@@ -71,10 +133,11 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
 PyMethodDef run_permitted_def = {
     "run_permitted", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&run_permitted)),
     METH_FASTCALL | METH_KEYWORDS,
-    "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling "
-    "thread while it holds one of the process's permits (waiting for one with the GIL released). "
-    "inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets max(1, permits // running) for the "
-    "call, n > 0 sets n."};
+    "run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while "
+    "it holds one of the process's permits (waiting for one with the GIL released). spec: "
+    "inner_threads, or (inner_threads, pool_threads, *queues). inner_threads: 0 leaves BLAS/OpenMP "
+    "limits alone, -1 sets max(1, permits // demand) for the call (demand: tasks running, and the "
+    "tasks in the queues' qsize() up to pool_threads), n > 0 sets n."};
 
 // corral.blocking() and the wait hooks: enter() and exit() on the same thread.
 class python_permit_pause {

@@ -39,7 +39,8 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         # per task; the same counter in C++ (acquire(timeout=0) and release(), all the stdlib calls).
         # Its release() also gives back the permit a worker keeps when no work is queued.
         self._idle_semaphore = _core.IdleCount(self._work_queue)
-        self._corral_inner = _pool_settings.inner_threads(self._max_workers)
+        self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._max_workers), self._max_workers,
+                                           self._work_queue)
         _permits.start()
 
     def submit(self, fn, /, *args, **kwargs):
