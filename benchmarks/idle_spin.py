@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--library", choices=("openblas", "openmp"), default="openblas")
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--idle-ms", type=float, default=200.0)
+    p.add_argument("--limit-after", action="store_true",
+                   help="right after each call, threadpoolctl sets the library to 1 thread (restored before the "
+                        "next call), as corral does when a second task starts: does that stop the spinning?")
     args = p.parse_args()
 
     import numpy as np
@@ -64,7 +67,13 @@ def main() -> None:
         before = cpu_ns(tids)
         call()
         after_call = cpu_ns(tids)
-        time.sleep(args.idle_ms / 1000.0)
+        if args.limit_after:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=1):
+                time.sleep(args.idle_ms / 1000.0)
+        else:
+            time.sleep(args.idle_ms / 1000.0)
         after_idle = cpu_ns(tids)
         busy.append(sum(after_call[t] - before.get(t, 0) for t in after_call) / 1e6)
         spins.append(sum(after_idle[t] - after_call.get(t, 0) for t in after_idle) / 1e6)

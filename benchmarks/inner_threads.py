@@ -29,6 +29,9 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=8)
     p.add_argument("--via", choices=("threadpool", "joblib"), default="threadpool",
                    help="multiprocessing.pool.ThreadPool.map, or joblib's Parallel(backend='threading')")
+    p.add_argument("--mimic", type=int, default=0, metavar="N",
+                   help="without corral: the first task sets its own OpenMP threads to N, the others to 1 (what "
+                        "corral's dynamic rule does when the first task of a burst starts alone)")
     args = p.parse_args()
 
     import numpy as np
@@ -47,9 +50,12 @@ def main() -> None:
         return dict(seen)
 
     def task(i: int) -> dict:
-        at_start = counts()
-        started = time.perf_counter()
-        HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, y)
+        mimic = (threadpool_limits(limits=args.mimic if i == 0 else 1, user_api="openmp") if args.mimic
+                 else contextlib.nullcontext())
+        with mimic:
+            at_start = counts()
+            started = time.perf_counter()
+            HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, y)
         a @ a
         return {"task": i, "thread": threading.get_native_id(), "at_start": at_start,
                 "after": counts(), "process_threads": len(os.listdir("/proc/self/task")),
