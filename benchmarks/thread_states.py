@@ -44,6 +44,8 @@ def parse_args(argv):
                                                 "threads' libraries (default: none)")
     p.add_argument("--gdb-new", type=int, default=0, metavar="N",
                    help="also name the libraries of threads alive for 0.2 s that gdb has not seen, at most N times")
+    p.add_argument("--timeline-ms", type=float, default=0.0, metavar="MS",
+                   help="also print, per MS of the run, how many threads of each role were runnable on average")
     p.add_argument("--json", type=Path, default=None, help="write every thread's figures here")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = p.parse_args(argv)
@@ -140,6 +142,7 @@ def run(args) -> dict:
     proc = subprocess.Popen(args.command)
     threads: dict[tuple[int, int], dict] = {}  # (pid, tid) -> figures
     runnable_hist: dict[int, int] = {}
+    timeline: list[tuple[float, list[int]]] = []  # (seconds, runnable tids) per sample
     samples = 0
     roles: dict[int, str] = {}
     gdb_times = list(args.gdb_at)
@@ -159,6 +162,7 @@ def run(args) -> dict:
             looked_at.update(t["tid"] for t in threads.values())
             continue
         runnable = 0
+        running_tids: list[int] = []
         for pid in process_tree(proc.pid):
             for tid, (comm, state, ticks, run_ns, delay_ns) in sample(pid).items():
                 t = threads.setdefault((pid, tid), {"pid": pid, "tid": tid, "first_s": now, "samples_r": 0,
@@ -168,7 +172,9 @@ def run(args) -> dict:
                 if state == "R":
                     t["samples_r"] += 1
                     runnable += 1
+                    running_tids.append(tid)
         runnable_hist[runnable] = runnable_hist.get(runnable, 0) + 1
+        timeline.append((now, running_tids))
         samples += 1
         time.sleep(period)
     wall = time.perf_counter() - start
@@ -179,8 +185,10 @@ def run(args) -> dict:
             t["role"] = t["comm"]
         else:
             t["role"] = roles.get(tid, "python or other")
+    role_of = {t["tid"]: t["role"].split(" (")[0] for t in threads.values()}
     return {"command": args.command, "returncode": proc.returncode, "wall_s": wall, "samples": samples,
             "runnable_histogram": dict(sorted(runnable_hist.items())),
+            "timeline": [(round(at, 4), [role_of.get(tid, "?") for tid in tids]) for at, tids in timeline],
             "threads": sorted(threads.values(), key=lambda t: (t["pid"], t["first_s"], t["tid"]))}
 
 
@@ -203,10 +211,29 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def timeline_text(result: dict, bin_ms: float) -> str:
+    """Per bin of the run: the mean number of runnable threads of each role ("openmp 1.9" ...)."""
+    bins: dict[int, list] = {}
+    for at, roles in result["timeline"]:
+        bins.setdefault(int(at * 1000 // bin_ms), []).append(roles)
+    lines = [f"runnable threads by role, mean per {bin_ms:g} ms:"]
+    for index in sorted(bins):
+        counts: dict[str, int] = {}
+        for roles in bins[index]:
+            for role in roles:
+                counts[role] = counts.get(role, 0) + 1
+        n = len(bins[index])
+        lines.append(f"{index * bin_ms / 1000:7.2f} s  " + "  ".join(
+            f"{role} {count / n:.1f}" for role, count in sorted(counts.items())))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     result = run(args)
     print(summary(result), file=sys.stderr)
+    if args.timeline_ms > 0:
+        print(timeline_text(result, args.timeline_ms), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
