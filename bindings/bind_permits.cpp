@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include "bindings.hpp"
 #include "corral/native_policy.hpp"
@@ -44,6 +45,9 @@ struct held_permit {
 struct task_spec {
   long inner = 0;
   long pool_threads = 0;
+  // A list, empty until the pool's first task starts (which appends to it), or None: the pool
+  // starts all its threads at once, and its queues already hold a burst's siblings.
+  PyObject* first = nullptr;
   PyObject* const* queues = nullptr;
   Py_ssize_t n_queues = 0;
 };
@@ -54,16 +58,18 @@ bool parse_spec(PyObject* spec, task_spec& out) {
     return !(out.inner == -1 && PyErr_Occurred());
   }
   const Py_ssize_t n = PyTuple_GET_SIZE(spec);
-  if (n < 2) {
-    PyErr_SetString(PyExc_TypeError, "run_permitted: a spec tuple is (inner, threads, *queues)");
+  if (n < 3) {
+    PyErr_SetString(PyExc_TypeError,
+                    "run_permitted: a spec tuple is (inner, pool_threads, first, *queues)");
     return false;
   }
   out.inner = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
   if (out.inner == -1 && PyErr_Occurred()) return false;
   out.pool_threads = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
   if (out.pool_threads == -1 && PyErr_Occurred()) return false;
-  out.queues = &PyTuple_GET_ITEM(spec, 2);
-  out.n_queues = n - 2;
+  out.first = PyTuple_GET_ITEM(spec, 2);
+  out.queues = &PyTuple_GET_ITEM(spec, 3);
+  out.n_queues = n - 3;
   return true;
 }
 
@@ -81,6 +87,17 @@ long queued_tasks(const task_spec& spec) {
     queued += n;
   }
   return queued;
+}
+
+// Whether this is the first task of its pool (true once per pool; under the GIL, so one thread).
+bool first_task(const task_spec& spec) {
+  if (spec.first == nullptr || !PyList_Check(spec.first) || PyList_GET_SIZE(spec.first) != 0)
+    return false;
+  if (PyList_Append(spec.first, Py_True) != 0) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;
 }
 
 // run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the
@@ -110,7 +127,16 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
       unsigned running = table.running();
       bool alone = table.alone();
       if (spec.inner < 0 && spec.n_queues > 0) {
-        const long queued = queued_tasks(spec);
+        long queued = queued_tasks(spec);
+        if (queued == 0 && first_task(spec)) {
+          // The first task of an executor (which starts a thread per submit): its submitter may
+          // be queueing siblings right now. A moment for it, with the GIL released, before the
+          // count is decided; once per pool.
+          PyThreadState* state = PyEval_SaveThread();
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          take_gil_back(state);
+          queued = queued_tasks(spec);
+        }
         if (queued > 0) {
           alone = false;
           const long pool = std::max(1L, spec.pool_threads);
@@ -135,7 +161,8 @@ PyMethodDef run_permitted_def = {
     METH_FASTCALL | METH_KEYWORDS,
     "run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while "
     "it holds one of the process's permits (waiting for one with the GIL released). spec: "
-    "inner_threads, or (inner_threads, pool_threads, *queues). inner_threads: 0 leaves BLAS/OpenMP "
+    "inner_threads, or (inner_threads, pool_threads, first, *queues). inner_threads: 0 leaves "
+    "BLAS/OpenMP "
     "limits alone, -1 sets max(1, permits // demand) for the call (demand: tasks running, and the "
     "tasks in the queues' qsize() up to pool_threads), n > 0 sets n."};
 

@@ -150,9 +150,13 @@ def fail_pending_result(cache, job, result, error: BaseException) -> None:
 # _thread_pool.ThreadPool (multiprocessing.pool.ThreadPool):
 #   overrides Pool._guarded_task_generation(result_job, func, iterable) (3.8-3.14), the one method map,
 #   starmap, imap, imap_unordered and their *_async forms hand every task to; reads self._processes
-#   (the pool's size).
+#   (the pool's size) and hands self._inqueue and self._taskqueue (queue.SimpleQueue, 3.8-3.14) to the
+#   dynamic rule, which calls their qsize().
 # _executor.ThreadPoolExecutor (concurrent.futures.ThreadPoolExecutor):
-#   reads self._max_workers (3.2-3.14) for the static inner-thread rule.
+#   reads self._max_workers (3.2-3.14) for the static inner-thread rule; replaces self._idle_semaphore
+#   (a threading.Semaphore, 3.8-3.14; the stdlib calls acquire(timeout=0) and release()) with a C++
+#   counter; hands self._work_queue (queue.SimpleQueue, 3.7-3.14) to the dynamic rule, which calls
+#   its qsize().
 # _process_pool.Pool (multiprocessing.pool.Pool):
 #   sets self._state / self._pool before the stdlib's __init__ (Pool.__del__ reads them if planning
 #   fails); reads self._state, self._cache, self._maxtasksperchild, self._worker_handler._state;

@@ -40,7 +40,7 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         # Its release() also gives back the permit a worker keeps when no work is queued.
         self._idle_semaphore = _core.IdleCount(self._work_queue)
         self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._max_workers), self._max_workers,
-                                           self._work_queue)
+                                           True, self._work_queue)
         _permits.start()
 
     def submit(self, fn, /, *args, **kwargs):

@@ -31,7 +31,7 @@ class ThreadPool(_stdlib.ThreadPool):
         super().__init__(processes, initializer, initargs)
         # map's items pass through _taskqueue (a whole map as one entry) into _inqueue
         self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._processes), self._processes,
-                                           self._inqueue, self._taskqueue)
+                                           False, self._inqueue, self._taskqueue)
         _permits.start()
 
     def _permitted(self, func):
