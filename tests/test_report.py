@@ -324,3 +324,13 @@ def test_every_json_key_is_documented(tmp_path):
             *run["processes"][0], *run["probe"]]
     missing = sorted({k for k in keys if f'"{k}"' not in schema})
     assert not missing, f"keys the JSON has and docs/report.md does not name: {missing}"
+
+
+def test_plain_mode_keeps_child_pythons_plain_even_under_a_corral_above(tmp_path):
+    # CORRAL_CHILDREN set by a corral runner above would put the "plain" run's child Pythons under corral
+    code = ("import subprocess, sys; print(subprocess.run([sys.executable, '-c', "
+            "'import sys; print(\"corral\" in sys.modules)'], capture_output=True, text=True).stdout.strip())")
+    out = run_python(["-m", "corral", "report", "--plain", "-q", "-c", code], env={"CORRAL_CHILDREN": "1"},
+                     timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

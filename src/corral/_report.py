@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from . import _core, _report_html, _report_summary
+from ._thread_limits import CHILDREN_VAR
 from ._report_sampler import TreeSampler, libraries_mapped
 
 PROG = "python -m corral report"
@@ -156,7 +157,11 @@ def _run_once(mode: str, program: list[str], interval_ms: float, forwarder: _For
     start_unix = time.time()
     cpu0 = time.process_time()
     t0 = time.monotonic()
-    child = subprocess.Popen(command)
+    env = None
+    if mode == "plain" and CHILDREN_VAR in os.environ:
+        # plain python all the way down: its child Pythons must not join corral either (_children.py)
+        env = {k: v for k, v in os.environ.items() if k != CHILDREN_VAR}
+    child = subprocess.Popen(command, env=env)
     forwarder.pid = child.pid
     sampler = TreeSampler(child.pid)
     samples = []
