@@ -10,7 +10,7 @@ SOURCES := $(shell find cpp/include cpp/src bindings src -type f \( -name '*.cpp
   cpp/CMakeLists.txt CMakeLists.txt pyproject.toml
 PRESETS := release asan tsan
 
-.PHONY: setup demo test test-cpp test-py test-pythons bench bench-cpp bench-py bench-quick format format-check clean $(addprefix test-cpp-,$(PRESETS))
+.PHONY: report-screenshot bench-report setup demo test test-cpp test-py test-pythons bench bench-cpp bench-py bench-quick format format-check clean $(addprefix test-cpp-,$(PRESETS))
 
 setup: $(VENV)/.installed
 
@@ -58,7 +58,7 @@ test-pythons: setup
 	bash scripts/ensure-system-deps.sh pythons
 	bash scripts/test-pythons.sh $(PYTHONS)
 
-bench: setup bench-cpp bench-py
+bench: setup bench-cpp bench-py bench-report
 
 bench-cpp: $(VENV)/.deps
 	cd cpp && cmake --preset bench >/dev/null && cmake --build --preset bench
@@ -66,6 +66,20 @@ bench-cpp: $(VENV)/.deps
 
 bench-py: setup
 	$(VPY) benchmarks/run.py $(if $(QUICK),--quick,)
+
+# What `python -m corral report` costs the demo (docs/report.md, "Overhead").
+bench-report: setup
+	$(VPY) benchmarks/report_overhead.py $(if $(QUICK),--quick --out build/bench-quick,)
+
+# The README's picture: `report --compare` on the seed's demo, rendered by headless chromium (installed by
+# scripts/ensure-system-deps.sh screenshot; not part of make test).
+DEMO_ARGS := --arrays 64 --n 256 --passes 1
+report-screenshot: setup
+	bash scripts/ensure-system-deps.sh screenshot
+	mkdir -p build docs/images
+	$(VPY) -m corral report --compare --html build/report-demo.html benchmarks/workloads/w1_balanced.py $(DEMO_ARGS) >/dev/null
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1320,1760 \
+	  --screenshot=$(abspath docs/images/report-demo.png) file://$(abspath build/report-demo.html)
 
 # make test proves the benchmark harness works (correctness, not speed); results go to build/, not results/.
 bench-quick: setup

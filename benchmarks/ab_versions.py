@@ -27,6 +27,15 @@ CASES = [
     ("W6", [], "w6_io_compute.py --tasks 60 --wait-ms 5 --passes 2 --n 551", {}),  # n: make bench's calibration here
     ("W7", [], "w7_nested.py --outer-tasks 4 --inner-arrays 8 --n 256 --passes 2", {}),
     ("W8", [], "w8_overhead.py --tasks 100000 --passes 1", {}),
+    # The real-library workloads and the program without pools at make bench's sizes (2 CPUs).
+    ("R1-threading-2", [], "r1_grid_search.py --backend threading --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),
+    ("R1-loky-2", [], "r1_grid_search.py --backend loky --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),
+    ("R2", [], "r2_estimators.py --samples 4000 --copies 2", {}),
+    ("R3", [], "r3_dask_matmul.py --n 2000 --chunk 500", {}),
+    ("R4", [], "r4_scipy_linalg.py --arrays 64 --n 256", {}),
+    ("R5", [], "r5_scipy_optimize.py --tasks 32 --rows 2000", {}),
+    ("R6", [], "r6_pandas_groupby.py --tasks 16 --rows 60000", {}),
+    ("N1", [], "n1_no_pools.py --scale 1.0 --matmul-n 800 --matmuls 5 --passes 3", {}),
 ]
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("old_dir")

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import machine as machine_info
+import targets as issue_targets
 
 
 def write_all(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
@@ -23,7 +24,11 @@ def write_all(results: dict, out_dir: Path, stem: str) -> dict[str, Path]:
         paths["png"] = png
     else:
         results.setdefault("notes", []).append(f"no plot: {plot_error}")
-    text = markdown(results, png_name=png.name if plot_error is None else None, json_name=paths["json"].name)
+    targets_png = out_dir / f"{stem}-targets.png"
+    if plot_error is None and plot_targets(results, targets_png) is None:
+        paths["targets_png"] = targets_png
+    text = markdown(results, png_name=png.name if plot_error is None else None, json_name=paths["json"].name,
+                    targets_png_name=targets_png.name if "targets_png" in paths else None)
     _write_atomically(paths["md"], text)
     latest = out_dir / ("latest-quick.md" if results["settings"]["quick"] else "latest.md")
     _write_atomically(latest, f"Latest run: [{paths['md'].name}]({paths['md'].name})\n\n" + text)
@@ -67,8 +72,13 @@ class Notes:
 def _cut(results: dict) -> str:
     """Which workloads the time budget cut to fewer repetitions."""
     wanted = results["settings"]["reps"]
-    cut = [f"{w['id']}: {w['reps']}" for w in results["workloads"].values() if w.get("reps", wanted) < wanted]
-    return f" (fewer to fit the time budget: {', '.join(cut)})" if cut else ""
+    cut = [f"{w['id']}: {w['reps']}" for w in results["workloads"].values()
+           if w.get("reps", wanted) < w.get("wanted_reps", wanted)]
+    capped = sorted({w["wanted_reps"] for w in results["workloads"].values() if w.get("wanted_reps", wanted) < wanted})
+    capped_text = f"; the real-library workloads at most {', '.join(map(str, capped))}" if capped else ""
+    if not cut:
+        return capped_text
+    return f"{capped_text} (fewer to fit the time budget: {', '.join(cut)})"
 
 
 def _cell(row: dict, unit: str, notes: Notes) -> str:
@@ -80,7 +90,54 @@ def _cell(row: dict, unit: str, notes: Notes) -> str:
     return f"{label} {notes.ref(row.get('reason', 'unknown'))}"
 
 
-def markdown(results: dict, png_name: str | None = None, json_name: str | None = None) -> str:
+def target_rows(results: dict) -> list[dict]:
+    """Per workload and target: corral's figure against it and whether it is met (issue 12's targets)."""
+    rows = []
+    for workload in results["workloads"].values():
+        best = issue_targets.best_simple_fix(workload["configs"], workload["higher_is_better"])
+        for spec in workload.get("targets", []):
+            target = issue_targets.Target(**spec)
+            figure = issue_targets.figure(workload, target)
+            rows.append({"workload": workload, "target": target, "best": best, "figure": figure,
+                         "met": None if figure is None else target.met(figure)})
+    return rows
+
+
+def _target_section(results: dict, png_name: str | None) -> list[str]:
+    rows = target_rows(results)
+    if not rows:
+        return []
+    met = sum(1 for r in rows if r["met"])
+    lines = ["", "## corral against the simplest fix (issue 12's targets)", "",
+             f"corral (`python -m corral`) against the best of plain, hand-tuned and `threadpool_limits(1)` in the "
+             f"same run (or against plain, or W6's ideal, where the target says so); above 1× corral is ahead. "
+             f"Targets met: {met} of {len(rows)}.", ""]
+    if png_name:
+        lines += [f"![corral against the best simple fix]({png_name})", ""]
+    lines += ["| workload | best simple fix | corral | corral against it | target | met |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        workload, target, best = r["workload"], r["target"], r["best"]
+        unit = workload["unit"]
+        corral = workload["configs"].get("corral", {})
+        corral_text = format_value(corral["summary"]["median"], unit) if "summary" in corral else corral.get(
+            "status", "n/a")
+        best_text = f"{format_value(best[1], unit)} ({results['configs'][best[0]]['label']})" if best else "n/a"
+        if target.against == "ideal":
+            figure = "" if r["figure"] is None else f"{100 * r['figure']:.0f}% of ideal"
+            bound = f"≥ {100 * target.at_least:.0f}%"
+        else:
+            against = {"best_simple_fix": "", "plain": " plain", "hand-tuned": " hand-tuned"}[target.against]
+            figure = "" if r["figure"] is None else f"{r['figure']:.2f}×{against}"
+            bound = f"{'>' if target.strictly else '≥'} {target.at_least:.2f}×"
+        verdict = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {workload['id']} {workload['title']} | {best_text} | {corral_text} | {figure} | "
+                     f"{target.label} ({bound}) | {verdict} |")
+    return lines
+
+
+def markdown(results: dict, png_name: str | None = None, json_name: str | None = None,
+             targets_png_name: str | None = None) -> str:
     machine = results["machine"]
     settings = results["settings"]
     config_names = settings["configs"]
@@ -115,6 +172,7 @@ def markdown(results: dict, png_name: str | None = None, json_name: str | None =
     for workload in workloads.values():
         cells = [_cell(workload["configs"][n], workload["unit"], notes) for n in config_names]
         lines.append(f"| {workload['id']} {workload['title']} | " + " | ".join(cells) + " |")
+    lines += _target_section(results, targets_png_name)
 
     for workload in workloads.values():
         lines += ["", f"## {workload['id']} {workload['title']}", "",
@@ -230,6 +288,47 @@ def plot(results: dict, path: Path) -> str | None:
                  f"{machine['budget']}; Python {machine.get('python')}, numpy {machine.get('numpy')}"
                  + (" (quick mode)" if results["settings"]["quick"] else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def plot_targets(results: dict, path: Path) -> str | None:
+    """corral against each workload's target reference (log scale), the target as a tick; None if written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import ticker
+    except ImportError as error:
+        return f"matplotlib is not installed ({error})"
+    rows = [r for r in target_rows(results) if r["figure"] is not None and r["target"].against != "ideal"]
+    if not rows:
+        return "no target could be measured"
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * len(rows) + 1.4))
+    for i, r in enumerate(rows):
+        color = "tab:green" if r["met"] else "tab:red"
+        ax.barh(i, r["figure"] - 1.0, left=1.0, color=color, alpha=0.8)
+        ax.plot([r["target"].at_least] * 2, [i - 0.4, i + 0.4], color="black", lw=1.5)
+        ax.text(r["figure"], i, f" {r['figure']:.2f}×", va="center", fontsize=7)
+    ax.axvline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    low, high = ax.get_xlim()
+    ax.set_xlim(min(low, 0.5), max(high, 2.0))
+    ax.set_yticks(range(len(rows)))
+    against = {"best_simple_fix": "best fix", "plain": "plain", "hand-tuned": "hand-tuned"}
+    ax.set_yticklabels([f"{r['workload']['id']} vs {against[r['target'].against]}" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("corral's speedup against the reference (log; black tick: the target; green: met)", fontsize=8)
+    machine = results["machine"]
+    ax.set_title(f"corral against the best of plain, hand-tuned and threadpool_limits(1)\n{machine['cpu_model']}, "
+                 f"budget {machine['budget']}" + (" (quick mode)" if results["settings"]["quick"] else ""),
+                 fontsize=9)
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None

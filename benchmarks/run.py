@@ -15,6 +15,7 @@ repetition, rotating the order, so that machine noise falls evenly on all of the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent / "workloads"))
 
 import _common  # noqa: E402
+import answers  # noqa: E402
 import configs  # noqa: E402
 import machine as machine_info  # noqa: E402
 import report  # noqa: E402
@@ -34,7 +36,8 @@ from workload_specs import WORKLOADS, Setting, Workload, select, thinned  # noqa
 
 QUICK_GRID_POINTS = 3
 MIN_REPS = 3  # fewest repetitions the time budget may cut a workload to (a median and a spread still mean something)
-DEFAULT_TIME_BUDGET_S = 780.0  # the full suite must fit 15 minutes on 2 CPUs, start-up and reports included
+# make bench (this suite and the C++ one) must fit 20 minutes on 2 CPUs, start-up and reports included
+DEFAULT_TIME_BUDGET_S = 960.0
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -60,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list workloads and configurations, and exit")
     args = p.parse_args(argv)
     try:
-        args.selected = select(args.workloads)
+        args.selected = select(args.workloads, args.quick)
     except ValueError as error:
         p.error(str(error))
     wanted = [c.strip() for c in (args.configs or ",".join(configs.CONFIG_NAMES)).split(",") if c.strip()]
@@ -199,7 +202,9 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
         entry["ideal"] = calibration["ideal_tasks_per_s"]
     log(f"{workload.id} {workload.title}: {workload.measures}")
 
-    tuning = tune(workload, python, args, budget, reasons, opts) if "hand-tuned" in opts.config_names else None
+    tuning = None
+    if "hand-tuned" in opts.config_names and "hand-tuned" not in workload.not_applicable:
+        tuning = tune(workload, python, args, budget, reasons, opts)
     if tuning is not None:
         entry["tuning"] = {"winner": tuning.get("winner_label"), "points": tuning["points"]}
 
@@ -218,7 +223,8 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
                 rows[name]["setting"] = tuning["winner_label"]
 
     active = list(launches)
-    reps = opts.reps
+    wanted_reps = planned_reps(workload, opts.reps)
+    reps = wanted_reps
     rep = 0
     while rep < reps:
         rep_started = time.perf_counter()
@@ -236,11 +242,15 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
                     rows[name]["dropped"] = True  # a run this slow is not repeated
         if rep == 0:
             now = time.perf_counter()
-            reps = affordable_reps(opts.reps, allowance_s, now - started, now - rep_started)
-            if reps < opts.reps:
-                log(f"  {workload.id}: {reps} repetitions instead of {opts.reps}, to fit the time budget")
+            reps = affordable_reps(wanted_reps, allowance_s, now - started, now - rep_started)
+            if reps < wanted_reps:
+                log(f"  {workload.id}: {reps} repetitions instead of {wanted_reps}, to fit the time budget")
         rep += 1
     entry["reps"] = reps
+    entry["wanted_reps"] = wanted_reps
+    entry["targets"] = [dataclasses.asdict(t) for t in workload.targets]
+    if workload.answer_rtol is not None:
+        _check_answers(rows, workload.answer_rtol)
     for name, row in rows.items():
         if row["status"] != "ok":
             continue
@@ -254,6 +264,32 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
     _add_ratios(rows, workload.higher_is_better, entry.get("ideal"))
     entry["configs"] = rows
     return entry
+
+
+def planned_reps(workload: Workload, reps: int) -> int:
+    """--reps, capped by the workload's own limit (the costlier real-library workloads)."""
+    return min(reps, workload.max_reps) if workload.max_reps else reps
+
+
+def _check_answers(rows: dict, rtol: float) -> None:
+    """Every run's answer against plain python's (its first run): a run that differs fails, with the reason."""
+    plain = [r["result"]["answer"] for r in rows.get("plain", {}).get("runs", [])
+             if r["ok"] and "answer" in r["result"]]
+    if not plain:
+        return
+    reference = plain[0]
+    for name, row in rows.items():
+        for run in row.get("runs", []):
+            if not run["ok"]:
+                continue
+            if "answer" not in run["result"]:
+                why = "no answer in its result line"
+            else:
+                why = answers.difference(run["result"]["answer"], reference, rtol)
+            if why:
+                run.update(ok=False, error=f"result differs from plain python's: {why}")
+                row["samples"] = [r["value"] for r in row["runs"] if r["ok"]]
+                log(f"  {name}: result differs from plain python's: {why}")
 
 
 def _add_ratios(rows: dict, higher_is_better: bool, ideal: float | None) -> None:
@@ -311,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     for index, workload in enumerate(opts.selected):
         allowance = None
-        if opts.time_budget > 0:  # an equal share of what is left, per workload still to run
+        if opts.time_budget > 0:  # a share of what is left, by the repetitions each workload still to run wants
             left = opts.time_budget - (time.perf_counter() - started)
-            allowance = max(0.0, left) / (len(opts.selected) - index)
+            wanted = [planned_reps(w, opts.reps) for w in opts.selected[index:]]
+            allowance = max(0.0, left) * wanted[0] / sum(wanted)
         results["workloads"][workload.id] = run_workload(workload, python, budget, reasons, opts, calibration,
                                                          allowance)
     results["wall_s"] = time.perf_counter() - started

@@ -8,6 +8,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+from targets import AHEAD, BEST_HAND_TUNED, IDEAL_90, LEVEL, NO_SLOWER, STDLIB_1_5, Target
+
 WORKLOAD_DIR = Path(__file__).resolve().parent / "workloads"
 
 # Every variable a BLAS/OpenMP library reads for its thread count; the hand-tuned grid sets them all.
@@ -47,6 +49,15 @@ class Workload:
     not_applicable: dict[str, str] = dataclasses.field(default_factory=dict)
     # options the corral runner gets for this workload (W4-16: --force over the claimed 16 CPUs)
     corral_options: tuple[str, ...] = ()
+    # issue 12's targets for corral (targets.py); the report marks each met or not
+    targets: tuple[Target, ...] = (LEVEL,)
+    # at most this many repetitions (None: --reps), so that the costlier real-library workloads fit the budget
+    max_reps: int | None = None
+    # the script prints an `answer`; every configuration's must match plain's within this relative
+    # tolerance (0: equal). None: the script checks its results itself.
+    answer_rtol: float | None = None
+    # run by --quick (which proves the harness) unless named in --workloads; False for near-duplicates
+    in_quick: bool = True
     # A driver (W9) starts its programs itself: configuration name -> the driver's own arguments for it.
     # Configurations not listed here do not apply to it.
     driver_args: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
@@ -208,7 +219,7 @@ def _w9(make: bool) -> Workload:
                   "four copies of W1 (5 passes each) started at once: plain, corral with four budgets, corral "
                   "with one machine share (--share); time until all four finish"),
         higher_is_better=False, unit="s", args=_w9_args, grid=lambda budget: [],
-        driver_args=drivers)
+        driver_args=drivers, max_reps=3)
 
 
 WORKLOADS: list[Workload] = [
@@ -221,7 +232,7 @@ WORKLOADS: list[Workload] = [
         id="W2", title="unbalanced", script="w2_unbalanced.py",
         measures="W1's arrays plus one 2000x2000 array in the middle of the list, 1 pass",
         higher_is_better=False, unit="s", args=_qr_args(32, 256, 1, big=2000),
-        grid=_pool_blas_grid),
+        grid=_pool_blas_grid, targets=(AHEAD,)),
     Workload(
         id="W3", title="emulated big machine", script="w3_emulated_big_machine.py",
         measures="W1 with a pool of 16 and OPENBLAS/OMP/MKL_NUM_THREADS=16 (a container claiming 16 CPUs), "
@@ -242,7 +253,7 @@ WORKLOADS: list[Workload] = [
         measures="ThreadPool(4*ncpu); each task ~5 ms matmul (GIL released, calibrated) then ~5 ms sleep; "
                  "throughput against budget cores fully busy",
         higher_is_better=True, unit="tasks/s", args=_w6_args,
-        grid=lambda b: _grid([b, 2 * b, 4 * b], [1, b])),
+        grid=lambda b: _grid([b, 2 * b, 4 * b], [1, b]), targets=(LEVEL, IDEAL_90, BEST_HAND_TUNED)),
     Workload(
         id="W7", title="nested", script="w7_nested.py",
         measures="ThreadPoolExecutor(ncpu) whose tasks each map qr over their own inner ThreadPoolExecutor(ncpu), "
@@ -253,7 +264,7 @@ WORKLOADS: list[Workload] = [
         id="W8", title="overhead", script="w8_overhead.py",
         measures="100,000 tiny tasks: ThreadPoolExecutor() submit all, then every result; tasks per second",
         higher_is_better=True, unit="tasks/s", args=_w8_args, grid=_w8_grid,
-        not_applicable={"tbb4py": NOT_CONCURRENT_FUTURES, "threadpoolctl": NO_BLAS}),
+        not_applicable={"tbb4py": NOT_CONCURRENT_FUTURES, "threadpoolctl": NO_BLAS}, targets=(LEVEL, STDLIB_1_5)),
     _w9(make=False),
     _w9(make=True),
 ]
@@ -295,6 +306,106 @@ def _w10(shape: str, kind: str) -> Workload:
 WORKLOADS += [_w10(shape, kind) for shape in ("2w", "1w") for kind in ("balanced", "unbalanced")]
 
 
+# The real-library workloads (issue 12): what a new user writes with scikit-learn, dask, scipy and pandas.
+RUNNER_ONLY = ("the real-library workloads measure corral as a new user starts it, `python -m corral`; static mode "
+               "and the API are measured on W1-W8")
+BACKEND_IS_THE_SUBJECT = "the joblib backend is this workload's subject: each backend is a workload of its own"
+DASK_SCHEDULES = "dask's threaded scheduler is this workload's pool: there is no pool to replace by joblib"
+TBB_JOBLIB_THREADING = ("`python -m tbb` breaks joblib's threading backend: its Pool.apply_async takes no "
+                        "error_callback, which joblib passes (TypeError)")
+NO_POOLS = "no pools: this workload compares `python -m corral` with plain python only (target: within 3%)"
+REAL_REPS = 3
+
+
+def _simple_grid(budget: int) -> list[Setting]:
+    """The two settings a user tries first: the pool on every CPU with one BLAS/OpenMP thread per task,
+    or one task at a time with every CPU for the libraries."""
+    return [Setting((("--pool", budget),), 1), Setting((("--pool", 1),), budget)]
+
+
+def _real(id: str, title: str, script: str, measures: str, args, not_applicable: dict[str, str],
+          answer_rtol: float, targets: tuple[Target, ...] = (LEVEL,)) -> Workload:
+    not_applicable = {"corral-static": RUNNER_ONLY, "corral-api": RUNNER_ONLY} | not_applicable
+    return Workload(id=id, title=title, script=script, measures=measures, higher_is_better=False, unit="s",
+                    args=args, grid=_simple_grid, not_applicable=not_applicable, targets=targets,
+                    max_reps=REAL_REPS, answer_rtol=answer_rtol)
+
+
+def _r1(backend: str, n_jobs: int) -> Workload:
+    def args(budget: int, quick: bool) -> dict[str, object]:
+        sizes = ({"--samples": 600, "--max-iter": 5, "--cv": 2} if quick
+                 else {"--samples": 1500, "--max-iter": 15, "--cv": 3})
+        return {"--backend": backend, "--n-jobs": n_jobs} | sizes
+
+    not_applicable = {"joblib-threading": BACKEND_IS_THE_SUBJECT, "joblib-loky": BACKEND_IS_THE_SUBJECT}
+    not_applicable["tbb4py"] = PROCESS_POOL_TBB if backend == "loky" else TBB_JOBLIB_THREADING
+    jobs = "all" if n_jobs == -1 else str(n_jobs)
+    workload = _real(f"R1-{backend}-{jobs}", f"GridSearchCV, {backend}, n_jobs={n_jobs}", "r1_grid_search.py",
+                     f"GridSearchCV(HistGradientBoostingClassifier (OpenMP), 4 settings x 3 folds, n_jobs={n_jobs}) "
+                     f"under joblib's {backend} backend", args, not_applicable, answer_rtol=1e-9)
+    # On a quick check n_jobs=-1 runs the same code as n_jobs=2.
+    return dataclasses.replace(workload, in_quick=n_jobs != -1)
+
+
+def _r2_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--samples": 800, "--copies": 1, "--max-iter": 5} if quick else {"--samples": 4000, "--copies": 2}
+
+
+def _r3_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--n": 600, "--chunk": 300} if quick else {"--n": 2000, "--chunk": 500}
+
+
+def _r4_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--arrays": 4 * budget, "--n": 96} if quick else {"--arrays": 32 * budget, "--n": 256}
+
+
+def _r5_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--tasks": 2 * budget, "--rows": 500} if quick else {"--tasks": 16 * budget, "--rows": 2000}
+
+
+def _r6_args(budget: int, quick: bool) -> dict[str, object]:
+    return {"--tasks": 2 * budget, "--rows": 5000} if quick else {"--tasks": 8 * budget, "--rows": 60_000}
+
+
+def _n1_args(budget: int, quick: bool) -> dict[str, object]:
+    return ({"--scale": 0.1, "--matmul-n": 200, "--matmuls": 2, "--passes": 1} if quick
+            else {"--scale": 1.0, "--matmul-n": 800, "--matmuls": 5, "--passes": 3})
+
+
+REAL_WORKLOADS: list[Workload] = [
+    _r1("threading", 2), _r1("threading", -1), _r1("loky", 2), _r1("loky", -1),
+    _real("R2", "estimators in a ThreadPoolExecutor", "r2_estimators.py",
+          "2 x 6 scikit-learn estimators (gradient boosting, logistic regression, ridge, k-means, PCA, random "
+          "forest) fitted concurrently in ThreadPoolExecutor(ncpu); unequal tasks", _r2_args,
+          {"tbb4py": NOT_CONCURRENT_FUTURES}, answer_rtol=1e-6, targets=(AHEAD,)),
+    _real("R3", "dask.array matmul", "r3_dask_matmul.py",
+          "dask.array `(x @ x.T).sum()`, x 2000x2000 in 500x500 chunks, threaded scheduler", _r3_args,
+          {"tbb4py": NOT_CONCURRENT_FUTURES, "joblib-threading": DASK_SCHEDULES, "joblib-loky": DASK_SCHEDULES},
+          answer_rtol=1e-9),
+    _real("R4", "scipy.linalg in a thread pool", "r4_scipy_linalg.py",
+          "ThreadPool(ncpu).map(scipy.linalg.eigh, 32*budget symmetric 256x256 arrays) (scipy's own OpenBLAS)",
+          _r4_args, {}, answer_rtol=1e-9),
+    _real("R5", "scipy.optimize in a Pool", "r5_scipy_optimize.py",
+          "multiprocessing.Pool(ncpu).map: 16*budget logistic regressions by scipy.optimize.minimize "
+          "(L-BFGS-B, 2000x100 data, matrix-vector products); pool start-up to join", _r5_args,
+          {"tbb4py": PROCESS_POOL_TBB, "joblib-threading": THREADS_NOT_PROCESSES}, answer_rtol=1e-6),
+    _real("R6", "pandas groupby-apply in a Pool", "r6_pandas_groupby.py",
+          "multiprocessing.Pool(ncpu).map: 8*budget chunks of 60,000 rows, groupby(400 keys).apply(lstsq); "
+          "pool start-up to join", _r6_args,
+          {"tbb4py": PROCESS_POOL_TBB, "joblib-threading": THREADS_NOT_PROCESSES}, answer_rtol=1e-9),
+    Workload(
+        id="N1", title="no pools", script="n1_no_pools.py",
+        measures="a main-thread loop, no pools: np.linalg.qr on 128, 256 and 512 matrices, then 5 matmuls "
+                 "800x800; 3 passes",
+        higher_is_better=False, unit="s", args=_n1_args, grid=lambda budget: [],
+        not_applicable={name: NO_POOLS for name in ("hand-tuned", "threadpoolctl", "tbb4py", "joblib-threading",
+                                                    "joblib-loky", "corral-static", "corral-api",
+                                                    "corral-share")},
+        targets=(NO_SLOWER,), answer_rtol=1e-9),
+]
+WORKLOADS += REAL_WORKLOADS
+
+
 def thinned(grid: list[Setting], keep: int) -> list[Setting]:
     """At most `keep` points spread over the grid, first and last included (quick mode tunes these)."""
     if keep < 2 or len(grid) <= keep:
@@ -303,10 +414,11 @@ def thinned(grid: list[Setting], keep: int) -> list[Setting]:
     return [grid[round(i * step)] for i in range(keep)]
 
 
-def select(spec: str | None) -> list[Workload]:
-    """Workloads named in a comma-separated list (`W1,W4` selects W1, W4-fork and W4-spawn); all when None."""
+def select(spec: str | None, quick: bool = False) -> list[Workload]:
+    """Workloads named in a comma-separated list (`W1,W4` selects W1, W4-fork and W4-spawn); all when None
+    (in quick mode those marked in_quick)."""
     if not spec:
-        return list(WORKLOADS)
+        return [w for w in WORKLOADS if w.in_quick or not quick]
     wanted = [name.strip().upper() for name in spec.split(",") if name.strip()]
     known = {w.id.upper() for w in WORKLOADS} | {w.family.upper() for w in WORKLOADS}
     unknown = [name for name in wanted if name not in known]

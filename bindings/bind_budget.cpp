@@ -109,8 +109,7 @@ void bind_budget(nb::module_& m) {
         }
         if (proc_root) options.proc_root = std::move(*proc_root);
         if (sys_root) options.sys_root = std::move(*sys_root);
-        nb::gil_scoped_release unlocked;
-        return read_budget(options);
+        return without_gil([&] { return read_budget(options); });
       },
       nb::arg("env") = nb::none(), nb::kw_only(), nb::arg("proc_root") = nb::none(),
       nb::arg("sys_root") = nb::none(),

@@ -50,10 +50,7 @@ void bind_native(nb::module_& m) {
       "native_pools",
       [] {
         std::vector<native::library_info> infos;
-        {
-          nb::gil_scoped_release release;
-          infos = native::controller::process().info();
-        }
+        infos = without_gil([] { return native::controller::process().info(); });
         nb::list result;
         for (const auto& info : infos) result.append(to_dict(info));
         return result;
@@ -71,8 +68,7 @@ void bind_native(nb::module_& m) {
       "set_native_thread_limit",
       [](long n) {
         unsigned limit = checked_limit(n);
-        nb::gil_scoped_release release;
-        return native::controller::process().set_thread_limit(limit);
+        return without_gil([&] { return native::controller::process().set_thread_limit(limit); });
       },
       nb::arg("n"),
       "Limits every per-thread control (OpenMP runtimes, OpenBLAS built with OpenMP, MKL's local "
@@ -83,8 +79,7 @@ void bind_native(nb::module_& m) {
       "set_native_process_limit",
       [](long n) {
         unsigned limit = checked_limit(n);
-        nb::gil_scoped_release release;
-        return native::controller::process().set_process_limit(limit);
+        return without_gil([&] { return native::controller::process().set_process_limit(limit); });
       },
       nb::arg("n"),
       "Limits every process-wide control (OpenBLAS pthreads, BLIS, MKL's global setting, "
@@ -97,8 +92,7 @@ void bind_native(nb::module_& m) {
         for (native::limit_scope s :
              {native::limit_scope::calling_thread, native::limit_scope::process}) {
           if (scope != native::to_string(s)) continue;
-          nb::gil_scoped_release release;
-          return native::controller::process().capture(s);
+          return without_gil([&] { return native::controller::process().capture(s); });
         }
         throw nb::value_error("scope must be 'calling_thread' or 'process'");
       },
@@ -107,8 +101,7 @@ void bind_native(nb::module_& m) {
   m.def(
       "restore_native_limits",
       [](const native::snapshot& saved) {
-        nb::gil_scoped_release release;
-        native::controller::restore(saved);
+        without_gil([&] { native::controller::restore(saved); });
       },
       nb::arg("snapshot"),
       "Puts back what a NativeSnapshot recorded (per-thread settings: for the calling thread).");

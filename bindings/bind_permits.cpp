@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include "bindings.hpp"
 #include "corral/native_policy.hpp"
@@ -21,8 +22,14 @@ namespace {
 
 void take_permit(permit_table& table) {
   if (table.try_acquire()) return;
-  nb::gil_scoped_release unlocked;
-  table.acquire();
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    table.acquire();
+  } catch (...) {
+    take_gil_back(state);
+    throw;
+  }
+  take_gil_back(state);  // not in a destructor: see bindings.hpp
 }
 
 struct held_permit {
@@ -33,10 +40,76 @@ struct held_permit {
   permit_table& table;
 };
 
-// run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with
-// the task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than
-// a nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
+// What a pool tells run_permitted about a task: `inner` (0 leave alone, -1 dynamic, n > 0 fixed),
+// and for the dynamic rule the pool's size and its queues of tasks not started yet.
+struct task_spec {
+  long inner = 0;
+  long pool_threads = 0;
+  // A list, empty until the pool's first task starts (which appends to it), or None: the pool
+  // starts all its threads at once, and its queues already hold a burst's siblings.
+  PyObject* first = nullptr;
+  PyObject* const* queues = nullptr;
+  Py_ssize_t n_queues = 0;
+};
+
+bool parse_spec(PyObject* spec, task_spec& out) {
+  if (!PyTuple_Check(spec)) {
+    out.inner = PyLong_AsLong(spec);
+    return !(out.inner == -1 && PyErr_Occurred());
+  }
+  const Py_ssize_t n = PyTuple_GET_SIZE(spec);
+  if (n < 3) {
+    PyErr_SetString(PyExc_TypeError,
+                    "run_permitted: a spec tuple is (inner, pool_threads, first, *queues)");
+    return false;
+  }
+  out.inner = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
+  if (out.inner == -1 && PyErr_Occurred()) return false;
+  out.pool_threads = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
+  if (out.pool_threads == -1 && PyErr_Occurred()) return false;
+  out.first = PyTuple_GET_ITEM(spec, 2);
+  out.queues = &PyTuple_GET_ITEM(spec, 3);
+  out.n_queues = n - 3;
+  return true;
+}
+
+// Tasks queued in the pool's queues (qsize()); a queue that cannot say counts 0.
+long queued_tasks(const task_spec& spec) {
+  long queued = 0;
+  for (Py_ssize_t i = 0; i < spec.n_queues; ++i) {
+    PyObject* size = PyObject_CallMethod(spec.queues[i], "qsize", nullptr);
+    const long n = size != nullptr ? PyLong_AsLong(size) : -1;
+    Py_XDECREF(size);
+    if (n < 0) {
+      PyErr_Clear();
+      continue;
+    }
+    queued += n;
+  }
+  return queued;
+}
+
+// Whether this is the first task of its pool (true once per pool; under the GIL, so one thread).
+bool first_task(const task_spec& spec) {
+  if (spec.first == nullptr || !PyList_Check(spec.first) || PyList_GET_SIZE(spec.first) != 0)
+    return false;
+  if (PyList_Append(spec.first, Py_True) != 0) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+// run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the
+// task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than a
+// nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
 // most of what a pool's tiny task costs (W8).
+//
+// The dynamic rule divides the budget by the tasks running now; a pool's tasks still queued count
+// too (up to the pool's size). The first task of a burst would otherwise start alone and get the
+// whole budget, and an OpenMP team keeps that count for the whole task (only its own thread can
+// change it), beside the siblings that start a moment later: B + 1 threads on B cores, and a team
+// whose barriers wait for a descheduled partner (docs/native.md, "Inner thread counts").
 PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (nargs < 2) {
@@ -44,15 +117,35 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
                     "run_permitted(inner_threads, fn, /, *args, **kwargs): missing arguments");
     return nullptr;
   }
-  const long inner_threads = PyLong_AsLong(args[0]);
-  if (inner_threads == -1 && PyErr_Occurred()) return nullptr;
+  task_spec spec;
+  if (!parse_spec(args[0], spec)) return nullptr;
   try {
     permit_table& table = permit_table::process();
     held_permit permit(table);
     std::optional<task_native_limits> limits;
-    if (inner_threads != 0)
-      limits.emplace(table.usable_permits(), table.running(), static_cast<int>(inner_threads),
-                     table.alone());
+    if (spec.inner != 0) {
+      unsigned running = table.running();
+      bool alone = table.alone();
+      if (spec.inner < 0 && spec.n_queues > 0) {
+        long queued = queued_tasks(spec);
+        if (queued == 0 && first_task(spec)) {
+          // The first task of an executor (which starts a thread per submit): its submitter may
+          // be queueing siblings right now. A moment for it, with the GIL released, before the
+          // count is decided; once per pool.
+          PyThreadState* state = PyEval_SaveThread();
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          take_gil_back(state);
+          queued = queued_tasks(spec);
+        }
+        if (queued > 0) {
+          alone = false;
+          const long pool = std::max(1L, spec.pool_threads);
+          running = std::max<unsigned>(
+              running, static_cast<unsigned>(std::min<long>(pool, running + queued)));
+        }
+      }
+      limits.emplace(table.usable_permits(), running, static_cast<int>(spec.inner), alone);
+    }
     return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
   } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)
     PyErr_SetString(PyExc_ValueError, e.what());
@@ -66,10 +159,12 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
 PyMethodDef run_permitted_def = {
     "run_permitted", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&run_permitted)),
     METH_FASTCALL | METH_KEYWORDS,
-    "run_permitted(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling "
-    "thread while it holds one of the process's permits (waiting for one with the GIL released). "
-    "inner_threads: 0 leaves BLAS/OpenMP limits alone, -1 sets max(1, permits // running) for the "
-    "call, n > 0 sets n."};
+    "run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while "
+    "it holds one of the process's permits (waiting for one with the GIL released). spec: "
+    "inner_threads, or (inner_threads, pool_threads, first, *queues). inner_threads: 0 leaves "
+    "BLAS/OpenMP "
+    "limits alone, -1 sets max(1, permits // demand) for the call (demand: tasks running, and the "
+    "tasks in the queues' qsize() up to pool_threads), n > 0 sets n."};
 
 // corral.blocking() and the wait hooks: enter() and exit() on the same thread.
 class python_permit_pause {
@@ -78,19 +173,32 @@ class python_permit_pause {
     if (pause_) throw std::runtime_error("corral: this pause is already entered");
     pause_.emplace();  // gives the permit back: wakes a waiter, never waits
   }
-  void exit() {
-    if (!pause_) throw std::runtime_error("corral: this pause was not entered");
-    if (!permit_pause::in_task()) {
-      pause_.reset();
-      return;
+  // A C-API method (see bind_permits): its wait for a permit takes the GIL back outside nanobind's
+  // dispatch, which a daemon thread's end at interpreter exit must not pass (bindings.hpp).
+  static PyObject* exit(PyObject* self, PyObject*) {
+    python_permit_pause* p = nb::inst_ptr<python_permit_pause>(self);
+    if (!p->pause_) {
+      PyErr_SetString(PyExc_RuntimeError, "corral: this pause was not entered");
+      return nullptr;
     }
-    nb::gil_scoped_release unlocked;  // taking a permit back may wait for one
-    pause_.reset();
+    if (!permit_pause::in_task()) {
+      p->pause_.reset();
+      Py_RETURN_NONE;
+    }
+    PyThreadState* state = PyEval_SaveThread();
+    p->pause_.reset();  // taking a permit back may wait for one; never throws
+    take_gil_back(state);
+    Py_RETURN_NONE;
   }
 
  private:
   std::optional<permit_pause> pause_;
 };
+
+PyMethodDef permit_pause_exit_def = {
+    "exit", &python_permit_pause::exit, METH_NOARGS,
+    "Ends the pause: takes a permit back (waiting for one, first in line) if the thread is in a "
+    "task."};
 
 // threading.Semaphore(0)'s acquire/release for ThreadPoolExecutor._idle_semaphore: the stdlib calls
 // acquire(timeout=0) on every submit and release() after every task, and its Semaphore is Python
@@ -98,6 +206,9 @@ class python_permit_pause {
 // stdlib never makes) waits with the GIL released.
 class idle_count {
  public:
+  // `work_queue`: the executor's (anything with empty()), or None.
+  explicit idle_count(nb::object work_queue) : work_queue_(std::move(work_queue)) {}
+
   bool acquire(bool blocking, std::optional<double> timeout) {
     if (!blocking && timeout)
       throw nb::value_error("can't specify timeout for non-blocking acquire");
@@ -108,16 +219,18 @@ class idle_count {
     }
     if (!blocking || (timeout && *timeout <= 0)) return false;
     lock.unlock();
-    nb::gil_scoped_release unlocked;
-    lock.lock();
-    const auto ready = [this] { return count_ > 0; };
-    if (timeout) {
-      if (!changed_.wait_for(lock, std::chrono::duration<double>(*timeout), ready)) return false;
-    } else {
-      changed_.wait(lock, ready);
-    }
-    --count_;
-    return true;
+    return without_gil([&] {
+      std::unique_lock<std::mutex> relock(mutex_);
+      const auto ready = [this] { return count_ > 0; };
+      if (timeout) {
+        if (!changed_.wait_for(relock, std::chrono::duration<double>(*timeout), ready))
+          return false;
+      } else {
+        changed_.wait(relock, ready);
+      }
+      --count_;
+      return true;
+    });
   }
   void release(long n) {
     if (n < 1) throw nb::value_error("n must be one or more");
@@ -126,6 +239,12 @@ class idle_count {
       count_ += static_cast<unsigned long>(n);
     }
     changed_.notify_all();
+    // The stdlib's worker calls release() after each task, then waits on the work queue: with none
+    // queued, its permit kept for a next task (docs/permits.md, "Kept permits") goes back now
+    // rather than when the monitor finds it idle, or when the thread ends after shutdown().
+    if (work_queue_.is_valid() && !work_queue_.is_none() &&
+        nb::cast<bool>(work_queue_.attr("empty")()))
+      permit_table::process().give_back_kept();
   }
   unsigned long value() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -133,6 +252,7 @@ class idle_count {
   }
 
  private:
+  nb::object work_queue_;
   std::mutex mutex_;
   std::condition_variable changed_;
   unsigned long count_ = 0;
@@ -189,8 +309,9 @@ void bind_permits(nb::module_& m) {
   nb::class_<idle_count>(
       m, "IdleCount",
       "threading.Semaphore(0)'s acquire(blocking=True, timeout=None) and release(n=1), in C++ "
-      "(ThreadPoolExecutor._idle_semaphore).")
-      .def(nb::init<>())
+      "(ThreadPoolExecutor._idle_semaphore). IdleCount(work_queue=None): release() also gives back "
+      "the permit the calling thread keeps for a next task when work_queue.empty().")
+      .def(nb::init<nb::object>(), nb::arg("work_queue") = nb::none())
       .def("acquire", &idle_count::acquire, nb::arg("blocking") = true,
            nb::arg("timeout") = nb::none())
       .def("release", &idle_count::release, nb::arg("n") = 1)
@@ -203,8 +324,12 @@ void bind_permits(nb::module_& m) {
       "Between enter() and exit() the calling thread holds no permit (if it "
       "held one); exit() takes one back, ahead of tasks not yet started.")
       .def(nb::init<>())
-      .def("enter", &python_permit_pause::enter)
-      .def("exit", &python_permit_pause::exit);
+      .def("enter", &python_permit_pause::enter);
+  nb::handle pause_type = m.attr("PermitPause");
+  nb::object exit_method = nb::steal(
+      PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(pause_type.ptr()), &permit_pause_exit_def));
+  if (!exit_method.is_valid()) throw nb::python_error();
+  nb::setattr(pause_type, "exit", exit_method);
 }
 
 }  // namespace corral::bindings

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the C++ build needs when they are missing.
-# With the argument `pythons`: those that scripts/test-pythons.sh needs instead (make test-pythons).
+# With the argument `pythons`: those that scripts/test-pythons.sh needs instead (make test-pythons);
+# with `screenshot`: the headless browser make report-screenshot renders the report's page with.
 # Exits non-zero with a clear message when they are missing and cannot be installed.
 set -euo pipefail
 
@@ -8,6 +9,8 @@ need=()
 if [ "${1:-}" = pythons ]; then
   # debootstrap makes the Debian roots that ship the newer Pythons (Debian 12 packages none after 3.11).
   command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+elif [ "${1:-}" = screenshot ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
 else
   [ -f /usr/src/googletest/CMakeLists.txt ] || need+=(googletest libgtest-dev)
   [ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)

@@ -3,6 +3,7 @@ every configuration is either timed or says why not, and fail clearly on bad inp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,10 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
+import answers  # noqa: E402
 import configs  # noqa: E402
 import report  # noqa: E402
 import run as harness  # noqa: E402
 import stats  # noqa: E402
+import targets  # noqa: E402
 import workload_specs  # noqa: E402
 
 
@@ -120,7 +123,7 @@ def test_sizes_follow_the_budget():
         small, big = workload.args(2, False), workload.args(16, False)
         assert small.keys() == big.keys()
         # A driver (W9) runs whole programs under each configuration: no hand-tuning grid of its own.
-        assert bool(workload.grid(16)) != bool(workload.driver_args), workload.id
+        assert workload.grid(16) or "hand-tuned" in workload.not_applicable or workload.driver_args, workload.id
     w1 = workload_specs.select("W1")[0]
     assert w1.args(2, False)["--arrays"] == 64  # the seed's 64 arrays on 2 CPUs
     assert w1.args(16, False)["--arrays"] == 512
@@ -298,3 +301,86 @@ def test_time_budget_cuts_repetitions_but_keeps_a_spread():
     assert harness.affordable_reps(9, 100, spent_s=40, rep_cost_s=10) == 7
     assert harness.affordable_reps(5, 10, spent_s=500, rep_cost_s=100) == harness.MIN_REPS
     assert harness.affordable_reps(2, 10, spent_s=500, rep_cost_s=100) == 2  # never more than asked
+
+
+def test_answers_match_within_the_stated_tolerance():
+    reference = {"best_params": [["max_depth", "None"]], "mean_test_score": [0.9, 0.925]}
+    assert answers.difference({"best_params": [["max_depth", "None"]], "mean_test_score": [0.9, 0.925 + 1e-12]},
+                              reference, 1e-9) is None
+    assert "mean_test_score: [1]" in answers.difference(
+        {"best_params": [["max_depth", "None"]], "mean_test_score": [0.9, 0.93]}, reference, 1e-9)
+    assert "best_params" in answers.difference({"best_params": [["max_depth", "3"]], "mean_test_score": [0.9, 0.925]},
+                                               reference, 1e-9)
+    assert answers.difference([1.0, 2.0], [1.0, 2.0, 3.0], 0.1) is not None  # a lost result
+    assert answers.difference(100.0001, 100.0, 1e-6) is None and answers.difference(100.01, 100.0, 1e-6)
+
+
+def test_a_run_whose_answer_differs_from_plain_fails():
+    def run(value, answer):
+        return {"ok": True, "value": value, "wall_s": value, "result": {"value": value, "answer": answer}}
+
+    rows = {"plain": {"status": "ok", "samples": [1.0, 1.1], "runs": [run(1.0, [0.5]), run(1.1, [0.5])]},
+            "corral": {"status": "ok", "samples": [0.5, 0.6], "runs": [run(0.5, [0.5]), run(0.6, [0.7])]}}
+    harness._check_answers(rows, 1e-9)
+    assert rows["corral"]["samples"] == [0.5]
+    assert not rows["corral"]["runs"][1]["ok"]
+    assert "differs from plain python's" in rows["corral"]["runs"][1]["error"]
+    assert rows["plain"]["samples"] == [1.0, 1.1]
+
+
+def _workload_result(medians: dict, higher_is_better=False, ideal=None, spec=(targets.LEVEL,)):
+    entry = {"id": "R9", "title": "t", "measures": "m", "unit": "tasks/s" if higher_is_better else "s",
+             "higher_is_better": higher_is_better, "targets": [dataclasses.asdict(t) for t in spec],
+             "configs": {name: {"status": "ok", "command": name, "samples": [v], "summary": stats.summarize([v]),
+                                "vs_plain": 1.0} for name, v in medians.items()}}
+    if ideal:
+        entry["ideal"] = ideal
+    return entry
+
+
+def test_corral_is_measured_against_the_best_simple_fix():
+    seconds = _workload_result({"plain": 3.0, "hand-tuned": 1.2, "threadpoolctl": 1.0, "corral": 1.04,
+                                "corral-static": 0.5})
+    assert targets.best_simple_fix(seconds["configs"], False) == ("threadpoolctl", 1.0)
+    assert targets.figure(seconds, targets.LEVEL) == pytest.approx(1.0 / 1.04)
+    assert targets.LEVEL.met(targets.figure(seconds, targets.LEVEL))  # within 5%
+    assert not targets.AHEAD.met(1.0) and targets.AHEAD.met(1.01)  # ahead means strictly ahead
+    rate = _workload_result({"plain": 100.0, "hand-tuned": 150.0, "corral": 140.0}, higher_is_better=True,
+                            ideal=160.0)
+    assert targets.figure(rate, targets.STDLIB_1_5) == pytest.approx(1.4)
+    assert not targets.STDLIB_1_5.met(1.4)
+    assert targets.figure(rate, targets.IDEAL_90) == pytest.approx(140.0 / 160.0)
+    assert targets.figure(_workload_result({"plain": 1.0}), targets.LEVEL) is None  # corral did not run
+
+
+def test_markdown_marks_each_target_met_or_not():
+    results = {
+        "machine": {"hostname": "box", "cpu_model": "Test CPU", "logical_cpus": 2, "budget": 2,
+                    "budget_source": "affinity", "python": "3.11", "numpy": "2.0", "blas": []},
+        "settings": {"quick": False, "reps": 3, "tune_reps": 1, "configs": ["plain", "threadpoolctl", "corral"],
+                     "started": "now"},
+        "configs": {n: {"label": n, "description": n} for n in ("plain", "threadpoolctl", "corral")},
+        "workloads": {
+            "R9": _workload_result({"plain": 3.0, "threadpoolctl": 1.0, "corral": 1.5}),
+            "N9": {**_workload_result({"plain": 1.0, "corral": 1.01}, spec=(targets.NO_SLOWER,)), "id": "N9"}},
+    }
+    results["workloads"]["N9"]["configs"]["threadpoolctl"] = {"status": "n/a", "reason": "no pools", "samples": []}
+    text = report.markdown(results)
+    assert "Targets met: 1 of 2." in text
+    assert ("| R9 t | 1 s (threadpoolctl) | 1.5 s | 0.67× | within 5% of the best simple fix (≥ 0.95×) | **no** |"
+            in text)
+    assert "| N9 t | 1 s (plain) | 1.01 s | 0.99× plain | within 3% of plain python (≥ 0.97×) | yes |" in text
+
+
+def test_real_library_workloads_run_fewer_repetitions_and_quick_mode_skips_duplicates():
+    r3 = workload_specs.select("R3")[0]
+    assert harness.planned_reps(r3, 5) == workload_specs.REAL_REPS == 3
+    assert harness.planned_reps(workload_specs.select("W1")[0], 5) == 5
+    quick = [w.id for w in workload_specs.select(None, quick=True)]
+    assert "R1-threading-2" in quick and "R1-threading-all" not in quick and "N1" in quick
+    assert [w.id for w in workload_specs.select("R1", quick=True)] == [
+        "R1-threading-2", "R1-threading-all", "R1-loky-2", "R1-loky-all"]  # named: all of them
+    n1 = workload_specs.select("N1")[0]
+    assert set(n1.not_applicable) == set(configs.CONFIG_NAMES) - {"plain", "corral"}
+    for workload in workload_specs.REAL_WORKLOADS:
+        assert workload.answer_rtol is not None, workload.id  # each is checked against plain python's

@@ -234,6 +234,33 @@ def test_a_task_alone_right_after_a_pool_gets_the_whole_budget_at_once():
     assert out.stdout.split() == ["2"] * 5
 
 
+BURST_PROBE = textwrap.dedent("""\
+    import sys, threadpoolctl
+    import sklearn.ensemble  # loads scikit-learn's OpenMP runtime (libgomp)
+    import concurrent.futures, multiprocessing.pool
+    def openmp_threads(_):
+        return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "openmp")
+    if sys.argv[1] == "executor":
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            print(list(pool.map(openmp_threads, range(8))))
+    else:
+        with multiprocessing.pool.ThreadPool(2) as pool:
+            print(pool.map(openmp_threads, range(8), chunksize=1))
+""")
+
+
+@pytest.mark.parametrize("pool", ["executor", "threadpool"])
+def test_the_first_task_of_a_burst_does_not_take_the_whole_budget(pool):
+    """A task's OpenMP team keeps the count its task started with; the first task of a map starts
+    alone, but its siblings are queued: it must not get budget-many threads (docs/native.md)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("threadpoolctl")
+    out = run_python(["-m", "corral", "-p", "2", "-c", BURST_PROBE, pool], env={"OMP_NUM_THREADS": "2"},
+                     timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str([1] * 8)
+
+
 def test_unannounced_waits_do_not_throttle_the_pool():
     # A sleep bound before corral wrapped time.sleep: nothing announces it. The permit monitor sees the
     # task threads asleep outside futex and lends their permits, so 32 in flight still means 32 waiting.

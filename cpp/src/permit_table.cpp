@@ -404,6 +404,22 @@ void permit_table::release() noexcept {
   wake(to_wake);
 }
 
+void permit_table::give_back_kept() noexcept {
+  holder& h = this_thread;
+  if (h.table != state_.get() || h.depth != 0) return;
+  if (h.keep.load(std::memory_order_acquire) == detail::taken) {
+    h.table = nullptr;
+    h.keep.store(detail::not_kept, std::memory_order_relaxed);
+    return;
+  }
+  waiter* w;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    w = drop_kept_locked(h, *state_);
+  }
+  wake(w);
+}
+
 bool permit_table::held_by_this_thread() const noexcept {
   return this_thread.table == state_.get() && this_thread.depth > 0;
 }

@@ -134,10 +134,10 @@ void scheduler::state::push(task* t) {
   detail::thread_state& me = this_thread();
   if (me.state == this && me.self != nullptr) {
     me.self->deque.push(t);
-    if (me.has_slot)
-      wake_one_if_useful();
-    else
+    if (!me.has_slot)
       notify_work_strict();
+    else if (work_ec.waiters() != 0)  // wake_one_if_useful's first test, kept on the hot path
+      wake_one_if_useful();
     return;
   }
   inject(t);

@@ -72,7 +72,12 @@ struct thread_state {
   bool temporary = false;
 };
 
-thread_state& this_thread() noexcept;
+// tls_state (declared in corral/detail/task.hpp): plain thread_local with constant initialisation,
+// an access is one TLS-relative address, with no initialisation check and no call (it is on every
+// spawn and wait).
+inline thread_state& this_thread() noexcept {
+  return tls_state;
+}
 
 // pthread_create for our own threads (workers, the wait monitor): they never take asynchronous
 // signals, so Ctrl-C and friends go to the program's own threads. Returns pthread_create's code.
@@ -245,5 +250,21 @@ struct scheduler::state {
 
   std::mutex spawn_mutex;  // [threads]
 };
+
+// Runs one task on worker w (the calling thread's record, holding a slot). Inline: it is on every
+// task's path, and in the fork-join fast path of task_group::wait (task_group.cpp).
+inline void scheduler::state::execute(detail::worker& w, detail::task* t) noexcept {
+  task_observer* watcher = observer.load(std::memory_order_relaxed);
+  if (watcher != nullptr) watcher->on_task_start(self);
+  ++w.task_depth;
+  if (monitoring()) arm(w);
+  t->execute(t);
+  // A task boundary: if the monitor lent our slot while the task slept, take one back (as a
+  // returner). Unarmed (the monitor off): one relaxed load.
+  if (w.lend_state.load(std::memory_order_relaxed) != detail::not_armed) settle(disarm(w));
+  --w.task_depth;
+  if (watcher != nullptr) watcher->on_task_end(self);
+  detail::bump(w.tasks_run);
+}
 
 }  // namespace corral

@@ -22,12 +22,7 @@ using detail::task;
 using detail::worker;
 
 namespace detail {
-namespace {
-thread_local thread_state tls_state;
-}  // namespace
-thread_state& this_thread() noexcept {
-  return tls_state;
-}
+constinit thread_local thread_state tls_state;
 
 int create_thread_without_async_signals(pthread_t* thread, const pthread_attr_t* attributes,
                                         void* (*entry)(void*), void* arg) noexcept {
@@ -196,20 +191,6 @@ bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
       wake_pending.store(0, std::memory_order_relaxed);
     }
   }
-}
-
-void scheduler::state::execute(worker& w, task* t) noexcept {
-  task_observer* watcher = observer.load(std::memory_order_relaxed);
-  if (watcher != nullptr) watcher->on_task_start(self);
-  ++w.task_depth;
-  if (monitoring()) arm(w);
-  t->execute(t);
-  // A task boundary: if the monitor lent our slot while the task slept, take one back (as a
-  // returner).
-  settle(disarm(w));
-  --w.task_depth;
-  if (watcher != nullptr) watcher->on_task_end(self);
-  bump(w.tasks_run);
 }
 
 // ---------------------------------------------------------------------------------------------

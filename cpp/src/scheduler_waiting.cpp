@@ -129,10 +129,12 @@ bool scheduler::state::help_until(detail::waitable& w,
   worker& me = *thread.self;
   // A wait is announced: the monitor must not lend our slot meanwhile (and a lend made while the
   // task slept is settled first: we take a slot back before running anything).
-  settle(disarm(me));
+  if (me.lend_state.load(std::memory_order_relaxed) != detail::not_armed) settle(disarm(me));
   struct rearm_on_exit {
     scheduler::state& s;
-    ~rearm_on_exit() { s.rearm_if_in_task(); }
+    ~rearm_on_exit() {
+      if (s.monitoring()) s.rearm_if_in_task();
+    }
   } rearm{*this};
   unsigned idle = 0;
   // Tasks run here nest on this thread's stack: with too little left, only wait.

@@ -20,6 +20,7 @@ using corral::permit;
 using corral::permit_pause;
 using corral::permit_table;
 using corral::testing::eventually;
+using corral::testing::eventually_running;
 using corral::testing::record_max;
 using corral::testing::spin_for;
 
@@ -199,7 +200,8 @@ TEST(PermitTable, TheMonitorLendsTheHolderAsleepInASystemCall) {
     permit p(table);
     ::usleep(300'000);  // a raw system call: no pause announced
   });
-  ASSERT_TRUE(eventually([&] { return table.stats().held == 1; }));
+  // holders, not held: the monitor may lend the sleeper's permit before this thread looks
+  ASSERT_TRUE(eventually([&] { return table.stats().holders == 1; }));
   const auto start = std::chrono::steady_clock::now();
   {
     permit p(table);  // gets the sleeper's permit, lent, long before the sleep ends
@@ -399,7 +401,7 @@ TEST(PermitTable, TheMonitorGivesAPermitKeptIdleToAWaiter) {
     permit p(table);
     got = true;
   });
-  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
   table.release();  // kept: the waiter is not back from a pause and the slice is young
   // Nobody takes the kept permit back: the monitor hands it on within a pass or two.
   EXPECT_TRUE(eventually([&] { return got.load(); }));
@@ -428,7 +430,7 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
   table.acquire();
   stage = 2;
-  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
   table.release();  // a returner waits: handed over, not kept
   EXPECT_EQ(table.stats().kept, 0u);
   EXPECT_TRUE(eventually([&] { return stage.load() == 3; }));
@@ -445,7 +447,7 @@ TEST(PermitTable, AKeeperHandsOverWhenItsSliceIsUsedUp) {
     permit p(table);
     got = true;
   });
-  ASSERT_TRUE(eventually([&] { return table.stats().waiting == 1u; }));
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
   table.release();
   // Back-to-back tasks, each shorter than a monitor pass: the kept permit is never idle, so only
   // the slice can end the run. The waiter gets a permit while this thread still has tasks.
@@ -484,5 +486,20 @@ TEST(PermitTable, StressKeptPermitsNeverExceedTheBudget) {
   EXPECT_EQ(peak_running(table, 8, static_cast<int>(corral::testing::scaled(2000, 200)), 20us), 2);
   EXPECT_TRUE(eventually([&] { return table.stats().held == 0u; }));  // threads ended: all back
   EXPECT_EQ(table.stats().overdrafts, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, GiveBackKeptReturnsTheCallersKeptPermitOnly) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  table.give_back_kept();  // keeps nothing: nothing happens
+  table.acquire();
+  table.give_back_kept();  // in a task: not a kept permit, nothing happens
+  EXPECT_TRUE(table.held_by_this_thread());
+  table.release();
+  EXPECT_EQ(table.stats().kept, 1u);
+  table.give_back_kept();
+  EXPECT_EQ(table.stats().kept, 0u);
+  EXPECT_EQ(table.stats().held, 0u);
   table.set_wait_monitor(false);
 }

@@ -4,7 +4,9 @@
 
 #include <pthread.h>
 
+#include <array>
 #include <atomic>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -256,4 +258,135 @@ TEST(TaskGroup, DestructorWaits) {
       });
   }
   EXPECT_EQ(ran.load(), 100);
+}
+
+// ---- The inline task (one task kept in the group itself, ended without an RMW on its maker's
+// thread): every way it can end and be waited for.
+
+TEST(TaskGroup, InlineTaskIsWaitedForWhenAnotherThreadRunsIt) {
+  // The maker is an outside thread that cannot help (the only slot is taken): its inline task
+  // runs on the worker while the maker sleeps, so the end must find the maker's count and wake it.
+  scheduler s(with_slots(1));
+  std::atomic<bool> hold{true};
+  task_group blocker(s);
+  blocker.run([&] {
+    while (hold.load()) std::this_thread::sleep_for(1ms);
+  });
+  std::this_thread::sleep_for(5ms);  // the worker holds the slot
+  for (int round = 0; round < 20; ++round) {
+    task_group g(s);
+    std::atomic<bool> finished{false};
+    g.run([&] {
+      std::this_thread::sleep_for(2ms);
+      finished.store(true);
+    });
+    if (round == 0) hold.store(false);  // let the worker reach our task
+    g.wait();
+    EXPECT_TRUE(finished.load()) << "round " << round;
+  }
+  blocker.wait();
+}
+
+TEST(TaskGroup, AGroupWaitedForByAThreadThatDidNotMakeItWaitsForTheInlineTask) {
+  // Only the maker counts the inline task in the group's word; another waiter polls for it.
+  scheduler s(with_slots(2));
+  for (int round = 0; round < 10; ++round) {
+    std::atomic<bool> finished{false};
+    auto g = std::make_unique<task_group>(s);  // made here, waited for by another thread
+    g->run([&] {
+      std::this_thread::sleep_for(3ms);
+      finished.store(true);
+    });
+    bool seen = false;
+    std::thread waiter([&] {
+      g->wait();
+      seen = finished.load();
+    });
+    waiter.join();
+    EXPECT_TRUE(seen) << "round " << round;
+    g.reset();
+  }
+}
+
+TEST(TaskGroup, MakerAndAnotherThreadWaitTogether) {
+  scheduler s(with_slots(2));
+  for (int round = 0; round < 10; ++round) {
+    task_group g(s);
+    std::atomic<bool> finished{false};
+    g.run([&] {
+      std::this_thread::sleep_for(3ms);
+      finished.store(true);
+    });
+    g.run([] { std::this_thread::sleep_for(1ms); });  // a heap task beside it
+    std::atomic<bool> other_saw{false};
+    std::thread other([&] {
+      g.wait();
+      other_saw.store(finished.load());
+    });
+    g.wait();
+    EXPECT_TRUE(finished.load());
+    other.join();
+    EXPECT_TRUE(other_saw.load()) << "round " << round;
+  }
+}
+
+TEST(TaskGroup, InlineTaskSpawnedByAHeapTaskIsWaitedFor) {
+  // A task of the group running on the maker's thread claims the inline storage and ends at once:
+  // the wait must not take "the count is zero" for done while the inline task runs (done() reads
+  // the inline stage before and after the count).
+  scheduler s(with_slots(2));
+  const int rounds = static_cast<int>(corral::testing::scaled(2000, 100));
+  for (int round = 0; round < rounds; ++round) {
+    task_group g(s);
+    std::atomic<int> inner_done{0};
+    g.run([] {});  // the inline task, finished before the next one starts
+    g.wait();
+    g.run([&] {  // heap or inline: either way its child must be waited for
+      g.run([&] { inner_done.fetch_add(1); });
+    });
+    g.run([&] { g.run([&] { inner_done.fetch_add(1); }); });
+    g.wait();
+    EXPECT_EQ(inner_done.load(), 2) << "round " << round;
+  }
+}
+
+TEST(TaskGroup, InlineTaskExceptionsAndReuse) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  for (int round = 0; round < 100; ++round) {
+    g.run([] { throw std::runtime_error("inline"); });
+    EXPECT_THROW(g.wait(), std::runtime_error);
+    int value = 0;
+    g.run([&] { value = round; });
+    g.wait();
+    EXPECT_EQ(value, round);
+  }
+}
+
+TEST(TaskGroup, CallablesTooBigForTheGroupGoToTheHeap) {
+  scheduler s(with_slots(2));
+  task_group g(s);
+  std::array<long, 32> big{};  // 256 bytes captured by value: more than the inline storage
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<long>(i);
+  std::atomic<long> sum{0};
+  for (int i = 0; i < 100; ++i)
+    g.run([big, &sum] {
+      long local = 0;
+      for (long v : big) local += v;
+      sum.fetch_add(local);
+    });
+  g.wait();
+  EXPECT_EQ(sum.load(), 100 * (31 * 32 / 2));
+}
+
+TEST(TaskGroup, FibIsExactOnOneAndTwoSlots) {
+  // The fork-join fast path (own deque, inline task) on one slot, and with a thief on two.
+  for (unsigned slots : {1u, 2u}) {
+    scheduler s(with_slots(slots));
+    task_group g(s);
+    long r = 0;
+    g.run([&] { r = fib(s, 22); });
+    g.wait();
+    EXPECT_EQ(r, fib_serial(22)) << slots << " slots";
+  }
 }

@@ -22,6 +22,18 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::second
   return true;
 }
 
+// eventually(), for a thread that holds a permit while it waits: it polls without sleeping (yield
+// keeps it runnable), so the permit monitor never finds it asleep and lends its permit meanwhile.
+template <class Pred>
+bool eventually_running(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
 // Raises `max` to `value` when `value` is larger (concurrent callers keep the largest).
 inline void record_max(std::atomic<int>& max, int value) {
   int seen = max.load();

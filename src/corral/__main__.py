@@ -1,12 +1,13 @@
 """Command line: `python -m corral [options] script.py|-m module|-c code [args]` runs a program under
-corral (see _runner.py); `python -m corral info` shows what corral sees."""
+corral (see _runner.py); `python -m corral info` shows what corral sees; `python -m corral report ...` runs a
+program and shows how it used its CPUs (_report.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import _info, _runner
+from . import _info, _report, _runner
 
 
 def build_info_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         _runner.apply_cpus(options.cpus)
         _runner.apply_share(parser, options)
         return _info.run(build_info_parser().parse_args(rest))
+    if own and own[-1] == "report" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
+        # As info: a subcommand (a script named report: ./report); -p N before it sets the corral run's budget.
+        options = _runner.build_parser().parse_args(own[:-1])
+        _runner.apply_cpus(options.cpus)
+        return _report.run(rest)
     return _runner.main(argv)
 
 

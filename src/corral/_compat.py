@@ -47,6 +47,17 @@ run_module_as_main = runpy._run_module_as_main
 # same for `python -m corral -c code`, where it exists. None on older Pythons.
 register_source = getattr(linecache, "_register_code", None)
 
+# threading._active: {ident: Thread} of the threads threading knows, started and not ended (3.11-3.14;
+# what enumerate() lists, less those starting). The report's probe reads it, from a thread that is not
+# among them, to name the program's threads; list(...values()) copies it in one step.
+threads_by_ident = threading._active
+
+# threading._register_atexit(fn): fn runs in threading._shutdown, after the main thread ends and before
+# finalization and atexit handlers, newest first (3.9-3.14; concurrent.futures.thread registers its own
+# exit there). The report's probe stops there, so that it is never inside a C++ call when the
+# interpreter finalizes.
+register_threading_atexit = threading._register_atexit
+
 # multiprocessing.pool.worker: the process pool's worker loop (no underscore, but undocumented; the
 # target Pool._repopulate_pool_static gives every worker Process; 3.11-3.14). corral.Pool's Process
 # recognises it and wraps it (_process_pool._tracked_worker) to mark the tasks a worker holds.
@@ -139,9 +150,13 @@ def fail_pending_result(cache, job, result, error: BaseException) -> None:
 # _thread_pool.ThreadPool (multiprocessing.pool.ThreadPool):
 #   overrides Pool._guarded_task_generation(result_job, func, iterable) (3.8-3.14), the one method map,
 #   starmap, imap, imap_unordered and their *_async forms hand every task to; reads self._processes
-#   (the pool's size).
+#   (the pool's size) and hands self._inqueue and self._taskqueue (queue.SimpleQueue, 3.8-3.14) to the
+#   dynamic rule, which calls their qsize().
 # _executor.ThreadPoolExecutor (concurrent.futures.ThreadPoolExecutor):
-#   reads self._max_workers (3.2-3.14) for the static inner-thread rule.
+#   reads self._max_workers (3.2-3.14) for the static inner-thread rule; replaces self._idle_semaphore
+#   (a threading.Semaphore, 3.8-3.14; the stdlib calls acquire(timeout=0) and release()) with a C++
+#   counter; hands self._work_queue (queue.SimpleQueue, 3.7-3.14) to the dynamic rule, which calls
+#   its qsize().
 # _process_pool.Pool (multiprocessing.pool.Pool):
 #   sets self._state / self._pool before the stdlib's __init__ (Pool.__del__ reads them if planning
 #   fails); reads self._state, self._cache, self._maxtasksperchild, self._worker_handler._state;

@@ -37,8 +37,10 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         super().__init__(max_workers, thread_name_prefix, initializer, initargs, **kwargs)
         # The stdlib counts idle threads with a threading.Semaphore(0), a Python Condition taken twice
         # per task; the same counter in C++ (acquire(timeout=0) and release(), all the stdlib calls).
-        self._idle_semaphore = _core.IdleCount()
-        self._corral_inner = _pool_settings.inner_threads(self._max_workers)
+        # Its release() also gives back the permit a worker keeps when no work is queued.
+        self._idle_semaphore = _core.IdleCount(self._work_queue)
+        self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._max_workers), self._max_workers,
+                                           True, self._work_queue)
         _permits.start()
 
     def submit(self, fn, /, *args, **kwargs):

@@ -1,12 +1,17 @@
 """The permit table as corral's Python pools see it (bindings/bind_permits.cpp, cpp permit_table.hpp).
 
-run(inner_threads, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread holds one of
+run(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread holds one of
     the process's permits (docs/architecture.md, invariant 2); waits for one with the GIL released.
     inner_threads: how many BLAS/OpenMP threads the call may start, one of
       LEAVE_ALONE (0): the libraries' limits are left as they are (--no-native, corral.patch(native=False));
       DYNAMIC (-1):    the dynamic rule, decided as the call starts;
       n > 0:           n, fixed (static mode's count).
     (The rule for both modes: docs/native.md, "Inner thread counts".)
+    spec: inner_threads, or spec(inner_threads, pool_threads, lazy_threads, *queues) for a pool's tasks:
+    the dynamic rule then counts the pool's queued tasks (qsize(), up to pool_threads) as demand, so that
+    the first task of a burst does not take the whole budget for an OpenMP team its siblings then crowd.
+    lazy_threads: the pool starts a thread per submit (an executor), so its first task may start before
+    the second is queued: that task gives the submitter 1 ms (GIL released) before the count is decided.
     The binding takes a plain int; these names are the only place its 0 and -1 are spelled.
 Pause: enter() / exit(): the calling thread gives its permit back while it waits (invariant 4).
 in_task(): whether the calling thread is inside run() (so a wait there should pause).
@@ -30,6 +35,14 @@ in_task = _core.in_permit_task
 stats = _core.permit_stats
 permits = _core.permits
 set_permits = _core.set_permits
+
+def spec(inner_threads: int, pool_threads: int, lazy_threads: bool, *queues):
+    """run()'s first argument for the tasks of a pool of `pool_threads` threads fed by `queues`."""
+    if inner_threads != DYNAMIC:
+        return inner_threads
+    # the binding's `first`: a list the pool's first task appends to, or None
+    return (inner_threads, pool_threads, [] if lazy_threads else None, *queues)
+
 
 _started_in = None  # the pid that started the monitor (a forked child starts its own)
 _lock = threading.Lock()

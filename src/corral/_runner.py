@@ -18,7 +18,7 @@ from ._pool_settings import validate_factor
 
 PROG = "python -m corral"
 
-USAGE = f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code | info) [args ...]"
+USAGE = f"{PROG} [options] (script.py | dir | file.zip | - | -m module | -c code | info | report) [args ...]"
 
 DESCRIPTION = """\
 Run a Python program with one CPU budget for all of its parallelism. While it runs, the stdlib's
@@ -50,7 +50,8 @@ pools are corral's (names imported before the program started included):
 The program sees the same sys.argv, __main__ (also __mp_main__), sys.path[0], tracebacks and exit
 status as under plain python (an uncaught KeyboardInterrupt: atexit handlers and finalization,
 then exit by SIGINT).
-`python -m corral info` shows the budget and the native thread pools (a script named "info": ./info)."""
+`python -m corral info` shows the budget and the native thread pools, `python -m corral report` how a
+program uses its CPUs, plain and under corral (a script named "info" or "report": ./info)."""
 
 EPILOG = """\
 cpus (-p / --cpus):
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how thread-pool tasks' inner threads are sized (see below; default: dynamic)")
     parser.add_argument("-m", dest="module", metavar="module", help="run a library module as a script")
     parser.add_argument("-c", dest="code", metavar="code", help="run a program passed in as a string")
-    parser.add_argument("target", nargs="?", metavar="script.py | dir | file.zip | - | info",
+    parser.add_argument("target", nargs="?", metavar="script.py | dir | file.zip | - | info | report",
                         help="the program to run, as python runs it (-: read from stdin; a directory or "
                              "zip: its __main__.py)")
     return parser

@@ -29,7 +29,9 @@ class ThreadPool(_stdlib.ThreadPool):
 
     def __init__(self, processes=None, initializer=None, initargs=()):
         super().__init__(processes, initializer, initargs)
-        self._corral_inner = _pool_settings.inner_threads(self._processes)
+        # map's items pass through _taskqueue (a whole map as one entry) into _inqueue
+        self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._processes), self._processes,
+                                           False, self._inqueue, self._taskqueue)
         _permits.start()
 
     def _permitted(self, func):

@@ -82,6 +82,9 @@ class permit_table {
   bool try_acquire();
   // Gives the calling thread's permit back (the outermost release of a nest). Never throws.
   void release() noexcept;
+  // Gives back the permit the calling thread keeps for its next task, if it keeps one: its pool has
+  // no more work queued, so no next task is on its way. Never throws.
+  void give_back_kept() noexcept;
   // Whether the calling thread is between acquire and release of this table (paused or lent too).
   bool held_by_this_thread() const noexcept;
 

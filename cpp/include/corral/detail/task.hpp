@@ -67,4 +67,15 @@ bool work_wanted() noexcept;
 // a range it offered and then ran itself from one a thief took.
 const void* current_worker() noexcept;
 
+// What the calling thread is to the scheduler (cpp/src/scheduler_state.hpp); constant-initialised,
+// so that reading its address is one TLS-relative instruction, with no call.
+struct thread_state;
+extern constinit thread_local thread_state tls_state;
+
+// A token unique to the calling thread among the threads alive (the address of its scheduler
+// state): task_group uses it to know its maker.
+inline const void* thread_token() noexcept {
+  return &tls_state;
+}
+
 }  // namespace corral::detail
