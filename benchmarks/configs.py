@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from workload_specs import BLAS_THREAD_VARS, Setting, Workload
+from workload_specs import BLAS_THREAD_VARS, SIDE_BY_SIDE, Setting, Workload
 
 PROBE_MARKER = "corral-bench-probe-ok"
 
@@ -38,6 +38,8 @@ CONFIGS: list[Config] = [
     Config("corral-static", "corral static", "`python -m corral --mode static script.py`"),
     Config("corral-api", "corral API", "the script using corral.ThreadPool / ThreadPoolExecutor / Pool "
                                        "(W10: corral.dask's worker plugin)"),
+    Config("corral-share", "corral share", "programs side by side in one machine share, "
+           "`python -m corral --share NAME script.py` (W9)"),
 ]
 CONFIG_NAMES = [c.name for c in CONFIGS]
 
@@ -141,6 +143,14 @@ def plan(config: str, workload: Workload, python: str, args: dict[str, object], 
     env = base_environment()
     env.update(workload.env(budget))
     argv = _flatten(args)
+    if workload.driver_args:  # W9 starts its programs itself, each as the configuration says
+        if config not in workload.driver_args:
+            return SIDE_BY_SIDE
+        if config != "plain" and reasons.get("corral"):
+            return reasons["corral"]
+        return Launch([python, script, *workload.driver_args[config], *argv], env)
+    if config == "corral-share":
+        return "one program alone: a machine share is for programs side by side (W9)"
     if config == "plain":
         return Launch([python, script, *argv], env)
     if config == "hand-tuned":

@@ -58,6 +58,9 @@ class Workload:
     answer_rtol: float | None = None
     # run by --quick (which proves the harness) unless named in --workloads; False for near-duplicates
     in_quick: bool = True
+    # A driver (W9) starts its programs itself: configuration name -> the driver's own arguments for it.
+    # Configurations not listed here do not apply to it.
+    driver_args: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -190,6 +193,35 @@ def _w8_grid(budget: int) -> list[Setting]:
     return [Setting((), None)] + [Setting((("--pool", p),), None) for p in sorted({1, budget})]
 
 
+def _w9_args(budget: int, quick: bool) -> dict[str, object]:
+    # Each copy is W1's program with more passes, so that one copy runs for seconds, not a fraction of
+    # one (start-up would hide the difference); four of them share the machine. Plain's four copies
+    # oversubscribe it badly (37 s for 3 passes on a loaded 2-CPU VM): 5 passes keep plain under the
+    # harness's 120 s timeout.
+    if quick:
+        return {"--copies": 4, "--arrays": 4 * budget, "--n": 96, "--passes": 1}
+    return {"--copies": 4, "--arrays": 32 * budget, "--n": 256, "--passes": 5}
+
+
+SIDE_BY_SIDE = ("four programs side by side each run as the configuration says; per-program settings (a tuned "
+                "grid, a pool library) are W1's columns")
+
+
+def _w9(make: bool) -> Workload:
+    drivers = ({"plain": ("--make", "--runner", "plain"), "corral": ("--make", "--runner", "corral")} if make else
+               {"plain": ("--runner", "plain"), "corral": ("--runner", "corral"),
+                "corral-share": ("--runner", "share")})
+    return Workload(
+        id="W9-make" if make else "W9", title="make -j4 of four programs" if make else "four programs side by side",
+        script="w9_side_by_side.py",
+        measures=("four copies of W1 (5 passes each) as targets of make -j4, recipes marked '+': plain, and "
+                  "corral drawing from make's jobserver; time until all four finish" if make else
+                  "four copies of W1 (5 passes each) started at once: plain, corral with four budgets, corral "
+                  "with one machine share (--share); time until all four finish"),
+        higher_is_better=False, unit="s", args=_w9_args, grid=lambda budget: [],
+        driver_args=drivers, max_reps=3)
+
+
 WORKLOADS: list[Workload] = [
     Workload(
         id="W1", title="balanced", script="w1_balanced.py",
@@ -233,6 +265,8 @@ WORKLOADS: list[Workload] = [
         measures="100,000 tiny tasks: ThreadPoolExecutor() submit all, then every result; tasks per second",
         higher_is_better=True, unit="tasks/s", args=_w8_args, grid=_w8_grid,
         not_applicable={"tbb4py": NOT_CONCURRENT_FUTURES, "threadpoolctl": NO_BLAS}, targets=(LEVEL, STDLIB_1_5)),
+    _w9(make=False),
+    _w9(make=True),
 ]
 
 
@@ -365,7 +399,8 @@ REAL_WORKLOADS: list[Workload] = [
                  "800x800; 3 passes",
         higher_is_better=False, unit="s", args=_n1_args, grid=lambda budget: [],
         not_applicable={name: NO_POOLS for name in ("hand-tuned", "threadpoolctl", "tbb4py", "joblib-threading",
-                                                    "joblib-loky", "corral-static", "corral-api")},
+                                                    "joblib-loky", "corral-static", "corral-api",
+                                                    "corral-share")},
         targets=(NO_SLOWER,), answer_rtol=1e-9),
 ]
 WORKLOADS += REAL_WORKLOADS

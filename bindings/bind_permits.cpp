@@ -144,7 +144,7 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
               running, static_cast<unsigned>(std::min<long>(pool, running + queued)));
         }
       }
-      limits.emplace(table.permits(), running, static_cast<int>(spec.inner), alone);
+      limits.emplace(table.usable_permits(), running, static_cast<int>(spec.inner), alone);
     }
     return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
   } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)
@@ -272,6 +272,8 @@ nb::dict stats_dict() {
   d["waits"] = s.waits;
   d["lends"] = s.lends;
   d["overdrafts"] = s.overdrafts;
+  d["drawn"] = s.drawn;
+  d["sourced"] = s.sourced;
   return d;
 }
 

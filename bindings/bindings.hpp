@@ -64,5 +64,6 @@ void bind_budget(nb::module_& m);
 void bind_native(nb::module_& m);
 void bind_partition(nb::module_& m);
 void bind_permits(nb::module_& m);
+void bind_share(nb::module_& m);
 
 }  // namespace corral::bindings

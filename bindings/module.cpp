@@ -13,4 +13,5 @@ NB_MODULE(_core, m) {
   corral::bindings::bind_native(m);
   corral::bindings::bind_partition(m);
   corral::bindings::bind_permits(m);
+  corral::bindings::bind_share(m);
 }

@@ -105,11 +105,25 @@ def test_workload_selection_by_family_and_case():
     assert len(workload_specs.select(None)) == len(workload_specs.WORKLOADS)
 
 
+def test_w9_runs_four_programs_under_each_configuration():
+    reasons = {"corral": None}
+    w9, w9_make = workload_specs.select("W9")
+    for workload, wanted in ((w9, {"plain", "corral", "corral-share"}), (w9_make, {"plain", "corral"})):
+        planned = {name: configs.plan(name, workload, sys.executable, workload.args(2, True), 2, reasons)
+                   for name in configs.CONFIG_NAMES}
+        assert {n for n, p in planned.items() if isinstance(p, configs.Launch)} == wanted
+        assert workload.args(2, False)["--copies"] == 4
+    assert "--make" in planned["corral"].argv and "--share" not in planned["corral"].argv
+    assert isinstance(configs.plan("corral-share", workload_specs.select("W1")[0], sys.executable, {}, 2,
+                                   reasons), str)
+
+
 def test_sizes_follow_the_budget():
     for workload in workload_specs.WORKLOADS:
         small, big = workload.args(2, False), workload.args(16, False)
         assert small.keys() == big.keys()
-        assert workload.grid(16) or "hand-tuned" in workload.not_applicable, workload.id
+        # A driver (W9) runs whole programs under each configuration: no hand-tuning grid of its own.
+        assert workload.grid(16) or "hand-tuned" in workload.not_applicable or workload.driver_args, workload.id
     w1 = workload_specs.select("W1")[0]
     assert w1.args(2, False)["--arrays"] == 64  # the seed's 64 arrays on 2 CPUs
     assert w1.args(16, False)["--arrays"] == 512

@@ -135,7 +135,7 @@ def test_no_module_imports_the_package_itself():
 
 def test_the_public_surface_is_all_and_every_other_module_is_private():
     assert sorted(corral.__all__) == sorted([
-        "ThreadPool", "ThreadPoolExecutor", "Future", "Pool", "ProcessPoolExecutor", "blocking", "patch",
+        "ThreadPool", "ThreadPoolExecutor", "Future", "Pool", "ProcessPoolExecutor", "blocking", "patch", "share",
         "budget", "Budget", "BudgetSource", "native_pools", "__version__"])
     for name in corral.__all__:
         assert hasattr(corral, name), name

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "corral/permit_table.hpp"
@@ -117,6 +118,18 @@ struct permit_table::state {
   void ensure_monitor_locked();
   bool monitor_wanted = false;
   std::unique_ptr<detail::permit_monitor> monitor;
+
+  // The machine-wide source (permit_source.hpp; permit_sharing.cpp): the process runs at most
+  // max(1, drawn) threads, its first on its own permit. Whether one more may run, drawing a permit
+  // from the source if need be; and giving back the drawn permits no running thread needs.
+  bool source_allows_one_more_locked() noexcept;
+  bool source_allows_hand_over_locked() const noexcept;
+  void return_surplus_locked() noexcept;
+  std::shared_ptr<permit_source> source;
+  // Atomic so that a task's start reads them without the mutex (usable_permits); written under it.
+  std::atomic<unsigned> drawn{0};
+  std::atomic<bool> sourced{false};
+  std::string source_note;
 };
 
 }  // namespace corral

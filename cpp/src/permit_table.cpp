@@ -44,6 +44,7 @@ pid_t current_tid() noexcept {
 
 bool permit_table::state::try_take_locked() noexcept {
   if (held >= permits || head != nullptr) return false;
+  if (!source_allows_one_more_locked()) return false;  // machine-wide source: permit_sharing.cpp
   ++held;
   ++acquires;
   return true;
@@ -51,7 +52,9 @@ bool permit_table::state::try_take_locked() noexcept {
 
 waiter* permit_table::state::give_back_locked() noexcept {
   last_turnover = clock::now();
-  if (held <= permits && head != nullptr) {  // a hand-over: `held` stays, the waiter holds it now
+  if (held <= permits && head != nullptr && source_allows_hand_over_locked()) {
+    // a hand-over: `held` stays (and a permit drawn from a machine-wide source with it), the
+    // waiter holds it now
     waiter* w = head;
     CORRAL_ASSERT(w->granted.load(std::memory_order_relaxed) == 0);  // granted once, while queued
     unlink_locked(w);
@@ -61,6 +64,7 @@ waiter* permit_table::state::give_back_locked() noexcept {
   }
   CORRAL_ASSERT(held > 0);
   --held;
+  return_surplus_locked();  // permit_sharing.cpp
   return nullptr;
 }
 
@@ -106,6 +110,7 @@ bool permit_table::state::take_over_kept_locked() noexcept {
 bool permit_table::state::may_keep_locked(const holder& h, clock::time_point now) const noexcept {
   if (!monitor_wanted || monitor == nullptr || monitor->exited()) return false;  // none to reclaim
   if (held > permits) return false;                                              // overdrawn
+  if (!source_allows_hand_over_locked()) return false;  // over what the machine-wide source gave
   if (head == nullptr) return true;
   return !head->returning && now - h.slice_start < keep_slice;
 }
@@ -126,11 +131,20 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   ++waits;
   CORRAL_ASSERT(head != nullptr && tail != nullptr);
   const auto since = clock::now();
+  auto poll = std::chrono::milliseconds(1);  // the machine-wide source's, doubled up to 16 ms
   for (;;) {
     lock.unlock();
-    detail::futex_wait_for(w.granted, 0, recheck_interval);
+    detail::futex_wait_for(w.granted, 0, source != nullptr ? poll : recheck_interval);
     lock.lock();
     if (w.granted.load(std::memory_order_relaxed) != 0) return;  // granted under this mutex
+    // A permit another process gave back wakes nobody here: the first waiter looks (docs/share.md).
+    if (source != nullptr && head == &w && held < permits && source_allows_one_more_locked()) {
+      unlink_locked(&w);
+      ++held;
+      ++acquires;
+      return;
+    }
+    poll = std::min(poll * 2, std::chrono::milliseconds(16));
     const auto now = clock::now();
     if (now - since >= starvation_limit && now - last_turnover >= starvation_limit) {
       // Nothing moved for the whole limit: the holders may be waiting on us. Run over the budget.
@@ -183,6 +197,17 @@ permit_table& permit_table::process() {
     pthread_atfork(&fork_prepare, &fork_parent, &fork_child);
     return t;
   }();
+  // The machine-wide source the environment names (permit_source.hpp). When joining throws (a bad
+  // CORRAL_SHARE), the next call tries again and throws again: no process runs half-joined.
+  static const bool sourced = [] {
+    std::string note;
+    std::shared_ptr<permit_source> source = permit_source_from_environment(&note);
+    table->set_source(std::move(source));
+    std::lock_guard<std::mutex> lock(table->state_->mutex);
+    table->state_->source_note = note;
+    return true;
+  }();
+  (void)sourced;
   return *table;
 }
 
@@ -201,6 +226,8 @@ void permit_table::fork_child() noexcept {
   s.waiting = s.paused = s.lent = 0;
   s.holders.clear();
   s.held = 0;
+  s.drawn = 0;  // the parent's, given back by the parent
+  if (s.source != nullptr) s.source->after_fork_child();
   s.kept_n = 0;
   if (this_thread.table == &s && this_thread.depth == 0) {  // a kept permit: not a task here
     this_thread.table = nullptr;
@@ -232,6 +259,7 @@ void permit_table::set_permits(unsigned permits) {
     state& s = *state_;
     s.permits = permits;
     while (s.head != nullptr && s.held < s.permits) {  // more permits: hand them out now
+      if (!s.source_allows_one_more_locked()) break;
       ++s.held;
       woken.push_back(s.give_back_locked());
     }
@@ -423,6 +451,8 @@ permit_stats permit_table::stats() const noexcept {
   out.waits = s.waits;
   out.lends = s.lends;
   out.overdrafts = s.overdrafts;
+  out.sourced = s.source != nullptr;
+  out.drawn = s.drawn;
   return out;
 }
 

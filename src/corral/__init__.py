@@ -26,6 +26,10 @@ blocking
     Announce a wait inside a task (context manager and decorator).
 patch
     Make the stdlib's pools corral's while active (context manager and decorator).
+share(name="default", size=None) -> None
+    Join a machine share: this process's permits beyond its first come from one pool for every corral
+    process of the user that joins it (docs/share.md). ValueError/TypeError for a bad name or size,
+    PermissionError when its directory or file is not private to the user.
 __version__
     The package's version.
 """
@@ -37,13 +41,14 @@ from ._executor import Future, ThreadPoolExecutor
 from ._patch import patch
 from ._process_executor import ProcessPoolExecutor
 from ._process_pool import Pool
+from ._share import share
 from ._thread_pool import ThreadPool
 
 __version__ = _core.__version__
 
 __all__ = [
     "ThreadPool", "ThreadPoolExecutor", "Future", "Pool", "ProcessPoolExecutor",
-    "blocking", "patch",
+    "blocking", "patch", "share",
     "budget", "Budget", "BudgetSource", "native_pools",
     "__version__",
 ]

@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     own, rest = _runner.split_argv(argv)
     if own and own[-1] == "info" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # `info` is a subcommand; options before it (-p N) still apply. A script named info: ./info
-        options = _runner.build_parser().parse_args(own[:-1])
+        parser = _runner.build_parser()
+        options = parser.parse_args(own[:-1])
         _runner.apply_cpus(options.cpus)
+        _runner.apply_share(parser, options)
         return _info.run(build_info_parser().parse_args(rest))
     if own and own[-1] == "report" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # As info: a subcommand (a script named report: ./report); -p N before it sets the corral run's budget.

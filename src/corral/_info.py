@@ -1,4 +1,5 @@
-"""`python -m corral info`: what corral sees in this process (budget, topology, native pools)."""
+"""`python -m corral info`: what corral sees in this process (budget, topology, native pools), and the
+machine shares of this user (the one CORRAL_SHARE or --share names, else all) without joining them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import os
 import sys
 
-from . import _core
+from . import _core, _share
 from ._cpu_list import format_cpu_list
 
 
@@ -42,6 +43,8 @@ def collect(imports: list[str], import_numpy: bool = True) -> dict:
     report["native_pools"] = _core.native_pools()
     report["imported"] = imported
     report["corral_version"] = _core.__version__
+    named = os.environ.get(_share.ENV_NAME, "")
+    report["machine_shares"] = _share.status([named] if named else None)
     return report
 
 
@@ -71,7 +74,32 @@ def _format_text(report: dict) -> str:
     for p in pools:
         lines.append(f"  {p['library']:10s} {p.get('version') or '?':12s} {p['threading_layer']:9s} "
                      f"{p['num_threads']:>3} threads  {p['path']}")
+    lines.append("")
+    lines.extend(_format_shares(report["machine_shares"]))
     return "\n".join(lines)
+
+
+def _format_shares(found: dict) -> list[str]:
+    lines = []
+    shares = found["shares"]
+    if not shares:
+        lines.append(f"machine shares: none (in {found['directory']})")
+    for s in shares:
+        if s.get("missing"):
+            lines.append(f"machine share '{s['name']}': none yet (made by its first member, in {found['directory']})")
+        elif s["stale"]:
+            lines.append(f"machine share '{s['name']}': a stale file (its last member was killed), "
+                         f"removed: {s['path']}")
+        else:
+            members = ", ".join(f"pid {m['pid']} holds {m['permits']}" for m in s["members"]) or "none"
+            lines.append(f"machine share '{s['name']}': {s['size']} permits, {s['held']} held; {s['path']}")
+            lines.append(f"  members ({len(s['members'])}, each with its own first permit besides): {members}")
+    job = found["jobserver"]
+    if job["kind"] != "none":
+        where = job["fifo"] if job["kind"] == "fifo" else f"fds {job['read_fd']},{job['write_fd']}"
+        jobs = f", make -j{job['jobs']}" if job["jobs"] else ""
+        lines.append(f"make's jobserver in MAKEFLAGS: {job['kind']} {where}{jobs}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except ValueError as exc:  # a malformed CORRAL_CPUS
         print(f"corral info: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a share directory that is not private
+        print(f"corral info: {exc.strerror or exc}", file=sys.stderr)
         return 2
     out = json.dumps(report, indent=2) if args.json else _format_text(report)
     try:

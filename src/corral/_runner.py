@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from . import _as_main, _children, _core, _patch, _program_limits, _thread_limits
+from . import _as_main, _children, _core, _patch, _program_limits, _share, _thread_limits
 from ._cpu_list import MAX_CPU_ID, format_cpu_list, parse_cpu_list
 from ._pool_settings import validate_factor
 
@@ -81,12 +81,26 @@ OpenBLAS spinning:
   loads, unless you set it (not in os.environ: the program sees its environment as under python;
   children inherit it; --no-native leaves it alone). docs/native.md, "Spinning".
 
-environment:
-  CORRAL_CPUS=N   the budget (what -p N sets; children inherit it; process-pool workers get their share)
-  CORRAL_CHILDREN set by corral for the program: Python processes started with it join the budget
-                  (through a .pth file corral installs in site-packages); --no-children removes it
+machine share (--share):
+  Every corral program of this user started with the same --share NAME (or CORRAL_SHARE=NAME) draws
+  its running permits from one pool of the machine's CPUs, keeping one of its own: four programs side
+  by side keep about the share's size busy together, not four budgets. The first member's --share-size (default:
+  its budget) is the size. The share is a private file in $XDG_RUNTIME_DIR/corral (else
+  /tmp/corral-$UID); a member that dies, even by SIGKILL, gives its permits back at once. Children
+  inherit it (CORRAL_SHARE). --share NAME takes NAME when it is not an existing file; --share=NAME
+  always does. `python -m corral info` lists the shares and their members.
+  Under make -jN (a recipe marked '+'), without --share, the permits beyond the first are make's
+  jobserver tokens. docs/share.md, in corral's source, has the details.
 
-Bad options and a malformed CORRAL_CPUS are reported before the program starts (exit 2)."""
+environment:
+  CORRAL_CPUS=N        the budget (what -p N sets; children inherit it; process-pool workers get their share)
+  CORRAL_CHILDREN      set by corral for the program: Python processes started with it join the budget
+                       (through a .pth file corral installs in site-packages); --no-children removes it
+  CORRAL_SHARE=NAME    join the machine share NAME (what --share sets; children inherit it)
+  CORRAL_SHARE_SIZE=N  its size when this process creates it (what --share-size sets)
+
+Bad options, a malformed CORRAL_CPUS, CORRAL_SHARE or CORRAL_SHARE_SIZE, and a share directory that
+is not private are reported before the program starts (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print to stderr the CPUs and budget, what was patched (thread and process "
                              "pools), the process-pool settings, the native libraries' limits, and each "
                              "thread-limit variable set, kept or lowered for the program's own calls")
+    parser.add_argument("--share", nargs="?", const=_share.DEFAULT_NAME, metavar="NAME",
+                        help="draw this program's running permits (one of its own besides) from the machine share NAME "
+                             f"(default {_share.DEFAULT_NAME!r}), with every corral program that joins it "
+                             "(CORRAL_SHARE=NAME, exported to child processes); see below")
+    parser.add_argument("--share-size", type=share_size_option, metavar="N",
+                        help="the share's size in permits when this program creates it (default: its "
+                             "budget); CORRAL_SHARE_SIZE=N")
     parser.add_argument("--no-native", action="store_true",
                         help="do not touch BLAS/OpenMP thread limits: neither in thread-pool tasks nor "
                              "for the program's own calls")
@@ -170,6 +191,33 @@ def factor_option(text: str) -> float:
             f"the oversubscription factor must be a finite number >= 1, got {text!r}") from None
 
 
+def share_size_option(text: str) -> int:
+    try:
+        return _share.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("corral: ")) from None
+
+
+def apply_share(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Puts --share/--share-size into the environment (children inherit them) and checks what the
+    environment says: a bad name or size is a command-line error (exit 2)."""
+    if args.share_size is not None and args.share is None:
+        parser.error("--share-size needs --share")
+    if args.share is not None:
+        os.environ[_share.ENV_NAME] = args.share
+        if args.share_size is not None:
+            os.environ[_share.ENV_SIZE] = str(args.share_size)
+    try:
+        name = os.environ.get(_share.ENV_NAME, "")
+        if name:
+            _share.check_name(name)
+            if os.environ.get(_share.ENV_SIZE, ""):
+                _share.parse_size(os.environ[_share.ENV_SIZE])
+    except ValueError as exc:
+        where = "--share" if args.share is not None else _share.ENV_NAME
+        parser.exit(2, f"{PROG}: {where}: {str(exc).removeprefix('corral: ')}\n")
+
+
 def apply_cpus(cpus: int | frozenset[int] | None) -> None:
     """Puts -p/--cpus into effect, before anything reads the budget: a count becomes CORRAL_CPUS
     (children inherit it); a list becomes this process's affinity (children inherit that)."""
@@ -182,17 +230,33 @@ def apply_cpus(cpus: int | frozenset[int] | None) -> None:
 
 
 # Options that take a value in the next word (the split below must skip it).
-_VALUE_OPTIONS = {"-p", "--cpus", "--mode", "-f", "--oversubscription-factor"}
+_VALUE_OPTIONS = {"-p", "--cpus", "--mode", "-f", "--oversubscription-factor", "--share-size"}
+
+
+def _share_name_follows(argv: list[str], i: int) -> bool:
+    """Whether the word after a bare --share at argv[i] is its NAME: it is not an option nor an existing
+    file, and a program follows it (so `--share script.py` runs script.py in the default share)."""
+    if i + 2 >= len(argv):
+        return False
+    word = argv[i + 1]
+    return not word.startswith("-") and not os.path.exists(word)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(corral's options and the target, the program's arguments).
 
     Like python's own command line: everything after the script, `-m module` or `-c code` belongs to
-    the program, options included.
+    the program, options included. A bare --share becomes --share=NAME (its name, or the default), so
+    that argparse never takes the script for the share's name.
     """
+    argv = list(argv)
     i = 0
     while i < len(argv):
+        if argv[i] == "--share":
+            if _share_name_follows(argv, i):
+                argv[i: i + 2] = [f"--share={argv[i + 1]}"]
+            else:
+                argv[i] = f"--share={_share.DEFAULT_NAME}"
         word = argv[i]
         if word == "--":
             return argv[: i + 2], argv[i + 2:]
@@ -220,10 +284,12 @@ def main(argv: list[str]) -> int:
         parser.error("give one of: a script, -m module, -c code")
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
+    apply_share(parser, args)
     try:
         budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
-    except ValueError as exc:
-        parser.exit(2, f"{PROG}: {exc}\n")
+        _share.source()  # joins the share (or make's jobserver) now: a share we may not open is exit 2
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"{PROG}: {getattr(exc, 'strerror', None) or exc}\n")
     try:
         program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
     except _as_main.CannotRun as exc:
@@ -254,6 +320,14 @@ def _report(patcher, limits) -> None:
     print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
     b = _core.budget()
     print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
+    source = _share.source()
+    if source is not None:
+        print(f"corral: joined {source}: running permits drawn from it, one of this program's own besides",
+              file=out)
+    else:
+        note = _share.source_note()
+        print(f"corral: no machine share: the budget is this program's own{f' ({note})' if note else ''}",
+              file=out)
     for line in _patch.describe():
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"

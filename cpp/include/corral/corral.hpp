@@ -10,7 +10,10 @@
 #include "corral/topology.hpp"       // cpu_topology: cores, SMT siblings, NUMA nodes
 
 // The permit table: one budget of permits shared by every pool of a process.
-#include "corral/permit_table.hpp"  // permit_table, permit, permit_pause, permit_stats
+#include "corral/jobserver.hpp"      // jobserver: GNU make's tokens as permits
+#include "corral/machine_share.hpp"  // machine_share: one pool of permits for programs side by side
+#include "corral/permit_source.hpp"  // permit_source: permits from beyond the process
+#include "corral/permit_table.hpp"   // permit_table, permit, permit_pause, permit_stats
 
 // BLAS/OpenMP thread limits.
 #include "corral/native.hpp"          // the native libraries loaded, and their thread counts

@@ -19,6 +19,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string>
+
+#include "corral/permit_source.hpp"
 
 namespace corral {
 
@@ -35,6 +38,11 @@ struct permit_stats {
   std::uint64_t lends = 0;     // permits the monitor lent
   // permits taken over the budget (starvation limit or a lent thread back)
   std::uint64_t overdrafts = 0;
+  // With a machine-wide source (permit_source.hpp): the permits drawn from it now. A process runs
+  // max(1, drawn) threads, never more than `permits` (its own first permit needs none:
+  // docs/share.md).
+  bool sourced = false;
+  unsigned drawn = 0;
 };
 
 class permit_table {
@@ -94,6 +102,18 @@ class permit_table {
   // start.
   void set_wait_monitor(bool on);
   bool wait_monitor_on() const noexcept;
+
+  // The machine-wide source of the permits beyond the process's first (permit_source.hpp), or
+  // nullptr: the process's budget alone. The old source gets back what was drawn from it.
+  // process() sets the source the environment names (CORRAL_SHARE, make's jobserver).
+  void set_source(std::shared_ptr<permit_source> source);
+  std::shared_ptr<permit_source> source() const;
+  // The permits the dynamic inner-thread rule divides (>= 1): permits(), or with a machine-wide
+  // source min(permits(), max(1, drawn, running())): what the process may run on now. A gauge, as
+  // running().
+  unsigned usable_permits() const noexcept;
+  // Why the environment's jobserver was not used (process() only), or empty.
+  std::string source_note() const;
 
   struct state;
 
