@@ -53,8 +53,7 @@ struct holder {
   // kept -> not_kept by this thread alone (taking it back, no mutex); kept -> taken by anyone else
   // under the mutex. The compare-exchange decides who has the permit when both try at once.
   std::atomic<std::uint32_t> keep{not_kept};
-  std::chrono::steady_clock::time_point slice_start{};  // when this thread took a permit afresh
-  std::chrono::steady_clock::time_point kept_since{};   // when it last kept one (under the mutex)
+  std::chrono::steady_clock::time_point kept_since{};  // when it last kept one (under the mutex)
 };
 
 // A thread waiting for a permit, on its own stack, in the table's FIFO.
@@ -94,7 +93,7 @@ struct permit_table::state {
   // while nobody queues (waiters get kept permits from the monitor or from the keeper's slice end).
   bool take_over_kept_locked() noexcept;
   // Whether `h`'s permit may be kept at the end of its task.
-  bool may_keep_locked(const detail::holder& h, clock::time_point now) const noexcept;
+  bool may_keep_locked() const noexcept;
 
   mutable std::mutex mutex;
   // Atomic so that a task's start reads them without the mutex (running()); written under it.

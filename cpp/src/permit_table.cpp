@@ -107,12 +107,13 @@ bool permit_table::state::take_over_kept_locked() noexcept {
   return false;
 }
 
-bool permit_table::state::may_keep_locked(const holder& h, clock::time_point now) const noexcept {
+bool permit_table::state::may_keep_locked() const noexcept {
   if (!monitor_wanted || monitor == nullptr || monitor->exited()) return false;  // none to reclaim
   if (held > permits) return false;                                              // overdrawn
   if (!source_allows_hand_over_locked()) return false;  // over what the machine-wide source gave
-  if (head == nullptr) return true;
-  return !head->returning && now - h.slice_start < keep_slice;
+  // A waiter holds a task already (it took it from its pool's queue before it asked for a permit):
+  // keeping the permit from it only delays that task, so it is handed over at once (W3).
+  return head == nullptr;
 }
 
 void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
@@ -276,7 +277,6 @@ void become_holder(holder& h, permit_table::state& s) {
   h.pause_depth = 0;
   h.stage = holder_stage::holding;
   h.keep.store(detail::not_kept, std::memory_order_relaxed);
-  h.slice_start = permit_table::state::clock::now();
   h.generation.fetch_add(1, std::memory_order_relaxed);
   s.holders.push_back(&h);  // may throw bad_alloc: callers undo their take
   try {
@@ -378,7 +378,7 @@ void permit_table::release() noexcept {
     std::lock_guard<std::mutex> lock(s.mutex);
     if (h.stage == holder_stage::holding) {
       const auto now = state::clock::now();
-      if (s.may_keep_locked(h, now)) {  // kept for this thread's next task: no hand-over
+      if (s.may_keep_locked()) {  // kept for this thread's next task: no hand-over
         h.kept_since = now;
         ++s.kept_n;
         h.keep.store(detail::kept, std::memory_order_release);

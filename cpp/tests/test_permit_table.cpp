@@ -391,26 +391,20 @@ TEST(PermitTable, ANewcomerTakesOverAKeptPermitInsteadOfWaiting) {
   table.set_wait_monitor(false);
 }
 
-TEST(PermitTable, TheMonitorGivesAPermitKeptIdleToAWaiter) {
+TEST(PermitTable, TheMonitorTakesBackAPermitKeptIdle) {
   permit_table table(1);
   table.set_wait_monitor(true);
-  std::atomic<bool> waiting{false}, got{false}, done{false};
-  table.acquire();
-  std::thread waiter([&] {
-    waiting = true;
-    permit p(table);
-    got = true;
+  std::atomic<bool> done{false};
+  std::thread idle([&] {
+    table.acquire();
+    table.release();                                        // kept: nobody waits
+    while (!done.load()) std::this_thread::sleep_for(1ms);  // and never comes back for it
   });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  table.release();  // kept: the waiter is not back from a pause and the slice is young
-  // Nobody takes the kept permit back: the monitor hands it on within a pass or two.
-  EXPECT_TRUE(eventually([&] { return got.load(); }));
-  waiter.join();
+  // The monitor gives it back after keep_idle_limit (not at the thread's end: it is still alive).
+  EXPECT_TRUE(eventually([&] { return table.stats().kept == 0u && table.stats().held == 0u; }));
+  done = true;
+  idle.join();
   EXPECT_EQ(table.stats().overdrafts, 0u);
-  // This thread finds its permit gone and takes one the usual way.
-  table.acquire();
-  EXPECT_TRUE(table.held_by_this_thread());
-  table.release();
   table.set_wait_monitor(false);
 }
 
@@ -438,29 +432,19 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   table.set_wait_monitor(false);
 }
 
-TEST(PermitTable, AKeeperHandsOverWhenItsSliceIsUsedUp) {
+TEST(PermitTable, AThreadWhoseTaskEndsWhileAnotherWaitsHandsOverAtOnce) {
   permit_table table(1);
   table.set_wait_monitor(true);
   std::atomic<bool> got{false};
   table.acquire();
   std::thread waiter([&] {
-    permit p(table);
+    permit p(table);  // this thread holds a task already: it must not wait for a keeper's next one
     got = true;
   });
   ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
   table.release();
-  // Back-to-back tasks, each shorter than a monitor pass: the kept permit is never idle, so only
-  // the slice can end the run. The waiter gets a permit while this thread still has tasks.
-  int tasks = 0;
-  const auto until = std::chrono::steady_clock::now() + 20 * permit_table::keep_slice + 5s;
-  while (!got.load() && std::chrono::steady_clock::now() < until) {
-    table.acquire();
-    ++tasks;
-    spin_for(50us);
-    table.release();
-  }
-  EXPECT_TRUE(got.load());
-  EXPECT_GT(tasks, 1);
+  EXPECT_EQ(table.stats().kept, 0u);
+  EXPECT_TRUE(eventually([&] { return got.load(); }, 1s));  // well before the monitor's idle limit
   waiter.join();
   table.set_wait_monitor(false);
 }

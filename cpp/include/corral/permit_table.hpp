@@ -49,12 +49,9 @@ class permit_table {
  public:
   // How long a waiter waits while no permit changes hands before it takes one over the budget.
   static constexpr std::chrono::milliseconds starvation_limit{1000};
-  // How long a thread may run task after task on one permit while others wait for one: with the
-  // permit monitor on, a thread whose task ends keeps its permit for its next task (no hand-over,
-  // no sleep and wake) unless this slice is used up, a thread back from a wait queues, or the table
-  // is overdrawn. The monitor hands on a permit kept and unused for keep_idle_limit
-  // (docs/permits.md, "Kept permits").
-  static constexpr std::chrono::milliseconds keep_slice{20};
+  // With the permit monitor on, a thread whose task ends while nobody waits keeps its permit for
+  // its next task (taken back without the mutex); the monitor hands on a permit kept and unused for
+  // keep_idle_limit (docs/permits.md, "Kept permits").
   // How long a kept permit may stay unused before the monitor hands it on: a Python thread between
   // two tasks may wait this long for the GIL (sys.getswitchinterval()).
   static constexpr std::chrono::milliseconds keep_idle_limit{5};
