@@ -114,7 +114,7 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (nargs < 2) {
     PyErr_SetString(PyExc_TypeError,
-                    "run_permitted(inner_threads, fn, /, *args, **kwargs): missing arguments");
+                    "run_permitted(spec, fn, /, *args, **kwargs): missing arguments");
     return nullptr;
   }
   task_spec spec;
