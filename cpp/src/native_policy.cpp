@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -46,6 +47,16 @@ class process_limit {
     pthread_atfork([] { the_process_limit().mutex_.lock(); },
                    [] { the_process_limit().mutex_.unlock(); },
                    [] { the_process_limit().after_fork_in_child(); });
+    // From exit() on, no library setting is changed any more: the libraries' own destructors run
+    // next (OpenBLAS joins its threads), while daemon pool threads may still end tasks and the
+    // raiser may still fire. Plain python changes nothing there, and neither may we.
+    std::atexit([] { the_process_limit().stop_at_exit(); });
+  }
+
+  void stop_at_exit() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);  // waits for a change in progress to finish
+    exiting_ = true;
+    raise_pending_ = false;
   }
 
   // Counts a starting task and returns its inner thread count: `fixed`, or for 0 the dynamic rule
@@ -83,7 +94,7 @@ class process_limit {
       return;
     }
     raise_pending_ = false;
-    if (current_ == 0) return;
+    if (current_ == 0 || exiting_) return;
     try {
       native::controller::restore(original_);
     } catch (...) {
@@ -99,7 +110,7 @@ class process_limit {
 
  private:
   void apply_locked(unsigned n) {
-    if (n == current_) return;
+    if (n == current_ || exiting_) return;
     native::snapshot replaced = native::controller::process().set_process_limit(n);
     if (current_ == 0) original_ = std::move(replaced);  // the setting before any task ran
     current_ = n;
@@ -168,6 +179,7 @@ class process_limit {
   unsigned current_ = 0;  // what we set (0: the original is in place)
   bool raise_pending_ = false;
   bool raiser_started_ = false;
+  bool exiting_ = false;  // exit() has begun: libraries are left as they are
   std::chrono::steady_clock::time_point raise_due_{};
   std::chrono::steady_clock::time_point last_shared_{};  // when two or more tasks last ran at once
   native::snapshot original_;
