@@ -64,6 +64,7 @@ void bind_budget(nb::module_& m);
 void bind_native(nb::module_& m);
 void bind_partition(nb::module_& m);
 void bind_permits(nb::module_& m);
+void bind_report(nb::module_& m);
 void bind_share(nb::module_& m);
 
 }  // namespace corral::bindings

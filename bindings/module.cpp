@@ -14,4 +14,5 @@ NB_MODULE(_core, m) {
   corral::bindings::bind_partition(m);
   corral::bindings::bind_permits(m);
   corral::bindings::bind_share(m);
+  corral::bindings::bind_report(m);
 }

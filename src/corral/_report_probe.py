@@ -50,9 +50,8 @@ class _Probe:
         try:
             # The program may have closed our descriptor (closerange) and opened its own file under the
             # same number: write only while it is still ours.
-            st = os.fstat(self.fd)
-            if (st.st_dev, st.st_ino) == self.file_id:
-                os.write(self.fd, data)
+            # (check and write in one call that keeps the GIL: bindings/bind_report.cpp)
+            _core.write_if_same_file(self.fd, *self.file_id, data)
         except OSError:
             pass
 
