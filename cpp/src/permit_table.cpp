@@ -294,6 +294,24 @@ waiter* drop_kept_locked(holder& h, permit_table::state& s) noexcept {
   return w;
 }
 
+// The calling thread, between two tasks, lets go of the permit it keeps (given back, or already
+// taken by another thread); afterwards it keeps nothing. Never throws.
+void let_go_of_kept(holder& h) noexcept {
+  if (h.table == nullptr || h.depth != 0) return;
+  if (h.keep.load(std::memory_order_acquire) == detail::taken) {  // the table forgot us already
+    h.table = nullptr;
+    h.keep.store(detail::not_kept, std::memory_order_relaxed);
+    return;
+  }
+  permit_table::state& s = *h.table;  // still alive: its destructor would have taken the permit
+  waiter* w;
+  {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    w = drop_kept_locked(h, s);
+  }
+  wake(w);
+}
+
 // A thread between two tasks: takes its kept permit back (true), or, when another thread took it
 // meanwhile or it belongs to another table, lets go of it (false: take one the usual way).
 bool take_back_kept(holder& h, permit_table::state& s) {
@@ -311,18 +329,7 @@ bool take_back_kept(holder& h, permit_table::state& s) {
     h.keep.store(detail::not_kept, std::memory_order_relaxed);
     return false;
   }
-  if (h.keep.load(std::memory_order_acquire) == detail::taken) {
-    h.table = nullptr;
-    h.keep.store(detail::not_kept, std::memory_order_relaxed);
-    return false;
-  }
-  permit_table::state& other = *h.table;  // still alive: its destructor would have taken it
-  waiter* w;
-  {
-    std::lock_guard<std::mutex> lock(other.mutex);
-    w = drop_kept_locked(h, other);
-  }
-  wake(w);
+  let_go_of_kept(h);  // another table's
   return false;
 }
 
@@ -405,19 +412,7 @@ void permit_table::release() noexcept {
 }
 
 void permit_table::give_back_kept() noexcept {
-  holder& h = this_thread;
-  if (h.table != state_.get() || h.depth != 0) return;
-  if (h.keep.load(std::memory_order_acquire) == detail::taken) {
-    h.table = nullptr;
-    h.keep.store(detail::not_kept, std::memory_order_relaxed);
-    return;
-  }
-  waiter* w;
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    w = drop_kept_locked(h, *state_);
-  }
-  wake(w);
+  if (this_thread.table == state_.get()) let_go_of_kept(this_thread);
 }
 
 bool permit_table::held_by_this_thread() const noexcept {
@@ -492,18 +487,7 @@ permit_pause::permit_pause() noexcept {
   holder& h = this_thread;
   if (h.table == nullptr) return;
   if (h.depth == 0) {  // between tasks, about to wait: the kept permit goes to who can use it
-    permit_table::state* s = h.table;
-    if (h.keep.load(std::memory_order_acquire) == detail::taken) {
-      h.table = nullptr;
-      h.keep.store(detail::not_kept, std::memory_order_relaxed);
-      return;
-    }
-    waiter* w;
-    {
-      std::lock_guard<std::mutex> lock(s->mutex);
-      w = drop_kept_locked(h, *s);
-    }
-    wake(w);
+    let_go_of_kept(h);
     return;
   }
   paused_ = h.table;
@@ -539,15 +523,7 @@ permit_pause::~permit_pause() {
 // -------------------------------------------------------------------------------------------
 
 detail::holder::~holder() {
-  if (table == nullptr || depth != 0) return;  // keeps nothing (or ends inside a task)
-  if (keep.load(std::memory_order_acquire) == detail::taken) return;
-  permit_table::state& s = *table;
-  waiter* w;
-  {
-    std::lock_guard<std::mutex> lock(s.mutex);
-    w = drop_kept_locked(*this, s);
-  }
-  wake(w);
+  let_go_of_kept(*this);  // keeps nothing, or ends inside a task: nothing to do
 }
 
 }  // namespace corral

@@ -88,20 +88,7 @@ _VALUE_OPTIONS = {"--interval", "--json", "--html"}
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(report's options and the target, the program's words after it), as python splits its own."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in ("-m", "-c", "--"):
-            return argv[: i + 2], argv[i + 2:]
-        if word.startswith(("-m", "-c")) and not word.startswith("--"):
-            return argv[: i + 1], argv[i + 1:]
-        if word in _VALUE_OPTIONS:
-            i += 2
-            continue
-        if not word.startswith("-") or word == "-":
-            return argv[: i + 1], argv[i + 1:]
-        i += 1
-    return argv, []
+    return _runner.split_at_program(argv, _VALUE_OPTIONS)
 
 
 def _check_output(parser: argparse.ArgumentParser, option: str, path: str | None) -> None:

@@ -242,35 +242,43 @@ def _share_name_follows(argv: list[str], i: int) -> bool:
     return not word.startswith("-") and not os.path.exists(word)
 
 
-def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(corral's options and the target, the program's arguments).
-
-    Like python's own command line: everything after the script, `-m module` or `-c code` belongs to
-    the program, options included. A bare --share becomes --share=NAME (its name, or the default), so
-    that argparse never takes the script for the share's name.
-    """
+def split_at_program(argv: list[str], value_options, rewrite=None) -> tuple[list[str], list[str]]:
+    """(the options and the target, the program's arguments), split as python splits its own command
+    line: everything after the script, `-m module` or `-c code` belongs to the program, options
+    included. `value_options` take the next word; `rewrite(argv, i)` may rewrite argv[i] in place first."""
     argv = list(argv)
     i = 0
     while i < len(argv):
-        if argv[i] == "--share":
-            if _share_name_follows(argv, i):
-                argv[i: i + 2] = [f"--share={argv[i + 1]}"]
-            else:
-                argv[i] = f"--share={_share.DEFAULT_NAME}"
+        if rewrite is not None:
+            rewrite(argv, i)
         word = argv[i]
-        if word == "--":
-            return argv[: i + 2], argv[i + 2:]
-        if word in ("-m", "-c"):
+        if word in ("--", "-m", "-c"):
             return argv[: i + 2], argv[i + 2:]
         if word.startswith(("-m", "-c")) and not word.startswith("--"):
             return argv[: i + 1], argv[i + 1:]  # -mmodule, -c'code'
-        if word in _VALUE_OPTIONS:
+        if word in value_options:
             i += 2
             continue
         if not word.startswith("-") or word == "-":
             return argv[: i + 1], argv[i + 1:]
         i += 1
     return argv, []
+
+
+def _bare_share(argv: list[str], i: int) -> None:
+    # A bare --share becomes --share=NAME (its name, or the default), so that argparse never takes the
+    # script for the share's name.
+    if argv[i] == "--share":
+        if _share_name_follows(argv, i):
+            argv[i: i + 2] = [f"--share={argv[i + 1]}"]
+        else:
+            argv[i] = f"--share={_share.DEFAULT_NAME}"
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(corral's options and the target, the program's arguments): split_at_program with the runner's
+    options."""
+    return split_at_program(argv, _VALUE_OPTIONS, _bare_share)
 
 
 def check_one_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
