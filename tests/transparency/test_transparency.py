@@ -20,12 +20,19 @@ test_promise_* hold corral to what it promises beyond the stdlib (explicit expec
 
 The three modes of one program run at once (they are subprocesses: 2 cores suffice); every run has its
 own empty working directory at the same depth, so relative paths and written files are comparable.
+
+A program whose runs differ is run once more, all three modes again (once per program and session). It
+passes only if the second round agrees, and then the first round's difference is reported as a warning
+(pytest's warnings summary), never dropped: the standard library itself fails rarely under load (its
+forkserver dies if its fork() fails, and a child it started then reads exit code 255), and one such
+failure must not decide a CI run, while a fault of corral's that shows in most runs still fails it.
 """
 
 from __future__ import annotations
 
 import difflib
 import threading
+import warnings
 
 import pytest
 
@@ -44,9 +51,9 @@ def runs_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("transparency")
 
 
-def run_all_modes(path, runs_dir, modes=th.MODES) -> dict[str, th.Run]:
-    """The program under every mode, run concurrently once per session and cached."""
-    key = str(path)
+def run_all_modes(path, runs_dir, modes=th.MODES, round_=1) -> dict[str, th.Run]:
+    """The program under every mode, run concurrently once per session (and round) and cached."""
+    key = f"{path}#{round_}"
     with _cache_lock:
         lock = _program_locks.setdefault(key, threading.Lock())
     with lock:
@@ -57,7 +64,8 @@ def run_all_modes(path, runs_dir, modes=th.MODES) -> dict[str, th.Run]:
             results: dict[str, th.Run] = {}
 
             def one(mode):
-                results[mode] = th.run(path, mode, runs_dir / path.stem / mode, args=args, sigint_after_ready=sig)
+                workdir = runs_dir / (path.stem if round_ == 1 else f"{path.stem}-round{round_}") / mode
+                results[mode] = th.run(path, mode, workdir, args=args, sigint_after_ready=sig)
 
             threads = [threading.Thread(target=one, args=(m,)) for m in modes]
             for t in threads:
@@ -135,8 +143,15 @@ def test_same_as_plain(path, mode, runs_dir):
     assert not plain.hung and plain.returncode == int(th.options(path).get("rc", "0")), (
         "plain python itself misbehaved (see test_plain)\n" + plain.describe())
     problems = _differences(path, plain, other)
-    assert not problems, (f"{path.name} under {mode} is not what plain python gives:\n- " + "\n- ".join(problems)
-                          + "\n\n" + other.describe())
+    if not problems:
+        return
+    first = (f"{path.name} under {mode} is not what plain python gives:\n- " + "\n- ".join(problems)
+             + "\n\n" + other.describe() + "\n\nplain python's run:\n" + plain.describe())
+    again = run_all_modes(path, runs_dir, round_=2)
+    problems_again = _differences(path, again["plain"], again[mode])
+    assert not problems_again, (first + "\n\n=== and again, in a second round ===\n- "
+                                + "\n- ".join(problems_again) + "\n\n" + again[mode].describe())
+    warnings.warn(f"differed in the first round only (the second agreed): {first}", stacklevel=1)
 
 
 def test_modes_really_differ(runs_dir):

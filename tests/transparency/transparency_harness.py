@@ -68,7 +68,7 @@ class Run:
     def describe(self) -> str:
         status = "HUNG" if self.hung else f"rc={self.returncode}"
         return (f"{self.program} under {self.mode}: {status} after {self.seconds:.1f} s {self.note}\n"
-                f"--- stdout ---\n{self.stdout}--- stderr (last 2000 chars) ---\n{self.stderr[-2000:]}")
+                f"--- stdout ---\n{self.stdout}--- stderr (last 6000 chars) ---\n{self.stderr[-6000:]}")
 
 
 def _reader(stream, sink: bytearray, ready: threading.Event | None, marker: bytes):
