@@ -66,5 +66,6 @@ void bind_partition(nb::module_& m);
 void bind_permits(nb::module_& m);
 void bind_report(nb::module_& m);
 void bind_share(nb::module_& m);
+void bind_work_queue(nb::module_& m);
 
 }  // namespace corral::bindings

@@ -15,4 +15,5 @@ NB_MODULE(_core, m) {
   corral::bindings::bind_permits(m);
   corral::bindings::bind_share(m);
   corral::bindings::bind_report(m);
+  corral::bindings::bind_work_queue(m);
 }

@@ -54,12 +54,18 @@ struct holder {
   // under the mutex. The compare-exchange decides who has the permit when both try at once.
   std::atomic<std::uint32_t> keep{not_kept};
   std::chrono::steady_clock::time_point kept_since{};  // when it last kept one (under the mutex)
+  std::uint64_t served = 0;  // the id of the table this thread last held a permit of (0: none)
 };
 
 // A thread waiting for a permit, on its own stack, in the table's FIFO.
 struct waiter {
   std::atomic<std::uint32_t> granted{0};
   bool returning = false;  // back from a pause (queued at the front): no permit is kept from it
+  // A thread with no task yet (permit_table::claim): in the idle FIFO, served after every waiter
+  // that holds a task, and no permit is handed over to it at a task's end (kept instead).
+  bool idle = false;
+  // Set (under the mutex) to make a waiting claim return without a permit: its pool has news.
+  bool recheck = false;
   waiter* next = nullptr;
   waiter* prev = nullptr;
 };
@@ -73,6 +79,10 @@ struct permit_table::state {
 
   explicit state(unsigned n) : permits(n), last_turnover(clock::now()) {}
 
+  // Unique per table for the process's life (a table made where a destroyed one was is another).
+  const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
+  static inline std::atomic<std::uint64_t> next_id{1};
+
   // A permit comes back (release, pause, lend): handed to the first waiter while the table is not
   // overdrawn, else the count drops. Returns the waiter to wake after unlocking, or nullptr.
   detail::waiter* give_back_locked() noexcept;
@@ -81,7 +91,15 @@ struct permit_table::state {
   // Waits in the FIFO (at the front for a thread returning from a wait) until granted, or until the
   // starvation limit allows an overdraft. Called and returns with `lock` held.
   void wait_locked(std::unique_lock<std::mutex>& lock, bool front);
+  // Waits in the idle FIFO (permit_table::claim) until granted (true), an overdraft, or a recheck
+  // (false: no permit). Called and returns with `lock` held.
+  bool wait_idle_locked(std::unique_lock<std::mutex>& lock);
   void unlink_locked(detail::waiter* w) noexcept;
+  void unlink_idle_locked(detail::waiter* w) noexcept;
+  // Whether `since` began a full starvation limit ago with no permit changing hands and no task
+  // starting meanwhile (`starts_seen`: task_starts when last looked; updated here).
+  bool starved_locked(clock::time_point& since, std::uint64_t& starts_seen,
+                      clock::time_point now) noexcept;
   void forget_holder_locked(detail::holder* h) noexcept;
   // The FIFO's length, counted by walking it (for assertions: O(waiters)).
   unsigned count_waiters_locked() const noexcept;
@@ -108,8 +126,16 @@ struct permit_table::state {
   std::uint64_t lends = 0;
   std::uint64_t overdrafts = 0;
   clock::time_point last_turnover;  // when a permit last changed hands
+  // Waiters that hold a task (new ones at the tail, returners at the head): served first.
   detail::waiter* head = nullptr;
   detail::waiter* tail = nullptr;
+  // Waiters without a task (permit_table::claim): served when no waiter above is left.
+  detail::waiter* idle_head = nullptr;
+  detail::waiter* idle_tail = nullptr;
+  unsigned idle_waiting = 0;
+  // Tasks started, kept permits taken back included (relaxed: a progress counter for the
+  // starvation rule; a keeper bumps it without the mutex).
+  std::atomic<std::uint64_t> task_starts{0};
   // Threads between acquire and release, and those keeping a permit: for the monitor.
   std::vector<detail::holder*> holders;
   // The monitor runs while wanted and some thread holds a permit; it ends itself after a while

@@ -52,12 +52,15 @@ bool permit_table::state::try_take_locked() noexcept {
 
 waiter* permit_table::state::give_back_locked() noexcept {
   last_turnover = clock::now();
-  if (held <= permits && head != nullptr && source_allows_hand_over_locked()) {
+  waiter* const w = head != nullptr ? head : idle_head;  // a task in hand first
+  if (held <= permits && w != nullptr && source_allows_hand_over_locked()) {
     // a hand-over: `held` stays (and a permit drawn from a machine-wide source with it), the
     // waiter holds it now
-    waiter* w = head;
     CORRAL_ASSERT(w->granted.load(std::memory_order_relaxed) == 0);  // granted once, while queued
-    unlink_locked(w);
+    if (w->idle)
+      unlink_idle_locked(w);
+    else
+      unlink_locked(w);
     ++acquires;
     w->granted.store(1, std::memory_order_relaxed);  // under the mutex: see permit_state.hpp
     return w;
@@ -80,10 +83,33 @@ void permit_table::state::unlink_locked(waiter* w) noexcept {
   CORRAL_ASSERT((head == nullptr) == (waiting == 0));
 }
 
+void permit_table::state::unlink_idle_locked(waiter* w) noexcept {
+  CORRAL_ASSERT(idle_waiting > 0);
+  CORRAL_ASSERT((w->prev ? w->prev->next : idle_head) == w);
+  CORRAL_ASSERT((w->next ? w->next->prev : idle_tail) == w);
+  (w->prev ? w->prev->next : idle_head) = w->next;
+  (w->next ? w->next->prev : idle_tail) = w->prev;
+  w->next = w->prev = nullptr;
+  --idle_waiting;
+  CORRAL_ASSERT((idle_head == nullptr) == (idle_waiting == 0));
+}
+
 unsigned permit_table::state::count_waiters_locked() const noexcept {
   unsigned n = 0;
   for (const waiter* w = head; w != nullptr; w = w->next) ++n;
+  for (const waiter* w = idle_head; w != nullptr; w = w->next) ++n;
   return n;
+}
+
+bool permit_table::state::starved_locked(clock::time_point& since, std::uint64_t& starts_seen,
+                                         clock::time_point now) noexcept {
+  const std::uint64_t starts = task_starts.load(std::memory_order_relaxed);
+  if (starts != starts_seen) {  // tasks still start (a keeper's next task, too): not a standstill
+    starts_seen = starts;
+    since = now;
+    return false;
+  }
+  return now - since >= starvation_limit && now - last_turnover >= starvation_limit;
 }
 
 bool permit_table::state::take_kept_locked(holder* h) noexcept {
@@ -131,7 +157,8 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   ++waiting;
   ++waits;
   CORRAL_ASSERT(head != nullptr && tail != nullptr);
-  const auto since = clock::now();
+  auto since = clock::now();
+  std::uint64_t starts_seen = task_starts.load(std::memory_order_relaxed);
   auto poll = std::chrono::milliseconds(1);  // the machine-wide source's, doubled up to 16 ms
   for (;;) {
     lock.unlock();
@@ -146,16 +173,55 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
       return;
     }
     poll = std::min(poll * 2, std::chrono::milliseconds(16));
-    const auto now = clock::now();
-    if (now - since >= starvation_limit && now - last_turnover >= starvation_limit) {
+    if (starved_locked(since, starts_seen, clock::now())) {
       // Nothing moved for the whole limit: the holders may be waiting on us. Run over the budget.
       unlink_locked(&w);
       ++held;
       ++acquires;
       ++overdrafts;
-      last_turnover = now;  // the next overdraft needs another full period of standstill
+      last_turnover = clock::now();  // the next overdraft needs another full period of standstill
       return;
     }
+  }
+}
+
+bool permit_table::state::wait_idle_locked(std::unique_lock<std::mutex>& lock) {
+  waiter w;
+  w.idle = true;
+  w.prev = idle_tail;
+  (idle_tail ? idle_tail->next : idle_head) = &w;
+  idle_tail = &w;
+  ++idle_waiting;
+  ++waits;
+  auto since = clock::now();
+  std::uint64_t starts_seen = task_starts.load(std::memory_order_relaxed);
+  auto poll = std::chrono::milliseconds(1);
+  for (;;) {
+    lock.unlock();
+    detail::futex_wait_for(w.granted, 0, source != nullptr ? poll : recheck_interval);
+    lock.lock();
+    if (w.granted.load(std::memory_order_relaxed) != 0) return true;  // granted under this mutex
+    if (w.recheck) {
+      unlink_idle_locked(&w);
+      return false;
+    }
+    // A permit another process gave back wakes nobody here: the first waiter looks (docs/share.md).
+    if (source != nullptr && head == nullptr && idle_head == &w && held < permits &&
+        source_allows_one_more_locked()) {
+      unlink_idle_locked(&w);
+      ++held;
+      ++acquires;
+      return true;
+    }
+    if (starved_locked(since, starts_seen, clock::now())) {  // as wait_locked's overdraft
+      unlink_idle_locked(&w);
+      ++held;
+      ++acquires;
+      ++overdrafts;
+      last_turnover = clock::now();
+      return true;
+    }
+    poll = std::min(poll * 2, std::chrono::milliseconds(16));
   }
 }
 
@@ -224,7 +290,8 @@ void permit_table::fork_child() noexcept {
   state& s = *process_table->state_;
   s.monitor.release();  // its thread does not exist here; the object is leaked, never run
   s.head = s.tail = nullptr;
-  s.waiting = s.paused = s.lent = 0;
+  s.idle_head = s.idle_tail = nullptr;
+  s.waiting = s.idle_waiting = s.paused = s.lent = 0;
   s.holders.clear();
   s.held = 0;
   s.drawn = 0;  // the parent's, given back by the parent
@@ -273,6 +340,8 @@ namespace {
 void become_holder(holder& h, permit_table::state& s) {
   if (h.tid == 0) h.tid = current_tid();
   h.table = &s;
+  h.served = s.id;
+  s.task_starts.fetch_add(1, std::memory_order_relaxed);
   h.depth = 1;
   h.pause_depth = 0;
   h.stage = holder_stage::holding;
@@ -321,6 +390,7 @@ bool take_back_kept(holder& h, permit_table::state& s) {
     // acq_rel: pairs with take_kept_locked; the permit is this thread's again, still in `held`.
     if (h.keep.compare_exchange_strong(expected, detail::not_kept, std::memory_order_acq_rel)) {
       --s.kept_n;
+      s.task_starts.fetch_add(1, std::memory_order_relaxed);
       h.depth = 1;
       h.generation.fetch_add(1, std::memory_order_relaxed);
       return true;
@@ -415,6 +485,53 @@ void permit_table::give_back_kept() noexcept {
   if (this_thread.table == state_.get()) let_go_of_kept(this_thread);
 }
 
+bool permit_table::claim(bool may_wait) {
+  holder& h = this_thread;
+  state& s = *state_;
+  if (h.depth != 0) return false;  // inside a task: its permit is the task's
+  if (h.table == &s && h.keep.load(std::memory_order_acquire) == detail::kept) return true;
+  let_go_of_kept(h);  // taken meanwhile, or another table's
+  std::unique_lock<std::mutex> lock(s.mutex);
+  bool got = false;
+  if (s.held < s.permits && s.head == nullptr && s.idle_head == nullptr &&
+      s.source_allows_one_more_locked()) {
+    ++s.held;
+    ++s.acquires;
+    got = true;
+  } else if (may_wait) {
+    got = s.wait_idle_locked(lock);
+  }
+  if (!got) return false;
+  try {
+    become_holder(h, s);
+  } catch (...) {
+    waiter* w = s.give_back_locked();
+    h.table = nullptr;
+    lock.unlock();
+    wake(w);
+    throw;
+  }
+  // Kept at once, as at a task's end: the task it is for takes it back without the mutex.
+  h.depth = 0;
+  h.kept_since = state::clock::now();
+  ++s.kept_n;
+  h.keep.store(detail::kept, std::memory_order_release);
+  return true;
+}
+
+void permit_table::recheck_claims() noexcept {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  for (waiter* w = state_->idle_head; w != nullptr; w = w->next) {
+    w->recheck = true;
+    // Under the mutex: the waiter cannot leave (and its frame go) before we are done.
+    detail::futex_wake(&w->granted, 1);
+  }
+}
+
+bool permit_table::served_this_thread() const noexcept {
+  return this_thread.served == state_->id;
+}
+
 bool permit_table::held_by_this_thread() const noexcept {
   return this_thread.table == state_.get() && this_thread.depth > 0;
 }
@@ -432,11 +549,12 @@ unsigned permit_table::running() const noexcept {
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   const state& s = *state_;
-  CORRAL_ASSERT(s.count_waiters_locked() == s.waiting);  // the count matches the FIFO
+  CORRAL_ASSERT(s.count_waiters_locked() ==
+                s.waiting + s.idle_waiting);  // the counts match the FIFOs
   permit_stats out;
   out.permits = s.permits;
   out.held = s.held;
-  out.waiting = s.waiting;
+  out.waiting = s.waiting + s.idle_waiting;
   out.paused = s.paused;
   out.lent = s.lent;
   out.kept = s.kept_n;

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
-from . import _core, _permits, _pool_settings
+from . import _core, _permits, _pool_settings, _work_queue
 
 Future = concurrent.futures.Future
 
@@ -35,6 +35,7 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def __init__(self, max_workers=None, thread_name_prefix="", initializer=None, initargs=(), **kwargs):
         super().__init__(max_workers, thread_name_prefix, initializer, initargs, **kwargs)
+        self._work_queue = _work_queue.WorkQueue()  # no thread has started yet: they start with submit()
         # The stdlib counts idle threads with a threading.Semaphore(0), a Python Condition taken twice
         # per task; the same counter in C++ (acquire(timeout=0) and release(), all the stdlib calls).
         # Its release() also gives back the permit a worker keeps when no work is queued.

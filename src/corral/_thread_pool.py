@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import multiprocessing.pool as _stdlib
 
-from . import _permits, _pool_settings
+from . import _permits, _pool_settings, _work_queue
 
 
 class ThreadPool(_stdlib.ThreadPool):
@@ -33,6 +33,11 @@ class ThreadPool(_stdlib.ThreadPool):
         self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._processes), self._processes,
                                            False, self._inqueue, self._taskqueue)
         _permits.start()
+
+    def _setup_queues(self):
+        super()._setup_queues()
+        self._inqueue = _work_queue.WorkQueue()  # before the workers start (Pool.__init__)
+        self._quick_put = self._inqueue.put
 
     def _permitted(self, func):
         return functools.partial(_permits.run, self._corral_inner, func)

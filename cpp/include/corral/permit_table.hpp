@@ -82,6 +82,19 @@ class permit_table {
   // Gives back the permit the calling thread keeps for its next task, if it keeps one: its pool has
   // no more work queued, so no next task is on its way. Never throws.
   void give_back_kept() noexcept;
+  // A pool thread about to take its next task from its queue claims the permit for it first, so
+  // that a task never sits taken and waiting for a permit while a thread with one finds the queue
+  // empty (docs/permits.md, "Claims"). True: the thread keeps a permit (as at the end of a task;
+  // its task's acquire() takes it back). When none is free: false at once, or with `may_wait`
+  // after waiting behind every thread that holds a task already, until a permit is granted, the
+  // starvation limit allows an overdraft, or recheck_claims() is called (false). A thread inside a
+  // task gets false.
+  bool claim(bool may_wait);
+  // Makes every claim(true) waiting now return false: a pool put its shutdown marker in its queue,
+  // which its threads must see without a permit. Never throws.
+  void recheck_claims() noexcept;
+  // Whether the calling thread has held a permit of this table (it ran a task or claimed one).
+  bool served_this_thread() const noexcept;
   // Whether the calling thread is between acquire and release of this table (paused or lent too).
   bool held_by_this_thread() const noexcept;
 
