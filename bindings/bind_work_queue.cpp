@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "bindings.hpp"
 #include "corral/permit_table.hpp"
@@ -68,6 +69,12 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
   if (signal == nullptr) return nullptr;
   for (;;) {
     const std::uint32_t puts = signal->puts.load(std::memory_order_acquire);
+    if (table.keeps_permit_here()) {
+      // Task after task on a kept permit (the common case): take the next one, if any, at once.
+      PyObject* item = call_base(base_get_nowait, self);
+      if (item != nullptr || !PyErr_ExceptionMatches(empty_error)) return item;
+      PyErr_Clear();
+    }
     const int empty = queue_empty(self);
     if (empty < 0) return nullptr;
     if (empty) {
@@ -80,7 +87,9 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
     }
     bool claimed = table.claim(false);  // a kept permit, or a free one: no wait, GIL held
     if (!claimed) {
-      claimed = without_gil([&] { return table.claim(true); });
+      // Waits only while nothing was put since `puts` was read: a shutdown marker put meanwhile
+      // (whose recheck_claims() may have come before this claim queued) is seen.
+      claimed = without_gil([&] { return table.claim(true, &signal->puts, puts); });
       if (!claimed) {
         // Woken by recheck_claims(): a shutdown marker was queued, which must be seen without a
         // permit. Take what comes first, as the stdlib's loop would (a task then waits for its
@@ -105,61 +114,80 @@ bool claims_here() {
   return table.served_this_thread() && !table.held_by_this_thread();
 }
 
-// get(block=True, timeout=None)
-PyObject* work_queue_get(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+// The base class's `method` called with self and the arguments as they came (positional, then
+// the keyword values; at most a handful: get/put take three).
+PyObject* forward(PyObject* method, PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                  PyObject* kwnames) {
+  const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0;
+  std::vector<PyObject*> stack;
+  stack.reserve(static_cast<std::size_t>(1 + nargs + nkw));
+  stack.push_back(self);
+  stack.insert(stack.end(), args, args + nargs + nkw);
+  return PyObject_Vectorcall(method, stack.data(), static_cast<std::size_t>(1 + nargs), kwnames);
+}
+
+// get(block=True, timeout=None), a method of WorkQueue (self is the queue; args exclude it).
+PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                         PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  if (nargs < 1) {
-    PyErr_SetString(PyExc_TypeError, "get() needs the queue");
-    return nullptr;
-  }
   // Only the stdlib worker's own call, get() or get(block=True), claims; anything else is the
   // base class's.
   bool plain_blocking_get = false;
   const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0;
-  if (nargs == 1 && nkw == 0) {
+  if (nargs + nkw == 0) {
     plain_blocking_get = true;
-  } else if (nargs + nkw == 2) {
-    PyObject* value = args[1];
+  } else if (nargs + nkw == 1) {
     const bool named_block =
         nkw == 0 || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "block") == 0;
-    plain_blocking_get = named_block && value == Py_True;
+    plain_blocking_get = named_block && args[0] == Py_True;
   }
   try {
-    if (plain_blocking_get && claims_here()) return take_with_claim(args[0], true);
+    if (plain_blocking_get && claims_here()) return take_with_claim(self, true);
+    return forward(base_get, self, args, nargs, kwnames);
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;
   }
-  return PyObject_Vectorcall(base_get, args, static_cast<size_t>(nargs), kwnames);
 }
 
 // get_nowait()
-PyObject* work_queue_get_nowait(PyObject*, PyObject* const* args, Py_ssize_t nargsf,
+PyObject* work_queue_get_nowait(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                 PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   try {
-    if (nargs == 1 && kwnames == nullptr && claims_here()) return take_with_claim(args[0], false);
+    if (nargs == 0 && kwnames == nullptr && claims_here()) return take_with_claim(self, false);
+    return forward(base_get_nowait, self, args, nargs, kwnames);
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
     return nullptr;
   }
-  return PyObject_Vectorcall(base_get_nowait, args, static_cast<size_t>(nargs), kwnames);
 }
 
 // put(item, block=True, timeout=None): the base class's; a None (the executor's shutdown marker,
 // also put at interpreter exit) makes every waiting claim look again, so that threads waiting for
 // a permit see it at once, whatever other pools hold the permits.
-PyObject* work_queue_put(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                         PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  PyObject* result = PyObject_Vectorcall(base_put, args, static_cast<size_t>(nargs), kwnames);
+  PyObject* result;
+  try {
+    result = forward(base_put, self, args, nargs, kwnames);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
   if (result == nullptr) return nullptr;
-  work_signal* signal = signal_of(args[0]);
+  work_signal* signal = signal_of(self);
   if (signal == nullptr) {
     Py_DECREF(result);
     return nullptr;
   }
   signal->puts.fetch_add(1, std::memory_order_release);
-  if (nargs >= 2 && args[1] == Py_None) {
+  bool marker = nargs >= 1 && args[0] == Py_None;
+  for (Py_ssize_t i = 0; nargs == 0 && kwnames != nullptr && i < PyTuple_GET_SIZE(kwnames); ++i)
+    if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "item") == 0)
+      marker = args[i] == Py_None;
+  if (marker) {
     // The shutdown marker: every thread looks (each takes its own marker in turn, as the stdlib's
     // loop puts it back for the next), those waiting for a permit too.
     signal->puts.notify_all();
@@ -186,9 +214,20 @@ PyMethodDef put_def = {
     METH_FASTCALL | METH_KEYWORDS,
     "queue.SimpleQueue.put; putting None (the shutdown marker) ends every waiting claim."};
 
-nb::object instance_method(PyMethodDef* def) {
-  nb::object function = nb::steal(PyCFunction_NewEx(def, nullptr, nb::str("corral._core").ptr()));
-  return nb::steal(PyInstanceMethod_New(function.ptr()));
+// Puts get, get_nowait and put on `cls` (corral._work_queue.WorkQueue) as method descriptors, as
+// SimpleQueue's own are: `q.get()` then binds no method object (W8 calls two of them per task).
+void install_methods(nb::handle cls) {
+  if (!PyType_Check(cls.ptr()) ||
+      !PyType_IsSubtype(
+          reinterpret_cast<PyTypeObject*>(cls.ptr()),
+          reinterpret_cast<PyTypeObject*>(nb::module_::import_("queue").attr("SimpleQueue").ptr())))
+    throw nb::type_error("install_work_queue_methods: a subclass of queue.SimpleQueue");
+  auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+  for (PyMethodDef* def : {&get_def, &get_nowait_def, &put_def}) {
+    nb::object descriptor = nb::steal(PyDescr_NewMethod(type, def));
+    if (!descriptor.is_valid()) throw nb::python_error();
+    cls.attr(def->ml_name) = descriptor;
+  }
 }
 
 }  // namespace
@@ -207,9 +246,8 @@ void bind_work_queue(nb::module_& m) {
   nb::class_<work_signal>(
       m, "WorkSignal", "What a WorkQueue's pool threads wait on while it is empty (a put count).")
       .def(nb::init<>());
-  m.attr("work_queue_get") = instance_method(&get_def);
-  m.attr("work_queue_get_nowait") = instance_method(&get_nowait_def);
-  m.attr("work_queue_put") = instance_method(&put_def);
+  m.def("install_work_queue_methods", &install_methods, nb::arg("cls"),
+        "Puts the claiming get, get_nowait and put on a queue.SimpleQueue subclass.");
 }
 
 }  // namespace corral::bindings

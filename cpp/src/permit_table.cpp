@@ -485,7 +485,8 @@ void permit_table::give_back_kept() noexcept {
   if (this_thread.table == state_.get()) let_go_of_kept(this_thread);
 }
 
-bool permit_table::claim(bool may_wait) {
+bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchanged,
+                         std::uint32_t expected) {
   holder& h = this_thread;
   state& s = *state_;
   if (h.depth != 0) return false;  // inside a task: its permit is the task's
@@ -498,7 +499,8 @@ bool permit_table::claim(bool may_wait) {
     ++s.held;
     ++s.acquires;
     got = true;
-  } else if (may_wait) {
+  } else if (may_wait &&
+             (unchanged == nullptr || unchanged->load(std::memory_order_acquire) == expected)) {
     got = s.wait_idle_locked(lock);
   }
   if (!got) return false;
@@ -526,6 +528,11 @@ void permit_table::recheck_claims() noexcept {
     // Under the mutex: the waiter cannot leave (and its frame go) before we are done.
     detail::futex_wake(&w->granted, 1);
   }
+}
+
+bool permit_table::keeps_permit_here() const noexcept {
+  return this_thread.table == state_.get() && this_thread.depth == 0 &&
+         this_thread.keep.load(std::memory_order_relaxed) == detail::kept;
 }
 
 bool permit_table::served_this_thread() const noexcept {

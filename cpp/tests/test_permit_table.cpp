@@ -652,3 +652,18 @@ TEST(PermitTable, StressClaimsAndTasksNeverExceedTheBudget) {
   EXPECT_EQ(table.stats().waiting, 0u);
   table.set_wait_monitor(false);
 }
+
+TEST(PermitTable, AClaimDoesNotWaitOnceItsCounterChanged) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  table.acquire();
+  std::atomic<std::uint32_t> puts{5};
+  std::atomic<int> result{-1};
+  std::thread claimer([&] { result = table.claim(true, &puts, 4) ? 1 : 0; });  // read 4, now 5
+  EXPECT_TRUE(eventually_running([&] { return result.load() >= 0; }, 1s));
+  EXPECT_EQ(result.load(), 0);
+  claimer.join();
+  EXPECT_EQ(table.stats().waits, 0u);
+  table.release();
+  table.set_wait_monitor(false);
+}

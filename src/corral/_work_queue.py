@@ -22,6 +22,5 @@ class WorkQueue(queue.SimpleQueue):
     def __init__(self):
         self._signal = _core.WorkSignal()  # put() counts; empty-queue waits wait on it
 
-    get = _core.work_queue_get
-    get_nowait = _core.work_queue_get_nowait
-    put = _core.work_queue_put
+
+_core.install_work_queue_methods(WorkQueue)  # get, get_nowait, put: C methods of this class

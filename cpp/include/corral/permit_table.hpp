@@ -16,6 +16,7 @@
 // runs someone else's work either; waiting for a permit is the only thing it does.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -88,13 +89,19 @@ class permit_table {
   // its task's acquire() takes it back). When none is free: false at once, or with `may_wait`
   // after waiting behind every thread that holds a task already, until a permit is granted, the
   // starvation limit allows an overdraft, or recheck_claims() is called (false). A thread inside a
-  // task gets false.
-  bool claim(bool may_wait);
+  // task gets false. With `unchanged`, a claim waits only while *unchanged still holds `expected`
+  // (read under the table's lock): a caller that reads a counter, then claims, never misses a
+  // recheck_claims() made after whoever changed the counter.
+  bool claim(bool may_wait, const std::atomic<std::uint32_t>* unchanged = nullptr,
+             std::uint32_t expected = 0);
   // Makes every claim(true) waiting now return false: a pool put its shutdown marker in its queue,
   // which its threads must see without a permit. Never throws.
   void recheck_claims() noexcept;
   // Whether the calling thread has held a permit of this table (it ran a task or claimed one).
   bool served_this_thread() const noexcept;
+  // Whether the calling thread keeps a permit of this table now (between tasks; a gauge: another
+  // thread may take it over at any moment, which the task's acquire() then finds).
+  bool keeps_permit_here() const noexcept;
   // Whether the calling thread is between acquire and release of this table (paused or lent too).
   bool held_by_this_thread() const noexcept;
 
