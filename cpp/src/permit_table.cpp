@@ -71,27 +71,26 @@ waiter* permit_table::state::give_back_locked() noexcept {
   return nullptr;
 }
 
-void permit_table::state::unlink_locked(waiter* w) noexcept {
-  // Only a queued waiter: linked from its neighbours (or the ends), and counted.
-  CORRAL_ASSERT(waiting > 0);
+namespace {
+// Unlinks a queued waiter from its FIFO (its ends and count): the task FIFO or the idle one.
+void unlink_from(waiter* w, waiter*& head, waiter*& tail, unsigned& count) noexcept {
+  CORRAL_ASSERT(count > 0);
   CORRAL_ASSERT((w->prev ? w->prev->next : head) == w);
   CORRAL_ASSERT((w->next ? w->next->prev : tail) == w);
   (w->prev ? w->prev->next : head) = w->next;
   (w->next ? w->next->prev : tail) = w->prev;
   w->next = w->prev = nullptr;
-  --waiting;
-  CORRAL_ASSERT((head == nullptr) == (waiting == 0));
+  --count;
+  CORRAL_ASSERT((head == nullptr) == (count == 0));
+}
+}  // namespace
+
+void permit_table::state::unlink_locked(waiter* w) noexcept {
+  unlink_from(w, head, tail, waiting);
 }
 
 void permit_table::state::unlink_idle_locked(waiter* w) noexcept {
-  CORRAL_ASSERT(idle_waiting > 0);
-  CORRAL_ASSERT((w->prev ? w->prev->next : idle_head) == w);
-  CORRAL_ASSERT((w->next ? w->next->prev : idle_tail) == w);
-  (w->prev ? w->prev->next : idle_head) = w->next;
-  (w->next ? w->next->prev : idle_tail) = w->prev;
-  w->next = w->prev = nullptr;
-  --idle_waiting;
-  CORRAL_ASSERT((idle_head == nullptr) == (idle_waiting == 0));
+  unlink_from(w, idle_head, idle_tail, idle_waiting);
 }
 
 unsigned permit_table::state::count_waiters_locked() const noexcept {
@@ -354,6 +353,21 @@ void become_holder(holder& h, permit_table::state& s) {
   }
 }
 
+// become_holder for a permit just taken under `lock`; when that fails (no memory) the permit goes
+// back (to a waiter, woken after unlocking) and the error on.
+void become_holder_or_give_back(holder& h, permit_table::state& s,
+                                std::unique_lock<std::mutex>& lock) {
+  try {
+    become_holder(h, s);
+  } catch (...) {
+    waiter* w = s.give_back_locked();
+    h.table = nullptr;
+    lock.unlock();
+    wake(w);
+    throw;
+  }
+}
+
 // Gives back the permit `h` keeps, if it still has it (under the mutex; returns whom to wake).
 waiter* drop_kept_locked(holder& h, permit_table::state& s) noexcept {
   waiter* w = nullptr;
@@ -423,15 +437,7 @@ bool take(holder& h, permit_table::state& s, bool may_wait) {
     if (!may_wait) return false;
     s.wait_locked(lock, false);
   }
-  try {
-    become_holder(h, s);
-  } catch (...) {
-    waiter* w = s.give_back_locked();
-    h.table = nullptr;
-    lock.unlock();
-    wake(w);
-    throw;
-  }
+  become_holder_or_give_back(h, s, lock);
   return true;
 }
 
@@ -504,15 +510,7 @@ bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchan
     got = s.wait_idle_locked(lock);
   }
   if (!got) return false;
-  try {
-    become_holder(h, s);
-  } catch (...) {
-    waiter* w = s.give_back_locked();
-    h.table = nullptr;
-    lock.unlock();
-    wake(w);
-    throw;
-  }
+  become_holder_or_give_back(h, s, lock);
   // Kept at once, as at a task's end: the task it is for takes it back without the mutex.
   h.depth = 0;
   h.kept_since = state::clock::now();
