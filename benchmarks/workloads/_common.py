@@ -106,6 +106,26 @@ def timed_passes(passes: int, run_once: Callable[[], Any]) -> list[float]:
     return seconds
 
 
+def process_pool_passes(impl: str, processes: int, passes: int, fn: Callable, tasks: list) -> tuple[float, list, list]:
+    """`passes` maps of fn over tasks in a process pool (multiprocessing.Pool, or joblib's for the joblib-*
+    impls), each pass checked to return a result per task: (seconds in all, pass times, last results)."""
+    import multiprocessing
+
+    results: list = []
+    start = time.perf_counter()
+    if impl.startswith("joblib-"):
+        with joblib_map(impl, processes) as pmap:
+            times = timed_passes(passes, lambda: results.append(pmap(fn, tasks)))
+    else:
+        with blas_limited_to_one_if(impl), multiprocessing.Pool(processes) as pool:
+            times = timed_passes(passes, lambda: results.append(pool.map(fn, tasks)))
+            pool.close()
+            pool.join()
+    seconds = time.perf_counter() - start
+    check(all(len(r) == len(tasks) for r in results), "a pass lost results")
+    return seconds, times, results[-1]
+
+
 def blas_threads() -> list[dict]:
     """The thread count each loaded BLAS/OpenMP library reports at the end of the run (what limits applied)."""
     try:

@@ -11,8 +11,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import multiprocessing  # noqa: E402
-import time  # noqa: E402
 
 import _common  # noqa: E402
 
@@ -48,21 +46,8 @@ def main():
     processes = args.pool or _common.cpu_count()
     tasks = [(args.seed * 1_000_003 + i, args.rows, args.cols) for i in range(args.tasks)]
 
-    results: list = []
-    start = time.perf_counter()
-    if args.impl.startswith("joblib-"):
-        with _common.joblib_map(args.impl, processes) as pmap:
-            passes = _common.timed_passes(args.passes, lambda: results.append(pmap(fit, tasks)))
-    else:
-        with _common.blas_limited_to_one_if(args.impl), multiprocessing.Pool(processes) as pool:
-            passes = _common.timed_passes(args.passes, lambda: results.append(pool.map(fit, tasks)))
-            pool.close()
-            pool.join()
-    seconds = time.perf_counter() - start
-
-    _common.check(all(len(r) == len(tasks) for r in results), "a pass lost results")
-    _common.emit("R5", args.impl, processes, seconds, "s", passes=passes, tasks=len(tasks),
-                 answer=results[-1])
+    seconds, passes, answer = _common.process_pool_passes(args.impl, processes, args.passes, fit, tasks)
+    _common.emit("R5", args.impl, processes, seconds, "s", passes=passes, tasks=len(tasks), answer=answer)
 
 
 if __name__ == "__main__":
