@@ -191,7 +191,7 @@ PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     // The shutdown marker: every thread looks (each takes its own marker in turn, as the stdlib's
     // loop puts it back for the next), those waiting for a permit too.
     signal->puts.notify_all();
-    permit_table::process().recheck_claims();
+    permit_table::process().recheck_claims(&signal->puts);  // this queue's claims only
   } else {
     signal->puts.notify_one();
   }

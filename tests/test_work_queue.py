@@ -84,6 +84,12 @@ def test_threads_waiting_for_a_permit_see_a_shutdown_at_once():
         while _core.permit_stats()["waiting"] == 0:  # idle's threads wait for a permit, holding no task
             assert time.monotonic() < deadline, _core.permit_stats()
             time.sleep(0.01)
+        # Another pool's shutdown marker (any executor shut down or collected meanwhile) must not end these
+        # claims: their threads would take tasks without a permit, and the shutdown below wait for one.
+        other = corral.ThreadPoolExecutor(1)
+        other.submit(abs, -1).result()
+        other.shutdown(wait=True)
+        time.sleep(0.05)
         t0 = time.monotonic()
         idle.shutdown(wait=True, cancel_futures=True)
         took = time.monotonic() - t0

@@ -66,6 +66,7 @@ struct waiter {
   bool idle = false;
   // Set (under the mutex) to make a waiting claim return without a permit: its pool has news.
   bool recheck = false;
+  const void* key = nullptr;  // a claim's: what recheck_claims names it by (its queue's counter)
   waiter* next = nullptr;
   waiter* prev = nullptr;
 };
@@ -93,7 +94,7 @@ struct permit_table::state {
   void wait_locked(std::unique_lock<std::mutex>& lock, bool front);
   // Waits in the idle FIFO (permit_table::claim) until granted (true), an overdraft, or a recheck
   // (false: no permit). Called and returns with `lock` held.
-  bool wait_idle_locked(std::unique_lock<std::mutex>& lock);
+  bool wait_idle_locked(std::unique_lock<std::mutex>& lock, const void* key);
   void unlink_locked(detail::waiter* w) noexcept;
   void unlink_idle_locked(detail::waiter* w) noexcept;
   // Whether `since` began a full starvation limit ago with no permit changing hands and no task

@@ -184,9 +184,10 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   }
 }
 
-bool permit_table::state::wait_idle_locked(std::unique_lock<std::mutex>& lock) {
+bool permit_table::state::wait_idle_locked(std::unique_lock<std::mutex>& lock, const void* key) {
   waiter w;
   w.idle = true;
+  w.key = key;
   w.prev = idle_tail;
   (idle_tail ? idle_tail->next : idle_head) = &w;
   idle_tail = &w;
@@ -507,7 +508,7 @@ bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchan
     got = true;
   } else if (may_wait &&
              (unchanged == nullptr || unchanged->load(std::memory_order_acquire) == expected)) {
-    got = s.wait_idle_locked(lock);
+    got = s.wait_idle_locked(lock, unchanged);
   }
   if (!got) return false;
   become_holder_or_give_back(h, s, lock);
@@ -519,9 +520,10 @@ bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchan
   return true;
 }
 
-void permit_table::recheck_claims() noexcept {
+void permit_table::recheck_claims(const std::atomic<std::uint32_t>* counter) noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   for (waiter* w = state_->idle_head; w != nullptr; w = w->next) {
+    if (counter != nullptr && w->key != counter) continue;  // another queue's claim
     w->recheck = true;
     // Under the mutex: the waiter cannot leave (and its frame go) before we are done.
     detail::futex_wake(&w->granted, 1);

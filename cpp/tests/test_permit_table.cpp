@@ -667,3 +667,22 @@ TEST(PermitTable, AClaimDoesNotWaitOnceItsCounterChanged) {
   table.release();
   table.set_wait_monitor(false);
 }
+
+TEST(PermitTable, RecheckClaimsOfOneCounterLeavesOtherClaimsWaiting) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  table.acquire();
+  std::atomic<std::uint32_t> mine{0}, other{0};
+  std::atomic<int> result{-1};
+  std::thread claimer([&] { result = table.claim(true, &mine, 0) ? 1 : 0; });
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
+  table.recheck_claims(&other);  // another queue's marker: this claim waits on
+  spin_for(50ms);
+  EXPECT_EQ(result.load(), -1);
+  table.recheck_claims(&mine);
+  EXPECT_TRUE(eventually_running([&] { return result.load() >= 0; }, 1s));
+  EXPECT_EQ(result.load(), 0);
+  claimer.join();
+  table.release();
+  table.set_wait_monitor(false);
+}

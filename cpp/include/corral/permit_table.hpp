@@ -94,9 +94,10 @@ class permit_table {
   // recheck_claims() made after whoever changed the counter.
   bool claim(bool may_wait, const std::atomic<std::uint32_t>* unchanged = nullptr,
              std::uint32_t expected = 0);
-  // Makes every claim(true) waiting now return false: a pool put its shutdown marker in its queue,
-  // which its threads must see without a permit. Never throws.
-  void recheck_claims() noexcept;
+  // Makes the claim(true)s waiting now with `counter` as their `unchanged` (all of them for
+  // nullptr) return false: a pool put its shutdown marker in its queue, which its threads must see
+  // without a permit; other pools' claims wait on. Never throws.
+  void recheck_claims(const std::atomic<std::uint32_t>* counter = nullptr) noexcept;
   // Whether the calling thread has held a permit of this table (it ran a task or claimed one).
   bool served_this_thread() const noexcept;
   // Whether the calling thread keeps a permit of this table now (between tasks; a gauge: another
