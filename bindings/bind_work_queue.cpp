@@ -61,6 +61,14 @@ int queue_empty(PyObject* self) {
   return empty;
 }
 
+// The queued item that comes first (a new reference); nullptr with an exception set on an error,
+// or without one when the queue is empty.
+PyObject* take_queued(PyObject* self) {
+  PyObject* item = call_base(base_get_nowait, self);
+  if (item == nullptr && PyErr_ExceptionMatches(empty_error)) PyErr_Clear();
+  return item;
+}
+
 // The next task, taken once the calling thread has claimed a permit for it; `blocking`: wait for
 // one when none is queued (get), else raise queue.Empty (get_nowait).
 PyObject* take_with_claim(PyObject* self, bool blocking) {
@@ -71,9 +79,7 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
     const std::uint32_t puts = signal->puts.load(std::memory_order_acquire);
     if (table.keeps_permit_here()) {
       // Task after task on a kept permit (the common case): take the next one, if any, at once.
-      PyObject* item = call_base(base_get_nowait, self);
-      if (item != nullptr || !PyErr_ExceptionMatches(empty_error)) return item;
-      PyErr_Clear();
+      if (PyObject* item = take_queued(self); item != nullptr || PyErr_Occurred()) return item;
     }
     const int empty = queue_empty(self);
     if (empty < 0) return nullptr;
@@ -85,24 +91,14 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
       without_gil([&] { signal->puts.wait(puts, std::memory_order_acquire); });
       continue;
     }
-    bool claimed = table.claim(false);  // a kept permit, or a free one: no wait, GIL held
-    if (!claimed) {
-      // Waits only while nothing was put since `puts` was read: a shutdown marker put meanwhile
-      // (whose recheck_claims() may have come before this claim queued) is seen.
-      claimed = without_gil([&] { return table.claim(true, &signal->puts, puts); });
-      if (!claimed) {
-        // Woken by recheck_claims(): a shutdown marker was queued, which must be seen without a
-        // permit. Take what comes first, as the stdlib's loop would (a task then waits for its
-        // permit in its acquire).
-        PyObject* item = call_base(base_get_nowait, self);
-        if (item != nullptr || !PyErr_ExceptionMatches(empty_error)) return item;
-        PyErr_Clear();
-        continue;
-      }
-    }
-    PyObject* item = call_base(base_get_nowait, self);
-    if (item != nullptr || !PyErr_ExceptionMatches(empty_error)) return item;
-    PyErr_Clear();  // another thread took it meanwhile: look again
+    // A kept or free permit without a wait (GIL held), else a wait for one that lasts only while
+    // nothing was put since `puts` was read: a shutdown marker put meanwhile (whose
+    // recheck_claims() may have come before this claim queued) is seen. A claim ended by
+    // recheck_claims() holds no permit: the thread takes what comes first, as the stdlib's loop
+    // would (a task then waits for its permit in its acquire).
+    if (!table.claim(false)) without_gil([&] { return table.claim(true, &signal->puts, puts); });
+    if (PyObject* item = take_queued(self); item != nullptr || PyErr_Occurred()) return item;
+    // another thread took it meanwhile: look again
   }
 }
 
@@ -126,6 +122,18 @@ PyObject* forward(PyObject* method, PyObject* self, PyObject* const* args, Py_ss
   return PyObject_Vectorcall(method, stack.data(), static_cast<std::size_t>(1 + nargs), kwnames);
 }
 
+// fn()'s result, with a C++ exception (a permit of another table held, no memory) turned into a
+// Python RuntimeError.
+template <class F>
+PyObject* python_errors(F&& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
+
 // get(block=True, timeout=None), a method of WorkQueue (self is the queue; args exclude it).
 PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
@@ -141,41 +149,29 @@ PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs
         nkw == 0 || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "block") == 0;
     plain_blocking_get = named_block && args[0] == Py_True;
   }
-  try {
+  return python_errors([&] {
     if (plain_blocking_get && claims_here()) return take_with_claim(self, true);
     return forward(base_get, self, args, nargs, kwnames);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  });
 }
 
 // get_nowait()
 PyObject* work_queue_get_nowait(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                 PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  try {
+  return python_errors([&] {
     if (nargs == 0 && kwnames == nullptr && claims_here()) return take_with_claim(self, false);
     return forward(base_get_nowait, self, args, nargs, kwnames);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  });
 }
 
 // put(item, block=True, timeout=None): the base class's; a None (the executor's shutdown marker,
-// also put at interpreter exit) makes every waiting claim look again, so that threads waiting for
-// a permit see it at once, whatever other pools hold the permits.
+// also put at interpreter exit) wakes this queue's threads and ends this queue's waiting claims, so
+// that threads waiting for a permit see it at once, whatever other pools hold the permits.
 PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  PyObject* result;
-  try {
-    result = forward(base_put, self, args, nargs, kwnames);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  PyObject* result = python_errors([&] { return forward(base_put, self, args, nargs, kwnames); });
   if (result == nullptr) return nullptr;
   work_signal* signal = signal_of(self);
   if (signal == nullptr) {
@@ -212,7 +208,7 @@ PyMethodDef get_nowait_def = {
 PyMethodDef put_def = {
     "put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&work_queue_put)),
     METH_FASTCALL | METH_KEYWORDS,
-    "queue.SimpleQueue.put; putting None (the shutdown marker) ends every waiting claim."};
+    "queue.SimpleQueue.put; putting None (the shutdown marker) ends this queue's waiting claims."};
 
 // Puts get, get_nowait and put on `cls` (corral._work_queue.WorkQueue) as method descriptors, as
 // SimpleQueue's own are: `q.get()` then binds no method object (W8 calls two of them per task).

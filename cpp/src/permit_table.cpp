@@ -501,10 +501,7 @@ bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchan
   let_go_of_kept(h);  // taken meanwhile, or another table's
   std::unique_lock<std::mutex> lock(s.mutex);
   bool got = false;
-  if (s.held < s.permits && s.head == nullptr && s.idle_head == nullptr &&
-      s.source_allows_one_more_locked()) {
-    ++s.held;
-    ++s.acquires;
+  if (s.idle_head == nullptr && s.try_take_locked()) {  // a free permit, no claim queued before us
     got = true;
   } else if (may_wait &&
              (unchanged == nullptr || unchanged->load(std::memory_order_acquire) == expected)) {
