@@ -136,6 +136,9 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
           take_gil_back(state);
           queued = queued_tasks(spec);
+          // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
+          // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
+          running = std::max(running, table.running_or_starting());
         }
         if (queued > 0) {
           alone = false;

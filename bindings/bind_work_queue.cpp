@@ -8,8 +8,12 @@
 //
 // C-API functions wrapped as instance methods (they are called once per task; W8): the base
 // class's own methods do the queueing.
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
+#include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -19,15 +23,108 @@
 namespace corral::bindings {
 namespace {
 
-// Each WorkQueue's put() count, which its pool threads wait on when the queue is empty: waiting in
-// SimpleQueue.get() would hand the next task to a thread that holds no permit, where this lets the
-// thread look, claim its permit, then take the task. A thread reads the count before it looks at
-// the queue and sleeps only while the count is unchanged (std::atomic::wait compares it in the
-// kernel), so a put() between its look and its sleep is never missed; put() bumps it after the
-// item is in the queue (release: the waker's item is visible to whoever sees the new count).
+// What a WorkQueue's pool threads wait on while it is empty, or while another of them claims:
+// waiting in SimpleQueue.get() would hand the next task to a thread that holds no permit, where
+// this lets the thread look, claim its permit, then take the task.
+//
+// Sleepers wait on a stack, newest on top, and a wake-up goes to the newest: the thread that ran
+// last, whose caches and malloc arena are warm (the kernel's futex queue would wake the one asleep
+// longest: W3's 16 threads then took turns, each task on a cold thread, 5-10% slower). Only one
+// thread at a time is on its way to the queue: a put() wakes a sleeper only when no thread claims
+// and none is already woken (`waking`), and a thread that claimed its permit wakes the next only
+// if tasks remain. So a pool of 16 threads on a budget of 2 runs task after task on its 2 keepers
+// with at most one claimer waiting, instead of waking all 16 at every burst of puts.
+//
+// The stack and the counts are guarded by the signal's own mutex, never held while Python runs or
+// while waiting for the GIL (the GIL is not relied on: the module declares free-threading support).
+// A sleeper checks, under the mutex, that nothing was put since it looked at the queue before it
+// pushes itself, and put() bumps the count before it takes the mutex to wake one, so no put falls
+// between a look and a sleep. A waker stores the sleeper's word and notifies it under the mutex,
+// and the sleeper takes the mutex once awake before it returns, so its frame (which holds the word)
+// outlives the notify.
 struct work_signal {
+  // put() count: a thread sleeps, and a claim waits, only while it is unchanged since the thread
+  // looked at the queue (a claim: the shutdown marker's recheck_claims() may come before it
+  // queues).
   std::atomic<std::uint32_t> puts{0};
+  std::atomic<bool> shutting_down{false};  // a None (the shutdown marker) was put
+
+  std::mutex mutex;                                   // guards what follows
+  std::vector<std::atomic<std::uint32_t>*> sleepers;  // newest last
+  std::uint32_t waking = 0;    // woken to come to the queue, not yet looking at it
+  std::uint32_t claimers = 0;  // this queue's threads inside a claim's wait
+  unsigned forks_seen = 0;     // fork_count when all of this was last right
+
+  static constexpr std::uint32_t woken_one = 1;  // counted in `waking`
+  static constexpr std::uint32_t woken_all = 2;  // by wake_all()
+
+  // Whether one more thread should come to the queue now (mutex held).
+  bool wants_a_thread_locked() const noexcept { return claimers == 0 && waking == 0; }
+
+  // Wakes the newest sleeper if one more thread should come (mutex held).
+  void wake_newest_if_wanted_locked() noexcept {
+    if (sleepers.empty() || !wants_a_thread_locked()) return;
+    std::atomic<std::uint32_t>* word = sleepers.back();
+    sleepers.pop_back();
+    ++waking;
+    word->store(woken_one, std::memory_order_release);
+    word->notify_one();
+  }
+
+  void wake_newest_if_wanted() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    wake_newest_if_wanted_locked();
+  }
+
+  void wake_all() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (std::atomic<std::uint32_t>* word : sleepers) {
+      word->store(woken_all, std::memory_order_release);
+      word->notify_one();
+    }
+    sleepers.clear();
+  }
+
+  // Sleeps until woken: behind another thread that claims (`behind_a_claimer`) if one still does,
+  // else if nothing was put since `seen` was read; false when it did not sleep. GIL held on entry
+  // and on return (released meanwhile).
+  bool sleep(std::uint32_t seen, bool behind_a_claimer) {
+    std::atomic<std::uint32_t> word{0};
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      // Behind a claimer a put meanwhile changes nothing: it woke nobody, the claimer will.
+      if (behind_a_claimer ? claimers == 0 : puts.load(std::memory_order_acquire) != seen)
+        return false;
+      sleepers.push_back(&word);
+    }
+    without_gil([&] { word.wait(0, std::memory_order_acquire); });
+    std::lock_guard<std::mutex> lock(mutex);  // the waker is done with `word`
+    if (word.load(std::memory_order_relaxed) == woken_one) --waking;
+    return true;
+  }
+
+  void count_claimer(int delta) noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    claimers = static_cast<std::uint32_t>(static_cast<int>(claimers) + delta);
+  }
 };
+
+// Children forked so far down this line of processes: a forked child has none of the parent's
+// pool threads (only the forking thread lives on), so a queue's sleepers and counts, and its
+// mutex (which a parent's thread may have held at the fork), start afresh on its first use there.
+std::atomic<unsigned> fork_count{0};
+
+// The queue's work_signal (see signal_of) as of this process.
+work_signal* current(work_signal* signal) {
+  const unsigned forks = fork_count.load(std::memory_order_relaxed);
+  if (signal != nullptr && signal->forks_seen != forks) {
+    new (&signal->mutex) std::mutex;  // its parent's state is meaningless here
+    signal->sleepers.clear();
+    signal->waking = signal->claimers = 0;
+    signal->forks_seen = forks;
+  }
+  return signal;
+}
 
 // SimpleQueue's methods and queue.Empty, looked up once when the module loads.
 PyObject* base_get = nullptr;
@@ -45,7 +142,7 @@ work_signal* signal_of(PyObject* self) {
   if (attr == nullptr) return nullptr;
   work_signal* signal = nb::inst_ptr<work_signal>(nb::handle(attr));
   Py_DECREF(attr);  // the queue's slot keeps it alive
-  return signal;
+  return current(signal);
 }
 
 PyObject* call_base(PyObject* method, PyObject* self) {
@@ -88,26 +185,47 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
       // work (or reports none), and it looks again after the next put().
       table.give_back_kept();
       if (!blocking) return call_base(base_get_nowait, self);
-      without_gil([&] { signal->puts.wait(puts, std::memory_order_acquire); });
+      signal->sleep(puts, false);
       continue;
     }
-    // A kept or free permit without a wait (GIL held), else a wait for one that lasts only while
-    // nothing was put since `puts` was read: a shutdown marker put meanwhile (whose
-    // recheck_claims() may have come before this claim queued) is seen. A claim ended by
-    // recheck_claims() holds no permit: the thread takes what comes first, as the stdlib's loop
-    // would (a task then waits for its permit in its acquire).
-    if (!table.claim(false)) without_gil([&] { return table.claim(true, &signal->puts, puts); });
-    if (PyObject* item = take_queued(self); item != nullptr || PyErr_Occurred()) return item;
+    bool claimed = table.claim(false);  // a kept or free permit, without a wait
+    if (!claimed && !signal->shutting_down.load(std::memory_order_acquire)) {
+      // Another of this queue's threads waits to claim: it wakes the next if tasks remain once it
+      // has its permit (a get_nowait() must answer, so it claims alongside).
+      if (blocking && signal->sleep(puts, true)) continue;
+      // Wait for a permit only while nothing was put since `puts` was read: a shutdown marker put
+      // meanwhile (whose recheck_claims() may have come before this claim queued) is seen.
+      signal->count_claimer(+1);
+      claimed = without_gil([&] { return table.claim(true, &signal->puts, puts); });
+      signal->count_claimer(-1);
+      if (!claimed && !signal->shutting_down.load(std::memory_order_acquire))
+        continue;  // the put count moved: look again
+    }
+    // Claimed, or the queue is shutting down: a claim ended by recheck_claims() holds no permit,
+    // and the thread takes what comes first, as the stdlib's loop would (the marker at the
+    // latest; a task then waits for its permit in its acquire).
+    PyObject* item = take_queued(self);
+    if (item != nullptr && claimed) {
+      const int rest_empty = queue_empty(self);
+      if (rest_empty < 0) {
+        Py_DECREF(item);
+        return nullptr;
+      }
+      if (!rest_empty) signal->wake_newest_if_wanted();  // tasks remain: the next claimer
+    }
+    if (item != nullptr || PyErr_Occurred()) return item;
     // another thread took it meanwhile: look again
   }
 }
 
-// Whether this call is the claiming kind: a pool thread that ran a task before (its first task is
-// taken the plain way, and so is every call from a thread that never ran one: shutdown's drain
-// from the caller's thread, an initializer's failure), not inside a task.
-bool claims_here() {
+// Whether this call is the claiming kind, not inside a task: a blocking get() is only ever a pool
+// thread's (the stdlib's loops drain with get_nowait or get(block=False)), so it claims from the
+// thread's first task on; a get_nowait() claims only on a pool thread that ran a task before (it is
+// also shutdown(cancel_futures=True)'s drain from the caller's thread, which must never wait for a
+// permit; on 3.13+ a worker's first task comes through it, and is taken the plain way).
+bool claims_here(bool blocking_get) {
   const permit_table& table = permit_table::process();
-  return table.served_this_thread() && !table.held_by_this_thread();
+  return (blocking_get || table.served_this_thread()) && !table.held_by_this_thread();
 }
 
 // The base class's `method` called with self and the arguments as they came (positional, then
@@ -150,7 +268,7 @@ PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     plain_blocking_get = named_block && args[0] == Py_True;
   }
   return python_errors([&] {
-    if (plain_blocking_get && claims_here()) return take_with_claim(self, true);
+    if (plain_blocking_get && claims_here(true)) return take_with_claim(self, true);
     return forward(base_get, self, args, nargs, kwnames);
   });
 }
@@ -160,7 +278,7 @@ PyObject* work_queue_get_nowait(PyObject* self, PyObject* const* args, Py_ssize_
                                 PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   return python_errors([&] {
-    if (nargs == 0 && kwnames == nullptr && claims_here()) return take_with_claim(self, false);
+    if (nargs == 0 && kwnames == nullptr && claims_here(false)) return take_with_claim(self, false);
     return forward(base_get_nowait, self, args, nargs, kwnames);
   });
 }
@@ -178,18 +296,21 @@ PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     Py_DECREF(result);
     return nullptr;
   }
-  signal->puts.fetch_add(1, std::memory_order_release);
   bool marker = nargs >= 1 && args[0] == Py_None;
   for (Py_ssize_t i = 0; nargs == 0 && kwnames != nullptr && i < PyTuple_GET_SIZE(kwnames); ++i)
     if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "item") == 0)
       marker = args[i] == Py_None;
+  // Before the count: a claimer that sees the count moved sees this.
+  if (marker) signal->shutting_down.store(true, std::memory_order_release);
+  signal->puts.fetch_add(1, std::memory_order_release);
   if (marker) {
     // The shutdown marker: every thread looks (each takes its own marker in turn, as the stdlib's
     // loop puts it back for the next), those waiting for a permit too.
-    signal->puts.notify_all();
+    signal->wake_all();
     permit_table::process().recheck_claims(&signal->puts);  // this queue's claims only
   } else {
-    signal->puts.notify_one();
+    signal->wake_newest_if_wanted();  // else the thread on its way, or the claimer once it has its
+                                      // permit
   }
   return result;
 }
@@ -239,8 +360,10 @@ void bind_work_queue(nb::module_& m) {
   base_empty = keep(simple_queue.attr("empty"));
   empty_error = keep(queue.attr("Empty"));
   signal_name = PyUnicode_InternFromString("_signal");
+  pthread_atfork(nullptr, nullptr, [] { fork_count.fetch_add(1, std::memory_order_relaxed); });
   nb::class_<work_signal>(
-      m, "WorkSignal", "What a WorkQueue's pool threads wait on while it is empty (a put count).")
+      m, "WorkSignal",
+      "What a WorkQueue's pool threads sleep on (a put count and a stack of sleepers).")
       .def(nb::init<>());
   m.def("install_work_queue_methods", &install_methods, nb::arg("cls"),
         "Puts the claiming get, get_nowait and put on a queue.SimpleQueue subclass.");

@@ -50,6 +50,35 @@ def test_more_threads_than_permits_run_task_after_task_without_hand_overs(kind):
         assert threads == 16  # the stdlib's thread count, unchanged
 
 
+# A fresh ThreadPool of 16 threads on a budget of 2: how many of its threads run the first 200 tasks (each
+# releases the GIL; map's task thread queues them all at once).
+FIRST_TASKS = textwrap.dedent("""
+    import hashlib, threading
+    import corral
+    DATA = b"x" * 200_000
+    def task(x):
+        hashlib.sha256(DATA).digest()
+        return threading.get_ident()
+    with corral.ThreadPool(16) as pool:
+        ran_on = set(pool.map(task, range(200), chunksize=1))
+        print(len(ran_on), len(pool._pool))
+""")
+
+
+def test_a_new_pool_claims_from_each_threads_first_task():
+    # Each new thread used to take its first task before its permit: the 16 threads started 16 tasks, 14 of
+    # them then waiting for a permit while holding their task (W3's slow first pass). A blocking get() claims
+    # from the first task on (docs/permits.md, "Claims"), so the permits' 2 threads run nearly everything.
+    # (An executor's workers drain its queue faster than map() submits, so their permits change hands
+    # whenever the queue runs dry: not a test of this.)
+    out = subprocess.run([sys.executable, "-c", FIRST_TASKS], capture_output=True, text=True, timeout=120,
+                         env={**_env(), "CORRAL_CPUS": "2"})
+    assert out.returncode == 0, out.stderr
+    ran_on, threads = map(int, out.stdout.split())
+    assert ran_on <= 6, f"the first 200 tasks ran on {ran_on} of {threads} threads"  # 16 before
+    assert threads == 16  # the stdlib's thread count, unchanged
+
+
 def _env():
     import os
 

@@ -2,9 +2,12 @@
 // sysmon retakes the P of a goroutine stuck in a system call, and counts it again when the thread
 // runs. Not a public header: permit_table::set_wait_monitor starts and stops it.
 //
-// One thread samples every holder in stage `holding` each millisecond through /proc (sample_thread,
+// One thread looks at every holder in stage `holding` each millisecond, or every 4 ms while each
+// one it saw was computing (the look before then preempts a worker, on a machine whose every core
+// runs one). A look reads the holder's CPU clock; one that ran for 3/4 of the time since the last
+// look is computing, and only the others are sampled through /proc (sample_thread,
 // wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the
-// same permit (a holder that took its permit within the last millisecond is making progress):
+// same permit (a holder that took its permit within the last look is making progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;
 //  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A Python thread
 //    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never
@@ -55,7 +58,9 @@ class permit_monitor {
 
   static void* entry(void* self) noexcept;
   void run() noexcept;
-  void pass() noexcept;
+  // One look at every holder; true when each one holding a permit was computing (or had just
+  // taken it) and none keeps or is lent one: the next look may wait busy_interval.
+  bool pass() noexcept;
 
   permit_table::state& s_;
   std::vector<watched> watched_;

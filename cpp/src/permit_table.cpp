@@ -550,6 +550,10 @@ unsigned permit_table::running() const noexcept {
   return held > kept ? held - kept : 1;
 }
 
+unsigned permit_table::running_or_starting() const noexcept {
+  return std::max(1u, state_->held.load(std::memory_order_relaxed));
+}
+
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   const state& s = *state_;

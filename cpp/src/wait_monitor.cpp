@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -64,9 +65,7 @@ thread_sample sample_thread(pid_t tid) noexcept {
   if (end_of_name == nullptr || end_of_name[1] == '\0' || end_of_name[2] == '\0') return out;
   const char state = end_of_name[2];
   if (state != 'S' && state != 'D') return out;
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
-  if (!read_small_file(path, buf, sizeof buf)) return out;
-  out.cpu_ns = std::strtoull(buf, nullptr, 10);
+  if (!thread_cpu_ns(tid, out.cpu_ns)) return out;
   // The system call it sleeps in: "running" when it has just woken; unreadable: never guess.
   std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
   if (!read_small_file(path, buf, sizeof buf)) return out;
@@ -77,6 +76,35 @@ thread_sample sample_thread(pid_t tid) noexcept {
   out.asleep = true;
   out.kind = is_futex_call(number) ? sleep_kind::futex : sleep_kind::other;
   return out;
+}
+
+bool thread_cpu_ns(pid_t tid, unsigned long long& out) noexcept {
+  // The kernel's clock id for one thread's CPU time, as glibc's pthread_getcpuclockid makes it from
+  // the thread's id (a pthread_t of another thread may be gone; a tid read as gone is harmless):
+  // (~tid << 3) | CPUCLOCK_PERTHREAD_MASK (4) | CPUCLOCK_SCHED (2) (linux/posix-timers.h).
+  const clockid_t clock = static_cast<clockid_t>((~static_cast<unsigned>(tid) << 3) | 4u | 2u);
+  timespec ts{};
+  if (::clock_gettime(clock, &ts) != 0) return false;
+  out = static_cast<unsigned long long>(ts.tv_sec) * 1'000'000'000ull +
+        static_cast<unsigned long long>(ts.tv_nsec);
+  return true;
+}
+
+bool sleep_streak::ran_since_last_look(pid_t tid) noexcept {
+  unsigned long long now_cpu = 0;
+  const auto now = std::chrono::steady_clock::now();
+  if (tid <= 0 || !thread_cpu_ns(tid, now_cpu)) return false;
+  const bool had_look = looked_at != std::chrono::steady_clock::time_point{};
+  const auto wall_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now - looked_at).count();
+  const unsigned long long ran_ns = now_cpu - looked_cpu_ns;
+  looked_cpu_ns = now_cpu;
+  looked_at = now;
+  if (!had_look || other_samples != 0 || futex_samples != 0 || wall_ns <= 0) return false;
+  if (4 * ran_ns < 3 * static_cast<unsigned long long>(wall_ns)) return false;
+  reset();
+  cpu_known = false;  // the futex rule compares CPU times of consecutive samples asleep
+  return true;
 }
 
 bool sleep_streak::waits_unannounced(const thread_sample& sample) noexcept {
@@ -169,6 +197,7 @@ void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
       const std::uint32_t count = w->arm_count.load(std::memory_order_relaxed);
       const pid_t tid = w->tid.load(std::memory_order_relaxed);
       if (h.arm_count != count || h.tid != tid) h = {count, tid, {}};
+      if (h.streak.ran_since_last_look(tid)) continue;
       if (h.streak.waits_unannounced(sample_thread(tid))) lend(*w, count);
     } else if (stage == lent) {
       watching = true;

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -40,6 +41,10 @@ struct thread_sample {
 // How thread `tid` of this process is now. Never throws; an unreadable file reads as "not asleep".
 thread_sample sample_thread(pid_t tid) noexcept;
 
+// Thread `tid`'s CPU time in ns (the scheduler's sum_exec_runtime, as schedstat's first field) from
+// its per-thread CPU clock: one system call, no /proc path to look up. False when it is gone.
+bool thread_cpu_ns(pid_t tid, unsigned long long& out) noexcept;
+
 // The rule both monitors (this one and the permit monitor) use to decide that a thread inside a
 // task waits without having said so, from consecutive samples of it: asleep in a system call other
 // than futex on other_samples_needed samples, or asleep in futex without having run at all for
@@ -53,11 +58,20 @@ struct sleep_streak {
   bool waits_unannounced(const thread_sample& sample) noexcept;
   void reset() noexcept { other_samples = futex_samples = 0; }
 
+  // The cheap look before a sample: true when no streak is under way and thread `tid` ran for at
+  // least 3/4 of the time since the last look (its CPU clock), so it is computing, not waiting, and
+  // /proc need not be read (a CPU-bound task then costs one clock read per look, not three file
+  // reads). The streak is then reset; false means: take a full sample.
+  bool ran_since_last_look(pid_t tid) noexcept;
+
   int other_samples = 0;  // consecutive samples asleep outside futex
   int futex_samples = 0;  // consecutive samples asleep in futex, not having run in between
   unsigned long long cpu_ns =
       0;  // CPU time at the last sample (also the lent thread's reclaim test)
   bool cpu_known = false;
+  // ran_since_last_look's previous clock reading (0 ns at no time: none yet)
+  unsigned long long looked_cpu_ns = 0;
+  std::chrono::steady_clock::time_point looked_at{};
 };
 
 class wait_monitor {

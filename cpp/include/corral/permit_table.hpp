@@ -114,10 +114,13 @@ class permit_table {
   // Whether at most one permit is held or kept (the caller's): no other task runs or is about to
   // start on a kept permit. A gauge, as running().
   bool alone() const noexcept;
+  // Permits taken, kept ones included (>= 1): running() and the tasks about to start on a permit
+  // kept or claimed for them. A gauge, as running().
+  unsigned running_or_starting() const noexcept;
 
-  // Starts or stops the permit monitor (a thread that samples holders every millisecond through
-  // /proc and lends the permit of one asleep in a system call). std::system_error when it cannot
-  // start.
+  // Starts or stops the permit monitor (a thread that looks at holders every 1-4 ms, through their
+  // CPU clocks and /proc, and lends the permit of one asleep in a system call). std::system_error
+  // when it cannot start.
   void set_wait_monitor(bool on);
   bool wait_monitor_on() const noexcept;
 
