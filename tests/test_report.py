@@ -107,9 +107,10 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     assert (plain["mode"], under["mode"]) == ("plain", "corral")
     p, c = plain["figures"], under["figures"]
     assert p["runnable_max"] >= 5, "plain: more than 4 threads runnable at once"
-    # 4 callers share OpenBLAS's one worker thread (one call at a time uses it): 2.3-2.7 runnable on average
-    # on 2 cores (the machine's other load moves it); corral's is clearly lower in the same run
-    assert p["runnable_mean"] >= 2.2, "plain: above the budget of 2"
+    # 4 callers share OpenBLAS's one worker thread (one call at a time uses it): 2.2-2.7 runnable on average
+    # on 2 cores (the machine's speed and other load move it: 2.17 seen in a CI run); corral's is clearly
+    # lower in the same run
+    assert p["runnable_mean"] > 2.0, "plain: above the budget of 2"
     assert c["runnable_mean"] <= p["runnable_mean"] - 0.3
     # Shares vary with the machine's other load (0.39-0.63 seen for plain on 2 cores); corral's is at most
     # three quarters of plain's in the same run (about half on a quiet machine; 0.26 against 0.39 while
