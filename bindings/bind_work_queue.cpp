@@ -58,22 +58,16 @@ struct work_signal {
   static constexpr std::uint32_t woken_one = 1;  // counted in `waking`
   static constexpr std::uint32_t woken_all = 2;  // by wake_all()
 
-  // Whether one more thread should come to the queue now (mutex held).
-  bool wants_a_thread_locked() const noexcept { return claimers == 0 && waking == 0; }
-
-  // Wakes the newest sleeper if one more thread should come (mutex held).
-  void wake_newest_if_wanted_locked() noexcept {
-    if (sleepers.empty() || !wants_a_thread_locked()) return;
+  // Wakes the newest sleeper if one more thread should come to the queue now: none claims and none
+  // is already on its way.
+  void wake_newest_if_wanted() noexcept {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (sleepers.empty() || claimers != 0 || waking != 0) return;
     std::atomic<std::uint32_t>* word = sleepers.back();
     sleepers.pop_back();
     ++waking;
     word->store(woken_one, std::memory_order_release);
     word->notify_one();
-  }
-
-  void wake_newest_if_wanted() noexcept {
-    std::lock_guard<std::mutex> lock(mutex);
-    wake_newest_if_wanted_locked();
   }
 
   void wake_all() noexcept {
@@ -103,9 +97,10 @@ struct work_signal {
     return true;
   }
 
-  void count_claimer(int delta) noexcept {
+  // A thread of this queue starts (true) or ends (false) a claim's wait.
+  void count_claimer(bool starts) noexcept {
     std::lock_guard<std::mutex> lock(mutex);
-    claimers = static_cast<std::uint32_t>(static_cast<int>(claimers) + delta);
+    starts ? ++claimers : --claimers;
   }
 };
 
@@ -195,9 +190,9 @@ PyObject* take_with_claim(PyObject* self, bool blocking) {
       if (blocking && signal->sleep(puts, true)) continue;
       // Wait for a permit only while nothing was put since `puts` was read: a shutdown marker put
       // meanwhile (whose recheck_claims() may have come before this claim queued) is seen.
-      signal->count_claimer(+1);
+      signal->count_claimer(true);
       claimed = without_gil([&] { return table.claim(true, &signal->puts, puts); });
-      signal->count_claimer(-1);
+      signal->count_claimer(false);
       if (!claimed && !signal->shutting_down.load(std::memory_order_acquire))
         continue;  // the put count moved: look again
     }

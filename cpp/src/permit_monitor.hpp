@@ -3,9 +3,9 @@
 // runs. Not a public header: permit_table::set_wait_monitor starts and stops it.
 //
 // One thread looks at every holder in stage `holding` each millisecond, or every 4 ms while each
-// one it saw was computing (the look before then preempts a worker, on a machine whose every core
-// runs one). A look reads the holder's CPU clock; one that ran for 3/4 of the time since the last
-// look is computing, and only the others are sampled through /proc (sample_thread,
+// one it saw was computing (each look preempts a worker on a machine whose every core runs one).
+// A look reads the holder's CPU clock; one that ran for 3/4 of the time since the last look is
+// computing, and only the others are sampled through /proc (sample_thread,
 // wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the
 // same permit (a holder that took its permit within the last look is making progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;

@@ -2,8 +2,9 @@
 // sleep, as Go's sysmon retakes the P of a goroutine stuck in a system call. Not a public header:
 // scheduler::options::monitor_waits and scheduler::set_wait_monitor turn it on.
 //
-// One thread per scheduler samples every worker record that is inside a task (lend_stage armed,
-// lent or reclaiming) every millisecond through /proc/self/task/<tid>/{stat,syscall,schedstat}:
+// One thread per scheduler looks at every worker record that is inside a task (lend_stage armed,
+// lent or reclaiming) every millisecond: its thread's CPU clock first (one that computed for 3/4 of
+// the time since the last look is not sampled further), then /proc/self/task/<tid>/{stat,syscall}:
 //  * asleep (state S or D) in a system call other than futex on 2 samples running: lend;
 //  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A thread waiting for
 //  a
@@ -35,7 +36,7 @@ struct thread_sample {
   bool readable = false;  // false: the thread is gone or /proc is not there
   bool asleep = false;    // state S (interruptible) or D (uninterruptible)
   sleep_kind kind = sleep_kind::none;
-  unsigned long long cpu_ns = 0;  // CPU time so far (schedstat), read when asleep
+  unsigned long long cpu_ns = 0;  // CPU time so far (thread_cpu_ns), read when asleep
 };
 
 // How thread `tid` of this process is now. Never throws; an unreadable file reads as "not asleep".

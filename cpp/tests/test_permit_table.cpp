@@ -512,6 +512,28 @@ TEST(PermitTable, AClaimKeepsAPermitThatTheTaskTakesBackWithoutWaiting) {
   table.set_wait_monitor(false);
 }
 
+TEST(PermitTable, AClaimedPermitCountsAsStartingNotRunning) {
+  permit_table table(2);
+  table.set_wait_monitor(true);
+  // One task running here, and a permit claimed for a task about to start on another thread.
+  table.acquire();
+  std::atomic<bool> claimed{false}, done{false};
+  std::thread claimer([&] {
+    claimed = table.claim(false);
+    while (!done) std::this_thread::yield();
+    table.give_back_kept();
+  });
+  ASSERT_TRUE(eventually([&] { return claimed.load(); }, 1s));
+  EXPECT_EQ(table.running(), 1u);  // the claimed permit is kept, not running
+  EXPECT_EQ(table.running_or_starting(), 2u);
+  done = true;
+  claimer.join();
+  table.release();
+  table.give_back_kept();
+  EXPECT_EQ(table.stats().held, 0u);
+  table.set_wait_monitor(false);
+}
+
 TEST(PermitTable, AClaimWithoutAFreePermitFailsAtOnceOrWaitsAndIsGranted) {
   permit_table table(1);
   table.set_wait_monitor(true);
