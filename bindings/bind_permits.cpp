@@ -147,7 +147,7 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
               running, static_cast<unsigned>(std::min<long>(pool, running + queued)));
         }
       }
-      limits.emplace(table.usable_permits(), running, static_cast<int>(spec.inner), alone);
+      limits.emplace(table.draw_for_inner_threads(), running, static_cast<int>(spec.inner), alone);
     }
     return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
   } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)

@@ -184,3 +184,86 @@ def test_a_child_with_the_variable_and_no_runner_joins_on_its_own():
                    env={"CORRAL_CHILDREN": "1"})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "True ['-c', 'x']\n"
+
+
+# -- one budget for the program's tree (docs/share.md, "The program's tree") -----------------------------
+
+TREE_CHILD = textwrap.dedent("""\
+    import hashlib, json, os, sys, time
+    from concurrent.futures import ThreadPoolExecutor
+    import corral._core as core
+
+    data = os.urandom(1 << 20)
+
+    def task(_):
+        t0 = time.monotonic()
+        for _ in range(6):
+            hashlib.sha256(data).digest()  # the GIL released: each task is one CPU busy
+        return t0, time.monotonic()
+
+    time.sleep(max(0.0, float(sys.argv[1]) - time.monotonic()))  # the children start together
+    with ThreadPoolExecutor(4) as ex:
+        spans = list(ex.map(task, range(16)))
+    print(json.dumps({"share": os.environ.get("CORRAL_SHARE"), "source": core.permit_source(), "spans": spans}))
+""")
+
+TREE_PARENT = textwrap.dedent("""\
+    import json, os, subprocess, sys, time
+    start = time.monotonic() + 2.0
+    procs = [subprocess.Popen([sys.executable, "tree_child.py", str(start)], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    seen = [json.loads(p.communicate()[0]) for p in procs]
+    spans = [s for child in seen for s in child["spans"]]
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    print(json.dumps({"mine": os.environ.get("CORRAL_SHARE"), "children": [c["share"] for c in seen],
+                      "sources": [c["source"] for c in seen], "peak": peak}))
+""")
+
+
+def test_the_program_and_its_children_run_on_one_budget(tmp_path):
+    # Four children, each a pool of 4 compute tasks, under a budget of 2. Each child alone would have
+    # the whole budget (8 tasks at once, 16 under plain python); in the program's tree share each runs
+    # one task on a permit of its own and the share's 2 permits go to some: at most 2 + 3 at once.
+    (tmp_path / "tree_child.py").write_text(TREE_CHILD)
+    (tmp_path / "tree_parent.py").write_text(TREE_PARENT)
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(xdg), "MAKEFLAGS": ""}
+    under = run_python(["-m", "corral", "-p", "2", "tree_parent.py"], cwd=tmp_path, env=env, timeout=180)
+    assert under.returncode == 0, under.stderr
+    seen = json.loads(under.stdout)
+    assert seen["mine"].startswith("tree-") and seen["children"] == [seen["mine"]] * 4, seen
+    assert all(s.startswith(f"machine share '{seen['mine']}' (2 permits") for s in seen["sources"]), seen
+    assert 2 <= seen["peak"] <= 5, seen
+    assert not list(xdg.glob("corral/*.share"))  # the tree's file goes with its last member
+
+    alone = run_python(["-m", "corral", "-p", "2", "--no-children", "tree_parent.py"], cwd=tmp_path, env=env,
+                       timeout=180)
+    assert alone.returncode == 0, alone.stderr
+    seen = json.loads(alone.stdout)
+    assert seen["mine"] is None and seen["sources"] == [None] * 4  # children left alone: no share at all
+    assert seen["peak"] > 5, seen  # what the tree share prevents: plain python's children, 4 tasks each
+
+
+def test_an_explicit_share_is_the_trees_and_v_says_which(tmp_path):
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    code = ("import os, subprocess, sys; "
+            "subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"CORRAL_SHARE\"))'])")
+    env = {"XDG_RUNTIME_DIR": str(xdg), "MAKEFLAGS": ""}
+    tree = run_python(["-m", "corral", "-v", "-c", code], env=env)
+    assert tree.returncode == 0, tree.stderr
+    assert tree.stdout.startswith("tree-"), tree.stdout
+    assert "private to this program and the processes it starts" in tree.stderr
+    named = run_python(["-m", "corral", "--share", "jobs", "-c", code], env=env)
+    assert named.returncode == 0 and named.stdout == "jobs\n", named.stderr
+    # A share directory corral may not use: the program still runs, without a tree share, and -v says so.
+    (xdg / "corral").mkdir(mode=0o755, exist_ok=True)
+    (xdg / "corral").chmod(0o755)
+    refused = run_python(["-m", "corral", "-v", "-c", code], env=env)
+    assert refused.returncode == 0 and refused.stdout == "None\n", refused.stderr
+    assert "no share for the program's children" in refused.stderr

@@ -5,10 +5,13 @@
 // one if the machine has one free and runs anyway if not (the process's own permit, as make gives
 // each job one: nothing waits for another process to make progress); every further thread needs one
 // drawn. A permit handed from one of the process's threads to the next keeps its drawn permit; one
-// that is given back with nobody waiting returns it to the machine.
+// that is given back with nobody waiting returns it to the machine, with every drawn permit no
+// thread holds. A task about to size its BLAS/OpenMP threads first draws what is free, up to the
+// budget (draw_for_inner_threads), so that a lone task uses the CPUs the other members leave idle.
 #include "corral/permit_table.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <utility>
 
@@ -46,6 +49,24 @@ void permit_table::set_source(std::shared_ptr<permit_source> source) {
     s.source_note.clear();
   }
   old.reset();  // leaves the old share outside the table's lock
+}
+
+unsigned permit_table::draw_for_inner_threads() noexcept {
+  state& s = *state_;
+  if (!s.sourced.load(std::memory_order_relaxed)) return usable_permits();
+  const unsigned all = s.permits.load(std::memory_order_relaxed);
+  const auto now = state::clock::now().time_since_epoch().count();
+  // A share with nothing free answers the same for a while: one look per retry interval, so that
+  // the tasks of a busy tree make no system call each (relaxed: a rate limit, not a protocol).
+  if (s.drawn.load(std::memory_order_relaxed) < all &&
+      now >= s.next_inner_draw.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> lock(s.mutex);
+    while (s.source != nullptr && s.drawn < all && s.source->try_take()) ++s.drawn;
+    if (s.drawn < all)
+      s.next_inner_draw.store(now + std::chrono::nanoseconds(inner_draw_retry).count(),
+                              std::memory_order_relaxed);
+  }
+  return usable_permits();
 }
 
 unsigned permit_table::usable_permits() const noexcept {

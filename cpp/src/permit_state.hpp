@@ -156,6 +156,9 @@ struct permit_table::state {
   std::atomic<unsigned> drawn{0};
   std::atomic<bool> sourced{false};
   std::string source_note;
+  // draw_for_inner_threads(): when it may next ask the source (steady_clock ticks), after one that
+  // found the budget's permits not all free.
+  std::atomic<clock::rep> next_inner_draw{0};
 };
 
 }  // namespace corral

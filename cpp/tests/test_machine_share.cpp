@@ -253,6 +253,41 @@ TEST_F(share_test, table_runs_at_most_what_it_drew) {
   table.set_source(nullptr);
 }
 
+TEST_F(share_test, a_lone_task_draws_what_is_free_for_its_inner_threads) {
+  permit_table table(3);
+  auto share = std::shared_ptr<machine_share>(machine_share::join("t", 3));
+  auto other = machine_share::join("t");
+  table.set_source(share);
+  {
+    permit p(table);  // a lone task: its own permit, drawn
+    EXPECT_EQ(table.usable_permits(), 1u);
+    EXPECT_EQ(table.draw_for_inner_threads(), 3u);  // the two the share has free, for its BLAS
+    EXPECT_EQ(share->held(), 3u);
+  }
+  EXPECT_EQ(share->held(), 0u);  // given back with nobody waiting: the extra ones too
+  // Another member holds two: a lone task gets its own and the one left, and no more than that
+  // until the retry interval has passed, however often it asks.
+  ASSERT_TRUE(other->try_take());
+  ASSERT_TRUE(other->try_take());
+  {
+    permit p(table);
+    const auto asked = std::chrono::steady_clock::now();
+    EXPECT_EQ(table.draw_for_inner_threads(), 1u);  // its own permit drew the one left
+    other->give_back();
+    const unsigned again = table.draw_for_inner_threads();
+    if (std::chrono::steady_clock::now() - asked < permit_table::inner_draw_retry) {
+      EXPECT_EQ(again, 1u);  // within the interval: not asked again
+    }
+    EXPECT_TRUE(eventually([&] { return table.draw_for_inner_threads() == 2u; }));
+  }
+  other->give_back();
+  EXPECT_EQ(share->held(), 0u);
+  // Without a source: the budget, nothing drawn.
+  table.set_source(nullptr);
+  permit p(table);
+  EXPECT_EQ(table.draw_for_inner_threads(), 3u);
+}
+
 TEST(jobserver, parses_makeflags) {
   auto a = parse_makeflags(" -j4 --jobserver-auth=3,4");
   EXPECT_EQ(a.how, jobserver_auth::kind::pipe);

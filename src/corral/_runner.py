@@ -91,7 +91,9 @@ machine share (--share):
   inherit it (CORRAL_SHARE). --share NAME takes NAME when it is not an existing file; --share=NAME
   always does. `python -m corral info` lists the shares and their members.
   Under make -jN (a recipe marked '+'), without --share, the permits beyond the first are make's
-  jobserver tokens. docs/share.md, in corral's source, has the details.
+  jobserver tokens. Otherwise the program gets a share of its own, tree-PID, sized to its budget, that
+  the Python processes it starts join: the program and its children run on one budget together, not
+  one each (--no-children: no such share). docs/share.md, in corral's source, has the details.
 
 environment:
   CORRAL_CPUS=N        the budget (what -p N sets; children inherit it; process-pool workers get their share)
@@ -301,9 +303,17 @@ def main(argv: list[str]) -> int:
     apply_share(parser, args)
     try:
         budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
-        _share.source()  # joins the share (or make's jobserver) now: a share we may not open is exit 2
+        source = _share.source()  # joins the share (or make's jobserver) now: one we may not open is exit 2
     except (ValueError, OSError) as exc:
         parser.exit(2, f"{PROG}: {getattr(exc, 'strerror', None) or exc}\n")
+    notes = [_share.source_note()]  # why make's jobserver was not used (joining the tree clears it)
+    if source is None and not args.no_children:
+        # Children inherit the budget; without a share of their own each would have all of it. A share
+        # private to the program's tree makes them draw from one budget (docs/share.md, "The tree").
+        try:
+            _share.join_tree(budget)
+        except OSError as exc:
+            notes.append(f"no share for the program's children ({getattr(exc, 'strerror', None) or exc})")
     try:
         program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
     except _as_main.CannotRun as exc:
@@ -324,7 +334,7 @@ def main(argv: list[str]) -> int:
     patcher = _patch.patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     patcher.__enter__()  # for the whole program: never left, pools may be built until exit
     if args.verbose:
-        _report(patcher, limits)
+        _report(patcher, limits, "; ".join(x for x in notes if x))
     if gc.isenabled():
         # The runner's own imports (some 8,000 objects) leave the collector's counts where the program's
         # full collections come earlier than under plain python; one that keeps many objects alive then
@@ -335,17 +345,20 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _report(patcher, limits) -> None:
+def _report(patcher, limits, note: str) -> None:
     out = sys.stderr
     print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
     b = _core.budget()
     print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
     source = _share.source()
-    if source is not None:
+    if source is not None and _share.is_tree(os.environ.get(_share.ENV_NAME)):
+        print(f"corral: joined {source}, private to this program and the processes it starts: "
+              f"together they run on its permits, each process one of its own besides"
+              f"{f' ({note})' if note else ''}", file=out)
+    elif source is not None:
         print(f"corral: joined {source}: running permits drawn from it, one of this program's own besides",
               file=out)
     else:
-        note = _share.source_note()
         print(f"corral: no machine share: the budget is this program's own{f' ({note})' if note else ''}",
               file=out)
     for line in _patch.describe():

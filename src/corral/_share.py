@@ -17,6 +17,7 @@ DEFAULT_NAME: str = _core.SHARE_DEFAULT_NAME
 MAX_SIZE: int = _core.SHARE_MAX_SIZE
 ENV_NAME = "CORRAL_SHARE"
 ENV_SIZE = "CORRAL_SHARE_SIZE"
+TREE_PREFIX = "tree-"  # the runner's private share for a program and its children (docs/share.md)
 
 
 def check_name(name: object) -> str:
@@ -66,6 +67,19 @@ def share(name: str = DEFAULT_NAME, size: int | None = None) -> None:
         os.environ.pop(ENV_SIZE, None)
     else:
         os.environ[ENV_SIZE] = str(size)
+
+
+def join_tree(size: int) -> str:
+    """The runner: a machine share private to this program and the processes it starts (they inherit
+    CORRAL_SHARE), sized to the program's budget, so that the tree runs on that budget together.
+    Returns its name. OSError when it cannot be made (the caller goes on without it)."""
+    name = f"{TREE_PREFIX}{os.getpid()}"
+    share(name, check_size(min(size, MAX_SIZE)))
+    return name
+
+
+def is_tree(name: str | None) -> bool:
+    return bool(name) and name.startswith(TREE_PREFIX)
 
 
 def source() -> str | None:

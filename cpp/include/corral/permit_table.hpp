@@ -133,6 +133,13 @@ class permit_table {
   // source min(permits(), max(1, drawn, running())): what the process may run on now. A gauge, as
   // running().
   unsigned usable_permits() const noexcept;
+  // usable_permits() after drawing from the source what is free of permits(), for a task that is
+  // about to size its BLAS/OpenMP threads: a lone task of a member may use the CPUs the others
+  // leave idle. The extra permits go back with the process's next give-back that finds nobody
+  // waiting. Without a source: usable_permits(). Asks the source at most once per
+  // inner_draw_retry while it has too few free.
+  unsigned draw_for_inner_threads() noexcept;
+  static constexpr std::chrono::milliseconds inner_draw_retry{2};
   // Why the environment's jobserver was not used (process() only), or empty.
   std::string source_note() const;
 
