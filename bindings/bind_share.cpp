@@ -116,6 +116,14 @@ void bind_share(nb::module_& m) {
   m.def("share_status", &status_of, nb::arg("name"),
         "The share `name` as a dict (name, path, size, held, stale, members [{pid, permits}]), or "
         "None when there is none; a stale file is removed.");
+  m.def(
+      "leave_share",
+      [] {
+        nb::gil_scoped_release unlocked;
+        machine_share::leave_joined();
+      },
+      "Leaves the machine share this process joined (its file goes with its last member); later "
+      "permits run on the process's own budget.");
   m.def("parse_makeflags", &makeflags_jobserver, nb::arg("makeflags"),
         "The jobserver MAKEFLAGS names: kind (none, pipe, fifo), read_fd, write_fd, fifo, jobs.");
   m.attr("SHARE_MAX_SIZE") = machine_share::max_size;

@@ -267,3 +267,26 @@ def test_an_explicit_share_is_the_trees_and_v_says_which(tmp_path):
     refused = run_python(["-m", "corral", "-v", "-c", code], env=env)
     assert refused.returncode == 0 and refused.stdout == "None\n", refused.stderr
     assert "no share for the program's children" in refused.stderr
+
+
+@pytest.mark.parametrize("ending, status", [
+    ("pass", 0), ("raise SystemExit(3)", 3), ("raise KeyboardInterrupt", -signal.SIGINT),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM),
+    ("import os; os._exit(4)", 4)])
+def test_the_tree_share_leaves_nothing_behind(tmp_path, ending, status):
+    # Python's own exits (SIGINT re-raised included) leave the share through the runner's atexit handler;
+    # a death without an exit path leaves a file no member holds, which the next run removes.
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    env = {"XDG_RUNTIME_DIR": str(xdg), "MAKEFLAGS": ""}
+    code = f"import os; print(os.environ['CORRAL_SHARE'], flush=True); {ending}"
+    p = subprocess.run([sys.executable, "-m", "corral", "-c", code], env={**os.environ, **env}, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == status, p.stderr
+    assert p.stdout.startswith("tree-"), p.stdout
+    left = [f.name for f in xdg.glob("corral/*.share")]
+    assert left == ([] if ending in ("pass", "raise SystemExit(3)", "raise KeyboardInterrupt")
+                    else [p.stdout.strip() + ".share"]), left
+    after = run_python(["-m", "corral", "-c", "import os; print(os.environ['CORRAL_SHARE'])"], env=env)
+    assert after.returncode == 0, after.stderr
+    assert not list(xdg.glob("corral/*.share")), "the next run removes a stale tree"

@@ -167,6 +167,10 @@ void leave_at_exit() {
 
 }  // namespace
 
+void machine_share::leave_joined() noexcept {
+  leave_at_exit();
+}
+
 void machine_share::check_name(std::string_view name) {
   const bool plain = !name.empty() && name.size() <= 64 && name.front() != '.' &&
                      std::all_of(name.begin(), name.end(), [](char c) {

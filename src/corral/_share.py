@@ -9,6 +9,8 @@ status(names): what `info` shows of the shares, without joining them.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 
 from . import _core
@@ -74,8 +76,21 @@ def join_tree(size: int) -> str:
     CORRAL_SHARE), sized to the program's budget, so that the tree runs on that budget together.
     Returns its name. OSError when it cannot be made (the caller goes on without it)."""
     name = f"{TREE_PREFIX}{os.getpid()}"
+    _remove_stale_trees(name)
     share(name, check_size(min(size, MAX_SIZE)))
+    atexit.register(_core.leave_share)
     return name
+
+
+def _remove_stale_trees(mine: str) -> None:
+    # A tree whose last member died without its exit path (SIGTERM, SIGKILL, os._exit) leaves its file:
+    # harmless (no lock is held), but each run makes one, so each run removes those no member holds
+    # (inspect() takes the share's guard: a tree being joined right now is never taken for stale).
+    with contextlib.suppress(OSError):
+        for name in _core.share_names():
+            if name.startswith(TREE_PREFIX) and name != mine:
+                with contextlib.suppress(OSError, ValueError):
+                    _core.share_status(name)
 
 
 def is_tree(name: str | None) -> bool:

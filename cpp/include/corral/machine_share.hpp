@@ -53,6 +53,10 @@ class machine_share final : public permit_source {
   static std::optional<share_status> inspect(const std::string& name);
   // The names of the shares in directory().
   static std::vector<std::string> list();
+  // Leaves the share this process joined last, as at exit (a no-op when there is none): for an
+  // interpreter that may end by re-raising a signal after its own exit handlers, where the C
+  // runtime's atexit never runs.
+  static void leave_joined() noexcept;
 
   ~machine_share() override;
   machine_share(const machine_share&) = delete;
