@@ -19,6 +19,7 @@ DEFAULT_NAME: str = _core.SHARE_DEFAULT_NAME
 MAX_SIZE: int = _core.SHARE_MAX_SIZE
 ENV_NAME = "CORRAL_SHARE"
 ENV_SIZE = "CORRAL_SHARE_SIZE"
+_leave_registered = False
 TREE_PREFIX = "tree-"  # the runner's private share for a program and its children (docs/share.md)
 
 
@@ -54,6 +55,7 @@ def share(name: str = DEFAULT_NAME, size: int | None = None) -> None:
     size: the share's permits (CPUs that its members may keep busy together), 1 to 65536; None: the
         creator's CPU budget (corral.budget().cpus). A share that exists keeps its creator's size.
     Sets CORRAL_SHARE (and CORRAL_SHARE_SIZE) in os.environ, so that child processes join it too.
+    The process leaves it at interpreter exit (the last member removes its file).
     Joining the share this process is in already does nothing; joining another leaves the first.
     A process keeps one permit of its own whatever the share holds (as make gives each job one).
     Errors: TypeError and ValueError for a bad name or size; PermissionError (an OSError) when the
@@ -64,6 +66,12 @@ def share(name: str = DEFAULT_NAME, size: int | None = None) -> None:
     if size is not None:
         check_size(size)
     _core.join_share(name, size or 0)
+    global _leave_registered
+    if not _leave_registered:
+        # Also where Ctrl-C ends the program by a re-raised SIGINT after Python's exit handlers, which
+        # skips the C runtime's: the last member still removes the file.
+        atexit.register(_core.leave_share)
+        _leave_registered = True
     os.environ[ENV_NAME] = name
     if size is None:
         os.environ.pop(ENV_SIZE, None)
@@ -78,7 +86,6 @@ def join_tree(size: int) -> str:
     name = f"{TREE_PREFIX}{os.getpid()}"
     _remove_stale_trees(name)
     share(name, check_size(min(size, MAX_SIZE)))
-    atexit.register(_core.leave_share)
     return name
 
 
