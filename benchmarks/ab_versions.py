@@ -27,6 +27,12 @@ CASES = [
     ("W6", [], "w6_io_compute.py --tasks 60 --wait-ms 5 --passes 2 --n 551", {}),  # n: make bench's calibration here
     ("W7", [], "w7_nested.py --outer-tasks 4 --inner-arrays 8 --n 256 --passes 2", {}),
     ("W8", [], "w8_overhead.py --tasks 100000 --passes 1", {}),
+    ("W10-2w-balanced", [], "w10_dask.py --workers 2 --threads 1 --kind balanced --tasks 32 --n 384 --passes 2", {}),
+    ("W10-2w-unbalanced", [], "w10_dask.py --workers 2 --threads 1 --kind unbalanced --tasks 32 --n 384 --big 1500 "
+     "--passes 2", {}),
+    ("W10-1w-balanced", [], "w10_dask.py --workers 1 --threads 2 --kind balanced --tasks 32 --n 384 --passes 2", {}),
+    ("W10-1w-unbalanced", [], "w10_dask.py --workers 1 --threads 2 --kind unbalanced --tasks 32 --n 384 --big 1500 "
+     "--passes 2", {}),
     # The real-library workloads and the program without pools at make bench's sizes (2 CPUs).
     ("R1-threading-2", [], "r1_grid_search.py --backend threading --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),
     ("R1-loky-2", [], "r1_grid_search.py --backend loky --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),
