@@ -66,6 +66,21 @@ def thread_map(impl: str, processes: int) -> Iterator[Callable[[Callable, list],
             yield mapper
 
 
+@contextlib.contextmanager
+def thread_pool(impl: str, processes: int | None) -> Iterator:
+    """A multiprocessing.pool.ThreadPool of `processes` (None: its default size) from `impl`, as a context."""
+    if impl == "corral":
+        import corral
+
+        with corral.ThreadPool(processes) as pool:
+            yield pool
+    else:
+        import multiprocessing.pool  # looked up now: runners patch the module attribute
+
+        with multiprocessing.pool.ThreadPool(processes) as pool:
+            yield pool
+
+
 def executor(impl: str, workers: int | None):
     """A concurrent.futures executor of `workers` (None: the implementation's default size) from `impl`."""
     if impl == "corral":

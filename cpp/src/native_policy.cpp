@@ -128,7 +128,11 @@ class process_limit {
         return;
       }
     }
-    raise_cv_.notify_one();
+    // A raiser asleep until an earlier due wakes by itself and looks again (a due only moves
+    // later): no wake-up per task end in a map of tiny tasks, where ends come every few
+    // microseconds (each was a context switch: imap_unordered of 600,000 items, 96,000 switches
+    // against plain python's 27,000).
+    if (!raiser_timed_) raise_cv_.notify_one();
   }
 
   // The raiser thread: sleeps unless a raise is pending; ends after idle_exit without one.
@@ -146,7 +150,9 @@ class process_limit {
         continue;
       }
       if (std::chrono::steady_clock::now() < raise_due_) {  // a later end may have moved it on
+        raiser_timed_ = true;
         raise_cv_.wait_until(lock, raise_due_);
+        raiser_timed_ = false;
         continue;
       }
       if (raise_due_ < last_shared_ + raise_delay) {  // tasks shared the cores since: wait on
@@ -167,6 +173,7 @@ class process_limit {
   void after_fork_in_child() noexcept {
     new (&raise_cv_) std::condition_variable;  // the parent's may have had waiters: start afresh
     raiser_started_ = false;
+    raiser_timed_ = false;
     raise_pending_ = false;
     mutex_.unlock();
   }
@@ -179,7 +186,8 @@ class process_limit {
   unsigned current_ = 0;  // what we set (0: the original is in place)
   bool raise_pending_ = false;
   bool raiser_started_ = false;
-  bool exiting_ = false;  // exit() has begun: libraries are left as they are
+  bool raiser_timed_ = false;  // the raiser sleeps until raise_due_ (as it was then), not idle
+  bool exiting_ = false;       // exit() has begun: libraries are left as they are
   std::chrono::steady_clock::time_point raise_due_{};
   std::chrono::steady_clock::time_point last_shared_{};  // when two or more tasks last ran at once
   native::snapshot original_;

@@ -55,11 +55,11 @@ unsigned permit_table::draw_for_inner_threads() noexcept {
   state& s = *state_;
   if (!s.sourced.load(std::memory_order_relaxed)) return usable_permits();
   const unsigned all = s.permits.load(std::memory_order_relaxed);
-  const auto now = state::clock::now().time_since_epoch().count();
+  if (s.drawn.load(std::memory_order_relaxed) >= all) return usable_permits();
   // A share with nothing free answers the same for a while: one look per retry interval, so that
   // the tasks of a busy tree make no system call each (relaxed: a rate limit, not a protocol).
-  if (s.drawn.load(std::memory_order_relaxed) < all &&
-      now >= s.next_inner_draw.load(std::memory_order_relaxed)) {
+  const auto now = state::clock::now().time_since_epoch().count();
+  if (now >= s.next_inner_draw.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> lock(s.mutex);
     while (s.source != nullptr && s.drawn < all && s.source->try_take()) ++s.drawn;
     if (s.drawn < all)

@@ -24,7 +24,6 @@ import concurrent.futures
 import concurrent.futures.thread
 import contextlib
 import functools
-import importlib.abc
 import multiprocessing.pool
 import os
 import sys
@@ -272,12 +271,14 @@ def _patch_module_if_still_patched(patch_targets_of) -> None:
             _patch_module(patch_targets_of)
 
 
-class _ImportHook(importlib.abc.MetaPathFinder):
+class _ImportHook:
     """Patches a library right after the program imports one of its modules.
 
     On sys.meta_path while a patch is active (restore removes it). It finds nothing itself: it
     asks the finders after it for the module and wraps that module's loader so that the patch
-    follows its execution.
+    follows its execution. A finder by protocol (find_spec), not an importlib.abc.MetaPathFinder:
+    importlib.abc imports importlib.resources, pathlib and typing (18 ms and 2,800 objects that
+    every full collection of the program would traverse again).
     """
 
     def __init__(self, module: str, patch_targets_of):
@@ -310,8 +311,9 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _PatchAfterLoad(importlib.abc.Loader):
-    """A module loader that runs a patch after the real loader executed the module."""
+class _PatchAfterLoad:
+    """A module loader (by protocol, as _ImportHook) that runs a patch after the real loader executed
+    the module."""
 
     def __init__(self, loader, patch_targets_of):
         self._loader = loader
