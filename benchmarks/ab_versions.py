@@ -27,6 +27,7 @@ CASES = [
     ("W6", [], "w6_io_compute.py --tasks 60 --wait-ms 5 --passes 2 --n 551", {}),  # n: make bench's calibration here
     ("W7", [], "w7_nested.py --outer-tasks 4 --inner-arrays 8 --n 256 --passes 2", {}),
     ("W8", [], "w8_overhead.py --tasks 100000 --passes 1", {}),
+    ("W11", [], "w11_imap.py --items 1000000 --passes 1", {}),
     ("W10-2w-balanced", [], "w10_dask.py --workers 2 --threads 1 --kind balanced --tasks 32 --n 384 --passes 2", {}),
     ("W10-2w-unbalanced", [], "w10_dask.py --workers 2 --threads 1 --kind unbalanced --tasks 32 --n 384 --big 1500 "
      "--passes 2", {}),
