@@ -309,7 +309,7 @@ def main(argv: list[str]) -> int:
     notes = [_share.source_note()]  # why make's jobserver was not used (joining the tree clears it)
     if source is None and not args.no_children:
         # Children inherit the budget; without a share of their own each would have all of it. A share
-        # private to the program's tree makes them draw from one budget (docs/share.md, "The tree").
+        # private to the program's tree makes them draw from one budget (docs/share.md, "The program's tree").
         try:
             _share.join_tree(budget)
         except OSError as exc:
