@@ -88,13 +88,13 @@ class ChildShare:
 def child_share(environ: Mapping[str, str] | None = None) -> ChildShare:
     """The share of a child Python process: the one decision of what a child gets.
 
-    Today the parent's budget (CORRAL_CPUS and the affinity a child inherits): the tree stays on the
-    parent's CPUs, and each process's permits bound its own pools (not the tree's together).
+    The parent's budget as its cap (CORRAL_CPUS and the affinity a child inherits); the permits it runs
+    on are drawn, with the program's and its other children's, from the program's tree share, which
+    the child joins through the CORRAL_SHARE it inherits (docs/share.md, "The program's tree").
     Process-pool workers and Dask workers get smaller, disjoint shares of their own (_worker_share.py,
-    _dask_worker.py), applied after this one. A machine-wide share drawn by every process of the tree
-    replaces this function.
+    _dask_worker.py), applied after this one.
     """
-    del environ  # unused today (the budget reads CORRAL_CPUS itself); where a machine-wide share is named
+    del environ  # unused: the budget reads CORRAL_CPUS itself, the permit table CORRAL_SHARE
     return ChildShare(budget=int(_core.budget().cpus), cpus=None)
 
 
