@@ -51,24 +51,18 @@ def cpu_count() -> int:
 @contextlib.contextmanager
 def thread_map(impl: str, processes: int) -> Iterator[Callable[[Callable, list], list]]:
     """Yield map(fn, items) -> list run by a thread pool of `processes` from the implementation `impl`."""
-    if impl in ("stdlib", "threadpoolctl"):
-        import multiprocessing.pool  # looked up now: runners patch the module attribute
-
-        with blas_limited_to_one_if(impl), multiprocessing.pool.ThreadPool(processes) as pool:
-            yield pool.map
-    elif impl == "corral":
-        import corral
-
-        with corral.ThreadPool(processes) as pool:
-            yield pool.map
-    else:
+    if impl.startswith("joblib-"):
         with joblib_map(impl, processes) as mapper:
             yield mapper
+    else:
+        with blas_limited_to_one_if(impl), thread_pool(impl, processes) as pool:
+            yield pool.map
 
 
 @contextlib.contextmanager
 def thread_pool(impl: str, processes: int | None) -> Iterator:
-    """A multiprocessing.pool.ThreadPool of `processes` (None: its default size) from `impl`, as a context."""
+    """A multiprocessing.pool.ThreadPool of `processes` (None: its default size) from `impl` (corral's, else
+    the one the module has now: runners patch the module attribute), as a context."""
     if impl == "corral":
         import corral
 
@@ -79,6 +73,11 @@ def thread_pool(impl: str, processes: int | None) -> Iterator:
 
         with multiprocessing.pool.ThreadPool(processes) as pool:
             yield pool
+
+
+def tiny(x: int) -> int:
+    """The task of W8 and W11: next to nothing, so that what is measured is the pool's cost per task."""
+    return x * 2 + 1
 
 
 def executor(impl: str, workers: int | None):

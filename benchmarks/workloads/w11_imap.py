@@ -12,10 +12,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 
-def tiny(x: int) -> int:
-    return x * 2 + 1
-
-
 def main():
     p = _common.parser(__doc__)
     p.add_argument("--items", type=_common.positive_int, default=1_000_000, help="items per pass")
@@ -23,12 +19,12 @@ def main():
     p.set_defaults(passes=1)
     args = p.parse_args()
     items = range(args.items)
-    expected = sum(tiny(x) for x in items)
+    expected = sum(_common.tiny(x) for x in items)
     totals: list = []
     processes = args.pool  # None: the pool's default size, os.cpu_count()
     with _common.thread_pool(args.impl, processes) as pool:
         def one_pass():
-            totals.append(sum(getattr(pool, args.method)(tiny, items)))
+            totals.append(sum(getattr(pool, args.method)(_common.tiny, items)))
 
         seconds = _common.timed_passes(args.passes, one_pass)
         workers = getattr(pool, "_processes", processes)  # tbb4py's Pool has no _processes
