@@ -420,6 +420,8 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
       while (stage.load() != 2) std::this_thread::sleep_for(1ms);
     }  // queues at the front for a permit
     stage = 3;
+    // Holds it until the main thread has looked (its own end would keep it, rightly).
+    while (stage.load() != 4) std::this_thread::yield();  // running: the monitor leaves it be
   });
   ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
   table.acquire();
@@ -428,6 +430,9 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   table.release();  // a returner waits: handed over, not kept
   EXPECT_EQ(table.stats().kept, 0u);
   EXPECT_TRUE(eventually([&] { return stage.load() == 3; }));
+  EXPECT_EQ(table.stats().held, 1u);
+  EXPECT_EQ(table.stats().kept, 0u);
+  stage = 4;
   returner.join();
   table.set_wait_monitor(false);
 }
