@@ -119,6 +119,9 @@ bool first_task(const task_spec& spec) {
 // whole budget, and an OpenMP team keeps that count for the whole task (only its own thread can
 // change it), beside the siblings that start a moment later: B + 1 threads on B cores, and a team
 // whose barriers wait for a descheduled partner (docs/native.md, "Inner thread counts").
+// How long a pool's first task waits for its submitter to queue a sibling (above).
+constexpr std::chrono::microseconds first_task_wait{1000};
+
 PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (nargs < 2) {
@@ -140,10 +143,17 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
         if (queued == 0 && first_task(spec)) {
           // The first task of an executor (which starts a thread per submit): its submitter may
           // be queueing siblings right now. A moment for it, with the GIL released, before the
-          // count is decided; once per pool.
-          PyThreadState* state = PyEval_SaveThread();
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          take_gil_back(state);
+          // count is decided; once per pool. The submitter's next put ends the moment: a map
+          // puts its second task some tens of microseconds after the first thread started, and
+          // a pool made per outer task (W7) would otherwise hold a permit idle 1 ms each time.
+          const std::optional<std::uint32_t> puts = work_queue_puts(spec.queues[0]);
+          if (puts && queued_tasks(spec) == 0) {  // the count read first: no put is missed
+            wait_for_put(spec.queues[0], *puts, first_task_wait);
+          } else if (!puts) {
+            PyThreadState* state = PyEval_SaveThread();
+            std::this_thread::sleep_for(first_task_wait);
+            take_gil_back(state);
+          }
           queued = queued_tasks(spec);
           // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
           // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
@@ -295,6 +305,15 @@ void bind_permits(nb::module_& m) {
   // Positional-only, so that a task's own keyword arguments can never collide.
   m.attr("run_permitted") =
       nb::steal(PyCFunction_NewEx(&run_permitted_def, nullptr, nb::str("corral._core").ptr()));
+  m.def(
+      "call_with_short_waits",
+      [](nb::callable fn, nb::args args) {
+        short_waits scope;
+        return fn(*args);
+      },
+      nb::arg("fn"), nb::arg("args"),
+      "call_with_short_waits(fn, *args): fn(*args), its waits keeping the calling thread's permit "
+      "(a thread's start; in_permit_task() is False meanwhile).");
   m.def("in_permit_task", &permit_pause::in_task,
         "Whether the calling thread is inside run_permitted (holding, or having given back, a "
         "permit).");

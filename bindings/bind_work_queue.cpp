@@ -11,6 +11,8 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <new>
@@ -53,7 +55,10 @@ struct work_signal {
   std::vector<std::atomic<std::uint32_t>*> sleepers;  // newest last
   std::uint32_t waking = 0;    // woken to come to the queue, not yet looking at it
   std::uint32_t claimers = 0;  // this queue's threads inside a claim's wait
-  unsigned forks_seen = 0;     // fork_count when all of this was last right
+  // A pool's first task waiting for its submitter's next put (wait_for_put): woken by any put.
+  std::condition_variable put_seen;
+  std::uint32_t put_watchers = 0;
+  unsigned forks_seen = 0;  // fork_count when all of this was last right
 
   static constexpr std::uint32_t woken_one = 1;  // counted in `waking`
   static constexpr std::uint32_t woken_all = 2;  // by wake_all()
@@ -62,6 +67,7 @@ struct work_signal {
   // is already on its way.
   void wake_newest_if_wanted() noexcept {
     std::lock_guard<std::mutex> lock(mutex);
+    if (put_watchers != 0) put_seen.notify_all();
     if (sleepers.empty() || claimers != 0 || waking != 0) return;
     std::atomic<std::uint32_t>* word = sleepers.back();
     sleepers.pop_back();
@@ -72,6 +78,7 @@ struct work_signal {
 
   void wake_all() noexcept {
     std::lock_guard<std::mutex> lock(mutex);
+    if (put_watchers != 0) put_seen.notify_all();
     for (std::atomic<std::uint32_t>* word : sleepers) {
       word->store(woken_all, std::memory_order_release);
       word->notify_one();
@@ -97,6 +104,16 @@ struct work_signal {
     return true;
   }
 
+  // Until the put count moves from `seen` or `limit` passes (GIL released by the caller). put()
+  // bumps the count before it takes the mutex to notify, and the count is read under the mutex:
+  // no put falls between the look and the wait.
+  void wait_for_put(std::uint32_t seen, std::chrono::microseconds limit) {
+    std::unique_lock<std::mutex> lock(mutex);
+    ++put_watchers;
+    put_seen.wait_for(lock, limit, [&] { return puts.load(std::memory_order_acquire) != seen; });
+    --put_watchers;
+  }
+
   // A thread of this queue starts (true) or ends (false) a claim's wait.
   void count_claimer(bool starts) noexcept {
     std::lock_guard<std::mutex> lock(mutex);
@@ -114,8 +131,9 @@ work_signal* current(work_signal* signal) {
   const unsigned forks = fork_count.load(std::memory_order_relaxed);
   if (signal != nullptr && signal->forks_seen != forks) {
     new (&signal->mutex) std::mutex;  // its parent's state is meaningless here
+    new (&signal->put_seen) std::condition_variable;
     signal->sleepers.clear();
-    signal->waking = signal->claimers = 0;
+    signal->waking = signal->claimers = signal->put_watchers = 0;
     signal->forks_seen = forks;
   }
   return signal;
@@ -136,6 +154,21 @@ work_signal* signal_of(PyObject* self) {
   PyObject* attr = PyObject_GetAttr(self, signal_name);
   if (attr == nullptr) return nullptr;
   work_signal* signal = nb::inst_ptr<work_signal>(nb::handle(attr));
+  Py_DECREF(attr);  // the queue's slot keeps it alive
+  return current(signal);
+}
+
+// The queue's work_signal if it is a WorkQueue, else nullptr (no exception left set).
+work_signal* signal_if_work_queue(PyObject* queue) {
+  if (signal_name == nullptr) return nullptr;
+  PyObject* attr = PyObject_GetAttr(queue, signal_name);
+  if (attr == nullptr) {
+    PyErr_Clear();
+    return nullptr;
+  }
+  work_signal* signal = nb::isinstance<work_signal>(nb::handle(attr))
+                            ? nb::inst_ptr<work_signal>(nb::handle(attr))
+                            : nullptr;
   Py_DECREF(attr);  // the queue's slot keeps it alive
   return current(signal);
 }
@@ -343,6 +376,20 @@ void install_methods(nb::handle cls) {
 }
 
 }  // namespace
+
+std::optional<std::uint32_t> work_queue_puts(PyObject* queue) {
+  work_signal* signal = signal_if_work_queue(queue);
+  if (signal == nullptr) return std::nullopt;
+  return signal->puts.load(std::memory_order_acquire);
+}
+
+void wait_for_put(PyObject* queue, std::uint32_t seen, std::chrono::microseconds limit) {
+  work_signal* signal = signal_if_work_queue(queue);
+  if (signal == nullptr) return;
+  Py_INCREF(queue);  // keeps the signal alive while the GIL is released
+  without_gil([&] { signal->wait_for_put(seen, limit); });
+  Py_DECREF(queue);
+}
 
 void bind_work_queue(nb::module_& m) {
   nb::module_ queue = nb::module_::import_("queue");

@@ -6,6 +6,8 @@
 
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -59,6 +61,13 @@ auto without_gil(F&& fn) {
     return std::move(*result);
   }
 }
+
+// A corral WorkQueue's put count (bind_work_queue.cpp), or nullopt for any other object (no
+// exception left set). Under the GIL.
+std::optional<std::uint32_t> work_queue_puts(PyObject* queue);
+// Waits, the GIL released, until something is put in `queue` (a WorkQueue whose put count was
+// `seen`) or `limit` passes. Under the GIL on entry and return.
+void wait_for_put(PyObject* queue, std::uint32_t seen, std::chrono::microseconds limit);
 
 void bind_budget(nb::module_& m);
 void bind_native(nb::module_& m);

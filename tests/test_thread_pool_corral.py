@@ -324,6 +324,42 @@ def test_sleeping_while_holding_a_lock_does_not_deadlock():
     assert sorted(counter) == list(range(40))
 
 
+THREAD_START_UNDER_A_LOCK = """\
+import threading, corral
+# ThreadPoolExecutor.submit starts its threads holding a module-wide lock; a task that makes a pool
+# does so inside its own task. Here the first task holds `lock` across a Thread.start while the second
+# waits for the one permit, then blocks on `lock`.
+lock = threading.Lock()
+def starter():
+    with lock:
+        t = threading.Thread(target=abs, args=(1,))
+        before = corral._core.permit_stats()["acquires"]
+        t.start()
+        after = corral._core.permit_stats()["acquires"]
+    t.join()
+    return after - before
+def blocker():
+    with lock:
+        return 0
+with corral.ThreadPoolExecutor(2) as ex:
+    first = ex.submit(starter)
+    second = ex.submit(blocker)
+    print(first.result(timeout=60), second.result(timeout=60), corral._core.permit_stats()["lends"])
+"""
+
+
+def test_starting_a_thread_keeps_the_tasks_permit():
+    # Thread.start waits for the new thread's first instructions: a short wait that keeps the permit
+    # (docs/permits.md, "Short waits"). Given back, the permit went to the blocker, which then blocked on
+    # the starter's lock holding it, and the starter could not take a permit back until the monitor lent
+    # the blocker's (~20 ms each time; a pool per outer task at budget 1 ran at half speed).
+    out = run_python(["-c", THREAD_START_UNDER_A_LOCK], env={"CORRAL_CPUS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    taken_during_start, _, lends = map(int, out.stdout.split())
+    assert taken_during_start == 0, "the starter gave its permit back and took one again"
+    assert lends == 0, "the monitor had to lend a permit held by a thread blocked on the starter's lock"
+
+
 def test_producers_and_consumers_in_one_pool():
     import queue
 

@@ -9,7 +9,7 @@
 // wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the
 // same permit (a holder that took its permit within the last look is making progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;
-//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A Python thread
+//  * asleep in futex without having run at all for 8 samples (~8 ms): lend. A Python thread
 //    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never
 //    qualifies; one blocked on a lock does.
 // A lent holder seen running again (awake, or its CPU time moved) is counted again at once, over

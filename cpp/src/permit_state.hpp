@@ -43,8 +43,9 @@ struct holder {
   // writes it, and `depth`.
   permit_table::state* table = nullptr;
   pid_t tid = 0;
-  unsigned depth = 0;        // acquire nesting; 0 while the permit is kept
-  unsigned pause_depth = 0;  // permit_pause nesting
+  unsigned depth = 0;             // acquire nesting; 0 while the permit is kept
+  unsigned pause_depth = 0;       // permit_pause nesting
+  unsigned short_wait_depth = 0;  // short_waits nesting: pauses keep the permit meanwhile
   holder_stage stage = holder_stage::holding;
   // Bumped whenever the thread takes a permit (a kept one too): the monitor's key. Atomic because a
   // thread takes its kept permit back without the mutex; relaxed, the monitor compares it under the

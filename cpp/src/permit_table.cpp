@@ -606,12 +606,12 @@ bool permit_table::wait_monitor_on() const noexcept {
 // -----------------------------------------------------------------------------------
 
 bool permit_pause::in_task() noexcept {
-  return this_thread.table != nullptr && this_thread.depth > 0;
+  return this_thread.table != nullptr && this_thread.depth > 0 && this_thread.short_wait_depth == 0;
 }
 
 permit_pause::permit_pause() noexcept {
   holder& h = this_thread;
-  if (h.table == nullptr) return;
+  if (h.table == nullptr || h.short_wait_depth > 0) return;
   if (h.depth == 0) {  // between tasks, about to wait: the kept permit goes to who can use it
     let_go_of_kept(h);
     return;
@@ -643,6 +643,17 @@ permit_pause::~permit_pause() {
     paused_->wait_locked(lock, true);  // returners go first
   h.stage = holder_stage::holding;
   h.generation.fetch_add(1, std::memory_order_relaxed);
+}
+
+// -- short_waits
+// ------------------------------------------------------------------------------------------
+
+short_waits::short_waits() noexcept {
+  ++this_thread.short_wait_depth;
+}
+
+short_waits::~short_waits() {
+  --this_thread.short_wait_depth;
 }
 
 // -- holder

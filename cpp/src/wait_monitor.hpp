@@ -6,7 +6,7 @@
 // lent or reclaiming) every millisecond: its thread's CPU clock first (one that computed for 3/4 of
 // the time since the last look is not sampled further), then /proc/self/task/<tid>/{stat,syscall}:
 //  * asleep (state S or D) in a system call other than futex on 2 samples running: lend;
-//  * asleep in futex without having run at all for 20 samples (~20 ms): lend. A thread waiting for
+//  * asleep in futex without having run at all for 8 samples (~8 ms): lend. A thread waiting for
 //  a
 //    lock or a condition variable sleeps in futex, but so does one waiting briefly for another
 //    thread (a Python thread waits for the GIL in futex and wakes every 5 ms to ask for it, so it
@@ -53,7 +53,7 @@ bool thread_cpu_ns(pid_t tid, unsigned long long& out) noexcept;
 // qualifies; one blocked on a lock does).
 struct sleep_streak {
   static constexpr int other_samples_needed = 2;
-  static constexpr int futex_samples_needed = 20;
+  static constexpr int futex_samples_needed = 8;
 
   // Adds one sample; true when the thread should be lent (the streak then starts over).
   bool waits_unannounced(const thread_sample& sample) noexcept;

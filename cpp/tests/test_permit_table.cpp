@@ -19,6 +19,7 @@ using namespace std::chrono_literals;
 using corral::permit;
 using corral::permit_pause;
 using corral::permit_table;
+using corral::short_waits;
 using corral::testing::eventually;
 using corral::testing::eventually_running;
 using corral::testing::record_max;
@@ -435,6 +436,35 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   stage = 4;
   returner.join();
   table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, AShortWaitKeepsThePermitAndNests) {
+  permit_table table(1);
+  table.acquire();
+  EXPECT_TRUE(permit_pause::in_task());
+  {
+    short_waits outer;
+    {
+      short_waits inner;
+      EXPECT_FALSE(permit_pause::in_task());  // the wait hooks ask this first
+      permit_pause pause;                     // nothing given back
+      EXPECT_EQ(table.stats().held, 1u);
+      EXPECT_EQ(table.stats().paused, 0u);
+    }
+    EXPECT_FALSE(permit_pause::in_task());  // still inside the outer scope
+    permit_pause pause;
+    EXPECT_EQ(table.stats().paused, 0u);
+  }
+  EXPECT_TRUE(permit_pause::in_task());
+  {
+    permit_pause pause;  // outside: an ordinary pause again
+    EXPECT_EQ(table.stats().held, 0u);
+    EXPECT_EQ(table.stats().paused, 1u);
+  }
+  EXPECT_EQ(table.stats().held, 1u);
+  const auto acquires = table.stats().acquires;
+  table.release();
+  EXPECT_EQ(acquires, 2u);  // the first acquire and the ordinary pause's resume only
 }
 
 TEST(PermitTable, AThreadWhoseTaskEndsWhileAnotherWaitsHandsOverAtOnce) {

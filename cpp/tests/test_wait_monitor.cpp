@@ -122,7 +122,7 @@ TEST(WaitMonitor, CpuBoundTasksAreNeverLent) {
 
 TEST(WaitMonitor, ShortFutexWaitsAreNotLentLongOnesAre) {
   scheduler s(monitored(1));
-  // A condition variable wait of 2 ms at a time, woken in between: never 20 ms without running.
+  // A condition variable wait of 2 ms at a time, woken in between: never 8 ms without running.
   {
     std::mutex m;
     std::condition_variable cv;
@@ -144,7 +144,7 @@ TEST(WaitMonitor, ShortFutexWaitsAreNotLentLongOnesAre) {
     ticker.join();
     EXPECT_EQ(s.stats().lends, 0u);
   }
-  // One long futex wait (a condition variable nobody signals for 300 ms): lent after ~20 ms.
+  // One long futex wait (a condition variable nobody signals for 300 ms): lent after ~8 ms.
   {
     std::mutex m;
     std::condition_variable cv;
@@ -206,7 +206,7 @@ TEST(WaitMonitor, TheSleeperTakesASlotBackWhenItRunsAgain) {
 
 TEST(WaitMonitor, SleepingWhileHoldingALockDoesNotDeadlock) {
   // The sleeper's slot goes to a task that then blocks on the sleeper's lock (futex): lent too
-  // after ~20 ms, so the sleeper always gets a slot back.
+  // after ~8 ms, so the sleeper always gets a slot back.
   scheduler s(monitored(1));
   std::mutex m;
   std::vector<int> order;

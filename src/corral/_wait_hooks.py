@@ -8,6 +8,7 @@ anywhere else they cost one C call and call the original.
 Covered: time.sleep, select.select, the selectors' select(), blocking socket.socket
 send/recv/accept/connect (and what uses them: socket.makefile, http.client, urllib), and
 threading.Condition.wait (hence Event, Barrier, Semaphore, queue.Queue, stdlib futures and results).
+threading.Thread.start is wrapped the other way: its short wait for the new thread keeps the permit.
 Not covered: waits inside C extensions (plain Lock.acquire, ssl reads, os.read, subprocess waits);
 wrap those in corral.blocking().
 
@@ -114,6 +115,24 @@ def _condition_wait(original):
     return wait
 
 
+def _thread_start(original):
+    """threading.Thread.start keeping the caller's permit: it waits only for the new thread to run
+    its first instructions (tens of microseconds), and ThreadPoolExecutor.submit calls it holding
+    a module-wide lock; giving the permit back there let another task block on that lock holding
+    its own permit (docs/permits.md, "Short waits")."""
+    on_worker = _core.in_permit_task
+    call = _core.call_with_short_waits
+
+    @functools.wraps(original)
+    def start(self):
+        if not on_worker():
+            return original(self)
+        return call(original, self)
+
+    start.__corral_original__ = original
+    return start
+
+
 def install() -> None:
     """Wraps the waits above (idempotent)."""
     global _installed
@@ -132,4 +151,5 @@ def install() -> None:
             if original is not None:
                 setattr(socket.socket, name, _announcing(original, _socket_blocks))
         threading.Condition.wait = _condition_wait(threading.Condition.wait)
+        threading.Thread.start = _thread_start(threading.Thread.start)
         _installed = True

@@ -183,4 +183,19 @@ class permit_pause {
   permit_table::state* paused_ = nullptr;
 };
 
+// RAII: the calling thread's waits in this scope are short and need no CPU (a new thread's start,
+// whose starter waits for it to run its first instructions): a permit_pause inside leaves the
+// permit with the thread, and permit_pause::in_task() is false, so callers that ask first skip
+// the pause too. Giving the permit back for such a wait costs two hand-overs, and where the waiter
+// holds a lock that another permit holder then blocks on (ThreadPoolExecutor.submit starts its
+// threads under a module-wide lock), the waiter cannot take a permit back until the permit
+// monitor lends the blocked holder's (docs/permits.md, "Short waits"). Nests.
+class short_waits {
+ public:
+  short_waits() noexcept;
+  ~short_waits();
+  short_waits(const short_waits&) = delete;
+  short_waits& operator=(const short_waits&) = delete;
+};
+
 }  // namespace corral
