@@ -360,6 +360,27 @@ def test_starting_a_thread_keeps_the_tasks_permit():
     assert lends == 0, "the monitor had to lend a permit held by a thread blocked on the starter's lock"
 
 
+SHUTDOWN_WITH_TASKS_QUEUED = """\
+import corral
+def outer(i):
+    with corral.ThreadPoolExecutor(2) as inner:  # its end joins threads that still have tasks to run
+        futures = [inner.submit(pow, i, k) for k in range(8)]
+    return sum(f.result() for f in futures)
+with corral.ThreadPoolExecutor(2) as ex:
+    results = list(ex.map(outer, range(6)))
+print(results == [sum(i ** k for k in range(8)) for i in range(6)], corral._core.permit_stats()["lends"])
+"""
+
+
+def test_a_task_that_joins_threads_gives_its_permit_back():
+    # Thread.join (an executor's shutdown) waits for threads that need a permit to finish their tasks: at a
+    # budget of 1 the joiner's permit is the one they need. It is given back at once, not lent by the
+    # monitor after it sees the joiner asleep (docs/permits.md, "Waits that give the permit back").
+    out = run_python(["-c", SHUTDOWN_WITH_TASKS_QUEUED], env={"CORRAL_CPUS": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "0"]
+
+
 def test_producers_and_consumers_in_one_pool():
     import queue
 

@@ -6,9 +6,10 @@ usual waits behave as if inside corral.blocking() when, and only when, they run 
 anywhere else they cost one C call and call the original.
 
 Covered: time.sleep, select.select, the selectors' select(), blocking socket.socket
-send/recv/accept/connect (and what uses them: socket.makefile, http.client, urllib), and
-threading.Condition.wait (hence Event, Barrier, Semaphore, queue.Queue, stdlib futures and results).
-threading.Thread.start is wrapped the other way: its short wait for the new thread keeps the permit.
+send/recv/accept/connect (and what uses them: socket.makefile, http.client, urllib),
+threading.Condition.wait (hence Event, Barrier, Semaphore, queue.Queue, stdlib futures and results)
+and threading.Thread.join (hence executor and pool shutdowns that wait). threading.Thread.start is
+wrapped the other way: its short wait for the new thread keeps the permit.
 Not covered: waits inside C extensions (plain Lock.acquire, ssl reads, os.read, subprocess waits);
 wrap those in corral.blocking().
 
@@ -63,6 +64,13 @@ def _select_blocks(rlist=None, wlist=None, xlist=None, timeout=None, *args, **kw
 
 def _selector_blocks(self, timeout=None, *args, **kwargs):
     return timeout is None or timeout > 0
+
+
+def _join_blocks(self, timeout=None):
+    try:
+        return timeout is None or timeout > 0
+    except TypeError:
+        return False  # let the original raise its own error
 
 
 def _socket_blocks(self, *args, **kwargs):
@@ -152,4 +160,8 @@ def install() -> None:
                 setattr(socket.socket, name, _announcing(original, _socket_blocks))
         threading.Condition.wait = _condition_wait(threading.Condition.wait)
         threading.Thread.start = _thread_start(threading.Thread.start)
+        # A join waits for another thread, which may need this thread's permit to finish its work
+        # (an executor's `with` block ending with tasks still queued): Lock.acquire inside, which
+        # only the monitor would see.
+        threading.Thread.join = _announcing(threading.Thread.join, _join_blocks)
         _installed = True
