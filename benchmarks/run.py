@@ -229,7 +229,7 @@ def run_workload(workload: Workload, python: str, budget: int, reasons: dict, op
     while rep < reps:
         rep_started = time.perf_counter()
         for name in rotated(active, rep):
-            if rows[name].get("dropped"):
+            if rows[name].get("dropped") or len(rows[name]["runs"]) >= workload.config_max_reps.get(name, reps):
                 continue
             outcome = execute(launches[name], opts.timeout)
             rows[name]["runs"].append(outcome)

@@ -384,3 +384,21 @@ def test_real_library_workloads_run_fewer_repetitions_and_quick_mode_skips_dupli
     assert set(n1.not_applicable) == set(configs.CONFIG_NAMES) - {"plain", "corral"}
     for workload in workload_specs.REAL_WORKLOADS:
         assert workload.answer_rtol is not None, workload.id  # each is checked against plain python's
+
+
+def test_w9_runs_its_oversubscribed_plain_column_once(monkeypatch):
+    # Four oversubscribed programs take 90-100 s a run on 2 CPUs: plain runs once, the others --reps times.
+    w9 = workload_specs.select("W9")[0]
+    assert w9.config_max_reps == {"plain": 1}
+    launched = []
+
+    def fake_execute(launch, timeout_s):
+        launched.append(launch.argv)
+        return {"ok": True, "value": 1.0}
+
+    monkeypatch.setattr(harness, "execute", fake_execute)
+    opts = harness.parse_args(["--reps", "3", "--configs", "plain,corral,corral-share"])
+    entry = harness.run_workload(w9, sys.executable, 2, {"corral": None}, opts, calibration=None)
+    runs = {name: len(row["runs"]) for name, row in entry["configs"].items() if row["status"] == "ok"}
+    assert runs == {"plain": 1, "corral": 3, "corral-share": 3}
+    assert len(launched) == 7
