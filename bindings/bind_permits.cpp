@@ -140,7 +140,9 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
       bool alone = table.alone();
       if (spec.inner < 0 && spec.n_queues > 0) {
         long queued = queued_tasks(spec);
-        if (queued == 0 && first_task(spec)) {
+        // A pool of one thread never runs two tasks at once: its siblings cannot share the cores
+        // with this one, so there is nothing to wait for.
+        if (queued == 0 && spec.pool_threads > 1 && first_task(spec)) {
           // The first task of an executor (which starts a thread per submit): its submitter may
           // be queueing siblings right now. A moment for it, with the GIL released, before the
           // count is decided; once per pool. The submitter's next put ends the moment: a map

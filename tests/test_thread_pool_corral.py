@@ -468,3 +468,17 @@ def test_the_idle_counter_behaves_as_the_stdlibs_semaphore(make):
     with corral.ThreadPoolExecutor(2) as ex:
         assert type(ex._idle_semaphore).__name__ == "IdleCount"
         assert list(ex.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]
+
+
+@pytest.mark.parametrize("pool_threads, waits", [(1, False), (2, True)])
+def test_only_a_pool_of_several_threads_waits_for_its_first_tasks_siblings(pool_threads, waits):
+    # The first task of an executor waits (at most 1 ms, until the submitter's next put) before it decides
+    # its BLAS/OpenMP count; a pool of one thread never runs two tasks at once, so it has nothing to wait
+    # for (an executor of 1 made per task spent 1.4 ms a pool, 0.25 ms plain). `first` is the list that
+    # run_permitted marks when it takes a pool's first-task turn (docs/native.md, "Inner thread counts").
+    from corral import _permits, _work_queue
+
+    first = []
+    spec = (_permits.DYNAMIC, pool_threads, first, _work_queue.WorkQueue())
+    assert corral._core.run_permitted(spec, pow, 2, 10) == 1024
+    assert (first != []) == waits
