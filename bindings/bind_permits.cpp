@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "bindings.hpp"
+#include "corral/native.hpp"
 #include "corral/native_policy.hpp"
 #include "corral/permit_table.hpp"
 
@@ -140,9 +141,11 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
       bool alone = table.alone();
       if (spec.inner < 0 && spec.n_queues > 0) {
         long queued = queued_tasks(spec);
-        // A pool of one thread never runs two tasks at once: its siblings cannot share the cores
-        // with this one, so there is nothing to wait for.
-        if (queued == 0 && spec.pool_threads > 1 && first_task(spec)) {
+        // What the wait is for is a count a task keeps for its whole run: a per-thread control
+        // (OpenMP's); a process-wide one (OpenBLAS's pthreads build) follows the siblings down
+        // as they start. And a pool of one thread never runs two tasks at once.
+        if (queued == 0 && spec.pool_threads > 1 &&
+            native::controller::process().has_thread_controls() && first_task(spec)) {
           // The first task of an executor (which starts a thread per submit): its submitter may
           // be queueing siblings right now. A moment for it, with the GIL released, before the
           // count is decided; once per pool. The submitter's next put ends the moment: a map

@@ -470,15 +470,30 @@ def test_the_idle_counter_behaves_as_the_stdlibs_semaphore(make):
         assert list(ex.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]
 
 
-@pytest.mark.parametrize("pool_threads, waits", [(1, False), (2, True)])
-def test_only_a_pool_of_several_threads_waits_for_its_first_tasks_siblings(pool_threads, waits):
-    # The first task of an executor waits (at most 1 ms, until the submitter's next put) before it decides
-    # its BLAS/OpenMP count; a pool of one thread never runs two tasks at once, so it has nothing to wait
-    # for (an executor of 1 made per task spent 1.4 ms a pool, 0.25 ms plain). `first` is the list that
-    # run_permitted marks when it takes a pool's first-task turn (docs/native.md, "Inner thread counts").
-    from corral import _permits, _work_queue
-
+FIRST_TASK_WAITS = """\
+import ctypes, ctypes.util, corral, numpy
+from corral import _permits, _work_queue
+def waits(pool_threads):  # `first`: the list run_permitted marks when it takes a pool's first-task turn
     first = []
     spec = (_permits.DYNAMIC, pool_threads, first, _work_queue.WorkQueue())
     assert corral._core.run_permitted(spec, pow, 2, 10) == 1024
-    assert (first != []) == waits
+    return first != []
+def per_thread_counts():
+    return any(p["scope"] == "calling_thread" for p in corral.native_pools())
+print(per_thread_counts(), waits(1), waits(2))
+ctypes.CDLL(ctypes.util.find_library("gomp"))  # an OpenMP runtime: a per-thread count
+print(per_thread_counts(), waits(1), waits(2))
+"""
+
+
+def test_a_first_task_waits_for_its_siblings_only_where_a_team_keeps_its_count():
+    # The first task of an executor waits (at most 1 ms, until the submitter's next put) before it decides
+    # its BLAS/OpenMP count, because an OpenMP team keeps the count its task started with. Without a
+    # per-thread control loaded (numpy's pthreads OpenBLAS follows the demand down call by call) it does
+    # not wait, nor in a pool of one thread, whose tasks never run beside each other: an executor made per
+    # task spent 1.4 ms a pool, 0.25 ms plain (docs/native.md, "Inner thread counts").
+    out = run_python(["-c", FIRST_TASK_WAITS], timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = [line.split() for line in out.stdout.splitlines()]
+    assert before == [before[0], "False", before[0]]  # waits in a pool of 2 exactly when a team would keep
+    assert after == ["True", "False", "True"]

@@ -164,6 +164,12 @@ std::vector<library_info> controller::info() {
   return result;
 }
 
+bool controller::has_thread_controls() {
+  for (const auto& library : libraries_here())
+    if (library->has_thread_control()) return true;
+  return false;
+}
+
 snapshot controller::capture(limit_scope scope) {
   snapshot saved;
   for (const auto& library : libraries_here()) {

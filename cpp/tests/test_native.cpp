@@ -116,6 +116,9 @@ TEST(NativeDiscovery, AgreesWithProcMapsAndPicksUpALibraryLoadedLater) {
   auto before = ctl.libraries();
   EXPECT_EQ(discovered_paths(native::discover()), mapped_candidates());
   bool gomp_was_loaded = mapped_candidates().count(gomp_path) > 0;
+  const bool thread_controls_before = std::any_of(
+      before->begin(), before->end(), [](const auto& l) { return l->has_thread_control(); });
+  EXPECT_EQ(ctl.has_thread_controls(), thread_controls_before);
 
   void* gomp = load_libgomp();
   auto after = native::discover();
@@ -129,6 +132,7 @@ TEST(NativeDiscovery, AgreesWithProcMapsAndPicksUpALibraryLoadedLater) {
   };
   EXPECT_EQ(has_gomp(*before), gomp_was_loaded);
   EXPECT_TRUE(has_gomp(*ctl.libraries()));
+  EXPECT_TRUE(ctl.has_thread_controls());  // an OpenMP runtime: a per-thread count
   dlclose(gomp);
 }
 

@@ -12,7 +12,8 @@ run(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread 
     the first task of a burst does not take the whole budget for an OpenMP team its siblings then crowd.
     lazy_threads: the pool starts a thread per submit (an executor), so its first task may start before
     the second is queued: that task waits for the submitter's next put, at most 1 ms (GIL released),
-    before the count is decided (not in a pool of one thread).
+    before the count is decided (only while a per-thread control, OpenMP's, is loaded, and not in a
+    pool of one thread).
     The binding takes a plain int; these names are the only place its 0 and -1 are spelled.
 Pause: enter() / exit(): the calling thread gives its permit back while it waits (invariant 4).
 in_task(): whether the calling thread is inside run() (so a wait there should pause).

@@ -67,6 +67,11 @@ class controller {
   std::shared_ptr<const library_list> libraries();
   std::vector<library_info> info();
 
+  // Whether a library loaded now has a per-thread control (an OpenMP runtime, OpenBLAS built with
+  // OpenMP, MKL): a count such a library's team takes from the thread's setting when a task starts,
+  // and keeps for the whole task.
+  bool has_thread_controls();
+
   // The current settings of every library with a control of that scope (calling_thread: as the
   // calling thread sees them).
   snapshot capture(limit_scope scope);
