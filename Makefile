@@ -69,7 +69,7 @@ bench-py: setup
 
 # What `python -m corral report` costs the demo (docs/report.md, "Overhead").
 bench-report: setup
-	$(VPY) benchmarks/report_overhead.py $(if $(QUICK),--quick --out build/bench-quick,)
+	$(VPY) benchmarks/report_overhead.py $(if $(QUICK),--quick --out build/bench-quick,--reps 3)
 
 # The README's picture: `report --compare` on the seed's demo, rendered by headless chromium (installed by
 # scripts/ensure-system-deps.sh screenshot; not part of make test).
