@@ -110,6 +110,9 @@ bool first_task(const task_spec& spec) {
   return true;
 }
 
+// How long a pool's first task waits for its submitter to queue a sibling (run_permitted, below).
+constexpr std::chrono::microseconds first_task_wait{1000};
+
 // run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the
 // task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than a
 // nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
@@ -120,9 +123,6 @@ bool first_task(const task_spec& spec) {
 // whole budget, and an OpenMP team keeps that count for the whole task (only its own thread can
 // change it), beside the siblings that start a moment later: B + 1 threads on B cores, and a team
 // whose barriers wait for a descheduled partner (docs/native.md, "Inner thread counts").
-// How long a pool's first task waits for its submitter to queue a sibling (above).
-constexpr std::chrono::microseconds first_task_wait{1000};
-
 PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (nargs < 2) {
