@@ -99,10 +99,14 @@ long queued_tasks(const task_spec& spec) {
   return queued;
 }
 
+// Whether the pool's first task has not started yet (a look: nothing is marked).
+bool first_task_pending(const task_spec& spec) {
+  return spec.first != nullptr && PyList_Check(spec.first) && PyList_GET_SIZE(spec.first) == 0;
+}
+
 // Whether this is the first task of its pool (true once per pool; under the GIL, so one thread).
 bool first_task(const task_spec& spec) {
-  if (spec.first == nullptr || !PyList_Check(spec.first) || PyList_GET_SIZE(spec.first) != 0)
-    return false;
+  if (!first_task_pending(spec)) return false;
   if (PyList_Append(spec.first, Py_True) != 0) {
     PyErr_Clear();
     return false;
@@ -144,7 +148,8 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
         // What the wait is for is a count a task keeps for its whole run: a per-thread control
         // (OpenMP's); a process-wide one (OpenBLAS's pthreads build) follows the siblings down
         // as they start. And a pool of one thread never runs two tasks at once.
-        if (queued == 0 && spec.pool_threads > 1 &&
+        // (The library look comes after the cheap ones: it runs only for a pool's first task.)
+        if (queued == 0 && spec.pool_threads > 1 && first_task_pending(spec) &&
             native::controller::process().has_thread_controls() && first_task(spec)) {
           // The first task of an executor (which starts a thread per submit): its submitter may
           // be queueing siblings right now. A moment for it, with the GIL released, before the

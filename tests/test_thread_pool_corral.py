@@ -352,7 +352,7 @@ def test_starting_a_thread_keeps_the_tasks_permit():
     # Thread.start waits for the new thread's first instructions: a short wait that keeps the permit
     # (docs/permits.md, "Short waits"). Given back, the permit went to the blocker, which then blocked on
     # the starter's lock holding it, and the starter could not take a permit back until the monitor lent
-    # the blocker's (~20 ms each time; a pool per outer task at budget 1 ran at half speed).
+    # the blocker's (20 ms each time then; a pool per outer task at budget 1 ran at half speed).
     out = run_python(["-c", THREAD_START_UNDER_A_LOCK], env={"CORRAL_CPUS": "1"}, timeout=120)
     assert out.returncode == 0, out.stderr
     taken_during_start, _, lends = map(int, out.stdout.split())
