@@ -427,24 +427,27 @@ def test_cgroup_quota_caps_the_programs_own_blas_calls():
                 time.sleep(0.1)
 
 
-# Keeps 100,000 futures (some 1.1 M objects the collector tracks) alive, as W8 does, and counts the full
-# collections that run meanwhile.
-FULL_COLLECTIONS = textwrap.dedent("""\
-    import concurrent.futures, gc
-    before = gc.get_stats()[2]["collections"]
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        futures = [ex.submit(int, x) for x in range(100_000)]
-        assert sum(f.result() for f in futures) == sum(range(100_000))
-    print(gc.get_stats()[2]["collections"] - before)
+# Keeps empty lists alive, one at a time, until the collector's first full collection, and prints how many it
+# kept by then. One thread and no pool: the count depends only on the collector's state when the program starts.
+FIRST_FULL_COLLECTION = textwrap.dedent("""\
+    import gc
+    kept, first = [], []
+    gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and not first
+                        and first.append(len(kept)))
+    while not first:
+        kept.append([])
+    print(first[0])
 """)
 
 
-def test_the_runner_leaves_the_program_no_extra_full_collections(tmp_path):
-    # The runner's own imports once brought the program's full collections forward: 10 for this program
-    # instead of plain python's 9, each of up to 1.1 M objects (W8 lost about 10% of its speed to it).
-    script = tmp_path / "keeps_futures.py"
-    script.write_text(FULL_COLLECTIONS)
+def test_the_runner_leaves_the_program_no_earlier_full_collection(tmp_path):
+    # The runner's own imports (some 10,000 objects) once left the collector's counts where the program's first
+    # full collection came after 66,500 objects kept instead of plain python's 87,600 (3.11), and a program
+    # keeping many alive ran one full collection more (W8: 10 instead of 9, each of up to 1.1 M objects, about
+    # 10% of its run). W8 itself shows it only now and then: threads decide where its last collection falls.
+    script = tmp_path / "first_full_collection.py"
+    script.write_text(FIRST_FULL_COLLECTION)
     plain = run([str(script)], timeout=120)
     under = run(["-m", "corral", str(script)], timeout=120)
     assert plain.returncode == 0 and under.returncode == 0, plain.stderr + under.stderr
-    assert int(under.stdout) <= int(plain.stdout), (under.stdout, plain.stdout)
+    assert int(under.stdout) >= int(plain.stdout), (under.stdout, plain.stdout)
