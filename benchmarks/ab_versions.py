@@ -43,6 +43,7 @@ CASES = [
     ("R5", [], "r5_scipy_optimize.py --tasks 32 --rows 2000", {}),
     ("R6", [], "r6_pandas_groupby.py --tasks 16 --rows 60000", {}),
     ("N1", [], "n1_no_pools.py --scale 1.0 --matmul-n 800 --matmuls 5 --passes 3", {}),
+    ("N2", [], "n2_child_pythons.py --children 40 --passes 3", {}),
 ]
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("old_dir")

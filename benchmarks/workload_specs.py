@@ -423,6 +423,19 @@ REAL_WORKLOADS: list[Workload] = [
         targets=(NO_SLOWER,), answer_rtol=1e-9),
 ]
 WORKLOADS += REAL_WORKLOADS
+# A program without pools whose children are Pythons: what corral's start-up costs each of them (no answer to
+# check: the children print nothing).
+WORKLOADS.append(Workload(
+    id="N2", title="child Pythons", script="n2_child_pythons.py",
+    measures="a program without pools that starts 40 `python -c pass` children one after another with "
+             "subprocess (under corral each joins the budget); milliseconds per child",
+    higher_is_better=False, unit="ms", args=lambda budget, quick: {"--children": 10 if quick else 40,
+                                                                   "--passes": 1 if quick else 3},
+    grid=lambda budget: [],
+    not_applicable={name: NO_POOLS for name in ("hand-tuned", "threadpoolctl", "tbb4py", "joblib-threading",
+                                                "joblib-loky", "corral-static", "corral-api",
+                                                "corral-share")},
+    targets=(NO_SLOWER,)))
 
 
 def thinned(grid: list[Setting], keep: int) -> list[Setting]:

@@ -363,9 +363,9 @@ PyMethodDef put_def = {
 // SimpleQueue's own are: `q.get()` then binds no method object (W8 calls two of them per task).
 void install_methods(nb::handle cls) {
   if (!PyType_Check(cls.ptr()) ||
-      !PyType_IsSubtype(
-          reinterpret_cast<PyTypeObject*>(cls.ptr()),
-          reinterpret_cast<PyTypeObject*>(nb::module_::import_("queue").attr("SimpleQueue").ptr())))
+      !PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()),
+                        reinterpret_cast<PyTypeObject*>(
+                            nb::module_::import_("_queue").attr("SimpleQueue").ptr())))
     throw nb::type_error("install_work_queue_methods: a subclass of queue.SimpleQueue");
   auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
   for (PyMethodDef* def : {&get_def, &get_nowait_def, &put_def}) {
@@ -392,7 +392,9 @@ void wait_for_put(PyObject* queue, std::uint32_t seen, std::chrono::microseconds
 }
 
 void bind_work_queue(nb::module_& m) {
-  nb::module_ queue = nb::module_::import_("queue");
+  // _queue, the C module queue.SimpleQueue and queue.Empty come from (3.7-3.14): importing queue.py
+  // would import threading at every start of a child Python (docs/architecture.md, "Start-up").
+  nb::module_ queue = nb::module_::import_("_queue");
   nb::object simple_queue = queue.attr("SimpleQueue");
   // Kept for the module's life (never released: the module is never unloaded).
   const auto keep = [](nb::object o) { return o.release().ptr(); };

@@ -60,10 +60,28 @@ def _imports(name: str, path: pathlib.Path) -> list[tuple[str, int, bool]]:
     return [(target, line, inner) for target, line, inner in found if target != name]
 
 
+def _deferred(name: str, path: pathlib.Path) -> tuple[str, ...]:
+    """The package's modules that `name` imports by name when first needed (importlib.import_module, to keep
+    its own import cheap: docs/architecture.md, "Start-up"): its DEFERRED_IMPORTS. A module that calls
+    import_module and spells another module of the package in a string must declare it there."""
+    if "import_module(" not in path.read_text():
+        return ()
+    named = sorted({node.value for node in ast.walk(ast.parse(path.read_text(), filename=str(path)))
+                    if isinstance(node, ast.Constant) and node.value in MODULES and node.value not in (name, PACKAGE)})
+    if not named:
+        return ()
+    proc = subprocess.run([sys.executable, "-c", f"import {name}; print(*getattr({name}, 'DEFERRED_IMPORTS', ()))"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    declared = tuple(proc.stdout.split())
+    assert set(named) <= set(declared), f"{path} names {named} but declares DEFERRED_IMPORTS = {declared}"
+    return declared
+
+
 def _graph() -> dict[str, set[str]]:
     graph = {name: set() for name in MODULES}
     for name, path in SOURCES.items():
-        for target, _line, _inner in _imports(name, path):
+        for target in [t for t, _line, _inner in _imports(name, path)] + list(_deferred(name, path)):
             assert target in graph, f"{path}: imports {target}, which is not a module of the package"
             graph[name].add(target)
     return graph

@@ -34,17 +34,35 @@ __version__
     The package's version.
 """
 
+import importlib
+
 from . import _core
-from ._blocking import blocking
 from ._core import Budget, BudgetSource, budget, native_pools
-from ._executor import Future, ThreadPoolExecutor
-from ._patch import patch
-from ._process_executor import ProcessPoolExecutor
-from ._process_pool import Pool
 from ._share import share
-from ._thread_pool import ThreadPool
 
 __version__ = _core.__version__
+
+# The pools, patch() and blocking import the stdlib's pool modules and corral's permits (some 40 ms): they
+# load on first use (PEP 562), so that `import corral`, which every child Python under the runner does,
+# stays cheap (docs/architecture.md, "Start-up").
+_LAZY = {"ThreadPool": "corral._thread_pool", "ThreadPoolExecutor": "corral._executor", "Future": "corral._executor",
+         "Pool": "corral._process_pool", "ProcessPoolExecutor": "corral._process_executor",
+         "blocking": "corral._blocking", "patch": "corral._patch"}
+DEFERRED_IMPORTS = tuple(sorted(set(_LAZY.values())))  # tests/test_imports.py counts them in the module graph
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ThreadPool", "ThreadPoolExecutor", "Future", "Pool", "ProcessPoolExecutor",

@@ -5,9 +5,14 @@ program and shows how it used its CPUs (_report.py)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from . import _info, _report, _runner
+from . import _runner
+
+# The subcommands' modules, imported when one runs: a program run under corral does not pay for them.
+_INFO, _REPORT = "corral._info", "corral._report"
+DEFERRED_IMPORTS = (_INFO, _REPORT)  # tests/test_imports.py counts them in the module graph
 
 
 def build_info_parser() -> argparse.ArgumentParser:
@@ -16,7 +21,7 @@ def build_info_parser() -> argparse.ArgumentParser:
         description="Show the CPU budget (and where each figure came from), "
         "the topology of the allowed CPUs and the native thread pools loaded.",
     )
-    _info.add_arguments(info)
+    importlib.import_module(_INFO).add_arguments(info)
     return info
 
 
@@ -29,12 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         options = parser.parse_args(own[:-1])
         _runner.apply_cpus(options.cpus)
         _runner.apply_share(parser, options)
-        return _info.run(build_info_parser().parse_args(rest))
+        return importlib.import_module(_INFO).run(build_info_parser().parse_args(rest))
     if own and own[-1] == "report" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # As info: a subcommand (a script named report: ./report); -p N before it sets the corral run's budget.
         options = _runner.build_parser().parse_args(own[:-1])
         _runner.apply_cpus(options.cpus)
-        return _report.run(rest)
+        return importlib.import_module(_REPORT).run(rest)
     return _runner.main(argv)
 
 

@@ -21,12 +21,11 @@ import importlib.util
 import io
 import marshal
 import os
-import pkgutil
 import sys
 import types
 from collections.abc import Callable
 
-from . import _compat
+from . import _compat_main
 
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -52,6 +51,8 @@ def prepare(*, script: str | None = None, module: str | None = None, code: str |
     # As python: relative to the working directory, not normalized ('./x.py' stays in the name).
     filename = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
     # A directory or zip is run as its __main__ module when a path hook takes it (as python does).
+    import pkgutil  # here, as runpy.run_path has it: it imports typing (3 ms), which -c and -m runs need not pay
+
     if pkgutil.get_importer(filename) is not None:
         return lambda: _run_path_entry(script, filename, args)
     try:
@@ -106,8 +107,8 @@ def _run_code(code: str, args: list[str]) -> None:
         code = textwrap.dedent(code)
     namespace = _fresh_main()
     compiled = compile(code, "<string>", "exec")
-    if _compat.register_source is not None:  # 3.13+: tracebacks show -c lines, as python's main has them
-        _compat.register_source(compiled, code, "<string>")
+    if _compat_main.register_source is not None:  # 3.13+: tracebacks show -c lines, as python's main has them
+        _compat_main.register_source(compiled, code, "<string>")
     exec(compiled, namespace)
 
 
@@ -162,8 +163,8 @@ def _run_module(name: str, args: list[str]) -> None:
 
 
 def _run_module_as_main(name: str, alter_argv: bool) -> None:
-    # What python's own main calls for -m and for directories and zips (a stdlib internal: see _compat).
-    _compat.run_module_as_main(name, alter_argv=alter_argv)
+    # What python's own main calls for -m and for directories and zips (a stdlib internal: see _compat_main).
+    _compat_main.run_module_as_main(name, alter_argv=alter_argv)
 
 
 # --- uncaught exceptions -------------------------------------------------------------------------

@@ -5,15 +5,15 @@ This runs inside site.py, before the child's own code: an exception here would b
 a traceback and the child would run without corral; a SystemExit or KeyboardInterrupt would abort the
 interpreter ("Fatal Python error: init_import_site", exit 1). So:
 - a bad CORRAL_CHILDREN or CORRAL_CPUS is one line on stderr and exit 2 (as the runner refuses them);
-- a SIGINT that arrives meanwhile (importing corral takes ~0.1 s, and a parent may interrupt its child
+- a SIGINT that arrives meanwhile (importing corral takes some milliseconds, and a parent may interrupt its child
   that early) waits, blocked, until the set-up is done, then ends the process by SIGINT, as a
   KeyboardInterrupt at the top of the child's own code would under plain python.
 """
 
 from __future__ import annotations
 
+import _signal  # signal's C module (3.11-3.14): signal.py imports enum, 3 ms at every child's start
 import os
-import signal
 import sys
 
 from . import _children
@@ -28,7 +28,7 @@ def start(mask: set) -> None:
         sys.stderr.flush()
         os._exit(2)
     finally:
-        if signal.SIGINT not in mask and signal.SIGINT in signal.sigpending() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # delivered when unblocked below: the process ends
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if _signal.SIGINT not in mask and _signal.SIGINT in _signal.sigpending() \
+                and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+            _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # delivered when unblocked below: the process ends
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)

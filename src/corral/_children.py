@@ -14,21 +14,17 @@ limits for its own BLAS calls, and corral.patch() with those settings.
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from collections import namedtuple
 from collections.abc import Mapping, MutableMapping
 
-from . import _core, _patch, _pool_settings, _program_limits
+from . import _core, _deferred_patch, _pool_settings, _program_limits
 from ._thread_limits import BUDGET_VAR, CHILDREN_VAR
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the runner's options say about pools (corral.patch()'s arguments)."""
-    native: bool = True
-    mode: str = "dynamic"
-    factor: float = 1.0
-    force: bool = False
+# What the runner's options say about pools (corral.patch()'s arguments). Namedtuples here, not dataclasses:
+# this module runs at every child's start, and dataclasses imports inspect (some 10 ms).
+Settings = namedtuple("Settings", "native mode factor force", defaults=(True, "dynamic", 1.0, False))
 
 
 def encode(settings: Settings) -> str:
@@ -78,11 +74,9 @@ def disable(environ: MutableMapping[str, str] | None = None) -> None:
     environ.pop(CHILDREN_VAR, None)
 
 
-@dataclasses.dataclass(frozen=True)
-class ChildShare:
-    """What a child process gets of the budget."""
-    budget: int  # its CORRAL_CPUS: the budget of the child
-    cpus: frozenset[int] | None  # its affinity; None: the one it inherited
+# What a child process gets of the budget: budget, its CORRAL_CPUS (an int); cpus, its affinity (a frozenset
+# of CPU ids; None: the one it inherited).
+ChildShare = namedtuple("ChildShare", "budget cpus")
 
 
 def child_share(environ: Mapping[str, str] | None = None) -> ChildShare:
@@ -106,7 +100,7 @@ def apply_share(share: ChildShare, environ: MutableMapping[str, str] | None = No
         environ[BUDGET_VAR] = str(share.budget)
 
 
-_active: _patch.patch | None = None  # the patch start_in_child entered (end_in_child leaves it)
+_active: _deferred_patch.DeferredPatch | None = None  # the patch start_in_child started (end_in_child ends it)
 
 
 def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
@@ -124,16 +118,16 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
     if settings.native:
         limits = _program_limits.decide(share.budget, len(os.sched_getaffinity(0)), environ)
         _program_limits.apply(share.budget, limits, environ)
-    _active = _patch.patch(native=settings.native, mode=settings.mode, factor=settings.factor,
-                           force=settings.force)
-    _active.__enter__()  # for the child's whole life, as under the runner
+    _active = _deferred_patch.DeferredPatch(native=settings.native, mode=settings.mode, factor=settings.factor,
+                                            force=settings.force)
+    _active.start()  # for the child's whole life, as under the runner; entered at its first pool import
 
 
 def end_in_child() -> None:
     """Leaves the patch start_in_child entered (the runner started as a child takes over)."""
     global _active
     if _active is not None:
-        _active.__exit__(None, None, None)
+        _active.stop()
         _active = None
 
 

@@ -7,7 +7,11 @@ item below exists, with the meaning given, on all three.
 
 Other modules import the module-level names and the helpers below from here instead of reaching into the
 stdlib themselves. What cannot move here (a subclass overriding or reading its stdlib base's private
-members) is listed at the end, with the file that does it.
+members) is listed at the end, with the file that does it. Elsewhere, for start-up's sake (this module
+imports multiprocessing, which a program that never makes a pool should not pay for; docs/architecture.md,
+"Start-up"): the two that run the program as `__main__` (runpy's and linecache's) are in _compat_main.py;
+the C modules `_signal` (corral-children.pth, _child_startup.py) and `_queue` (bindings/bind_work_queue.cpp)
+stand for signal.py and queue.py, which import enum and threading.
 
 Python 3.14 changed around these, without breaking any of them:
 - ThreadPoolExecutor's worker internals (`_worker(executor_ref, ctx, work_queue)`, `_WorkItem` with a
@@ -23,10 +27,8 @@ Python 3.14 changed around these, without breaking any of them:
 from __future__ import annotations
 
 import contextlib
-import linecache
 import multiprocessing.connection
 import multiprocessing.pool
-import runpy
 import threading
 
 # --- module-level names --------------------------------------------------------------------------
@@ -35,17 +37,6 @@ import threading
 # (_thread.allocate_lock; 3.11-3.14). _wait_hooks' copy of Condition.wait (which gives the permit back
 # while it waits) allocates its waiter the same way.
 allocate_lock = threading._allocate_lock
-
-# runpy._run_module_as_main(name, alter_argv): what python's own main (Modules/main.c) calls for `-m
-# module` and for a directory or zip with __main__.py (3.11-3.14). It runs the module in the current
-# __main__'s namespace and reports a module it cannot find as python does ("No module named x", exit 1).
-# _as_main runs `python -m corral -m module` and `python -m corral dir/` through it.
-run_module_as_main = runpy._run_module_as_main
-
-# linecache._register_code(code, source, name): from 3.13, python's main registers the source of `-c`
-# code this way (Python/pythonrun.c), so tracebacks show its lines; absent on 3.11. _as_main does the
-# same for `python -m corral -c code`, where it exists. None on older Pythons.
-register_source = getattr(linecache, "_register_code", None)
 
 # threading._active: {ident: Thread} of the threads threading knows, started and not ended (3.11-3.14;
 # what enumerate() lists, less those starting). The report's probe reads it, from a thread that is not

@@ -30,7 +30,7 @@ import sys
 import threading
 import types
 
-from . import _dask_worker, _joblib, _pool_settings, _thread_limits
+from . import _dask_worker, _import_hooks, _joblib, _pool_settings, _thread_limits
 from ._executor import ThreadPoolExecutor
 from ._process_pool import patch_targets
 from ._thread_pool import ThreadPool
@@ -40,7 +40,8 @@ _lock = threading.RLock()
 _depth = 0
 _saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)
 _active_description: list[str] = []
-_cleanups: list = []  # undo steps that are not attribute assignments (the import hook)
+_cleanups: list = []  # undo steps that are not attribute assignments (the import hooks)
+_patched_modules: set[str] = set()  # the libraries of _ON_IMPORT patched by the active patch
 
 
 def _set(owner: object, name: str, value: object) -> None:
@@ -50,6 +51,7 @@ def _set(owner: object, name: str, value: object) -> None:
 
 
 def _restore_all() -> None:
+    _patched_modules.clear()
     while _cleanups:
         _cleanups.pop()()
     while _saved:
@@ -201,11 +203,12 @@ def _patch_classes() -> None:
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's, "
                                "and their subclasses defined before the patch run on corral's classes")
     _bound_loky_cpu_count()
-    for module, (patch_targets_of, what) in _ON_IMPORT.items():
-        if module in sys.modules:
-            _patch_module(patch_targets_of)
-        else:
-            _ImportHook.install(module, patch_targets_of)
+    for module, (_targets, what) in _ON_IMPORT.items():
+        if module in sys.modules and not _import_hooks.initializing(module):
+            _patch_module(module)
+        else:  # also one whose import is in progress (it imports a pool module first): when it is done
+            hook = _import_hooks.after_import((module,), _patch_module_if_still_patched)
+            _cleanups.append(hook.remove)
             _active_description.append(f"{what}, once the program imports {module}")
 
 
@@ -244,9 +247,19 @@ _ON_IMPORT = {
 }
 
 
-def _patch_module(patch_targets_of) -> None:
-    for owner, name, replacement in patch_targets_of():
+def _patch_module(module: str) -> None:
+    """Patches a library of _ON_IMPORT, once per patch (a hook of the patch's and one of the runner's
+    _deferred_patch may both report it)."""
+    if module in _patched_modules:
+        return
+    _patched_modules.add(module)
+    for owner, name, replacement in _ON_IMPORT[module][0]():
         _patch_target(owner, name, replacement)
+
+
+def library_imported(module: str) -> None:
+    """_deferred_patch's hook: `module` (one of LIBRARY_MODULES) has been imported."""
+    _patch_module_if_still_patched(module)
 
 
 def _bound_loky_cpu_count() -> None:
@@ -265,69 +278,10 @@ def _bound_loky_cpu_count() -> None:
                                "joblib.cpu_count() and Parallel(n_jobs=-1) follow the budget")
 
 
-def _patch_module_if_still_patched(patch_targets_of) -> None:
+def _patch_module_if_still_patched(module: str) -> None:
     with _lock:
         if _depth > 0:  # not when the patch ended while the module was being imported
-            _patch_module(patch_targets_of)
-
-
-class _ImportHook:
-    """Patches a library right after the program imports one of its modules.
-
-    On sys.meta_path while a patch is active (restore removes it). It finds nothing itself: it
-    asks the finders after it for the module and wraps that module's loader so that the patch
-    follows its execution. A finder by protocol (find_spec), not an importlib.abc.MetaPathFinder:
-    importlib.abc imports importlib.resources, pathlib and typing (18 ms and 2,800 objects that
-    every full collection of the program would traverse again).
-    """
-
-    def __init__(self, module: str, patch_targets_of):
-        self.module = module
-        self.patch_targets_of = patch_targets_of
-
-    @classmethod
-    def install(cls, module: str, patch_targets_of) -> None:
-        hook = cls(module, patch_targets_of)
-        sys.meta_path.insert(0, hook)
-        _cleanups.append(lambda: sys.meta_path.remove(hook) if hook in sys.meta_path else None)
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != self.module:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or isinstance(finder, _ImportHook) or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(self)  # once is enough
-        spec.loader = _PatchAfterLoad(loader, self.patch_targets_of)
-        return spec
-
-
-class _PatchAfterLoad:
-    """A module loader (by protocol, as _ImportHook) that runs a patch after the real loader executed
-    the module."""
-
-    def __init__(self, loader, patch_targets_of):
-        self._loader = loader
-        self._patch_targets_of = patch_targets_of
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        _patch_module_if_still_patched(self._patch_targets_of)
-
-    def __getattr__(self, name):  # get_source, get_code, is_package...: the real loader's
-        return getattr(self._loader, name)
+            _patch_module(module)
 
 
 def is_patched() -> bool:

@@ -14,7 +14,7 @@ run(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread 
     the second is queued: that task waits for the submitter's next put, at most 1 ms (GIL released),
     before the count is decided (only while a per-thread control, OpenMP's, is loaded, and not in a
     pool of one thread).
-    The binding takes a plain int; these names are the only place its 0 and -1 are spelled.
+    (LEAVE_ALONE and DYNAMIC are _pool_settings', which decides the count.)
 Pause: enter() / exit(): the calling thread gives its permit back while it waits (invariant 4).
 in_task(): whether the calling thread is inside run() (so a wait there should pause).
 start(): the process-wide parts a pool needs, once: the wait hooks and the permit monitor.
@@ -26,10 +26,7 @@ import os
 import threading
 
 from . import _core, _wait_hooks
-
-# run()'s first argument (bindings/bind_permits.cpp run_permitted): a fixed count is any n > 0.
-LEAVE_ALONE = 0
-DYNAMIC = -1
+from ._pool_settings import DYNAMIC, LEAVE_ALONE  # noqa: F401 (run()'s first argument, named here too)
 
 run = _core.run_permitted
 Pause = _core.PermitPause

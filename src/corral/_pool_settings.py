@@ -11,13 +11,19 @@ Process-wide; corral.patch() and the `python -m corral` runner set them for the 
 
 from __future__ import annotations
 
-import threading
+import _thread
 
-from . import _core, _permits, _thread_limits
+from . import _core, _thread_limits
 
 MODES = ("dynamic", "static")
 
-_lock = threading.Lock()
+# The inner-thread count a pool's tasks run with, as _permits.run takes it (bindings/bind_permits.cpp
+# run_permitted takes a plain int; these names are the only place its 0 and -1 are spelled): a fixed
+# count is any n > 0.
+LEAVE_ALONE = 0  # the libraries' limits are left as they are (--no-native, corral.patch(native=False))
+DYNAMIC = -1  # the dynamic rule, decided as each task starts
+
+_lock = _thread.allocate_lock()  # threading.Lock, without importing threading (docs/architecture.md, "Start-up")
 _settings = {"native": True, "mode": "dynamic", "factor": 1.0, "force": False}
 
 
@@ -62,16 +68,16 @@ def budget_cpus() -> int:
 
 def inner_threads(pool_size: int) -> int:
     """The inner (BLAS/OpenMP) thread count for every task of a pool of `pool_size` built now, as
-    _permits.run takes it: _permits.LEAVE_ALONE, _permits.DYNAMIC, or a fixed n > 0 (static mode).
+    _permits.run takes it: LEAVE_ALONE, DYNAMIC, or a fixed n > 0 (static mode).
     Fixed for the pool's life: settings changed later (a patch that ends) apply to pools built later.
     Also sets the process's cap on dynamic counts from the user's *_NUM_THREADS (docs/native.md,
     "Inner thread counts")."""
     settings = get()
     if not settings["native"]:
-        return _permits.LEAVE_ALONE
+        return LEAVE_ALONE
     budget = budget_cpus()
     cap = _thread_limits.native_limit(budget, force=settings["force"])
     _core.set_inner_thread_cap(cap if cap < budget else 0)  # the binding's 0: no cap
     if settings["mode"] == "static":
         return max(1, budget // pool_size)
-    return _permits.DYNAMIC
+    return DYNAMIC

@@ -10,7 +10,7 @@ thread counts".
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import namedtuple
 
 from . import _core
 from ._thread_limits import MANAGED_VAR, THREAD_LIMIT_VARS, managed_vars
@@ -22,12 +22,10 @@ LIBRARY_VARS: tuple[str, ...] = tuple(
     var for var in THREAD_LIMIT_VARS if var not in ("NUMBA_NUM_THREADS", "PYTHON_CPU_COUNT", "LOKY_MAX_CPU_COUNT"))
 
 
-@dataclass(frozen=True)
-class Decision:
-    var: str
-    value: str | None  # what the environment has now (None: unset)
-    new: str | None    # what to set (None: kept)
-    why: str
+# One thread-limit variable's decision (a namedtuple, not a dataclass: dataclasses imports inspect, some
+# 10 ms at every start of the runner and of each child Python):
+#   var; value: what the environment has now (None: unset); new: what to set (None: kept); why.
+Decision = namedtuple("Decision", "var value new why")
 
 
 def decide(budget: int, visible: int, environ=None) -> list[Decision]:

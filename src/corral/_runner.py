@@ -13,7 +13,7 @@ import gc
 import os
 import sys
 
-from . import _as_main, _children, _core, _patch, _program_limits, _share, _thread_limits
+from . import _as_main, _children, _core, _deferred_patch, _program_limits, _share, _thread_limits
 from ._cpu_list import MAX_CPU_ID, format_cpu_list, parse_cpu_list
 from ._pool_settings import validate_factor
 
@@ -331,16 +331,17 @@ def main(argv: list[str]) -> int:
         _program_limits.apply(budget, limits)
         _program_limits.limit_spinning()
 
-    patcher = _patch.patch(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
-    patcher.__enter__()  # for the whole program: never left, pools may be built until exit
+    # For the whole program (never left: pools may be built until exit), entered at its first import of a
+    # pool module; at once under -v, which lists what it patched.
+    patcher = _deferred_patch.DeferredPatch(native=not args.no_native, mode=args.mode, factor=args.factor,
+                                            force=args.force)
+    patcher.start(now=args.verbose)
     if args.verbose:
-        _report(patcher, limits, "; ".join(x for x in notes if x))
+        _report(patcher.entered, limits, "; ".join(x for x in notes if x))
     if gc.isenabled():
-        # The runner's own imports (some 8,000 objects) leave the collector's counts where the program's
-        # full collections come earlier than under plain python; one that keeps many objects alive then
-        # runs one full collection more (W8: 100,000 futures, 10 full collections of up to 1.1 M objects
-        # instead of 9, about 10% of its run). Collected now, the program starts from no pending objects.
+        # The program starts from no pending objects, and again once the patch is entered (see there).
         gc.collect()
+        patcher.collect_on_entry(gc.get_stats()[2]["collections"])
     _as_main.run(program)
     return 0
 
@@ -361,7 +362,7 @@ def _report(patcher, limits, note: str) -> None:
     else:
         print(f"corral: no machine share: the budget is this program's own{f' ({note})' if note else ''}",
               file=out)
-    for line in _patch.describe():
+    for line in sys.modules[_deferred_patch.PATCH_MODULE].describe():  # entered by now (see main)
         print(f"corral: patched {line}", file=out)
     widened = "disjoint while workers <= CPUs" if patcher.factor == 1 else f"widened by factor {patcher.factor:g}"
     rule = ("its share; thread-limit variables you set are overridden (--force)" if patcher.force

@@ -10,7 +10,6 @@ status(names): what `info` shows of the shares, without joining them.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 
 from . import _core
@@ -93,11 +92,17 @@ def _remove_stale_trees(mine: str) -> None:
     # A tree whose last member died without its exit path (SIGTERM, SIGKILL, os._exit) leaves its file:
     # harmless (no lock is held), but each run makes one, so each run removes those no member holds
     # (inspect() takes the share's guard: a tree being joined right now is never taken for stale).
-    with contextlib.suppress(OSError):
-        for name in _core.share_names():
-            if name.startswith(TREE_PREFIX) and name != mine:
-                with contextlib.suppress(OSError, ValueError):
-                    _core.share_status(name)
+    # (try/except, not contextlib.suppress: `import corral` at every child's start need not import contextlib)
+    try:
+        names = _core.share_names()
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(TREE_PREFIX) and name != mine:
+            try:
+                _core.share_status(name)
+            except (OSError, ValueError):
+                pass
 
 
 def is_tree(name: str | None) -> bool:

@@ -14,10 +14,9 @@ share per worker), joblib's workers, the patch (LOKY_MAX_CPU_COUNT) and the thre
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
-import threading
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 # Read by OpenMP runtimes, OpenBLAS, MKL, BLIS, Apple Accelerate, numexpr, numba, and
 # CPython >= 3.13 (os.cpu_count / os.process_cpu_count), in that order.
@@ -48,7 +47,7 @@ NATIVE_VARS: tuple[str, ...] = (
 )
 
 # os.environ is process-wide: changes around a process start are made under this lock.
-environ_lock = threading.RLock()
+environ_lock = _thread.RLock()  # threading.RLock, without importing threading (docs/architecture.md, "Start-up")
 
 
 def managed_vars(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -174,16 +173,28 @@ def restore(previous: Mapping[str, str | None], environ: MutableMapping[str, str
             environ[var] = value
 
 
-@contextlib.contextmanager
-def applied(changes: Mapping[str, str]) -> Iterator[None]:
-    """os.environ carries `changes` inside the block (for starting a child process), under
-    environ_lock so that two starts do not mix their values."""
-    with environ_lock:
-        previous = apply(changes)
+class applied:
+    """with applied(changes): os.environ carries `changes` inside the block (for starting a child process),
+    under environ_lock so that two starts do not mix their values. (A class, not a contextlib generator:
+    this module is imported at every start of a child Python, and contextlib is not, otherwise.)"""
+
+    def __init__(self, changes: Mapping[str, str]):
+        self._changes = changes
+        self._previous: dict | None = None
+
+    def __enter__(self) -> None:
+        environ_lock.acquire()
         try:
-            yield
+            self._previous = apply(self._changes)
+        except BaseException:
+            environ_lock.release()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            restore(self._previous)
         finally:
-            restore(previous)
+            environ_lock.release()
 
 
 def loky_cpu_count_changes(budget: int, *, force: bool = False,

@@ -1,0 +1,108 @@
+"""The runner's patch is entered at the program's first import of a pool module (src/corral/_deferred_patch.py;
+docs/architecture.md, "Start-up"): a program without pools imports none of them, and one with pools gets
+corral's whatever way it reaches them, in the runner's process and in every child Python."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from _helpers import run_python
+
+POOL_MODULES = ("multiprocessing", "multiprocessing.pool", "concurrent.futures", "concurrent.futures.thread",
+                "corral._patch", "corral._thread_pool", "corral._permits", "dataclasses", "inspect")
+
+LOADED = f"import sys; print(sorted(m for m in {POOL_MODULES!r} if m in sys.modules))"
+
+
+def _as_child(code: str) -> str:
+    """A program that runs `code` in a child Python (subprocess) and prints what the child printed."""
+    return (f"import subprocess, sys; r = subprocess.run([sys.executable, '-c', {code!r}], capture_output=True, "
+            "text=True); print(r.stdout.strip() or r.stderr)")
+
+
+def test_a_program_without_pools_imports_no_pool_module():
+    plain = run_python(["-c", LOADED])
+    under = run_python(["-m", "corral", "-c", LOADED])
+    child = run_python(["-m", "corral", "-c", _as_child(LOADED)])
+    assert plain.returncode == under.returncode == child.returncode == 0, plain.stderr + under.stderr + child.stderr
+    assert plain.stdout.strip() == "[]"
+    assert under.stdout.strip() == "[]", under.stdout  # before: all of them, some 40 ms at every start
+    assert child.stdout.strip() == "[]", child.stdout
+
+
+# Each way a program reaches a stdlib pool, first thing, and whether what it built is corral's.
+REACHES = {
+    "from concurrent.futures import ThreadPoolExecutor":
+        "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
+    "import concurrent.futures.thread":
+        "import concurrent.futures.thread as t; p = t.ThreadPoolExecutor(1); k = corral.ThreadPoolExecutor",
+    "from multiprocessing.pool import ThreadPool":
+        "from multiprocessing.pool import ThreadPool as C; p = C(1); k = corral.ThreadPool",
+    "multiprocessing.dummy.Pool":
+        "import multiprocessing.dummy as d; p = d.Pool(1); k = corral.ThreadPool",
+    "multiprocessing.Pool": "import multiprocessing as m; p = m.Pool(1); k = corral.Pool",
+    "ProcessPoolExecutor":
+        "from concurrent.futures import ProcessPoolExecutor as C; p = C(1); k = corral.ProcessPoolExecutor",
+    # corral's own module first: it imports multiprocessing.pool at its top, where the patch cannot be
+    # imported yet; the patch is entered once that import is done.
+    "corral._thread_pool first":
+        "import corral._thread_pool; from concurrent.futures import ThreadPoolExecutor as C; p = C(1); "
+        "k = corral.ThreadPoolExecutor",
+    # the first import in another thread than the main one
+    "from a thread":
+        "import threading; got = []; t = threading.Thread(target=lambda: got.append(__import__("
+        "'concurrent.futures').futures.ThreadPoolExecutor(1))); t.start(); t.join(); p = got[0]; "
+        "k = corral.ThreadPoolExecutor",
+}
+
+
+def _reach_program(reach: str) -> str:
+    return textwrap.dedent(f"""\
+        import corral
+        {REACHES[reach]}
+        try:
+            print(isinstance(p, k), type(p).__module__)
+        finally:
+            p.shutdown() if hasattr(p, "shutdown") else (p.close(), p.join())
+    """)
+
+
+@pytest.mark.parametrize("reach", sorted(REACHES))
+@pytest.mark.parametrize("where", ["runner", "child"])
+def test_a_pool_module_imported_first_gives_corrals_pools(reach, where):
+    code = _reach_program(reach)
+    proc = run_python(["-m", "corral", "-c", code if where == "runner" else _as_child(code)], timeout=120)
+    plain = run_python(["-c", code], timeout=120)
+    assert proc.returncode == 0 and plain.returncode == 0, proc.stderr + plain.stderr
+    # the same class name as plain python's (invariant 8), but corral's class
+    assert proc.stdout.split() == ["True", plain.stdout.split()[1]], (proc.stdout, plain.stdout)
+    assert plain.stdout.split()[0] == "False"
+
+
+def test_verbose_lists_the_patch_at_once():
+    proc = run_python(["-m", "corral", "-v", "-c", LOADED])
+    assert proc.returncode == 0, proc.stderr
+    assert "corral: patched concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor" in proc.stderr
+    assert "'corral._patch'" in proc.stdout  # -v enters it to list it
+
+
+def test_a_runner_in_a_child_leaves_the_childs_deferred_patch(tmp_path):
+    # The runner started as a child ends the child's patch (still deferred) and starts its own, with its options.
+    inner = ("import corral._pool_settings as s, concurrent.futures as f, corral._patch as p; "
+             "print(s.get()['mode'], p.is_patched(), p._depth)")
+    code = ("import subprocess, sys; "
+            f"subprocess.run([sys.executable, '-m', 'corral', '--mode', 'static', '-c', {inner!r}])")
+    proc = run_python(["-m", "corral", "-c", code])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["static", "True", "1"], proc.stdout
+
+
+def test_the_library_list_is_the_patchs():
+    import corral._deferred_patch as deferred
+    import corral._patch as patch
+
+    assert sorted(deferred.LIBRARY_MODULES) == sorted(patch._ON_IMPORT)
+    assert sys.modules["corral._patch"] is patch
