@@ -27,7 +27,6 @@ Dask's fixed thread limits in its environment; both only while children join (no
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import multiprocessing
@@ -152,16 +151,18 @@ def user_environ() -> dict[str, str]:
 # --- a worker joins -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
 class _Membership:
-    table: HostTable
-    view: _worker_share.BudgetView  # the budget the workers split (before this process narrowed it)
-    environ: dict[str, str]  # the user's variables
-    place: tuple[int, int] | None = None  # (rank, workers) last applied
-    share: _worker_share.WorkerShare | None = None
-    callback: object = None  # tornado PeriodicCallback
-    executor: object = None  # the worker's default executor, once it runs under the permits
-    tids: frozenset[str] = frozenset()  # the threads given the share's affinity
+    # A plain class, not a dataclass: the patch imports this module when a program first imports a pool
+    # module, and dataclasses imports inspect (some 10 ms; docs/architecture.md, "Start-up").
+    def __init__(self, table: HostTable, view: _worker_share.BudgetView, environ: dict[str, str]):
+        self.table = table
+        self.view = view  # the budget the workers split (before this process narrowed it)
+        self.environ = environ  # the user's variables
+        self.place: tuple[int, int] | None = None  # (rank, workers) last applied
+        self.share: _worker_share.WorkerShare | None = None
+        self.callback: object = None  # tornado PeriodicCallback
+        self.executor: object = None  # the worker's default executor, once it runs under the permits
+        self.tids: frozenset[str] = frozenset()  # the threads given the share's affinity
 
 
 _lock = threading.Lock()

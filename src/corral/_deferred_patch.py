@@ -43,7 +43,8 @@ class DeferredPatch:
         self._patch = None  # the entered corral.patch
         self._previous_settings = None  # the pool settings start() replaced
         self._pending = False  # triggered while corral's own modules were being imported (see _enter)
-        self._hooks = []
+        self._hooks = []  # the libraries' hooks (for the patch's life)
+        self._trigger_hooks = []  # the trigger modules' and corral's own modules' hooks (until entered)
         self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
         self._collect_until = None  # see collect_on_entry
 
@@ -55,14 +56,15 @@ class DeferredPatch:
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
             self._enter()
         else:
-            self._hooks.append(_import_hooks.after_import(TRIGGER_MODULES, self._triggered))
-            self._hooks.append(_import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported))
+            self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered),
+                                   _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
         self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported))
 
     def stop(self) -> None:
-        for hook in self._hooks:
+        for hook in self._hooks + self._trigger_hooks:
             hook.remove()
         self._hooks.clear()
+        self._trigger_hooks.clear()
         self._pending = False
         if self._patch is not None:
             self._patch.__exit__(None, None, None)
@@ -106,6 +108,8 @@ class DeferredPatch:
                 entered = patch_module.patch(**self._settings)
                 entered.__enter__()
                 self._patch = entered
+                for hook in self._trigger_hooks:  # their work is done
+                    hook.remove()
                 if (self._collect_until is not None and gc.isenabled()
                         and gc.get_stats()[2]["collections"] <= self._collect_until):
                     gc.collect()

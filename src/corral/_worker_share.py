@@ -20,24 +20,25 @@ SIGKILL could leave held, and it knows the share before the start, as spawn need
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import multiprocessing.context
 import os
 import threading
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Mapping
 
 from . import _compat, _core, _pool_settings, _thread_limits
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerShare:
-    """One worker's share of the budget (docs/processes.md)."""
-    index: int  # its place in the pool's ShareTable (a replacement worker takes the same index)
-    cpus: tuple[int, ...]  # the worker's affinity
-    threads: int  # its thread limit (the *_NUM_THREADS values)
-    env: Mapping[str, str]  # what its environment gets (user-set variables kept or lowered already)
-    native_threads: int  # the thread count for native libraries already loaded (threads, or a user's lower value)
+# One worker's share of the budget (docs/processes.md). Namedtuples in this module, not dataclasses: the patch
+# imports it when a program first imports a pool module, and dataclasses imports inspect (some 10 ms;
+# docs/architecture.md, "Start-up").
+#   index: its place in the pool's ShareTable (a replacement worker takes the same index)
+#   cpus: the worker's affinity (a tuple of CPU ids)
+#   threads: its thread limit (the *_NUM_THREADS values)
+#   env: what its environment gets (user-set variables kept or lowered already), a mapping
+#   native_threads: the thread count for native libraries already loaded (threads, or a user's lower value)
+WorkerShare = namedtuple("WorkerShare", "index cpus threads env native_threads")
 
 
 _current_share: WorkerShare | None = None
@@ -51,13 +52,9 @@ def current_share() -> WorkerShare | None:
 # --- the parent: planning shares -----------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class BudgetView:
-    """What partitioning needs from the budget."""
-    cpus: int  # the budget B
-    cpu_ids: list[int]
-    cores: list[list[int]]  # SMT sibling groups
-    numa_nodes: list[list[int]]
+# What partitioning needs from the budget: cpus, the budget B; cpu_ids; cores, SMT sibling groups (lists of
+# CPU ids); numa_nodes (lists of CPU ids).
+BudgetView = namedtuple("BudgetView", "cpus cpu_ids cores numa_nodes")
 
 
 def budget_view() -> BudgetView:
@@ -185,11 +182,9 @@ def apply_in_worker(share: WorkerShare) -> None:
 # --- processes and the context that makes them --------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _ParentSide:
-    """Kept on a worker's Process object in the parent only (never pickled)."""
-    table: ShareTable
-    on_exit: Callable[[object], None] | None
+# Kept on a worker's Process object in the parent only (never pickled): table, the pool's ShareTable; on_exit,
+# called with the process when it is reported gone, or None.
+_ParentSide = namedtuple("_ParentSide", "table on_exit")
 
 
 class _ShareProcess:
