@@ -11,10 +11,10 @@ import pytest
 
 from _helpers import run_python
 
-POOL_MODULES = ("multiprocessing", "multiprocessing.pool", "concurrent.futures", "concurrent.futures.thread",
+POOL_MODULES = ("multiprocessing.pool", "concurrent.futures", "concurrent.futures.thread",
                 "corral._patch", "corral._thread_pool", "corral._permits", "dataclasses", "inspect")
 
-LOADED = f"import sys; print(sorted(m for m in {POOL_MODULES!r} if m in sys.modules))"
+LOADED = f"import sys, multiprocessing; print(sorted(m for m in {POOL_MODULES!r} if m in sys.modules))"
 
 
 def _as_child(code: str) -> str:
@@ -24,6 +24,7 @@ def _as_child(code: str) -> str:
 
 
 def test_a_program_without_pools_imports_no_pool_module():
+    # multiprocessing itself is not a pool module: programs import it for Process, Queue or cpu_count()
     plain = run_python(["-c", LOADED])
     under = run_python(["-m", "corral", "-c", LOADED])
     child = run_python(["-m", "corral", "-c", _as_child(LOADED)])
@@ -44,6 +45,9 @@ REACHES = {
     "multiprocessing.dummy.Pool":
         "import multiprocessing.dummy as d; p = d.Pool(1); k = corral.ThreadPool",
     "multiprocessing.Pool": "import multiprocessing as m; p = m.Pool(1); k = corral.Pool",
+    "a spawn context's Pool": "import multiprocessing as m; p = m.get_context('spawn').Pool(1); k = corral.Pool",
+    "Pool after Process": "import multiprocessing as m; q = m.Process(target=print); q.start(); q.join(); "
+                          "p = m.Pool(1); k = corral.Pool",
     "ProcessPoolExecutor":
         "from concurrent.futures import ProcessPoolExecutor as C; p = C(1); k = corral.ProcessPoolExecutor",
     # corral's own module first: it imports multiprocessing.pool at its top, where the patch cannot be

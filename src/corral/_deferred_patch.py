@@ -24,8 +24,11 @@ import sys
 
 from . import _import_hooks, _pool_settings
 
-# Every stdlib pool the patch replaces is reached through one of these packages.
-TRIGGER_MODULES = ("concurrent.futures", "multiprocessing")
+# Every stdlib pool the patch replaces is reached through one of these. Not multiprocessing itself, which
+# programs and libraries import for Process, Queue or cpu_count(): multiprocessing.Pool(), ctx.Pool() and
+# multiprocessing.dummy.Pool() import multiprocessing.pool when called, and the name they then take from it
+# is corral's.
+TRIGGER_MODULES = ("concurrent.futures", "multiprocessing.pool")
 # The libraries _patch patches once they are imported (its _ON_IMPORT; tests/test_patch.py checks both agree).
 LIBRARY_MODULES = ("joblib._parallel_backends", "distributed.nanny", "distributed.worker")
 PACKAGE = "corral"
