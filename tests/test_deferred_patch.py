@@ -55,6 +55,10 @@ REACHES = {
     "corral._thread_pool first":
         "import corral._thread_pool; from concurrent.futures import ThreadPoolExecutor as C; p = C(1); "
         "k = corral.ThreadPoolExecutor",
+    # a lookup first, which imports nothing
+    "find_spec first":
+        "import importlib.util; importlib.util.find_spec('concurrent.futures'); "
+        "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
     # the first import in another thread than the main one
     "from a thread":
         "import threading; got = []; t = threading.Thread(target=lambda: got.append(__import__("
@@ -110,3 +114,58 @@ def test_the_library_list_is_the_patchs():
 
     assert sorted(deferred.LIBRARY_MODULES) == sorted(patch._ON_IMPORT)
     assert sys.modules["corral._patch"] is patch
+
+
+# Programs whose output must be plain python's under the runner, each a way the first pool import once went
+# wrong when the patch was entered at it.
+SAME_AS_PLAIN = {
+    # the first pool module imported by a thread that outlives the main script (interpreter shutdown has
+    # begun: concurrent.futures.thread can no longer register its exit, which the patch imports)
+    "first pool after the main script": """\
+        import threading, time, multiprocessing
+        def worker():
+            time.sleep(0.1)
+            with multiprocessing.Pool(2) as p:
+                print("results", p.map(abs, [-1, -2]))
+        threading.Thread(target=worker).start()
+        print("main script done")
+    """,
+    "first Future in atexit": """\
+        import atexit, threading
+        atexit.register(lambda: print("atexit:", __import__("concurrent.futures").futures.Future().done()))
+    """,
+    # entering the patch runs no collection: no finalizer runs inside the program's import statement
+    "no finalizer inside the import": """\
+        import gc
+        class Conn:
+            def __del__(self): print("Conn finalized")
+        c = Conn(); c.self = c
+        gc.collect(1)
+        del c
+        print("before import")
+        import multiprocessing as mp; mp.Pool(1).terminate()
+        print("after import")
+    """,
+    # the module keeps its real loader
+    "loader": """\
+        import importlib.machinery, concurrent.futures as cf, multiprocessing.pool as mpp
+        print(type(cf.__loader__).__name__, type(mpp.__spec__.loader).__name__, cf.__spec__.loader is cf.__loader__)
+        print(isinstance(cf.__loader__, importlib.machinery.SourceFileLoader))
+    """,
+    # the environment does not change at the first pool import
+    "environment": """\
+        import os
+        before = dict(os.environ)
+        import concurrent.futures
+        print({k: v for k, v in os.environ.items() if before.get(k) != v})
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_AS_PLAIN))
+def test_the_first_pool_import_is_invisible(name):
+    code = textwrap.dedent(SAME_AS_PLAIN[name])
+    plain = run_python(["-c", code], timeout=120)
+    under = run_python(["-m", "corral", "-c", code], timeout=120)
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert plain.returncode == 0, plain.stderr

@@ -12,6 +12,12 @@ A library that corral.patch() reaches on import (LIBRARY_MODULES: joblib, Dask's
 a trigger module while its own import is in progress; the patch cannot patch a half-imported module, so this
 module's hook reports the library when its import is done (_patch.library_imported).
 
+Entering never makes the program's import fail: where it cannot be entered now (the trigger is imported by
+one of corral's own modules, which the patch imports again; or late in interpreter shutdown, where
+concurrent.futures can no longer register its exit), the program's import goes on and the patch is tried
+again after the next import of one of corral's modules or of a trigger. Until then pools are the stdlib's,
+as under plain python. What the program can see of this is in docs/architecture.md, "Start-up".
+
 This module imports no pool module; the patch module is imported by name when it is needed.
 """
 
@@ -22,7 +28,7 @@ import gc
 import importlib
 import sys
 
-from . import _import_hooks, _pool_settings
+from . import _import_hooks, _pool_settings, _thread_limits
 
 # Every stdlib pool the patch replaces is reached through one of these. Not multiprocessing itself, which
 # programs and libraries import for Process, Queue or cpu_count(): multiprocessing.Pool(), ctx.Pool() and
@@ -45,96 +51,100 @@ class DeferredPatch:
         self._settings = settings
         self._patch = None  # the entered corral.patch
         self._previous_settings = None  # the pool settings start() replaced
-        self._pending = False  # triggered while corral's own modules were being imported (see _enter)
-        self._hooks = []  # the libraries' hooks (for the patch's life)
-        self._trigger_hooks = []  # the trigger modules' and corral's own modules' hooks (until entered)
+        self._previous_environ = None  # the variables start() set (LOKY_MAX_CPU_COUNT)
+        self._keep_schedule = False  # see keep_collections_on_schedule
+        self._pending = False  # a trigger was imported, and the patch could not be entered yet
         self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
-        self._collect_until = None  # see collect_on_entry
+        self._libraries_done: set[str] = set()
+        self._hooks: list = []  # for stop()
+        self._trigger_hooks: list = []  # the trigger modules' and corral's own modules' (inert once entered)
 
     def start(self, *, now: bool = False) -> None:
         """Enters the patch now when `now` or when a trigger module is imported already, else at the first
         import of one."""
-        # The settings now (the patch sets the same ones when it is entered): pools and children read them.
+        # What the patch sets as it is entered, set now: pools read the settings, children inherit the
+        # environment (joblib.cpu_count() and n_jobs=-1 follow LOKY_MAX_CPU_COUNT from the start, as before).
         self._previous_settings = _pool_settings.replace(**self._settings)
+        changes = _thread_limits.loky_cpu_count_changes(_pool_settings.budget_cpus(),
+                                                        force=bool(self._settings.get("force", False)))
+        self._previous_environ = _thread_limits.apply(changes) if changes else None
+        self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
             self._enter()
-        else:
-            self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered),
+        if self._patch is None:
+            self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered, once=False),
                                    _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
-        self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported))
+            self._hooks.extend(self._trigger_hooks)
 
     def stop(self) -> None:
-        for hook in self._hooks + self._trigger_hooks:
+        for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
         self._trigger_hooks.clear()
-        self._pending = False
         if self._patch is not None:
             self._patch.__exit__(None, None, None)
             self._patch = None
+        if self._previous_environ is not None:
+            _thread_limits.restore(self._previous_environ)
+            self._previous_environ = None
         if self._previous_settings is not None:
             _pool_settings.replace(**self._previous_settings)
             self._previous_settings = None
 
-    def collect_on_entry(self, full_collections: int) -> None:
-        """The patch, once entered, runs a full collection if the program has run none since the collector's
-        count of full collections was `full_collections`. The runner collects before the program starts so
-        that the program's full collections come no earlier than under plain python (its own imports left
-        some 8,000 objects pending: W8, 100,000 futures, ran 10 full collections of up to 1.1 M objects
-        instead of 9, about 10% of its run); the patch's imports, now made at the program's first import of a
-        pool module, leave some 10,000 more. A program that has run no full collection yet holds at most
-        about 80,000 objects more than at its start (a full collection is due after 11 young ones of 7,000
-        allocations each, 3.11's thresholds), so this one costs a few milliseconds at most."""
-        self._collect_until = full_collections
+    def keep_collections_on_schedule(self) -> None:
+        """The runner's: the objects the patch's imports make (some 10,000) go straight to the collector's
+        oldest generation when it is entered, uncounted, as if they had been there when the program started.
+        The runner collects before the program starts, so that the program's full collections come no
+        earlier than under plain python (its own imports, left pending, once made W8, 100,000 futures, run
+        10 full collections of up to 1.1 M objects instead of 9, about 10% of its run); the patch's imports,
+        made at the program's first import of a pool module, would bring them forward again. gc.freeze() then
+        gc.unfreeze() moves every tracked object there without a collection and without counting it as
+        pending (3.11-3.14): no finalizer runs, and the program's own young objects of that moment are
+        collected with the old ones. Not done where the program froze objects itself."""
+        self._keep_schedule = True
 
     @property
     def entered(self):
         """The corral.patch entered so far, or None."""
         return self._patch
 
-    def _enter(self, just_imported: str | None = None) -> None:
-        """Enters the patch, or, while one of corral's own modules is still being imported (the program's
-        `import corral._thread_pool` imports a trigger module at its top, and the patch imports that module
-        again), once the last of them is done (_corral_module_imported). Any thread may get here (the one
-        that imports); the import runs without this object's lock, which another thread's import of one
-        of corral's modules could otherwise wait on while holding a module lock the import needs."""
+    def _enter(self) -> None:
+        """Enters the patch, from whichever thread imports a trigger. The import runs without this object's
+        lock: another thread's import of one of corral's modules could otherwise wait on it while holding a
+        module lock the import needs. Any failure leaves the patch to the next try (module docstring)."""
         if self._patch is not None:
             return
-        if self._corral_busy(just_imported):
-            self._pending = True
-            if self._corral_busy(just_imported):  # else that import ended meanwhile, before seeing _pending
-                return
-        patch_module = importlib.import_module(PATCH_MODULE)
-        with self._lock:
-            if self._patch is None:
-                self._pending = False
-                entered = patch_module.patch(**self._settings)
-                entered.__enter__()
-                self._patch = entered
-                for hook in self._trigger_hooks:  # their work is done
-                    hook.remove()
-                if (self._collect_until is not None and gc.isenabled()
-                        and gc.get_stats()[2]["collections"] <= self._collect_until):
-                    gc.collect()
-
-    @staticmethod
-    def _corral_busy(just_imported: str | None) -> bool:
-        return any(name.startswith(PACKAGE + ".") and name != just_imported and _import_hooks.initializing(name)
-                   for name in list(sys.modules))
+        try:
+            patch_module = importlib.import_module(PATCH_MODULE)
+            with self._lock:
+                if self._patch is None:
+                    entered = patch_module.patch(**self._settings)
+                    entered.__enter__()
+                    self._patch = entered
+                    for hook in self._trigger_hooks:  # their work is done
+                        hook.deactivate()
+                    if self._keep_schedule and gc.isenabled() and gc.get_freeze_count() == 0:
+                        gc.freeze()
+                        gc.unfreeze()
+        except (ImportError, AttributeError, RuntimeError):
+            # What entering too early raises: a partially imported module of corral's (ImportError,
+            # AttributeError), or concurrent.futures refusing to register its exit late in shutdown
+            # (RuntimeError). Anything else (an exception a signal handler raised meanwhile) is the program's.
+            pass
 
     def _triggered(self, _name: str) -> None:
         self._enter()
+        self._pending = self._patch is None
 
-    def _corral_module_imported(self, name: str) -> None:
-        if self._pending:
-            self._enter(just_imported=name)
+    def _corral_module_imported(self, _name: str) -> None:
+        if self._pending:  # the import that kept the patch out (one of corral's own) may be this one
+            self._triggered(_name)
 
     def _library_imported(self, name: str) -> None:
-        # A hook fires once: for the other libraries, a new one (the next may be imported later).
-        remaining = tuple(m for m in LIBRARY_MODULES if m != name and m not in sys.modules)
-        if remaining:
-            self._hooks.append(_import_hooks.after_import(remaining, self._library_imported))
+        if name in self._libraries_done:
+            return
         self._enter()  # a library imported without a trigger module (none today): the patch now
         if self._patch is not None:
+            self._libraries_done.add(name)
             sys.modules[PATCH_MODULE].library_imported(name)
-        # else pending: the patch, once entered, finds the library imported and patches it
+        # else: the patch, once entered, finds the library imported and patches it

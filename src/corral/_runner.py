@@ -339,9 +339,9 @@ def main(argv: list[str]) -> int:
     if args.verbose:
         _report(patcher.entered, limits, "; ".join(x for x in notes if x))
     if gc.isenabled():
-        # The program starts from no pending objects, and again once the patch is entered (see there).
+        # The program starts from no pending objects, and the patch's imports add none (see there).
         gc.collect()
-        patcher.collect_on_entry(gc.get_stats()[2]["collections"])
+        patcher.keep_collections_on_schedule()
     _as_main.run(program)
     return 0
 
