@@ -296,6 +296,7 @@ nb::dict stats_dict() {
   d["permits"] = s.permits;
   d["held"] = s.held;
   d["waiting"] = s.waiting;
+  d["returning"] = s.returning;
   d["paused"] = s.paused;
   d["lent"] = s.lent;
   d["holders"] = s.holders;

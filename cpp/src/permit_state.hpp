@@ -105,6 +105,8 @@ struct permit_table::state {
   void forget_holder_locked(detail::holder* h) noexcept;
   // The FIFO's length, counted by walking it (for assertions: O(waiters)).
   unsigned count_waiters_locked() const noexcept;
+  unsigned count_returning_locked()
+      const noexcept;  // waiters back from a pause (a walk: for stats())
 
   // Takes the kept permit of `h` away from it (kept -> taken) and forgets `h`; false when `h` took
   // it back first. The permit stays counted in `held`: the caller hands it on or gives it back.

@@ -100,6 +100,12 @@ unsigned permit_table::state::count_waiters_locked() const noexcept {
   return n;
 }
 
+unsigned permit_table::state::count_returning_locked() const noexcept {
+  unsigned n = 0;
+  for (const waiter* w = head; w != nullptr; w = w->next) n += w->returning ? 1U : 0U;
+  return n;
+}
+
 bool permit_table::state::starved_locked(clock::time_point& since, std::uint64_t& starts_seen,
                                          clock::time_point now) noexcept {
   const std::uint64_t starts = task_starts.load(std::memory_order_relaxed);
@@ -563,6 +569,7 @@ permit_stats permit_table::stats() const noexcept {
   out.permits = s.permits;
   out.held = s.held;
   out.waiting = s.waiting + s.idle_waiting;
+  out.returning = s.count_returning_locked();
   out.paused = s.paused;
   out.lent = s.lent;
   out.kept = s.kept_n;

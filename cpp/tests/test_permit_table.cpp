@@ -438,6 +438,33 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   table.set_wait_monitor(false);
 }
 
+TEST(PermitTable, AReturningWaiterIsCountedAsReturningAndAsAHolder) {
+  // What a task in flight is, from stats(): holders + waiting - returning (the report's figure).
+  permit_table table(1);
+  std::atomic<int> stage{0};
+  std::thread returner([&] {
+    permit p(table);
+    {
+      permit_pause pause;  // gives the permit to the main thread
+      stage = 1;
+      while (stage.load() != 2) std::this_thread::sleep_for(1ms);
+    }  // queues at the front for a permit, still a holder
+  });
+  ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
+  table.acquire();
+  std::thread newcomer([&] { permit p(table); });  // a new task: waiting, not a holder
+  stage = 2;
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 2u; }));
+  const auto s = table.stats();
+  EXPECT_EQ(s.returning, 1u);
+  EXPECT_EQ(s.holders, 2u);                            // the main thread and the returner
+  EXPECT_EQ(s.holders + s.waiting - s.returning, 3u);  // three tasks in flight, each counted once
+  table.release();
+  returner.join();
+  newcomer.join();
+  EXPECT_EQ(table.stats().returning, 0u);
+}
+
 TEST(PermitTable, AShortWaitKeepsThePermitAndNests) {
   permit_table table(1);
   table.acquire();

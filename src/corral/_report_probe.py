@@ -70,8 +70,8 @@ class _Probe:
         self.changed("libs", libs, t)
         if self.corral:  # plain mode: the permit table is never made (that would be corral at work)
             stats = _core.permit_stats()
-            self.changed("permits", {k: stats[k] for k in ("permits", "held", "waiting", "paused", "lent",
-                                                          "holders", "overdrafts")}, t)
+            self.changed("permits", {k: stats[k] for k in ("permits", "held", "waiting", "returning", "paused",
+                                                          "lent", "holders", "overdrafts")}, t)
 
     def loop(self) -> None:
         _write_own_name()

@@ -93,7 +93,9 @@ def figures(run: dict, budget: int) -> dict:
     permits = run["permits"]
     pools = None
     if permits:
-        pools = {"max_in_flight": max(p["holders"] + p["waiting"] for p in permits),
+        # A task back from a pause waits for a permit as a holder: counted once ("returning" is absent
+        # from reports written before it was recorded).
+        pools = {"max_in_flight": max(p["holders"] + p["waiting"] - p.get("returning", 0) for p in permits),
                  "max_running": max(p["held"] for p in permits),
                  "max_waiting_for_permit": max(p["waiting"] for p in permits),
                  "overdrafts": permits[-1]["overdrafts"]}

@@ -30,6 +30,7 @@ struct permit_stats {
   unsigned permits = 0;        // threads that may run at once: the budget
   unsigned held = 0;           // permits held now, overdrafts included (may exceed `permits`)
   unsigned waiting = 0;        // threads waiting for a permit (new tasks and returning waiters)
+  unsigned returning = 0;      // of those, the ones back from a pause: counted in `holders` too
   unsigned paused = 0;         // holders inside a permit_pause (their permit given back)
   unsigned lent = 0;           // holders the monitor found asleep, their permit given to another
   unsigned holders = 0;        // threads between acquire and release (holding, paused or lent)
