@@ -174,3 +174,21 @@ def test_the_first_pool_import_is_invisible(name):
     under = run_python(["-m", "corral", "-c", code], timeout=120)
     assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
     assert plain.returncode == 0, plain.stderr
+
+
+def test_a_program_module_named_like_one_the_patch_needs_leaves_the_pools_the_stdlibs(tmp_path):
+    # random.py beside the script: the patch imports tempfile (through multiprocessing), which imports random.
+    # Its import fails; the program runs as under plain python, on the stdlib's pools (it failed with an
+    # ImportError out of corral's import before).
+    (tmp_path / "random.py").write_text("def pick(xs):\n    return xs[0]\n")
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent("""\
+        from concurrent.futures import ThreadPoolExecutor
+        import random
+        with ThreadPoolExecutor(2) as ex:
+            print(list(ex.map(random.pick, [[1], [2]])))
+    """))
+    plain = run_python([str(script)], cwd=tmp_path)
+    under = run_python(["-m", "corral", str(script)], cwd=tmp_path)
+    assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
+    assert plain.stdout == "[1, 2]\n"

@@ -336,8 +336,10 @@ def main(argv: list[str]) -> int:
     patcher = _deferred_patch.DeferredPatch(native=not args.no_native, mode=args.mode, factor=args.factor,
                                             force=args.force)
     patcher.start(now=args.verbose)
-    if args.verbose:
+    if args.verbose and patcher.entered is not None:
         _report(patcher.entered, limits, "; ".join(x for x in notes if x))
+    elif args.verbose:  # its import failed (a module of the program shadowing one it needs): retried later
+        print("corral: pools not patched yet: their modules could not be imported now", file=sys.stderr)
     if gc.isenabled():
         # The program starts from no pending objects, and the patch's imports add none (see there).
         gc.collect()
