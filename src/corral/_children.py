@@ -9,7 +9,8 @@ corral installed has no .pth file and is left alone, as is anything that is not 
 The variable's value carries the runner's settings, so that a child's pools behave as the
 program's: "1" (the defaults), or a comma-separated list of `mode=dynamic|static`, `factor=F`,
 `force`, `no-native`. A child gets child_share() (the one place that decides it), the runner's
-limits for its own BLAS calls, and corral.patch() with those settings.
+limits for its own BLAS calls, and corral.patch() with those settings (entered at the child's first import of
+a pool module: _deferred_patch.py).
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ _active: _deferred_patch.DeferredPatch | None = None  # the patch start_in_child
 def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
     """In a child, before its own code: its share, the runner's limits for its own BLAS calls
     (_program_limits.py: only where the budget is below the CPUs the libraries see), and corral.patch()
-    with the parent's settings. ValueError for a malformed CORRAL_CHILDREN or CORRAL_CPUS."""
+    with the parent's settings, entered at the child's first import of a pool module (_deferred_patch.py).
+    ValueError for a malformed CORRAL_CHILDREN or CORRAL_CPUS."""
     global _active
     environ = os.environ if environ is None else environ
     try:

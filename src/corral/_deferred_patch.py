@@ -55,7 +55,6 @@ class DeferredPatch:
         self._keep_schedule = False  # see keep_collections_on_schedule
         self._pending = False  # a trigger was imported, and the patch could not be entered yet
         self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
-        self._libraries_done: set[str] = set()
         self._hooks: list = []  # for stop()
         self._trigger_hooks: list = []  # the trigger modules' and corral's own modules' (inert once entered)
 
@@ -141,10 +140,7 @@ class DeferredPatch:
             self._triggered(_name)
 
     def _library_imported(self, name: str) -> None:
-        if name in self._libraries_done:
-            return
         self._enter()  # a library imported without a trigger module (none today): the patch now
-        if self._patch is not None:
-            self._libraries_done.add(name)
+        if self._patch is not None:  # it patches a library once, however often it is told
             sys.modules[PATCH_MODULE].library_imported(name)
         # else: the patch, once entered, finds the library imported and patches it
