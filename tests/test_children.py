@@ -159,11 +159,77 @@ def test_a_pool_inside_a_child_gives_its_workers_disjoint_shares(tmp_path):
     assert "[[0], [1]] ['1', '1']" in under.stdout
 
 
-def test_a_bad_corral_children_value_is_one_line_and_exit_2():
-    r = run_python(["-c", "print('ran')"], env={"CORRAL_CHILDREN": "mode=fast"})
+@pytest.mark.parametrize("value", ["mode=fast", "budget=2", "budget=0@1f", "budget=x@1f", "budget=2@"])
+def test_a_bad_corral_children_value_is_one_line_and_exit_2(value):
+    r = run_python(["-c", "print('ran')"], env={"CORRAL_CHILDREN": value})
     assert r.returncode == 2
     assert r.stdout == ""
     assert r.stderr.startswith("corral: CORRAL_CHILDREN: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+# -- the budget a child takes from its parent (docs/children.md, "What a child costs") --------------------
+
+# A child reports what it got at its start: whether the C extension was loaded for it, the variables it was
+# given, and the budget recorded for its own children; then, with --grandchild, starts one and reports it.
+BUDGET_CHILD = textwrap.dedent("""\
+    import json, os, subprocess, sys
+    loaded = "corral._core" in sys.modules  # before anything of the child's own could import it
+    seen = {"core": loaded, "cpus": os.environ.get("CORRAL_CPUS"), "openblas": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "loky": os.environ.get("LOKY_MAX_CPU_COUNT"), "children": os.environ.get("CORRAL_CHILDREN"),
+            "affinity": len(os.sched_getaffinity(0))}
+    import corral
+    seen["budget"] = corral.budget().cpus
+    print(json.dumps(seen), flush=True)
+    if "--grandchild" in sys.argv:
+        subprocess.run([sys.executable, __file__], check=True)
+""")
+
+needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs in the affinity mask")
+
+
+def _budget_reports(tmp_path, program: str, *runner_args) -> list[dict]:
+    (tmp_path / "budget_child.py").write_text(BUDGET_CHILD)
+    (tmp_path / "prog.py").write_text(textwrap.dedent(program))
+    r = run_python(["-m", "corral", *runner_args, "prog.py"], cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@needs_two_cpus
+def test_a_child_takes_the_runners_budget_without_loading_the_extension(tmp_path):
+    child, grandchild = _budget_reports(tmp_path, """\
+        import subprocess, sys
+        subprocess.run([sys.executable, "budget_child.py", "--grandchild"], check=True)
+    """, "-p", "1")
+    for seen in (child, grandchild):
+        assert not seen["core"], seen  # the parent's budget, as recorded: no C extension at the start
+        assert (seen["cpus"], seen["openblas"], seen["loky"], seen["budget"]) == ("1", "1", "1", 1), seen
+
+
+@needs_two_cpus
+def test_a_child_with_another_affinity_reads_its_own_budget_and_records_it(tmp_path):
+    # The runner's budget is 2 (both CPUs); a child started on one CPU must not take it, and its own
+    # children take the child's, not the runner's.
+    child, grandchild = _budget_reports(tmp_path, """\
+        import os, subprocess, sys
+        subprocess.run([sys.executable, "budget_child.py", "--grandchild"], check=True,
+                       preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+    """)
+    assert child["core"] and child["affinity"] == 1, child  # read again: its inputs differ from the runner's
+    assert child["budget"] == 1 and child["loky"] == "1" and child["cpus"] is None, child
+    assert "budget=1@" in child["children"], child
+    assert not grandchild["core"] and grandchild["children"] == child["children"], grandchild
+    assert grandchild["loky"] == "1" and grandchild["budget"] == 1, grandchild
+
+
+@needs_two_cpus
+def test_a_child_given_another_corral_cpus_reads_its_own_budget(tmp_path):
+    child, = _budget_reports(tmp_path, """\
+        import os, subprocess, sys
+        subprocess.run([sys.executable, "budget_child.py"], check=True, env={**os.environ, "CORRAL_CPUS": "1"})
+    """)
+    assert child["core"], child
+    assert (child["cpus"], child["openblas"], child["loky"], child["budget"]) == ("1", "1", "1", 1), child
 
 
 def test_a_python_without_corral_ignores_the_variable(tmp_path):

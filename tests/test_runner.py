@@ -306,6 +306,24 @@ def test_no_native_leaves_openblas_spinning_alone():
     assert out.stdout.split() == ["None", "None", "None"], out.stderr
 
 
+# numpy loaded before the runner decides the program's limits (as a sitecustomize or a .pth file would load it):
+# the runner then lowers its OpenBLAS where the variable it read allowed more than the budget.
+LOADED_FIRST = ("import numpy, runpy, sys; sys.argv = ['corral', '-p', '1', '-c', 'import corral; "
+                "print([p[\"num_threads\"] for p in corral.native_pools() if p[\"library\"] == \"openblas\"])']; "
+                "runpy.run_module('corral', run_name='__main__', alter_sys=True)")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs in the affinity mask")
+@pytest.mark.parametrize("user", [None, "2", "1"])
+def test_libraries_loaded_before_the_runner_are_lowered_to_the_budget(user):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OMP_", "OPENBLAS_"))}
+    if user:
+        env["OPENBLAS_NUM_THREADS"] = user
+    out = subprocess.run([sys.executable, "-c", LOADED_FIRST], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[1]"], out.stdout
+
+
 # Objects of classes defined in __main__ cross process boundaries both ways (argument and result).
 MAIN_PICKLE = textwrap.dedent("""\
     import multiprocessing as mp, sys

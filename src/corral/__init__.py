@@ -34,20 +34,14 @@ __version__
     The package's version.
 """
 
-import importlib
-
-from . import _core
-from ._core import Budget, BudgetSource, budget, native_pools
-from ._share import share
-
-__version__ = _core.__version__
-
-# The pools, patch() and blocking import the stdlib's pool modules and corral's permits (some 40 ms): they
-# load on first use (PEP 562), so that `import corral`, which every child Python under the runner does,
-# stays cheap (docs/architecture.md, "Start-up").
+# Every public name loads on first use (PEP 562): the pools, patch() and blocking import the stdlib's pool
+# modules and corral's permits (some 40 ms), the rest the C extension (some 2 ms); `import corral`, which
+# every child Python under the runner does, imports neither (docs/architecture.md, "Start-up").
 _LAZY = {"ThreadPool": "corral._thread_pool", "ThreadPoolExecutor": "corral._executor", "Future": "corral._executor",
          "Pool": "corral._process_pool", "ProcessPoolExecutor": "corral._process_executor",
-         "blocking": "corral._blocking", "patch": "corral._patch"}
+         "blocking": "corral._blocking", "patch": "corral._patch", "share": "corral._share",
+         "budget": "corral._core", "Budget": "corral._core", "BudgetSource": "corral._core",
+         "native_pools": "corral._core", "__version__": "corral._core"}
 DEFERRED_IMPORTS = tuple(sorted(set(_LAZY.values())))  # tests/test_imports.py counts them in the module graph
 
 
@@ -55,6 +49,8 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    import importlib  # here, not at the top: importlib imports warnings (a child Python's start)
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -10,8 +10,6 @@ interpreter ("Fatal Python error: init_import_site", exit 1). So:
   KeyboardInterrupt at the top of the child's own code would under plain python.
 """
 
-from __future__ import annotations
-
 import _signal  # signal's C module (3.11-3.14): signal.py imports enum, 3 ms at every child's start
 import os
 import sys

@@ -8,24 +8,67 @@ corral installed has no .pth file and is left alone, as is anything that is not 
 
 The variable's value carries the runner's settings, so that a child's pools behave as the
 program's: "1" (the defaults), or a comma-separated list of `mode=dynamic|static`, `factor=F`,
-`force`, `no-native`. A child gets child_share() (the one place that decides it), the runner's
+`force`, `no-native`, and `budget=B@INPUTS`: the budget the runner decided and a digest of what it
+decided it from (budget_inputs). A child gets child_share() (the one place that decides it), the runner's
 limits for its own BLAS calls, and corral.patch() with those settings (entered at the child's first import of
 a pool module: _deferred_patch.py).
+
+A child whose budget inputs read as the runner's takes the runner's budget as it is, without loading the
+C extension (about 2 ms of a child's 10 ms start; docs/children.md, "What a child costs"); any other child
+reads its budget as corral.budget() does, and records it for its own children.
 """
 
-from __future__ import annotations
-
 import os
-from collections import namedtuple
-from collections.abc import Mapping, MutableMapping
 
-from . import _core, _deferred_patch, _pool_settings, _program_limits
+# collections.abc's own module, which os loads at every start (collections.abc imports collections, and
+# `from __future__ import annotations` the __future__ module: each some 0.3 ms of a child Python's start)
+from _collections_abc import Mapping, MutableMapping
+
+from . import _deferred_patch, _pool_settings
 from ._thread_limits import BUDGET_VAR, CHILDREN_VAR
 
+# Imported by name where needed (not at a child's start): tests/test_imports.py counts them in the module graph.
+CORE, PROGRAM_LIMITS = "corral._core", "corral._program_limits"
+DEFERRED_IMPORTS = (CORE, PROGRAM_LIMITS)
 
-# What the runner's options say about pools (corral.patch()'s arguments). Namedtuples here, not dataclasses:
-# this module runs at every child's start, and dataclasses imports inspect (some 10 ms).
-Settings = namedtuple("Settings", "native mode factor force", defaults=(True, "dynamic", 1.0, False))
+
+class Settings:
+    """What the runner's options say about pools (corral.patch()'s arguments), and the budget it decided
+    with the digest of its inputs (None: not recorded). A plain class: this module runs at every child's
+    start, where a namedtuple would import collections and a dataclass inspect."""
+
+    __slots__ = ("native", "mode", "factor", "force", "budget", "inputs")
+
+    def __init__(self, native: bool = True, mode: str = "dynamic", factor: float = 1.0, force: bool = False,
+                 budget: int | None = None, inputs: str | None = None):
+        self.native, self.mode, self.factor, self.force = native, mode, factor, force
+        self.budget, self.inputs = budget, inputs
+
+    def replace(self, **changes) -> "Settings":
+        return Settings(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
+
+    def __eq__(self, other) -> bool:
+        return type(other) is Settings and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
+
+_DIGEST_MODULUS = (1 << 61) - 1  # a prime: texts that differ anywhere give different digests, but by chance
+
+
+def budget_inputs(environ: Mapping[str, str] | None = None) -> str:
+    """A digest of what corral.budget() reads that a child may have otherwise than its parent: CORRAL_CPUS, the
+    affinity mask and the cgroup (/proc/self/cgroup). The quota and cpusets of one cgroup are taken as
+    the parent read them: a child's limits at its start are then the program's own, decided once at its
+    start (_program_limits.py), and its pools read corral.budget() itself as they are made."""
+    environ = os.environ if environ is None else environ
+    try:
+        with open("/proc/self/cgroup", "rb") as f:
+            cgroup = f.read()
+    except OSError:
+        cgroup = b""
+    text = f"{environ.get(BUDGET_VAR)}|{sorted(os.sched_getaffinity(0))}|".encode() + cgroup
+    return format(int.from_bytes(text, "little") % _DIGEST_MODULUS, "x")
 
 
 def encode(settings: Settings) -> str:
@@ -35,6 +78,8 @@ def encode(settings: Settings) -> str:
         words.append("force")
     if not settings.native:
         words.append("no-native")
+    if settings.budget is not None:
+        words.append(f"budget={settings.budget}@{settings.inputs}")
     return ",".join(words)
 
 
@@ -57,15 +102,26 @@ def decode(value: str) -> Settings:
             fields["force"] = True
         elif word.strip() == "no-native":
             fields["native"] = False
+        elif key == "budget" and eq and _is_budget(arg):
+            budget, _, fields["inputs"] = arg.partition("@")
+            fields["budget"] = int(budget)
         else:
-            raise ValueError(f"expected 1, or a list of mode=dynamic|static, factor=F, force, no-native; "
-                             f"got {word.strip()!r}")
+            raise ValueError(f"expected 1, or a list of mode=dynamic|static, factor=F, force, no-native, "
+                             f"budget=B@INPUTS; got {word.strip()!r}")
     return Settings(**fields)
 
 
-def enable(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:
-    """The runner: children started from now on join the budget with `settings`."""
+def _is_budget(arg: str) -> bool:
+    budget, at, inputs = arg.partition("@")
+    return budget.isascii() and budget.isdigit() and int(budget) >= 1 and bool(at) and inputs.isalnum()
+
+
+def enable(settings: Settings, budget: int | None = None, environ: MutableMapping[str, str] | None = None) -> None:
+    """The runner: children started from now on join the budget with `settings`; `budget`, the one it
+    decided from the environment as it is now, is recorded for them (budget_inputs)."""
     environ = os.environ if environ is None else environ
+    if budget is not None:
+        settings = settings.replace(budget=budget, inputs=budget_inputs(environ))
     environ[CHILDREN_VAR] = encode(settings)
 
 
@@ -75,22 +131,31 @@ def disable(environ: MutableMapping[str, str] | None = None) -> None:
     environ.pop(CHILDREN_VAR, None)
 
 
-# What a child process gets of the budget: budget, its CORRAL_CPUS (an int); cpus, its affinity (a frozenset
-# of CPU ids; None: the one it inherited).
-ChildShare = namedtuple("ChildShare", "budget cpus")
+class ChildShare:
+    """What a child process gets of the budget: budget, its CORRAL_CPUS (an int); cpus, its affinity (a
+    frozenset of CPU ids; None: the one it inherited)."""
+
+    __slots__ = ("budget", "cpus")
+
+    def __init__(self, budget: int, cpus: frozenset[int] | None = None):
+        self.budget, self.cpus = budget, cpus
 
 
-def child_share(environ: Mapping[str, str] | None = None) -> ChildShare:
+def child_share(known_budget: int | None = None) -> ChildShare:
     """The share of a child Python process: the one decision of what a child gets.
 
-    The parent's budget as its cap (CORRAL_CPUS and the affinity a child inherits); the permits it runs
-    on are drawn, with the program's and its other children's, from the program's tree share, which
-    the child joins through the CORRAL_SHARE it inherits (docs/share.md, "The program's tree").
-    Process-pool workers and Dask workers get smaller, disjoint shares of their own (_worker_share.py,
-    _dask_worker.py), applied after this one.
+    The parent's budget as its cap (CORRAL_CPUS and the affinity a child inherits: `known_budget`, the
+    one its parent recorded where the child's budget inputs read as its parent's, else corral.budget());
+    the permits it runs on are drawn, with the program's and its other children's, from the program's
+    tree share, which the child joins through the CORRAL_SHARE it inherits (docs/share.md, "The
+    program's tree"). Process-pool workers and Dask workers get smaller, disjoint shares of their own
+    (_worker_share.py, _dask_worker.py), applied after this one.
     """
-    del environ  # unused: the budget reads CORRAL_CPUS itself, the permit table CORRAL_SHARE
-    return ChildShare(budget=int(_core.budget().cpus), cpus=None)
+    if known_budget is None:
+        import importlib  # the C extension (some 2 ms): only where the parent's budget does not apply
+
+        known_budget = int(importlib.import_module(CORE).budget().cpus)
+    return ChildShare(budget=known_budget, cpus=None)
 
 
 def apply_share(share: ChildShare, environ: MutableMapping[str, str] | None = None) -> None:
@@ -115,14 +180,22 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
         settings = decode(environ.get(CHILDREN_VAR, "1"))
     except ValueError as exc:
         raise ValueError(f"{CHILDREN_VAR}: {exc}") from None
-    share = child_share(environ)
+    known = settings.budget if settings.budget is not None and settings.inputs == budget_inputs(environ) else None
+    share = child_share(known)
+    cpus_before = environ.get(BUDGET_VAR)
     apply_share(share, environ)
-    if settings.native:
-        limits = _program_limits.decide(share.budget, len(os.sched_getaffinity(0)), environ)
-        _program_limits.apply(share.budget, limits, environ)
+    if known is None or environ.get(BUDGET_VAR) != cpus_before:
+        enable(settings, share.budget, environ)  # for its own children, as the runner records it
+    visible = len(os.sched_getaffinity(0))
+    if settings.native and share.budget < visible:  # else the libraries' defaults fit: nothing to decide
+        import importlib  # not at import: most children have nothing to decide
+
+        _program_limits = importlib.import_module(PROGRAM_LIMITS)
+        _program_limits.apply(share.budget, _program_limits.decide(share.budget, visible, environ), environ)
     _active = _deferred_patch.DeferredPatch(native=settings.native, mode=settings.mode, factor=settings.factor,
                                             force=settings.force)
-    _active.start()  # for the child's whole life, as under the runner; entered at its first pool import
+    # For the child's whole life, as under the runner; entered at its first pool import.
+    _active.start(budget=share.budget)
 
 
 def end_in_child() -> None:

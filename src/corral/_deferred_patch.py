@@ -21,11 +21,8 @@ as under plain python. What the program can see of this is in docs/architecture.
 This module imports no pool module; the patch module is imported by name when it is needed.
 """
 
-from __future__ import annotations
-
 import _thread
 import gc
-import importlib
 import sys
 
 from . import _import_hooks, _pool_settings, _thread_limits
@@ -58,14 +55,14 @@ class DeferredPatch:
         self._hooks: list = []  # for stop()
         self._trigger_hooks: list = []  # the trigger modules' and corral's own modules' (inert once entered)
 
-    def start(self, *, now: bool = False) -> None:
+    def start(self, *, now: bool = False, budget: int | None = None) -> None:
         """Enters the patch now when `now` or when a trigger module is imported already, else at the first
-        import of one."""
+        import of one. `budget`: the process's, where the caller read it already (else corral.budget())."""
         # What the patch sets as it is entered, set now: pools read the settings, children inherit the
         # environment (joblib.cpu_count() and n_jobs=-1 follow LOKY_MAX_CPU_COUNT from the start, as before).
         self._previous_settings = _pool_settings.replace(**self._settings)
-        changes = _thread_limits.loky_cpu_count_changes(_pool_settings.budget_cpus(),
-                                                        force=bool(self._settings.get("force", False)))
+        budget = _pool_settings.budget_cpus() if budget is None else max(1, budget)
+        changes = _thread_limits.loky_cpu_count_changes(budget, force=bool(self._settings.get("force", False)))
         self._previous_environ = _thread_limits.apply(changes) if changes else None
         self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
@@ -114,6 +111,8 @@ class DeferredPatch:
         if self._patch is not None:
             return
         try:
+            import importlib  # not at this module's import: a child Python's start imports this module
+
             patch_module = importlib.import_module(PATCH_MODULE)
             with self._lock:
                 if self._patch is None:

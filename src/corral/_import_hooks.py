@@ -16,8 +16,6 @@ What a program may do to its imports is kept working:
   (ModuleNotFoundError for a module that exists). remove() takes it off, for a patch that ends.
 """
 
-from __future__ import annotations
-
 import sys
 
 

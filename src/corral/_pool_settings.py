@@ -9,11 +9,9 @@ Process-wide; corral.patch() and the `python -m corral` runner set them for the 
           pool is given no `force`.
 """
 
-from __future__ import annotations
-
 import _thread
 
-from . import _core, _thread_limits
+from . import _thread_limits
 
 MODES = ("dynamic", "static")
 
@@ -25,6 +23,17 @@ DYNAMIC = -1  # the dynamic rule, decided as each task starts
 
 _lock = _thread.allocate_lock()  # threading.Lock, without importing threading (docs/architecture.md, "Start-up")
 _settings = {"native": True, "mode": "dynamic", "factor": 1.0, "force": False}
+
+
+CORE = "corral._core"
+DEFERRED_IMPORTS = (CORE,)  # tests/test_imports.py counts it in the module graph
+
+
+def _core():
+    """The C extension, imported on first use: a child Python's start needs these settings, not it (some 2 ms)."""
+    import importlib
+
+    return importlib.import_module(CORE)
 
 
 def validate_factor(factor: float) -> float:
@@ -63,7 +72,7 @@ def replace(**changes) -> dict:
 
 def budget_cpus() -> int:
     """The process's CPU budget: corral.budget().cpus, at least 1."""
-    return max(1, int(_core.budget().cpus))
+    return max(1, int(_core().budget().cpus))
 
 
 def inner_threads(pool_size: int) -> int:
@@ -77,7 +86,7 @@ def inner_threads(pool_size: int) -> int:
         return LEAVE_ALONE
     budget = budget_cpus()
     cap = _thread_limits.native_limit(budget, force=settings["force"])
-    _core.set_inner_thread_cap(cap if cap < budget else 0)  # the binding's 0: no cap
+    _core().set_inner_thread_cap(cap if cap < budget else 0)  # the binding's 0: no cap
     if settings["mode"] == "static":
         return max(1, budget // pool_size)
     return DYNAMIC

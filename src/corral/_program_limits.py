@@ -10,10 +10,11 @@ thread counts".
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 
-from . import _core
 from ._thread_limits import MANAGED_VAR, THREAD_LIMIT_VARS, managed_vars
+
+CORE = "corral._core"
+DEFERRED_IMPORTS = (CORE,)  # tests/test_imports.py counts it in the module graph
 
 # Read when the library loads. Not NUMBA_NUM_THREADS (numba then refuses set_num_threads above
 # it: a program could fail), PYTHON_CPU_COUNT (os.cpu_count() is the program's to read) nor
@@ -22,10 +23,18 @@ LIBRARY_VARS: tuple[str, ...] = tuple(
     var for var in THREAD_LIMIT_VARS if var not in ("NUMBA_NUM_THREADS", "PYTHON_CPU_COUNT", "LOKY_MAX_CPU_COUNT"))
 
 
-# One thread-limit variable's decision (a namedtuple, not a dataclass: dataclasses imports inspect, some
-# 10 ms at every start of the runner and of each child Python):
-#   var; value: what the environment has now (None: unset); new: what to set (None: kept); why.
-Decision = namedtuple("Decision", "var value new why")
+class Decision:
+    """One thread-limit variable's decision: var; value, what the environment has now (None: unset); new,
+    what to set (None: kept); why. A plain class: this module runs at every start of the runner and of
+    each child Python, where a namedtuple would import collections and a dataclass inspect."""
+
+    __slots__ = ("var", "value", "new", "why")
+
+    def __init__(self, var: str, value: str | None, new: str | None, why: str):
+        self.var, self.value, self.new, self.why = var, value, new, why
+
+    def __repr__(self) -> str:
+        return f"Decision({self.var!r}, {self.value!r}, {self.new!r}, {self.why!r})"
 
 
 def decide(budget: int, visible: int, environ=None) -> list[Decision]:
@@ -60,17 +69,25 @@ def apply(budget: int, decisions: list[Decision], environ=None) -> int | None:
         return None
     environ = os.environ if environ is None else environ
     changed = {d.var: d.new for d in decisions if d.new is not None}
+    altered = any(d.new != d.value for d in decisions if d.new is not None)
     environ.update(changed)
     if changed:
         environ[MANAGED_VAR] = ",".join(sorted(managed_vars(environ) | set(changed)))
     kept = (_whole_number(d.value) for d in decisions if d.new is None)
     limit = min([budget, *(n for n in kept if n)])  # never raise a lower limit the user chose
-    _lower_loaded_libraries(limit)
+    # A library loaded already read the variables as they were: with none altered and each a number within
+    # the limit (a child of the runner, which set them), none can be above it, and the C extension that
+    # scans them need not load (docs/children.md, "What a child costs").
+    if altered or not all((_whole_number(environ.get(var)) or limit + 1) <= limit for var in LIBRARY_VARS):
+        _lower_loaded_libraries(limit)
     return limit
 
 
 def _lower_loaded_libraries(limit: int) -> None:
     """Libraries loaded before the program (sitecustomize, .pth files) read their variables already."""
+    import importlib
+
+    _core = importlib.import_module(CORE)  # not at import: see apply()
     pools = _core.native_pools()
     if any(p["num_threads"] > limit and p["scope"] == "process" for p in pools):
         _core.set_native_process_limit(limit)

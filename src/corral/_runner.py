@@ -324,7 +324,7 @@ def main(argv: list[str]) -> int:
         _children.disable()
     else:
         _children.enable(_children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor,
-                                            force=args.force))
+                                            force=args.force), budget)
     limits = []
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
