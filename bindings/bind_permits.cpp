@@ -49,8 +49,11 @@ struct task_spec {
   // A list, empty until the pool's first task starts (which appends to it), or None: the pool
   // starts all its threads at once, and its queues already hold a burst's siblings.
   PyObject* first = nullptr;
-  PyObject* const* queues = nullptr;
-  Py_ssize_t n_queues = 0;
+  PyObject* put_queue = nullptr;  // the queue whose next put the first task may wait for
+  // The queues' qsize, bound: called for every task, a bound method costs no attribute lookup (a
+  // lookup on the queue was about a fifth of corral's own cost per item of imap_unordered).
+  PyObject* const* sizes = nullptr;
+  Py_ssize_t n_sizes = 0;
 };
 
 bool parse_spec(PyObject* spec, task_spec& out) {
@@ -59,9 +62,10 @@ bool parse_spec(PyObject* spec, task_spec& out) {
     return !(out.inner == -1 && PyErr_Occurred());
   }
   const Py_ssize_t n = PyTuple_GET_SIZE(spec);
-  if (n < 3) {
+  if (n < 3 || n == 4) {
     PyErr_SetString(PyExc_TypeError,
-                    "run_permitted: a spec tuple is (inner, pool_threads, first, *queues)");
+                    "run_permitted: a spec tuple is (inner, pool_threads, first[, put_queue, "
+                    "*qsizes])");
     return false;
   }
   out.inner = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
@@ -69,25 +73,20 @@ bool parse_spec(PyObject* spec, task_spec& out) {
   out.pool_threads = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
   if (out.pool_threads == -1 && PyErr_Occurred()) return false;
   out.first = PyTuple_GET_ITEM(spec, 2);
-  out.queues = &PyTuple_GET_ITEM(spec, 3);
-  out.n_queues = n - 3;
+  if (n > 3) {
+    out.put_queue = PyTuple_GET_ITEM(spec, 3);
+    out.sizes = &PyTuple_GET_ITEM(spec, 4);
+    out.n_sizes = n - 4;
+  }
   return true;
 }
 
-// Tasks queued in the pool's queues (qsize()); a queue that cannot say counts 0. Called for every
-// task of a map: the method name is interned once and called without a bound method (no string
-// made and hashed, no object for the collector per call; imap_unordered of tiny items spent about
-// a tenth of its time there).
+// Tasks queued in the pool's queues (their bound qsize()); a queue that cannot say counts 0.
+// Called for every task of a map.
 long queued_tasks(const task_spec& spec) {
-  static PyObject* const qsize =
-      PyUnicode_InternFromString("qsize");  // under the GIL; kept for ever
-  if (qsize == nullptr) {
-    PyErr_Clear();
-    return 0;
-  }
   long queued = 0;
-  for (Py_ssize_t i = 0; i < spec.n_queues; ++i) {
-    PyObject* size = PyObject_CallMethodNoArgs(spec.queues[i], qsize);
+  for (Py_ssize_t i = 0; i < spec.n_sizes; ++i) {
+    PyObject* size = PyObject_CallNoArgs(spec.sizes[i]);
     const long n = size != nullptr ? PyLong_AsLong(size) : -1;
     Py_XDECREF(size);
     if (n < 0) {
@@ -143,7 +142,7 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
     if (spec.inner != 0) {
       unsigned running = table.running();
       bool alone = table.alone();
-      if (spec.inner < 0 && spec.n_queues > 0) {
+      if (spec.inner < 0 && spec.n_sizes > 0) {
         long queued = queued_tasks(spec);
         // What the wait is for is a count a task keeps for its whole run: a per-thread control
         // (OpenMP's); a process-wide one (OpenBLAS's pthreads build) follows the siblings down
@@ -156,9 +155,9 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
           // count is decided; once per pool. The submitter's next put ends the moment: a map
           // puts its second task some tens of microseconds after the first thread started, and
           // a pool made per outer task (W7) would otherwise hold a permit idle 1 ms each time.
-          const std::optional<std::uint32_t> puts = work_queue_puts(spec.queues[0]);
+          const std::optional<std::uint32_t> puts = work_queue_puts(spec.put_queue);
           if (puts && queued_tasks(spec) == 0) {  // the count read first: no put is missed
-            wait_for_put(spec.queues[0], *puts, first_task_wait);
+            wait_for_put(spec.put_queue, *puts, first_task_wait);
           } else if (!puts) {
             PyThreadState* state = PyEval_SaveThread();
             std::this_thread::sleep_for(first_task_wait);
@@ -193,10 +192,11 @@ PyMethodDef run_permitted_def = {
     METH_FASTCALL | METH_KEYWORDS,
     "run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) on the calling thread while "
     "it holds one of the process's permits (waiting for one with the GIL released). spec: "
-    "inner_threads, or (inner_threads, pool_threads, first, *queues). inner_threads: 0 leaves "
+    "inner_threads, or (inner_threads, pool_threads, first[, put_queue, *qsizes]) (qsizes: the "
+    "bound qsize methods of the pool's queues). inner_threads: 0 leaves "
     "BLAS/OpenMP "
     "limits alone, -1 sets max(1, permits // demand) for the call (demand: tasks running, and the "
-    "tasks in the queues' qsize() up to pool_threads), n > 0 sets n."};
+    "tasks their qsizes() count, up to pool_threads), n > 0 sets n."};
 
 // corral.blocking() and the wait hooks: enter() and exit() on the same thread.
 class python_permit_pause {

@@ -10,6 +10,7 @@
 // class's own methods do the queueing.
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -261,11 +262,20 @@ bool claims_here(bool blocking_get) {
 PyObject* forward(PyObject* method, PyObject* self, PyObject* const* args, Py_ssize_t nargs,
                   PyObject* kwnames) {
   const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0;
-  std::vector<PyObject*> stack;
-  stack.reserve(static_cast<std::size_t>(1 + nargs + nkw));
-  stack.push_back(self);
-  stack.insert(stack.end(), args, args + nargs + nkw);
-  return PyObject_Vectorcall(method, stack.data(), static_cast<std::size_t>(1 + nargs), kwnames);
+  const auto count = static_cast<std::size_t>(1 + nargs + nkw);
+  // put(item) and get(): a few arguments, on the stack (a vector's allocation was a tenth of a
+  // put's cost); more only from a caller that spells out every keyword.
+  constexpr std::size_t on_stack = 8;
+  PyObject* small[on_stack];
+  std::vector<PyObject*> large;
+  PyObject** stack = small;
+  if (count > on_stack) {
+    large.resize(count);
+    stack = large.data();
+  }
+  stack[0] = self;
+  std::copy(args, args + nargs + nkw, stack + 1);
+  return PyObject_Vectorcall(method, stack, static_cast<std::size_t>(1 + nargs), kwnames);
 }
 
 // fn()'s result, with a C++ exception (a permit of another table held, no memory) turned into a

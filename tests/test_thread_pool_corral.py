@@ -474,8 +474,8 @@ FIRST_TASK_WAITS = """\
 import ctypes, ctypes.util, corral, numpy
 from corral import _permits, _work_queue
 def waits(pool_threads):  # `first`: the list run_permitted marks when it takes a pool's first-task turn
-    first = []
-    spec = (_permits.DYNAMIC, pool_threads, first, _work_queue.WorkQueue())
+    spec = _permits.spec(_permits.DYNAMIC, pool_threads, True, _work_queue.WorkQueue())
+    first = spec[2]
     assert corral._core.run_permitted(spec, pow, 2, 10) == 1024
     return first != []
 def per_thread_counts():

@@ -39,8 +39,12 @@ def spec(inner_threads: int, pool_threads: int, lazy_threads: bool, *queues):
     """run()'s first argument for the tasks of a pool of `pool_threads` threads fed by `queues`."""
     if inner_threads != DYNAMIC:
         return inner_threads
-    # the binding's `first`: a list the pool's first task appends to, or None
-    return (inner_threads, pool_threads, [] if lazy_threads else None, *queues)
+    # the binding's `first`: a list the pool's first task appends to, or None; then the queue whose puts
+    # that task may wait for, and every queue's qsize, bound (the binding calls them for every task)
+    first = [] if lazy_threads else None
+    if not queues:
+        return (inner_threads, pool_threads, first)
+    return (inner_threads, pool_threads, first, queues[0], *(queue.qsize for queue in queues))
 
 
 _started_in = None  # the pid that started the monitor (a forked child starts its own)
