@@ -159,7 +159,8 @@ def test_a_pool_inside_a_child_gives_its_workers_disjoint_shares(tmp_path):
     assert "[[0], [1]] ['1', '1']" in under.stdout
 
 
-@pytest.mark.parametrize("value", ["mode=fast", "budget=2", "budget=0@1f", "budget=x@1f", "budget=2@"])
+@pytest.mark.parametrize("value", ["mode=fast", "budget=2", "budget=0@1f", "budget=x@1f", "budget=2@",
+                                   "budget=65537@1f", "budget=" + "9" * 5000 + "@1f"])
 def test_a_bad_corral_children_value_is_one_line_and_exit_2(value):
     r = run_python(["-c", "print('ran')"], env={"CORRAL_CHILDREN": value})
     assert r.returncode == 2
@@ -187,10 +188,10 @@ BUDGET_CHILD = textwrap.dedent("""\
 needs_two_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs in the affinity mask")
 
 
-def _budget_reports(tmp_path, program: str, *runner_args) -> list[dict]:
+def _budget_reports(tmp_path, program: str, *runner_args, env=None, prefix=()) -> list[dict]:
     (tmp_path / "budget_child.py").write_text(BUDGET_CHILD)
     (tmp_path / "prog.py").write_text(textwrap.dedent(program))
-    r = run_python(["-m", "corral", *runner_args, "prog.py"], cwd=tmp_path, timeout=120)
+    r = run_python(["-m", "corral", *runner_args, "prog.py"], cwd=tmp_path, timeout=120, env=env, prefix=prefix)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines()]
 
@@ -223,13 +224,81 @@ def test_a_child_with_another_affinity_reads_its_own_budget_and_records_it(tmp_p
 
 
 @needs_two_cpus
-def test_a_child_given_another_corral_cpus_reads_its_own_budget(tmp_path):
-    child, = _budget_reports(tmp_path, """\
+@pytest.mark.parametrize("runner_cpus, child_cpus", [(None, "1"), ("9       \t", "1       \n")],
+                         ids=["runner-unset", "near-collision"])
+def test_a_child_given_another_corral_cpus_reads_its_own_budget(tmp_path, runner_cpus, child_cpus):
+    # The second pair once had the same digest (a sum of shifted bytes): the child took the runner's 9.
+    child, = _budget_reports(tmp_path, f"""\
         import os, subprocess, sys
-        subprocess.run([sys.executable, "budget_child.py"], check=True, env={**os.environ, "CORRAL_CPUS": "1"})
-    """)
+        env = {{**os.environ, "CORRAL_CPUS": {child_cpus!r}}}
+        subprocess.run([sys.executable, "budget_child.py"], check=True, env=env)
+    """, env={"CORRAL_CPUS": runner_cpus} if runner_cpus else None)
     assert child["core"], child
-    assert (child["cpus"], child["openblas"], child["loky"], child["budget"]) == ("1", "1", "1", 1), child
+    assert (child["cpus"], child["openblas"], child["loky"], child["budget"]) == (child_cpus, "1", "1", 1), child
+
+
+def test_the_recorded_settings_keep_every_digit_of_the_factor():
+    from corral import _children
+
+    settings = _children.Settings(mode="static", factor=1.0000001, force=True, native=False)
+    assert _children.decode(_children.encode(settings)) == settings  # `-f 1.0000001` once reached children as 1
+
+
+def _cgroup_v1_cpu() -> str:
+    root = "/sys/fs/cgroup/cpu"
+    if os.geteuid() != 0 or not os.access(os.path.join(root, "cgroup.procs"), os.W_OK) or \
+            not os.path.exists(os.path.join(root, "cpu.cfs_quota_us")) or shutil.which("unshare") is None:
+        pytest.skip("needs root, unshare and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
+    return root
+
+
+@pytest.fixture
+def quota_group():
+    """A cgroup v1 cpu group of its own with a quota of 1 CPU; removed afterwards."""
+    group = os.path.join(_cgroup_v1_cpu(), f"corral-test-{os.getpid()}-{os.urandom(4).hex()}")
+    os.mkdir(group)
+    with open(os.path.join(group, "cpu.cfs_period_us")) as f:
+        period = int(f.read())
+    with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+        f.write(str(period))
+    yield group
+    for _ in range(50):  # the children have exited; the kernel may take a moment to let go
+        try:
+            os.rmdir(group)
+            break
+        except OSError:
+            time.sleep(0.1)
+
+
+def test_a_child_in_a_cgroup_namespace_of_its_own_reads_its_own_budget(tmp_path):
+    # In a namespace of its own a child may read its parent's /proc/self/cgroup text from another cgroup.
+    # The runner in a namespace of its own too, so that both read every cgroup as "/".
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (a cgroup namespace)")
+    child, = _budget_reports(tmp_path, """\
+        import subprocess, sys
+        subprocess.run(["unshare", "-C", sys.executable, "budget_child.py"], check=True)
+    """, prefix=("unshare", "-C"))
+    assert child["core"], child
+
+
+@needs_two_cpus
+def test_a_quota_raised_after_the_runner_started_is_not_pinned_in_a_child(tmp_path, quota_group):
+    # The runner starts under a quota of 1 CPU; the program lifts it, then starts a child: the child's budget
+    # is what corral.budget() reads now (2), and no CORRAL_CPUS keeps the runner's 1.
+    (tmp_path / "budget_child.py").write_text(BUDGET_CHILD)
+    (tmp_path / "prog.py").write_text(textwrap.dedent(f"""\
+        import subprocess, sys
+        with open({os.path.join(quota_group, "cpu.cfs_quota_us")!r}, "w") as f:
+            f.write("-1")
+        subprocess.run([sys.executable, "budget_child.py"], check=True)
+    """))
+    enter = ["sh", "-c", f'echo $$ > {quota_group}/cgroup.procs && exec "$@"', "sh"]
+    r = subprocess.run([*enter, sys.executable, "-m", "corral", "prog.py"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    child, = [json.loads(line) for line in r.stdout.splitlines()]
+    assert child["cpus"] is None and child["budget"] == 2, child
 
 
 def test_a_python_without_corral_ignores_the_variable(tmp_path):

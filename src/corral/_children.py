@@ -53,27 +53,42 @@ class Settings:
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
-_DIGEST_MODULUS = (1 << 61) - 1  # a prime: texts that differ anywhere give different digests, but by chance
+MAX_BUDGET = 65536  # CORRAL_CPUS's own bound (docs/budget.md): a recorded budget above it is refused
+
+
+def _fnv1a(data: bytes) -> int:
+    """FNV-1a, 64 bits: every byte is mixed by a multiplication, so texts that differ anywhere give
+    different digests but by chance (a sum of shifted bytes, the first digest here, gave '9       \t' and
+    '1       \n' the same one). Not a defence against a digest forged on purpose: CORRAL_CHILDREN is
+    corral's, and a value written by hand is trusted as the runner's within MAX_BUDGET."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def budget_inputs(environ: Mapping[str, str] | None = None) -> str:
     """A digest of what corral.budget() reads that a child may have otherwise than its parent: CORRAL_CPUS, the
-    affinity mask and the cgroup (/proc/self/cgroup). The quota and cpusets of one cgroup are taken as
-    the parent read them: a child's limits at its start are then the program's own, decided once at its
-    start (_program_limits.py), and its pools read corral.budget() itself as they are made."""
+    affinity mask, and the cgroup (the text of /proc/self/cgroup and the cgroup namespace it is read in:
+    under a namespace of its own a child may read its parent's text from another cgroup). The quota and
+    cpusets of one cgroup are taken as the parent read them: a child's limits at its start are then the
+    program's own, decided once at its start (_program_limits.py), and its pools read corral.budget()
+    itself as they are made. An input that cannot be read gives a digest no parent recorded."""
     environ = os.environ if environ is None else environ
     try:
         with open("/proc/self/cgroup", "rb") as f:
             cgroup = f.read()
+        namespace = os.stat("/proc/self/ns/cgroup").st_ino
+        affinity = sorted(os.sched_getaffinity(0))
     except OSError:
-        cgroup = b""
-    text = f"{environ.get(BUDGET_VAR)}|{sorted(os.sched_getaffinity(0))}|".encode() + cgroup
-    return format(int.from_bytes(text, "little") % _DIGEST_MODULUS, "x")
+        return "unread"
+    head = f"{environ.get(BUDGET_VAR)}|{affinity}|{namespace}|".encode("utf-8", "surrogateescape")
+    return format(_fnv1a(head + cgroup), "x")
 
 
 def encode(settings: Settings) -> str:
     """The value of CORRAL_CHILDREN that gives children `settings`."""
-    words = [f"mode={settings.mode}", f"factor={settings.factor:g}"]
+    words = [f"mode={settings.mode}", f"factor={settings.factor!r}"]  # repr: every digit (1.0000001 is not 1)
     if settings.force:
         words.append("force")
     if not settings.native:
@@ -113,15 +128,18 @@ def decode(value: str) -> Settings:
 
 def _is_budget(arg: str) -> bool:
     budget, at, inputs = arg.partition("@")
-    return budget.isascii() and budget.isdigit() and int(budget) >= 1 and bool(at) and inputs.isalnum()
+    return (budget.isascii() and budget.isdigit() and len(budget) <= len(str(MAX_BUDGET))
+            and 1 <= int(budget) <= MAX_BUDGET and bool(at) and inputs.isascii() and inputs.isalnum())
 
 
-def enable(settings: Settings, budget: int | None = None, environ: MutableMapping[str, str] | None = None) -> None:
-    """The runner: children started from now on join the budget with `settings`; `budget`, the one it
-    decided from the environment as it is now, is recorded for them (budget_inputs)."""
+def enable(settings: Settings, budget: int | None = None, inputs: str | None = None,
+           environ: MutableMapping[str, str] | None = None) -> None:
+    """The runner: children started from now on join the budget with `settings`. `budget` is recorded for
+    them when `inputs`, the budget_inputs() read before the budget was, still read the same (else no
+    budget is recorded, and each child reads its own)."""
     environ = os.environ if environ is None else environ
-    if budget is not None:
-        settings = settings.replace(budget=budget, inputs=budget_inputs(environ))
+    recorded = budget is not None and inputs is not None and inputs == budget_inputs(environ)
+    settings = settings.replace(budget=budget if recorded else None, inputs=inputs if recorded else None)
     environ[CHILDREN_VAR] = encode(settings)
 
 
@@ -132,8 +150,8 @@ def disable(environ: MutableMapping[str, str] | None = None) -> None:
 
 
 class ChildShare:
-    """What a child process gets of the budget: budget, its CORRAL_CPUS (an int); cpus, its affinity (a
-    frozenset of CPU ids; None: the one it inherited)."""
+    """What a child process gets of the budget: budget, the count its start-up limits follow (an int); cpus,
+    its affinity (a frozenset of CPU ids; None: the one it inherited)."""
 
     __slots__ = ("budget", "cpus")
 
@@ -158,12 +176,12 @@ def child_share(known_budget: int | None = None) -> ChildShare:
     return ChildShare(budget=known_budget, cpus=None)
 
 
-def apply_share(share: ChildShare, environ: MutableMapping[str, str] | None = None) -> None:
-    environ = os.environ if environ is None else environ
+def apply_share(share: ChildShare) -> None:
+    """The share's affinity, where it has one. CORRAL_CPUS is left as the child inherited it: its budget
+    stays what corral.budget() reads, live, as the program's does (a quota changed since the runner
+    started included)."""
     if share.cpus is not None:
         os.sched_setaffinity(0, share.cpus)
-    if BUDGET_VAR in environ or share.budget != len(os.sched_getaffinity(0)):
-        environ[BUDGET_VAR] = str(share.budget)
 
 
 _active: _deferred_patch.DeferredPatch | None = None  # the patch start_in_child started (end_in_child ends it)
@@ -180,12 +198,12 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
         settings = decode(environ.get(CHILDREN_VAR, "1"))
     except ValueError as exc:
         raise ValueError(f"{CHILDREN_VAR}: {exc}") from None
-    known = settings.budget if settings.budget is not None and settings.inputs == budget_inputs(environ) else None
+    inputs = budget_inputs(environ)
+    known = settings.budget if settings.budget is not None and settings.inputs == inputs else None
     share = child_share(known)
-    cpus_before = environ.get(BUDGET_VAR)
-    apply_share(share, environ)
-    if known is None or environ.get(BUDGET_VAR) != cpus_before:
-        enable(settings, share.budget, environ)  # for its own children, as the runner records it
+    apply_share(share)
+    if known is None:
+        enable(settings, share.budget, inputs, environ)  # for its own children, as the runner records it
     visible = len(os.sched_getaffinity(0))
     if settings.native and share.budget < visible:  # else the libraries' defaults fit: nothing to decide
         import importlib  # not at import: most children have nothing to decide

@@ -301,6 +301,7 @@ def main(argv: list[str]) -> int:
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
     apply_share(parser, args)
+    budget_inputs = _children.budget_inputs()  # read before the budget: recorded with it for children
     try:
         budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
         source = _share.source()  # joins the share (or make's jobserver) now: one we may not open is exit 2
@@ -324,7 +325,7 @@ def main(argv: list[str]) -> int:
         _children.disable()
     else:
         _children.enable(_children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor,
-                                            force=args.force), budget)
+                                            force=args.force), budget, budget_inputs)
     limits = []
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
