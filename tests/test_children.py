@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from _helpers import run_python
+from _helpers import enter_group, quota_group, run_python
 
 # Each child reports what corral gave it on stderr (one JSON line, "child:" first) and what any program
 # sees on stdout: the two runs' stdout must be equal.
@@ -244,32 +244,6 @@ def test_the_recorded_settings_keep_every_digit_of_the_factor():
     assert _children.decode(_children.encode(settings)) == settings  # `-f 1.0000001` once reached children as 1
 
 
-def _cgroup_v1_cpu() -> str:
-    root = "/sys/fs/cgroup/cpu"
-    if os.geteuid() != 0 or not os.access(os.path.join(root, "cgroup.procs"), os.W_OK) or \
-            not os.path.exists(os.path.join(root, "cpu.cfs_quota_us")) or shutil.which("unshare") is None:
-        pytest.skip("needs root, unshare and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
-    return root
-
-
-@pytest.fixture
-def quota_group():
-    """A cgroup v1 cpu group of its own with a quota of 1 CPU; removed afterwards."""
-    group = os.path.join(_cgroup_v1_cpu(), f"corral-test-{os.getpid()}-{os.urandom(4).hex()}")
-    os.mkdir(group)
-    with open(os.path.join(group, "cpu.cfs_period_us")) as f:
-        period = int(f.read())
-    with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
-        f.write(str(period))
-    yield group
-    for _ in range(50):  # the children have exited; the kernel may take a moment to let go
-        try:
-            os.rmdir(group)
-            break
-        except OSError:
-            time.sleep(0.1)
-
-
 def test_a_child_in_a_cgroup_namespace_of_its_own_reads_its_own_budget(tmp_path):
     # In a namespace of its own a child may read its parent's /proc/self/cgroup text from another cgroup.
     # The runner in a namespace of its own too, so that both read every cgroup as "/".
@@ -283,21 +257,16 @@ def test_a_child_in_a_cgroup_namespace_of_its_own_reads_its_own_budget(tmp_path)
 
 
 @needs_two_cpus
-def test_a_quota_raised_after_the_runner_started_is_not_pinned_in_a_child(tmp_path, quota_group):
+def test_a_quota_raised_after_the_runner_started_is_not_pinned_in_a_child(tmp_path):
     # The runner starts under a quota of 1 CPU; the program lifts it, then starts a child: the child's budget
     # is what corral.budget() reads now (2), and no CORRAL_CPUS keeps the runner's 1.
-    (tmp_path / "budget_child.py").write_text(BUDGET_CHILD)
-    (tmp_path / "prog.py").write_text(textwrap.dedent(f"""\
-        import subprocess, sys
-        with open({os.path.join(quota_group, "cpu.cfs_quota_us")!r}, "w") as f:
-            f.write("-1")
-        subprocess.run([sys.executable, "budget_child.py"], check=True)
-    """))
-    enter = ["sh", "-c", f'echo $$ > {quota_group}/cgroup.procs && exec "$@"', "sh"]
-    r = subprocess.run([*enter, sys.executable, "-m", "corral", "prog.py"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    child, = [json.loads(line) for line in r.stdout.splitlines()]
+    with quota_group(1) as group:
+        child, = _budget_reports(tmp_path, f"""\
+            import subprocess, sys
+            with open({os.path.join(group, "cpu.cfs_quota_us")!r}, "w") as f:
+                f.write("-1")
+            subprocess.run([sys.executable, "budget_child.py"], check=True)
+        """, prefix=enter_group(group))
     assert child["cpus"] is None and child["budget"] == 2, child
 
 

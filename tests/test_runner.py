@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from _helpers import enter_group, quota_group
 from _helpers import run_python as run
 
 SHOW = textwrap.dedent("""\
@@ -408,41 +409,17 @@ def test_budget_caps_the_programs_own_blas_calls():
     assert _blas(["-m", "corral", "--no-native", "-p", "1"])[0][2:] == [visible, "None"]
 
 
-def _cgroup_v1_cpu():
-    root = "/sys/fs/cgroup/cpu"
-    if os.geteuid() != 0 or not os.access(os.path.join(root, "cgroup.procs"), os.W_OK) or \
-            not os.path.exists(os.path.join(root, "cpu.cfs_quota_us")):
-        pytest.skip("needs root and a writable cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
-    return root
-
-
 def test_cgroup_quota_caps_the_programs_own_blas_calls():
     _two_cpus()
     pytest.importorskip("numpy")
-    root = _cgroup_v1_cpu()
-    group = os.path.join(root, f"corral-test-{os.getpid()}-{os.urandom(4).hex()}")
-    os.mkdir(group)
-    try:
-        with open(os.path.join(group, "cpu.cfs_period_us")) as f:
-            period = int(f.read())
-        with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
-            f.write(str(period))  # 1 CPU
-        enter = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"]
+    with quota_group(1) as group:
+        enter = enter_group(group)
         visible = str(len(os.sched_getaffinity(0)))
         plain, _ = _blas([], prefix=enter)
         assert plain[2] == visible
         (cpus, source, threads, _), report = _blas(["-m", "corral", "-v"], prefix=enter)
         assert (cpus, threads) == ("1", "1"), report
         assert "quota" in source
-    finally:
-        for _ in range(50):  # the children have exited; the kernel may take a moment to let go
-            try:
-                os.rmdir(group)
-                break
-            except OSError:
-                import time
-
-                time.sleep(0.1)
 
 
 # Keeps empty lists alive, one at a time, until the collector's first full collection, and prints how many it
