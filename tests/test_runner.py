@@ -198,6 +198,7 @@ BAD_INPUT = [
     ([], {"CORRAL_CPUS": "0"}, "CORRAL_CPUS"),
     ([], {"CORRAL_CPUS": "-1"}, "CORRAL_CPUS"),
     ([], {"CORRAL_CPUS": "99999"}, "CORRAL_CPUS"),
+    ([], {"CORRAL_CPUS": "2\udcff"}, 'CORRAL_CPUS="2\\xff"'),  # the byte 0xff (os.fsencode): not UTF-8
 ]
 
 

@@ -21,10 +21,29 @@ namespace {
 constexpr std::string_view affinity_name = "affinity";
 constexpr int max_budget = cpu_set::max_cpu_id + 1;
 
+// The value as the message shows it: printable ASCII as it is, any other byte as \xNN, so that the
+// message is text whatever the environment holds (the bindings decode it as UTF-8: a raw 0xff byte
+// once surfaced as Python's UnicodeDecodeError instead of this message).
+std::string quoted(std::string_view value) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : value.substr(0, 100)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f && byte != '\\') {
+      out += c;
+    } else {
+      out += "\\x";
+      out += hex[byte >> 4];
+      out += hex[byte & 0xf];
+    }
+  }
+  return out;
+}
+
 [[noreturn]] void bad_env(std::string_view value, std::string_view why) {
   std::string message = budget_env_var;
   message += "=\"";
-  message.append(value.substr(0, 100));
+  message += quoted(value);
   message += "\" is not a valid CPU count: ";
   message += why;
   throw std::invalid_argument(message);

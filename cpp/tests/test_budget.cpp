@@ -316,6 +316,21 @@ TEST(Budget, MalformedCorralCpusIsAClearError) {
   EXPECT_EQ(parse_corral_cpus("1"), 1);
 }
 
+TEST(Budget, AMalformedCorralCpusIsQuotedAsText) {
+  // Bytes that are not printable ASCII (not UTF-8 at all here) are shown as \xNN: the bindings
+  // decode the message as UTF-8.
+  fake_tree tree;
+  budget_options options = options_for(tree);
+  options.env_cpus = std::string("2\xff\t\\");
+  try {
+    (void)read_budget(options);
+    ADD_FAILURE() << "accepted a value with a 0xff byte";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("CORRAL_CPUS=\"2\\xff\\x09\\x5c\""), std::string::npos)
+        << error.what();
+  }
+}
+
 TEST(Budget, TopologyOfTheAllowedCpus) {
   fake_tree tree;
   write_v2(tree, "/job");
