@@ -255,10 +255,18 @@ def test_the_first_task_of_a_burst_does_not_take_the_whole_budget(pool):
     alone, but its siblings are queued: it must not get budget-many threads (docs/native.md)."""
     pytest.importorskip("sklearn")
     pytest.importorskip("threadpoolctl")
-    out = run_python(["-m", "corral", "-p", "2", "-c", BURST_PROBE, pool], env={"OMP_NUM_THREADS": "2"},
-                     timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str([1] * 8)
+    # An executor's first task waits at most 1 ms for its submitter's next put: a stall of the machine longer
+    # than that (CI on 3.14 once) gives it 2. Without the wait it gets 2 in every run, so three tries still
+    # tell the rule from its absence.
+    seen = []
+    for _ in range(3):
+        out = run_python(["-m", "corral", "-p", "2", "-c", BURST_PROBE, pool], env={"OMP_NUM_THREADS": "2"},
+                         timeout=120)
+        assert out.returncode == 0, out.stderr
+        seen.append(out.stdout.strip())
+        if seen[-1] == str([1] * 8):
+            break
+    assert seen[-1] == str([1] * 8), seen
 
 
 def test_unannounced_waits_do_not_throttle_the_pool():
