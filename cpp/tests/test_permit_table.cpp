@@ -52,6 +52,14 @@ int peak_running(permit_table& table, int threads, int rounds, std::chrono::micr
   return peak.load();
 }
 
+// A task that pauses (giving its permit to the main thread), says so with stage 1, and comes back
+// from its pause once the main thread sets stage 2.
+void pause_until_stage_2(std::atomic<int>& stage) {
+  permit_pause pause;
+  stage = 1;
+  while (stage.load() != 2) std::this_thread::sleep_for(1ms);
+}
+
 }  // namespace
 
 TEST(PermitTable, HoldersNeverExceedThePermits) {
@@ -415,11 +423,7 @@ TEST(PermitTable, AThreadBackFromAPauseIsNeverKeptWaiting) {
   std::atomic<int> stage{0};
   std::thread returner([&] {
     permit p(table);
-    {
-      permit_pause pause;  // gives the permit to the main thread
-      stage = 1;
-      while (stage.load() != 2) std::this_thread::sleep_for(1ms);
-    }  // queues at the front for a permit
+    pause_until_stage_2(stage);  // then queues at the front for a permit
     stage = 3;
     // Holds it until the main thread has looked (its own end would keep it, rightly).
     while (stage.load() != 4) std::this_thread::yield();  // running: the monitor leaves it be
@@ -444,11 +448,7 @@ TEST(PermitTable, AReturningWaiterIsCountedAsReturningAndAsAHolder) {
   std::atomic<int> stage{0};
   std::thread returner([&] {
     permit p(table);
-    {
-      permit_pause pause;  // gives the permit to the main thread
-      stage = 1;
-      while (stage.load() != 2) std::this_thread::sleep_for(1ms);
-    }  // queues at the front for a permit, still a holder
+    pause_until_stage_2(stage);  // then queues at the front for a permit, still a holder
   });
   ASSERT_TRUE(eventually([&] { return stage.load() == 1; }));
   table.acquire();

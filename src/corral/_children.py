@@ -25,11 +25,11 @@ import os
 from _collections_abc import Mapping, MutableMapping
 
 from . import _deferred_patch, _pool_settings
-from ._thread_limits import BUDGET_VAR, CHILDREN_VAR
+from ._thread_limits import BUDGET_VAR, CHILDREN_VAR, MAX_BUDGET
 
-# Imported by name where needed (not at a child's start): tests/test_imports.py counts them in the module graph.
-CORE, PROGRAM_LIMITS = "corral._core", "corral._program_limits"
-DEFERRED_IMPORTS = (CORE, PROGRAM_LIMITS)
+# Imported by name where needed (not at a child's start): tests/test_imports.py counts it in the module graph.
+PROGRAM_LIMITS = "corral._program_limits"
+DEFERRED_IMPORTS = (PROGRAM_LIMITS,)
 
 
 class Settings:
@@ -52,8 +52,6 @@ class Settings:
 
     def __repr__(self) -> str:
         return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
-
-MAX_BUDGET = 65536  # CORRAL_CPUS's own bound (docs/budget.md): a recorded budget above it is refused
 
 
 def _fnv1a(data: bytes) -> int:
@@ -150,13 +148,14 @@ def disable(environ: MutableMapping[str, str] | None = None) -> None:
 
 
 class ChildShare:
-    """What a child process gets of the budget: budget, the count its start-up limits follow (an int); cpus,
-    its affinity (a frozenset of CPU ids; None: the one it inherited)."""
+    """What a child process gets of the budget: budget, the count its start-up limits follow (an int). Its
+    affinity is the one it inherited, and its CORRAL_CPUS too: its budget stays what corral.budget() reads,
+    live, as the program's does (a quota changed since the runner started included)."""
 
-    __slots__ = ("budget", "cpus")
+    __slots__ = ("budget",)
 
-    def __init__(self, budget: int, cpus: frozenset[int] | None = None):
-        self.budget, self.cpus = budget, cpus
+    def __init__(self, budget: int):
+        self.budget = budget
 
 
 def child_share(known_budget: int | None = None) -> ChildShare:
@@ -169,19 +168,8 @@ def child_share(known_budget: int | None = None) -> ChildShare:
     program's tree"). Process-pool workers and Dask workers get smaller, disjoint shares of their own
     (_worker_share.py, _dask_worker.py), applied after this one.
     """
-    if known_budget is None:
-        import importlib  # the C extension (some 2 ms): only where the parent's budget does not apply
-
-        known_budget = int(importlib.import_module(CORE).budget().cpus)
-    return ChildShare(budget=known_budget, cpus=None)
-
-
-def apply_share(share: ChildShare) -> None:
-    """The share's affinity, where it has one. CORRAL_CPUS is left as the child inherited it: its budget
-    stays what corral.budget() reads, live, as the program's does (a quota changed since the runner
-    started included)."""
-    if share.cpus is not None:
-        os.sched_setaffinity(0, share.cpus)
+    # The C extension (some 2 ms) is loaded only where the parent's budget does not apply.
+    return ChildShare(budget=_pool_settings.budget_cpus() if known_budget is None else known_budget)
 
 
 _active: _deferred_patch.DeferredPatch | None = None  # the patch start_in_child started (end_in_child ends it)
@@ -201,7 +189,6 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
     inputs = budget_inputs(environ)
     known = settings.budget if settings.budget is not None and settings.inputs == inputs else None
     share = child_share(known)
-    apply_share(share)
     if known is None:
         enable(settings, share.budget, inputs, environ)  # for its own children, as the runner records it
     visible = len(os.sched_getaffinity(0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._thread_limits import MAX_BUDGET
+
 
 def parse_cpu_list(text: str) -> frozenset[int]:
     """The CPUs of a kernel cpu list ("0-3,8"), as corral's C++ cpu_set::parse reads it: items
@@ -18,7 +20,7 @@ def parse_cpu_list(text: str) -> frozenset[int]:
     return frozenset(cpus)
 
 
-MAX_CPU_ID = 65535  # cpu_set::max_cpu_id: garbage like 0-4000000000 is an error, not a huge set
+MAX_CPU_ID = MAX_BUDGET - 1  # cpu_set::max_cpu_id: garbage like 0-4000000000 is an error, not a huge set
 
 
 def _cpu_id(word: str, text: str) -> int:

@@ -14,8 +14,9 @@ import os
 import sys
 
 from . import _as_main, _children, _core, _deferred_patch, _program_limits, _share, _thread_limits
-from ._cpu_list import MAX_CPU_ID, format_cpu_list, parse_cpu_list
+from ._cpu_list import format_cpu_list, parse_cpu_list
 from ._pool_settings import validate_factor
+from ._thread_limits import MAX_BUDGET
 
 PROG = "python -m corral"
 
@@ -179,8 +180,8 @@ def cpus_option(text: str) -> int | frozenset[int]:
     if value < 1:
         hint = f"; for CPU {value} alone write {value}-{value}" if value == 0 else ""
         raise argparse.ArgumentTypeError(f"the budget must be at least 1 CPU, got {value}{hint}")
-    if value > MAX_CPU_ID + 1:  # as CORRAL_CPUS (C++ parse_corral_cpus)
-        raise argparse.ArgumentTypeError(f"the budget must be at most {MAX_CPU_ID + 1} CPUs, got {value}")
+    if value > MAX_BUDGET:  # as CORRAL_CPUS (C++ parse_corral_cpus)
+        raise argparse.ArgumentTypeError(f"the budget must be at most {MAX_BUDGET} CPUs, got {value}")
     return value
 
 
@@ -301,7 +302,7 @@ def main(argv: list[str]) -> int:
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
     apply_share(parser, args)
-    budget_inputs = _children.budget_inputs()  # read before the budget: recorded with it for children
+    inputs = _children.budget_inputs()  # read before the budget: recorded with it for children
     try:
         budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
         source = _share.source()  # joins the share (or make's jobserver) now: one we may not open is exit 2
@@ -325,7 +326,7 @@ def main(argv: list[str]) -> int:
         _children.disable()
     else:
         _children.enable(_children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor,
-                                            force=args.force), budget, budget_inputs)
+                                            force=args.force), budget, inputs)
     limits = []
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))

@@ -33,6 +33,7 @@ THREAD_LIMIT_VARS: tuple[str, ...] = (
     "LOKY_MAX_CPU_COUNT",  # joblib.cpu_count() and n_jobs=-1 (loky reads it at each call)
 )
 BUDGET_VAR = "CORRAL_CPUS"
+MAX_BUDGET = 65536  # the largest value BUDGET_VAR may hold (C++ max_budget: cpu_set::max_cpu_id + 1)
 CHILDREN_VAR = "CORRAL_CHILDREN"  # child Pythons join the budget (_children.py)
 MANAGED_VAR = "CORRAL_MANAGED_ENV"
 
