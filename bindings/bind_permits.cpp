@@ -116,6 +116,51 @@ bool first_task(const task_spec& spec) {
 // How long a pool's first task waits for its submitter to queue a sibling (run_permitted, below).
 constexpr std::chrono::microseconds first_task_wait{1000};
 
+// The task's BLAS/OpenMP limits, per the spec (run_permitted, below), in `limits`. A process with
+// no BLAS/OpenMP library loaded has none to set: a map of tiny pure-Python items (W8, W11) skips
+// the count, the queues' sizes and the limits' mutexes, and its tasks are not counted in the demand
+// of later ones that find a library (docs/native.md, "Inner thread counts").
+void start_limits(std::optional<task_native_limits>& limits, permit_table& table,
+                  const task_spec& spec) {
+  native::single_loader_look
+      one_look;  // ends before the task runs: a library it loads is seen next
+  if (spec.inner == 0 || !native::controller::process().has_libraries()) return;
+  unsigned running = table.running();
+  if (spec.inner < 0 && spec.n_sizes > 0) {
+    long queued = queued_tasks(spec);
+    // What the wait is for is a count a task keeps for its whole run: a per-thread control
+    // (OpenMP's); a process-wide one (OpenBLAS's pthreads build) follows the siblings down
+    // as they start. And a pool of one thread never runs two tasks at once.
+    // (The library look comes after the cheap ones: it runs only for a pool's first task.)
+    if (queued == 0 && spec.pool_threads > 1 && first_task_pending(spec) &&
+        native::controller::process().has_thread_controls() && first_task(spec)) {
+      // The first task of an executor (which starts a thread per submit): its submitter may
+      // be queueing siblings right now. A moment for it, with the GIL released, before the
+      // count is decided; once per pool. The submitter's next put ends the moment: a map
+      // puts its second task some tens of microseconds after the first thread started, and
+      // a pool made per outer task (W7) would otherwise hold a permit idle 1 ms each time.
+      const std::optional<std::uint32_t> puts = work_queue_puts(spec.put_queue);
+      if (puts && queued_tasks(spec) == 0) {  // the count read first: no put is missed
+        wait_for_put(spec.put_queue, *puts, first_task_wait);
+      } else if (!puts) {
+        PyThreadState* state = PyEval_SaveThread();
+        std::this_thread::sleep_for(first_task_wait);
+        take_gil_back(state);
+      }
+      queued = queued_tasks(spec);
+      // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
+      // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
+      running = std::max(running, table.running_or_starting());
+    }
+    if (queued > 0) {
+      const long pool = std::max(1L, spec.pool_threads);
+      running = std::max<unsigned>(running,
+                                   static_cast<unsigned>(std::min<long>(pool, running + queued)));
+    }
+  }
+  limits.emplace(table.draw_for_inner_threads(), running, static_cast<int>(spec.inner));
+}
+
 // run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the
 // task's BLAS/OpenMP limits (native_policy.hpp). A vectorcall function of the C API rather than a
 // nanobind one: the call forwards its arguments to fn as they came (no tuple, no dict), which is
@@ -139,44 +184,7 @@ PyObject* run_permitted(PyObject*, PyObject* const* args, Py_ssize_t nargsf, PyO
     permit_table& table = permit_table::process();
     held_permit permit(table);
     std::optional<task_native_limits> limits;
-    if (spec.inner != 0) {
-      unsigned running = table.running();
-      bool alone = table.alone();
-      if (spec.inner < 0 && spec.n_sizes > 0) {
-        long queued = queued_tasks(spec);
-        // What the wait is for is a count a task keeps for its whole run: a per-thread control
-        // (OpenMP's); a process-wide one (OpenBLAS's pthreads build) follows the siblings down
-        // as they start. And a pool of one thread never runs two tasks at once.
-        // (The library look comes after the cheap ones: it runs only for a pool's first task.)
-        if (queued == 0 && spec.pool_threads > 1 && first_task_pending(spec) &&
-            native::controller::process().has_thread_controls() && first_task(spec)) {
-          // The first task of an executor (which starts a thread per submit): its submitter may
-          // be queueing siblings right now. A moment for it, with the GIL released, before the
-          // count is decided; once per pool. The submitter's next put ends the moment: a map
-          // puts its second task some tens of microseconds after the first thread started, and
-          // a pool made per outer task (W7) would otherwise hold a permit idle 1 ms each time.
-          const std::optional<std::uint32_t> puts = work_queue_puts(spec.put_queue);
-          if (puts && queued_tasks(spec) == 0) {  // the count read first: no put is missed
-            wait_for_put(spec.put_queue, *puts, first_task_wait);
-          } else if (!puts) {
-            PyThreadState* state = PyEval_SaveThread();
-            std::this_thread::sleep_for(first_task_wait);
-            take_gil_back(state);
-          }
-          queued = queued_tasks(spec);
-          // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
-          // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
-          running = std::max(running, table.running_or_starting());
-        }
-        if (queued > 0) {
-          alone = false;
-          const long pool = std::max(1L, spec.pool_threads);
-          running = std::max<unsigned>(
-              running, static_cast<unsigned>(std::min<long>(pool, running + queued)));
-        }
-      }
-      limits.emplace(table.draw_for_inner_threads(), running, static_cast<int>(spec.inner), alone);
-    }
+    start_limits(limits, table, spec);
     return PyObject_Vectorcall(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
   } catch (const std::invalid_argument& e) {  // a malformed CORRAL_CPUS (what nanobind raises)
     PyErr_SetString(PyExc_ValueError, e.what());

@@ -74,7 +74,19 @@ void write_setting(const native_library& library, limit_scope scope, int value) 
     library.set_process_setting(value);
 }
 
+// single_loader_look's state on this thread: scopes open, and whether one of them has looked.
+thread_local unsigned single_look_scopes = 0;
+thread_local bool looked_in_scope = false;
+
 }  // namespace
+
+single_loader_look::single_loader_look() noexcept {
+  if (single_look_scopes++ == 0) looked_in_scope = false;
+}
+
+single_loader_look::~single_loader_look() {
+  --single_look_scopes;
+}
 
 loader_generation current_loader_generation() {
   loader_generation generation;
@@ -148,6 +160,8 @@ const library_list& controller::libraries_here() {
     std::shared_ptr<const library_list> list;
   };
   thread_local cached_list here;
+  if (looked_in_scope && single_look_scopes > 0 && here.owner == this && here.list)
+    return *here.list;  // looked already in this single_loader_look
   const loader_generation now = current_loader_generation();
   if (here.owner != this || !(here.generation == now) || !here.list) {
     here.list = libraries();
@@ -155,6 +169,7 @@ const library_list& controller::libraries_here() {
     std::lock_guard lock(mutex_);
     here.generation = generation_;
   }
+  looked_in_scope = single_look_scopes > 0;
   return *here.list;
 }
 
@@ -162,6 +177,10 @@ std::vector<library_info> controller::info() {
   std::vector<library_info> result;
   for (const auto& library : *libraries()) result.push_back(library->info());
   return result;
+}
+
+bool controller::has_libraries() {
+  return !libraries_here().empty();
 }
 
 bool controller::has_thread_controls() {

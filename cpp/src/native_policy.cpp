@@ -61,7 +61,7 @@ class process_limit {
 
   // Counts a starting task and returns its inner thread count: `fixed`, or for 0 the dynamic rule
   // over max(running, tasks started and not ended, this one included).
-  unsigned task_started(unsigned fixed, unsigned slots, unsigned running, bool alone) {
+  unsigned task_started(unsigned fixed, unsigned slots, unsigned running) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++tasks_;
     dynamic_ = fixed == 0;
@@ -70,10 +70,12 @@ class process_limit {
     const auto now = std::chrono::steady_clock::now();
     unsigned n = dynamic_ ? dynamic_inner_threads(slots, std::max(running, tasks_)) : fixed;
     n = capped(n);
-    if (dynamic_ && n > 1 && !alone && now - last_shared_ < raise_delay) {
-      // Another task ran a moment ago and a permit is still held or kept for one: more are likely
-      // on their way (the next chunk of a map), so start with one thread and raise only if the
-      // demand stays low. A task alone (the pool before it is gone) gets its threads at once.
+    if (dynamic_ && n > 1 && now - last_shared_ < raise_delay) {
+      // Tasks shared the cores a moment ago: more are likely on their way (the next chunk of a
+      // map; the next task of a scheduler that submits one as one ends, such as dask's, whose
+      // idle thread holds no permit), so start with one thread and raise only if the demand
+      // stays low. Once their pool has shut down (pool_shut_down), a lone task gets its threads
+      // at once.
       n = 1;
       schedule_raise_locked();
     }
@@ -101,6 +103,11 @@ class process_limit {
     }
     original_ = {};
     current_ = 0;
+  }
+
+  void forget_sharing() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    last_shared_ = {};
   }
 
   process_native_limit_state state() noexcept {
@@ -224,13 +231,13 @@ unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
 task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept
     : task_native_limits(s.slots(), s.running(), inner_threads) {}
 
-task_native_limits::task_native_limits(unsigned slots, unsigned running, int inner_threads,
-                                       bool alone) noexcept {
+task_native_limits::task_native_limits(unsigned slots, unsigned running,
+                                       int inner_threads) noexcept {
   if (inner_threads == 0) return;
   try {
     const unsigned fixed = inner_threads > 0 ? static_cast<unsigned>(inner_threads) : 0;
     // task_started counts the task before anything in it can throw.
-    const unsigned n = the_process_limit().task_started(fixed, slots, running, alone);
+    const unsigned n = the_process_limit().task_started(fixed, slots, running);
     counted_ = true;
     thread_limit_.emplace(native::controller::process(), n);
     threads_ = n;
@@ -255,6 +262,10 @@ void native_limit_observer::on_task_end(scheduler&) noexcept {
   if (!observed_tasks.empty() && observed_tasks.back().depth == observed_depth)
     observed_tasks.pop_back();
   --observed_depth;
+}
+
+void pool_shut_down() noexcept {
+  the_process_limit().forget_sharing();
 }
 
 process_native_limit_state process_native_limit() noexcept {

@@ -225,3 +225,27 @@ TEST(NativePolicy, ProcessWideSettingFollowsTasksAndIsRestoredWhenIdle) {
   EXPECT_EQ(corral::process_native_limit().threads, 0u);
   EXPECT_EQ(get(), 3);
 }
+
+TEST(NativePolicy, ATaskRightAfterTasksSharedStartsWithOneThreadUnlessTheirPoolShutDown) {
+  // Two tasks start (the second sees a demand of 2) and end: the cores were shared a moment ago.
+  const auto share_then_end = [] {
+    corral::task_native_limits first(2, 1, corral::dynamic_inner);
+    corral::task_native_limits second(2, 2, corral::dynamic_inner);
+    EXPECT_EQ(second.threads(), 1u);
+  };
+  // A task alone right after them (a scheduler that submits one as another ends) starts with one
+  // thread: more are likely on their way. A machine stall past the 2 ms delay between the two
+  // lines gives it 2, so this tries a few times.
+  unsigned next = 0;
+  for (int attempt = 0; attempt < 5 && next != 1; ++attempt) {
+    share_then_end();
+    corral::task_native_limits lone(2, 1, corral::dynamic_inner);
+    next = lone.threads();
+  }
+  EXPECT_EQ(next, 1u);
+  // Once their pool has shut down, a task alone gets the whole budget at once.
+  share_then_end();
+  corral::pool_shut_down();
+  corral::task_native_limits after_shutdown(2, 1, corral::dynamic_inner);
+  EXPECT_EQ(after_shutdown.threads(), 2u);
+}

@@ -67,6 +67,9 @@ class controller {
   std::shared_ptr<const library_list> libraries();
   std::vector<library_info> info();
 
+  // Whether any recognised library is loaded now: a task that finds none has no limit to set.
+  bool has_libraries();
+
   // Whether a library loaded now has a per-thread control (an OpenMP runtime, OpenBLAS built with
   // OpenMP, MKL): a count such a library's team takes from the thread's setting when a task starts,
   // and keeps for the whole task.
@@ -104,6 +107,19 @@ class controller {
   std::unordered_map<std::string, std::string> canonical_paths_;  // dlpi_name -> realpath
   std::unordered_map<std::string, std::shared_ptr<const native_library>>
       by_path_;  // null: not ours
+};
+
+// While one lives on a thread, that thread looks at the loader's counters once: a task start asks
+// for the library list up to three times (whether there is any, its thread's limit, the
+// process-wide one), and each look is a dl_iterate_phdr (the loader's lock and a walk of the loaded
+// objects, some 200 instructions: a tenth of corral's cost per task of a map of tiny items). A
+// library loaded meanwhile is found at the thread's next look.
+class single_loader_look {
+ public:
+  single_loader_look() noexcept;
+  ~single_loader_look();
+  single_loader_look(const single_loader_look&) = delete;
+  single_loader_look& operator=(const single_loader_look&) = delete;
 };
 
 // Sets a per-thread limit for a scope and restores the calling thread's previous settings on exit.

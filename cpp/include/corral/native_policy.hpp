@@ -36,10 +36,7 @@ class task_native_limits {
   // `s`: the scheduler whose slots and running count the dynamic rule reads.
   task_native_limits(scheduler& s, int inner_threads) noexcept;
   // `slots`: the permits (budget); `running`: threads running tasks now (permit_table::running()).
-  // `alone`: no other permit is held or kept (permit_table::alone()): no task is on its way, so
-  // the dynamic rule gives this one its threads at once instead of after the raise delay.
-  task_native_limits(unsigned slots, unsigned running, int inner_threads,
-                     bool alone = false) noexcept;
+  task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept;
   ~task_native_limits();
   task_native_limits(const task_native_limits&) = delete;
   task_native_limits& operator=(const task_native_limits&) = delete;
@@ -67,6 +64,12 @@ class native_limit_observer final : public task_observer {
  private:
   int inner_threads_;
 };
+
+// A pool shut down: what its tasks shared says nothing of tasks to come, so a task that starts next
+// alone gets its dynamic count at once, not after the raise delay that follows tasks sharing the
+// cores (docs/native.md, "Inner thread counts"). The pools' work queues call it on their shutdown
+// marker.
+void pool_shut_down() noexcept;
 
 // The process-wide setting corral's limits have in place now (0: none; the library's own setting is
 // in place), and how many tasks run with a limit. For tests and stats.
