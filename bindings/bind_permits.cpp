@@ -126,6 +126,7 @@ void start_limits(std::optional<task_native_limits>& limits, permit_table& table
       one_look;  // ends before the task runs: a library it loads is seen next
   if (spec.inner == 0 || !native::controller::process().has_libraries()) return;
   unsigned running = table.running();
+  bool alone = table.alone();
   if (spec.inner < 0 && spec.n_sizes > 0) {
     long queued = queued_tasks(spec);
     // What the wait is for is a count a task keeps for its whole run: a per-thread control
@@ -148,17 +149,20 @@ void start_limits(std::optional<task_native_limits>& limits, permit_table& table
         take_gil_back(state);
       }
       queued = queued_tasks(spec);
+      one_look.look_again();  // a library loaded during the wait is limited now
       // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
       // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
       running = std::max(running, table.running_or_starting());
     }
     if (queued > 0) {
+      alone = false;
       const long pool = std::max(1L, spec.pool_threads);
       running = std::max<unsigned>(running,
                                    static_cast<unsigned>(std::min<long>(pool, running + queued)));
     }
   }
-  limits.emplace(table.draw_for_inner_threads(), running, static_cast<int>(spec.inner));
+  limits.emplace(table.draw_for_inner_threads(), running, static_cast<int>(spec.inner), alone,
+                 spec.put_queue);  // the pool's identity: its shutdown marker is put there
 }
 
 // run_permitted(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) holding a permit, with the

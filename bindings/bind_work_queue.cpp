@@ -165,11 +165,17 @@ PyTypeObject* work_signal_type = nullptr;
 work_signal* signal_of(PyObject* self) {
   if (Py_TYPE(self) == work_queue_type) {
     PyObject* slot = *reinterpret_cast<PyObject**>(reinterpret_cast<char*>(self) + signal_offset);
-    if (slot != nullptr && Py_TYPE(slot) == work_signal_type)
+    if (slot != nullptr && Py_TYPE(slot) == work_signal_type && nb::inst_ready(nb::handle(slot)))
       return current(nb::inst_ptr<work_signal>(nb::handle(slot)));
   }
   PyObject* attr = PyObject_GetAttr(self, signal_name);
   if (attr == nullptr) return nullptr;
+  // A program may have put anything there (or a WorkSignal never initialised): refused, not read.
+  if (!nb::isinstance<work_signal>(nb::handle(attr)) || !nb::inst_ready(nb::handle(attr))) {
+    Py_DECREF(attr);
+    PyErr_SetString(PyExc_TypeError, "corral's work queue: _signal is not a WorkSignal");
+    return nullptr;
+  }
   work_signal* signal = nb::inst_ptr<work_signal>(nb::handle(attr));
   Py_DECREF(attr);  // the queue's slot keeps it alive
   return current(signal);
@@ -183,9 +189,10 @@ work_signal* signal_if_work_queue(PyObject* queue) {
     PyErr_Clear();
     return nullptr;
   }
-  work_signal* signal = nb::isinstance<work_signal>(nb::handle(attr))
-                            ? nb::inst_ptr<work_signal>(nb::handle(attr))
-                            : nullptr;
+  work_signal* signal =
+      nb::isinstance<work_signal>(nb::handle(attr)) && nb::inst_ready(nb::handle(attr))
+          ? nb::inst_ptr<work_signal>(nb::handle(attr))
+          : nullptr;
   Py_DECREF(attr);  // the queue's slot keeps it alive
   return current(signal);
 }
@@ -362,7 +369,7 @@ PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     // loop puts it back for the next), those waiting for a permit too.
     signal->wake_all();
     permit_table::process().recheck_claims(&signal->puts);  // this queue's claims only
-    pool_shut_down();  // a lone task next gets its inner threads at once
+    pool_shut_down(self);  // this pool's: a lone task next gets its inner threads at once
   } else {
     signal->wake_newest_if_wanted();  // else the thread on its way, or the claimer once it has its
                                       // permit

@@ -235,39 +235,92 @@ def test_a_task_alone_right_after_a_pool_gets_the_whole_budget_at_once():
 
 
 NEXT_TASK_PROBE = textwrap.dedent("""\
-    import concurrent.futures, threading, time, threadpoolctl, numpy
+    import concurrent.futures, sys, threading, time, threadpoolctl, numpy
     def blas_threads(_=None):
         return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
     both = threading.Barrier(2)
     def together(_):
         both.wait()  # the two tasks run beside each other: they share the cores
         return blas_threads()
-    numpy.ones(1)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for _ in range(3):
+        for other_pool_shut_down in [False, True] * 3:
             shared = list(pool.map(together, range(2)))
+            if other_pool_shut_down:  # an unrelated pool's shutdown says nothing of this pool's next task
+                concurrent.futures.ThreadPoolExecutor(1).shutdown()
             next_task = pool.submit(blas_threads).result()  # submitted as the two ended, as dask does
             time.sleep(0.05)
             later = pool.submit(blas_threads).result()  # long after: a lone task
-            print(shared, next_task, later)
+            print(other_pool_shut_down, shared, next_task, later)
 """)
 
 
 def test_the_next_task_of_a_pool_whose_tasks_just_shared_the_cores_starts_with_one_thread():
     """A scheduler that submits a task as another ends (dask's threaded one) finds both pool threads idle for
     a moment: the next task starts alone, but more follow at once, and with B threads it would crowd them
-    (R3: 4% of its run). The raise delay covers it as it covers the next chunk of a map (docs/native.md);
-    a task long after gets the whole budget."""
+    (R3: 5% of a pass). The raise delay covers it as it covers the next chunk of a map (docs/native.md);
+    another pool's shutdown does not end it; a task long after gets the whole budget."""
     pytest.importorskip("numpy")
     pytest.importorskip("threadpoolctl")
     env = {"OPENBLAS_NUM_THREADS": "2"}
     out = run_python(["-m", "corral", "-p", "2", "-c", NEXT_TASK_PROBE], env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    rounds = out.stdout.splitlines()
-    assert len(rounds) == 3
-    assert all(line.endswith(" 2") and line.startswith("[1, 1]") for line in rounds), rounds
+    rounds = [line.split(" ", 1) for line in out.stdout.splitlines()]
+    assert len(rounds) == 6
+    assert all(rest.startswith("[1, 1] ") and rest.endswith(" 2") for _, rest in rounds), rounds
     # The next task came within the delay (a stall of the machine past 2 ms may give it 2 now and then).
-    assert any(line == "[1, 1] 1 2" for line in rounds), rounds
+    for kind in ("False", "True"):
+        assert any(k == kind and rest == "[1, 1] 1 2" for k, rest in rounds), rounds
+
+
+LOADED_WHILE_TASKS_RUN_PROBE = textwrap.dedent("""\
+    import concurrent.futures, ctypes, threading, time, threadpoolctl
+    ctypes.CDLL("libgomp.so.1")  # an OpenMP runtime first (scikit-learn, torch...): tasks set limits from the start
+    go = threading.Event()
+    def blas_threads():
+        return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+    def load_numpy():
+        import numpy  # OpenBLAS, found while the task that waits is still counted
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(go.wait)
+        time.sleep(0.05)
+        pool.submit(load_numpy).result()
+        print(pool.submit(blas_threads).result())  # beside the waiting task
+        go.set()
+        waiting.result()
+    print(blas_threads())  # every task has ended: OpenBLAS's own setting is back
+""")
+
+
+def test_a_library_loaded_while_tasks_run_gets_their_count_and_its_own_back():
+    """The process-wide count stays as it is while tasks start with the same count; a library found since
+    (OpenBLAS loaded by a task) must get it too at the next start, and its own setting back at the end."""
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    env = {"OPENBLAS_NUM_THREADS": "2"}
+    out = run_python(["-m", "corral", "-p", "2", "-c", LOADED_WHILE_TASKS_RUN_PROBE], env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "2"]
+
+
+QUEUE_SIGNAL_PROBE = textwrap.dedent("""\
+    from corral._work_queue import WorkQueue
+    class Sub(WorkQueue):
+        pass
+    for make, value in ((WorkQueue, 5), (Sub, object())):
+        q = make()
+        q._signal = value
+        try:
+            q.put(1)
+        except TypeError as e:
+            print(type(q).__name__, "TypeError:", e)
+""")
+
+
+def test_a_work_queue_whose_signal_was_replaced_raises_instead_of_crashing():
+    out = run_python(["-c", QUEUE_SIGNAL_PROBE], timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"{name} TypeError: corral's work queue: _signal is not a WorkSignal" for name in ("WorkQueue", "Sub")]
 
 
 LIBRARY_LOADED_LATER_PROBE = textwrap.dedent("""\

@@ -88,6 +88,10 @@ single_loader_look::~single_loader_look() {
   --single_look_scopes;
 }
 
+void single_loader_look::look_again() noexcept {
+  looked_in_scope = false;
+}
+
 loader_generation current_loader_generation() {
   loader_generation generation;
   dl_iterate_phdr(read_generation, &generation);

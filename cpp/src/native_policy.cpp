@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
@@ -59,9 +60,11 @@ class process_limit {
     raise_pending_ = false;
   }
 
-  // Counts a starting task and returns its inner thread count: `fixed`, or for 0 the dynamic rule
-  // over max(running, tasks started and not ended, this one included).
-  unsigned task_started(unsigned fixed, unsigned slots, unsigned running) {
+  // Counts a starting task of `pool` and returns its inner thread count for per-thread controls:
+  // `fixed`, or for 0 the dynamic rule over max(running, tasks started and not ended, this one
+  // included). The process-wide controls get it too, or 1 during the raise delay.
+  unsigned task_started(unsigned fixed, unsigned slots, unsigned running, bool alone,
+                        const void* pool) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++tasks_;
     dynamic_ = fixed == 0;
@@ -70,26 +73,30 @@ class process_limit {
     const auto now = std::chrono::steady_clock::now();
     unsigned n = dynamic_ ? dynamic_inner_threads(slots, std::max(running, tasks_)) : fixed;
     n = capped(n);
+    unsigned process_wide = n;
     if (dynamic_ && n > 1 && now - last_shared_ < raise_delay) {
       // Tasks shared the cores a moment ago: more are likely on their way (the next chunk of a
       // map; the next task of a scheduler that submits one as one ends, such as dask's, whose
-      // idle thread holds no permit), so start with one thread and raise only if the demand
-      // stays low. Once their pool has shut down (pool_shut_down), a lone task gets its threads
-      // at once.
-      n = 1;
+      // idle thread holds no permit), so the process-wide count starts at one and is raised only
+      // if the demand stays low. Once the pool that shared them has shut down (pool_shut_down), a
+      // lone task gets its threads at once. A per-thread count cannot be raised while the task
+      // runs (an OpenMP team keeps it): a task alone, with no other permit held or kept, gets
+      // its whole share there.
+      process_wide = 1;
+      if (!alone) n = 1;
       schedule_raise_locked();
     }
-    if (tasks_ > 1) last_shared_ = now;
+    if (tasks_ > 1) shared_locked(now, pool);
     try {
-      apply_locked(n);
+      apply_locked(process_wide);
     } catch (...) {  // a library that refuses: the task runs with its own setting, still counted
     }
     return n;
   }
 
-  void task_finished() noexcept {
+  void task_finished(const void* pool) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (tasks_ > 1) last_shared_ = std::chrono::steady_clock::now();
+    if (tasks_ > 1) shared_locked(std::chrono::steady_clock::now(), pool);
     if (--tasks_ > 0) {
       if (dynamic_ && capped(dynamic_inner_threads(slots_, tasks_)) > current_)
         schedule_raise_locked();
@@ -105,9 +112,12 @@ class process_limit {
     current_ = 0;
   }
 
-  void forget_sharing() noexcept {
+  // `pool` shut down: if its tasks were the last to share the cores, a lone task next gets its
+  // threads at once. Another pool's shutdown (a helper pool inside a task, an unrelated `with`
+  // block) says nothing of this one's next task.
+  void forget_sharing(const void* pool) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
-    last_shared_ = {};
+    if (pool != nullptr && pool == shared_in_) last_shared_ = {};
   }
 
   process_native_limit_state state() noexcept {
@@ -116,11 +126,37 @@ class process_limit {
   }
 
  private:
+  void shared_locked(std::chrono::steady_clock::time_point now, const void* pool) noexcept {
+    last_shared_ = now;
+    shared_in_ = pool;
+  }
+
+  // Sets `n` through the process-wide controls, unless it is what they have and no library was
+  // found since (one loaded while tasks run gets the tasks' count at the next start, not its own).
   void apply_locked(unsigned n) {
-    if (n == current_ || exiting_) return;
-    native::snapshot replaced = native::controller::process().set_process_limit(n);
-    if (current_ == 0) original_ = std::move(replaced);  // the setting before any task ran
+    if (exiting_) return;
+    native::controller& libraries = native::controller::process();
+    const std::uint64_t scans = libraries.rescans();
+    if (n == current_ && scans == applied_at_scan_) return;
+    native::snapshot replaced = libraries.set_process_limit(n);
+    if (current_ == 0) {
+      original_ = std::move(replaced);  // the setting before any task ran
+    } else {
+      keep_new_originals_locked(std::move(replaced));
+    }
     current_ = n;
+    applied_at_scan_ = scans;
+  }
+
+  // The settings of libraries limited for the first time now (loaded since the first task), kept
+  // to be put back with the others when the last task ends.
+  void keep_new_originals_locked(native::snapshot&& replaced) {
+    for (native::snapshot::entry& entry : replaced.entries) {
+      const bool known =
+          std::any_of(original_.entries.begin(), original_.entries.end(),
+                      [&](const native::snapshot::entry& e) { return e.library == entry.library; });
+      if (!known) original_.entries.push_back(std::move(entry));
+    }
   }
 
   void schedule_raise_locked() noexcept {
@@ -197,7 +233,10 @@ class process_limit {
   bool exiting_ = false;       // exit() has begun: libraries are left as they are
   std::chrono::steady_clock::time_point raise_due_{};
   std::chrono::steady_clock::time_point last_shared_{};  // when two or more tasks last ran at once
+  const void* shared_in_ =
+      nullptr;  // the pool of the task that started or ended then (an identity)
   native::snapshot original_;
+  std::uint64_t applied_at_scan_ = 0;  // the controller's rescans() when current_ was set
 };
 
 process_limit& the_process_limit() {
@@ -231,13 +270,14 @@ unsigned dynamic_inner_threads(unsigned slots, unsigned running) noexcept {
 task_native_limits::task_native_limits(scheduler& s, int inner_threads) noexcept
     : task_native_limits(s.slots(), s.running(), inner_threads) {}
 
-task_native_limits::task_native_limits(unsigned slots, unsigned running,
-                                       int inner_threads) noexcept {
+task_native_limits::task_native_limits(unsigned slots, unsigned running, int inner_threads,
+                                       bool alone, const void* pool) noexcept
+    : pool_(pool) {
   if (inner_threads == 0) return;
   try {
     const unsigned fixed = inner_threads > 0 ? static_cast<unsigned>(inner_threads) : 0;
     // task_started counts the task before anything in it can throw.
-    const unsigned n = the_process_limit().task_started(fixed, slots, running);
+    const unsigned n = the_process_limit().task_started(fixed, slots, running, alone, pool);
     counted_ = true;
     thread_limit_.emplace(native::controller::process(), n);
     threads_ = n;
@@ -247,7 +287,7 @@ task_native_limits::task_native_limits(unsigned slots, unsigned running,
 }
 
 task_native_limits::~task_native_limits() {
-  if (counted_) the_process_limit().task_finished();
+  if (counted_) the_process_limit().task_finished(pool_);
 }
 
 void native_limit_observer::on_task_start(scheduler& s) noexcept {
@@ -264,8 +304,8 @@ void native_limit_observer::on_task_end(scheduler&) noexcept {
   --observed_depth;
 }
 
-void pool_shut_down() noexcept {
-  the_process_limit().forget_sharing();
+void pool_shut_down(const void* pool) noexcept {
+  the_process_limit().forget_sharing(pool);
 }
 
 process_native_limit_state process_native_limit() noexcept {

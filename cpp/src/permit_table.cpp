@@ -546,6 +546,10 @@ bool permit_table::held_by_this_thread() const noexcept {
   return this_thread.table == state_.get() && this_thread.depth > 0;
 }
 
+bool permit_table::alone() const noexcept {
+  return state_->held.load(std::memory_order_relaxed) <= 1;
+}
+
 unsigned permit_table::running() const noexcept {
   const unsigned held = state_->held.load(std::memory_order_relaxed);
   const unsigned kept = state_->kept_n.load(std::memory_order_relaxed);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "corral/event.hpp"
@@ -227,25 +228,42 @@ TEST(NativePolicy, ProcessWideSettingFollowsTasksAndIsRestoredWhenIdle) {
 }
 
 TEST(NativePolicy, ATaskRightAfterTasksSharedStartsWithOneThreadUnlessTheirPoolShutDown) {
-  // Two tasks start (the second sees a demand of 2) and end: the cores were shared a moment ago.
-  const auto share_then_end = [] {
-    corral::task_native_limits first(2, 1, corral::dynamic_inner);
-    corral::task_native_limits second(2, 2, corral::dynamic_inner);
+  int pool = 0;  // an identity, as a Python pool passes its work queue
+  int other_pool = 0;
+  // Two tasks of the pool start (the second sees a demand of 2) and end: the cores were shared a
+  // moment ago.
+  const auto share_then_end = [&pool] {
+    corral::task_native_limits first(2, 1, corral::dynamic_inner, false, &pool);
+    corral::task_native_limits second(2, 2, corral::dynamic_inner, false, &pool);
     EXPECT_EQ(second.threads(), 1u);
   };
-  // A task alone right after them (a scheduler that submits one as another ends) starts with one
-  // thread: more are likely on their way. A machine stall past the 2 ms delay between the two
-  // lines gives it 2, so this tries a few times.
-  unsigned next = 0;
-  for (int attempt = 0; attempt < 5 && next != 1; ++attempt) {
-    share_then_end();
-    corral::task_native_limits lone(2, 1, corral::dynamic_inner);
-    next = lone.threads();
-  }
-  EXPECT_EQ(next, 1u);
-  // Once their pool has shut down, a task alone gets the whole budget at once.
+  // A task right after them (a scheduler that submits one as another ends) starts with one thread
+  // in per-thread and process-wide controls: more are likely on their way. A machine stall past
+  // the 2 ms delay between the two lines gives it 2, so this tries a few times.
+  const auto next_task = [&](bool alone, int* its_pool, bool shut_down, int* shut_pool) {
+    unsigned got = 0;
+    unsigned process_wide = 0;
+    for (int attempt = 0; attempt < 5 && process_wide != 1; ++attempt) {
+      share_then_end();
+      if (shut_down) corral::pool_shut_down(shut_pool);
+      corral::task_native_limits next(2, 1, corral::dynamic_inner, alone, its_pool);
+      got = next.threads();
+      process_wide = corral::process_native_limit().threads;
+    }
+    return std::pair<unsigned, unsigned>(got, process_wide);
+  };
+  // Not alone (another permit held or kept): one thread everywhere.
+  EXPECT_EQ(next_task(false, &pool, false, nullptr), std::make_pair(1u, 1u));
+  // Alone: an OpenMP team keeps its count for the whole task, so it gets its share there; the
+  // process-wide count starts at one and is raised if the demand stays low.
+  const auto alone = next_task(true, &pool, false, nullptr);
+  EXPECT_EQ(alone.first, 2u);
+  EXPECT_EQ(alone.second, 1u);
+  // Another pool's shutdown says nothing of this one's next task.
+  EXPECT_EQ(next_task(false, &pool, true, &other_pool), std::make_pair(1u, 1u));
+  // Once the pool whose tasks shared the cores has shut down, a task gets the whole budget at once.
   share_then_end();
-  corral::pool_shut_down();
-  corral::task_native_limits after_shutdown(2, 1, corral::dynamic_inner);
+  corral::pool_shut_down(&pool);
+  corral::task_native_limits after_shutdown(2, 1, corral::dynamic_inner, false, &other_pool);
   EXPECT_EQ(after_shutdown.threads(), 2u);
 }

@@ -118,6 +118,8 @@ class single_loader_look {
  public:
   single_loader_look() noexcept;
   ~single_loader_look();
+  // The next libraries_here() looks again (after a wait inside the scope).
+  void look_again() noexcept;
   single_loader_look(const single_loader_look&) = delete;
   single_loader_look& operator=(const single_loader_look&) = delete;
 };

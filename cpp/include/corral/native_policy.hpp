@@ -36,18 +36,24 @@ class task_native_limits {
   // `s`: the scheduler whose slots and running count the dynamic rule reads.
   task_native_limits(scheduler& s, int inner_threads) noexcept;
   // `slots`: the permits (budget); `running`: threads running tasks now (permit_table::running()).
-  task_native_limits(unsigned slots, unsigned running, int inner_threads) noexcept;
+  // `alone`: no other permit is held or kept (permit_table::alone()): during the raise delay the
+  // task still gets its whole share in per-thread controls, which cannot be raised later.
+  // `pool`: an identity of the task's pool (its work queue) for pool_shut_down, or nullptr.
+  task_native_limits(unsigned slots, unsigned running, int inner_threads, bool alone = false,
+                     const void* pool = nullptr) noexcept;
   ~task_native_limits();
   task_native_limits(const task_native_limits&) = delete;
   task_native_limits& operator=(const task_native_limits&) = delete;
 
-  // The inner thread count this task got (0: none set, or the libraries refused it).
+  // The inner thread count this task got in per-thread controls (0: none set, or the libraries
+  // refused it); process-wide ones follow process_native_limit().
   unsigned threads() const noexcept { return threads_; }
 
  private:
   std::optional<native::scoped_thread_limit> thread_limit_;
   unsigned threads_ = 0;
   bool counted_ = false;  // counted by the process-wide owner: uncount on exit
+  const void* pool_ = nullptr;
 };
 
 // A task_observer that gives every task of the schedulers it is installed on its limits
@@ -65,11 +71,11 @@ class native_limit_observer final : public task_observer {
   int inner_threads_;
 };
 
-// A pool shut down: what its tasks shared says nothing of tasks to come, so a task that starts next
-// alone gets its dynamic count at once, not after the raise delay that follows tasks sharing the
-// cores (docs/native.md, "Inner thread counts"). The pools' work queues call it on their shutdown
-// marker.
-void pool_shut_down() noexcept;
+// `pool` (the identity its tasks passed to task_native_limits) shut down: if its tasks were the
+// last to share the cores, what they shared says nothing of tasks to come, and a task that starts
+// next alone gets its dynamic count at once, not after the raise delay (docs/native.md, "Inner
+// thread counts"). The pools' work queues call it on their shutdown marker.
+void pool_shut_down(const void* pool) noexcept;
 
 // The process-wide setting corral's limits have in place now (0: none; the library's own setting is
 // in place), and how many tasks run with a limit. For tests and stats.

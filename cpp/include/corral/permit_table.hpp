@@ -112,6 +112,9 @@ class permit_table {
   // Permits taken and not kept idle between two tasks (>= 1): the "running" of the dynamic inner
   // thread rule. Without the lock: a gauge that may be a task start or end out of date.
   unsigned running() const noexcept;
+  // Whether at most one permit is held or kept (the caller's): no other task runs or is about to
+  // start on a kept permit. A gauge, as running().
+  bool alone() const noexcept;
   // Permits taken, kept ones included (>= 1): running() and the tasks about to start on a permit
   // kept or claimed for them. A gauge, as running().
   unsigned running_or_starting() const noexcept;
