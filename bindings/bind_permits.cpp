@@ -122,8 +122,8 @@ constexpr std::chrono::microseconds first_task_wait{1000};
 // of later ones that find a library (docs/native.md, "Inner thread counts").
 void start_limits(std::optional<task_native_limits>& limits, permit_table& table,
                   const task_spec& spec) {
-  native::single_loader_look
-      one_look;  // ends before the task runs: a library it loads is seen next
+  // Ends before the task runs: a library the task loads is found by the next task's look.
+  native::single_loader_look one_look;
   if (spec.inner == 0 || !native::controller::process().has_libraries()) return;
   unsigned running = table.running();
   bool alone = table.alone();
