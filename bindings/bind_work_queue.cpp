@@ -184,17 +184,9 @@ work_signal* signal_of(PyObject* self) {
 // The queue's work_signal if it is a WorkQueue, else nullptr (no exception left set).
 work_signal* signal_if_work_queue(PyObject* queue) {
   if (signal_name == nullptr) return nullptr;
-  PyObject* attr = PyObject_GetAttr(queue, signal_name);
-  if (attr == nullptr) {
-    PyErr_Clear();
-    return nullptr;
-  }
-  work_signal* signal =
-      nb::isinstance<work_signal>(nb::handle(attr)) && nb::inst_ready(nb::handle(attr))
-          ? nb::inst_ptr<work_signal>(nb::handle(attr))
-          : nullptr;
-  Py_DECREF(attr);  // the queue's slot keeps it alive
-  return current(signal);
+  work_signal* signal = signal_of(queue);
+  if (signal == nullptr) PyErr_Clear();
+  return signal;
 }
 
 PyObject* call_base(PyObject* method, PyObject* self) {

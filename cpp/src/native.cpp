@@ -150,7 +150,7 @@ std::shared_ptr<const library_list> controller::libraries() {
   }
   cached_ = std::move(libraries);
   generation_ = objects.generation;
-  ++rescans_;
+  rescans_.fetch_add(1, std::memory_order_relaxed);
   return cached_;
 }
 
@@ -226,11 +226,6 @@ void controller::restore(const snapshot& saved) {
     if (read_setting(*entry.library, entry.scope) != entry.value)
       write_setting(*entry.library, entry.scope, entry.value);
   }
-}
-
-std::uint64_t controller::rescans() const {
-  std::lock_guard lock(mutex_);
-  return rescans_;
 }
 
 }  // namespace corral::native

@@ -8,6 +8,7 @@
 // one dl_iterate_phdr step: cheap enough for every task start.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -92,8 +93,11 @@ class controller {
   // would change nothing, so a restore on an unchanged library costs one read.
   static void restore(const snapshot& saved);
 
-  // How many full rescans this controller has done (the cache's misses).
-  std::uint64_t rescans() const;
+  // How many full rescans this controller has done (the cache's misses). Without the lock: a task
+  // start compares it with the count its limits were applied at (native_policy.cpp); a thread that
+  // took the new list from libraries() took the mutex after the count moved, so it reads the new
+  // count, and a count read stale only costs one more write of the same limit.
+  std::uint64_t rescans() const noexcept { return rescans_.load(std::memory_order_relaxed); }
 
  private:
   snapshot set_limit(limit_scope scope, unsigned n);
@@ -103,7 +107,7 @@ class controller {
   mutable std::mutex mutex_;
   std::shared_ptr<const library_list> cached_;
   loader_generation generation_;
-  std::uint64_t rescans_ = 0;
+  std::atomic<std::uint64_t> rescans_{0};                         // written under mutex_
   std::unordered_map<std::string, std::string> canonical_paths_;  // dlpi_name -> realpath
   std::unordered_map<std::string, std::shared_ptr<const native_library>>
       by_path_;  // null: not ours
