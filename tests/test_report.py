@@ -236,6 +236,23 @@ def test_a_program_that_closes_every_descriptor_keeps_its_files_its_own(tmp_path
     assert data["runs"][0]["samples"]["t"], "the outside view still sampled"
 
 
+def test_the_probe_has_opened_and_closed_its_own_files_before_the_program_starts(tmp_path):
+    # The probe's comm file is the only descriptor it opens for a moment; a program that closes every
+    # descriptor and opens its own must never find it open (it would get the probe's name in its file).
+    code = textwrap.dedent("""\
+        import os
+        names = []
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        print("corral-probe" in names)
+    """)
+    for _ in range(3):
+        proc, data = report(tmp_path, "--plain", "-c", code)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "True\n", "the probe named itself before the program's first line"
+
+
 def test_a_crash_is_reported_with_its_status_and_traceback(tmp_path):
     proc, data = report(tmp_path, "--plain", "-c", "import time; time.sleep(0.2); 1/0")
     assert proc.returncode == 1

@@ -73,10 +73,14 @@ class _Probe:
             self.changed("permits", {k: stats[k] for k in ("permits", "held", "waiting", "returning", "paused",
                                                           "lent", "holders", "overdrafts")}, t)
 
-    def loop(self) -> None:
+    def loop(self, ready: _thread.LockType) -> None:
+        # Everything that opens a descriptor of its own happens before the program starts (start()
+        # waits for `ready`): a program that closes every descriptor and opens its own files could
+        # otherwise be handed the number of our comm file between its open and its write.
         _write_own_name()
         self.write({"probe": {"pid": os.getpid(), "tid": threading.get_native_id(),
                               "mode": "corral" if self.corral else "plain", "interval": self.interval}})
+        ready.release()
         sleeper = _thread.allocate_lock()
         sleeper.acquire()
         while os.getpid() == self.pid:  # never runs on in a forked child (it is not there anyway)
@@ -116,7 +120,10 @@ def start(path: str, mode: str, interval: float) -> None:
     # threading's own shutdown hooks (concurrent.futures' are there too), not atexit's: the program's
     # atexit handlers stay as it made them. Run last (newest first), after the pools' threads are joined.
     _compat.register_threading_atexit(probe.stop)
-    _thread.start_new_thread(probe.loop, ())
+    ready = _thread.allocate_lock()
+    ready.acquire()
+    _thread.start_new_thread(probe.loop, (ready,))
+    ready.acquire()  # the thread is named and its first line written: the program may start
 
 
 def main(argv: list[str]) -> int:
