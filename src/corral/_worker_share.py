@@ -205,8 +205,9 @@ class _ShareProcess:
             return super().start()
         share = parent.table.claim(self)
         self._corral_share = share
+        spawn = _compat.process_start_method(self) == "spawn"
         try:
-            if _compat.process_start_method(self) == "spawn":
+            if spawn:
                 # The new interpreter reads its environment at exec, before any import.
                 with _thread_limits.applied(share.env):
                     super().start()
@@ -217,8 +218,12 @@ class _ShareProcess:
         except BaseException:
             parent.table.retire(self)
             raise
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(self.pid, share.cpus)
+        if spawn:
+            # Its interpreter's start-up (tens of ms of imports) runs on the share too. A fork or
+            # forkserver child pins itself first thing in run(): pinning it from here, just after
+            # the fork, cost the parent about 1 ms per worker (the kernel migrates the running child).
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self.pid, share.cpus)
 
     def run(self):
         if self._corral_share is not None:
