@@ -77,10 +77,12 @@ class _Probe:
         # Everything that opens a descriptor of its own happens before the program starts (start()
         # waits for `ready`): a program that closes every descriptor and opens its own files could
         # otherwise be handed the number of our comm file between its open and its write.
-        _write_own_name()
-        self.write({"probe": {"pid": os.getpid(), "tid": threading.get_native_id(),
-                              "mode": "corral" if self.corral else "plain", "interval": self.interval}})
-        ready.release()
+        try:
+            _write_own_name()
+            self.write({"probe": {"pid": os.getpid(), "tid": threading.get_native_id(),
+                                  "mode": "corral" if self.corral else "plain", "interval": self.interval}})
+        finally:
+            ready.release()  # whatever happened: the program must start
         sleeper = _thread.allocate_lock()
         sleeper.acquire()
         while os.getpid() == self.pid:  # never runs on in a forked child (it is not there anyway)
