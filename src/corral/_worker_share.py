@@ -6,7 +6,8 @@ in the pool's ShareTable), then for each worker process it starts:
    exited, so that a replacement (maxtasksperchild, a crash) gets the same CPUs again;
 2. for spawn, starts it with the share's thread limits in its environment (the new interpreter
    reads them before any library loads);
-3. sets its affinity from the parent right after the start (narrowing the window before 4);
+3. for spawn, sets its affinity from the parent right after the start (its interpreter's start-up
+   then runs on the share; a forked child reaches 4 at once);
 4. in the worker, before anything else runs (Process.run, ahead of the pool's own worker loop
    and the user's initializer): sets its affinity, the environment for its own children, and
    the thread counts of native libraries already loaded (inherited through fork, or preloaded by
