@@ -244,9 +244,10 @@ NEXT_TASK_PROBE = textwrap.dedent("""\
         return blas_threads()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for other_pool_shut_down in [False, True] * 3:
+            other = concurrent.futures.ThreadPoolExecutor(1)  # made before: only its shutdown falls in the delay
             shared = list(pool.map(together, range(2)))
             if other_pool_shut_down:  # an unrelated pool's shutdown says nothing of this pool's next task
-                concurrent.futures.ThreadPoolExecutor(1).shutdown()
+                other.shutdown()
             next_task = pool.submit(blas_threads).result()  # submitted as the two ended, as dask does
             time.sleep(0.05)
             later = pool.submit(blas_threads).result()  # long after: a lone task

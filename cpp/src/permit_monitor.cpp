@@ -46,6 +46,7 @@ void permit_monitor::run() noexcept {
   int idle_passes = 0;
   while (stop_.load(std::memory_order_acquire) == 0) {
     const bool all_computing = pass();
+    files_.end_pass();
     idle_passes = watched_.empty() ? idle_passes + 1 : 0;
     if (idle_passes >= idle_passes_to_exit) {
       std::lock_guard<std::mutex> lock(s_.mutex);
@@ -101,7 +102,7 @@ bool permit_monitor::pass() noexcept {
       if (w.streak.ran_since_last_look(w.tid) || !w.seen_before) continue;
     }
     all_computing = false;
-    const thread_sample sample = sample_thread(w.tid);
+    const thread_sample sample = files_.sample(w.tid);
     if (w.stage == holder_stage::lent) {
       if (!sample.asleep || sample.cpu_ns != w.streak.cpu_ns)
         reclaim.push_back(&w);  // it ran again

@@ -5,9 +5,10 @@
 // One thread looks at every holder in stage `holding` each millisecond, or every 4 ms while each
 // one it saw was computing (each look preempts a worker on a machine whose every core runs one).
 // A look reads the holder's CPU clock; one that ran for 3/4 of the time since the last look is
-// computing, and only the others are sampled through /proc (sample_thread,
-// wait_monitor.hpp, with the scheduler's rules), from the second pass that finds it holding the
-// same permit (a holder that took its permit within the last look is making progress):
+// computing, and only the others are sampled through /proc (proc_thread_files.hpp: files kept
+// open per thread; the rules are the scheduler's, wait_monitor.hpp), from the second pass that
+// finds it holding the same permit (a holder that took its permit within the last look is making
+// progress):
 //  * asleep in a system call other than futex on 2 samples running: lend;
 //  * asleep in futex without having run at all for 8 samples (~8 ms): lend. A Python thread
 //    waiting for the GIL sleeps in futex too, but wakes every 5 ms to ask for it, so it never
@@ -64,6 +65,7 @@ class permit_monitor {
 
   permit_table::state& s_;
   std::vector<watched> watched_;
+  proc_thread_files files_;  // the holders' /proc files, kept open between looks
   std::atomic<std::uint32_t> stop_{0};
   bool exited_ = false;  // guarded by the table's mutex
   pthread_t thread_{};

@@ -32,17 +32,6 @@ namespace {
 
 constexpr auto sample_interval = std::chrono::milliseconds(1);
 
-// Reads a small /proc file into buf (NUL-terminated); false when it cannot be read.
-bool read_small_file(const char* path, char* buf, std::size_t size) noexcept {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const ssize_t n = ::read(fd, buf, size - 1);
-  ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  return true;
-}
-
 bool is_futex_call(long number) noexcept {
   if (number == SYS_futex) return true;
 #ifdef SYS_futex_waitv
@@ -53,29 +42,20 @@ bool is_futex_call(long number) noexcept {
 
 }  // namespace
 
-thread_sample sample_thread(pid_t tid) noexcept {
-  thread_sample out;
-  if (tid <= 0) return out;
-  char path[64];
-  char buf[512];
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
-  if (!read_small_file(path, buf, sizeof buf)) return out;
-  out.readable = true;
-  const char* end_of_name = std::strrchr(buf, ')');  // the name may hold spaces and parentheses
-  if (end_of_name == nullptr || end_of_name[1] == '\0' || end_of_name[2] == '\0') return out;
-  const char state = end_of_name[2];
-  if (state != 'S' && state != 'D') return out;
-  if (!thread_cpu_ns(tid, out.cpu_ns)) return out;
-  // The system call it sleeps in: "running" when it has just woken; unreadable: never guess.
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
-  if (!read_small_file(path, buf, sizeof buf)) return out;
-  if (std::strncmp(buf, "running", 7) == 0) return out;
+char thread_state_of(const char* stat_text) noexcept {
+  const char* end_of_name =
+      std::strrchr(stat_text, ')');  // the name may hold spaces and parentheses
+  if (end_of_name == nullptr || end_of_name[1] == '\0' || end_of_name[2] == '\0') return '\0';
+  return end_of_name[2];
+}
+
+bool sleeping_call_of(const char* syscall_text, sleep_kind& kind) noexcept {
+  if (std::strncmp(syscall_text, "running", 7) == 0) return false;  // it has just woken
   char* after = nullptr;
-  const long number = std::strtol(buf, &after, 10);
-  if (after == buf || number < 0) return out;
-  out.asleep = true;
-  out.kind = is_futex_call(number) ? sleep_kind::futex : sleep_kind::other;
-  return out;
+  const long number = std::strtol(syscall_text, &after, 10);
+  if (after == syscall_text || number < 0) return false;
+  kind = is_futex_call(number) ? sleep_kind::futex : sleep_kind::other;
+  return true;
 }
 
 bool thread_cpu_ns(pid_t tid, unsigned long long& out) noexcept {
@@ -150,6 +130,7 @@ void wait_monitor::run() noexcept {
     bool watching = false;
     bool any_reclaiming = false;
     pass(watching, any_reclaiming);
+    files_.end_pass();
     if (!watching && s_.lent_now.load(std::memory_order_relaxed) == 0 && s_.self.running() == 0)
       idle_wait();
     else
@@ -198,10 +179,10 @@ void wait_monitor::pass(bool& watching, bool& any_reclaiming) noexcept {
       const pid_t tid = w->tid.load(std::memory_order_relaxed);
       if (h.arm_count != count || h.tid != tid) h = {count, tid, {}};
       if (h.streak.ran_since_last_look(tid)) continue;
-      if (h.streak.waits_unannounced(sample_thread(tid))) lend(*w, count);
+      if (h.streak.waits_unannounced(files_.sample(tid))) lend(*w, count);
     } else if (stage == lent) {
       watching = true;
-      const thread_sample sample = sample_thread(w->tid.load(std::memory_order_relaxed));
+      const thread_sample sample = files_.sample(w->tid.load(std::memory_order_relaxed));
       // Running again (or gone from /proc: it will settle the lend itself at its task boundary).
       if (!sample.asleep || sample.cpu_ns != h.streak.cpu_ns) reclaim(*w, lent);
       h.streak.cpu_ns = sample.cpu_ns;

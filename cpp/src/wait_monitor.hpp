@@ -26,21 +26,19 @@
 
 #include <pthread.h>
 
+#include "proc_thread_files.hpp"
 #include "scheduler_state.hpp"
 
 namespace corral::detail {
 
-enum class sleep_kind { none, futex, other };
+// The state letter of a thread (S, D, R...) from the text of its /proc/self/task/<tid>/stat; '\0'
+// when it cannot be found. proc_thread_files reads the files (proc_thread_files.hpp).
+char thread_state_of(const char* stat_text) noexcept;
 
-struct thread_sample {
-  bool readable = false;  // false: the thread is gone or /proc is not there
-  bool asleep = false;    // state S (interruptible) or D (uninterruptible)
-  sleep_kind kind = sleep_kind::none;
-  unsigned long long cpu_ns = 0;  // CPU time so far (thread_cpu_ns), read when asleep
-};
-
-// How thread `tid` of this process is now. Never throws; an unreadable file reads as "not asleep".
-thread_sample sample_thread(pid_t tid) noexcept;
+// From the text of a thread's /proc/self/task/<tid>/syscall: true, with the kind, when it sleeps
+// in a system call; false when it has just woken ("running") or the text is not understood (never
+// guess).
+bool sleeping_call_of(const char* syscall_text, sleep_kind& kind) noexcept;
 
 // Thread `tid`'s CPU time in ns (the scheduler's sum_exec_runtime, as schedstat's first field) from
 // its per-thread CPU clock: one system call, no /proc path to look up. False when it is gone.
@@ -102,6 +100,7 @@ class wait_monitor {
 
   scheduler::state& s_;
   std::vector<history> history_;
+  proc_thread_files files_;  // the sampled threads' /proc files, kept open between looks
   std::atomic<std::uint32_t> stop_{0};
   pthread_t thread_{};
 };
