@@ -56,6 +56,26 @@ def test_cpus_reaches_child_processes(tmp_path):
     assert under.stdout.strip() == "1"
 
 
+def test_a_script_alone_is_parsed_as_the_parser_parses_it():
+    from corral import _runner
+
+    assert vars(_runner.plain_target_args(["x.py"])) == vars(_runner.build_parser().parse_args(["x.py"]))
+    for own in (["-p", "2", "x.py"], ["-"], ["-c", "pass"], ["-m", "x"], ["--share", "x.py"], []):
+        assert _runner.plain_target_args(own) is None, own  # the parser's
+
+
+def test_a_script_under_the_runner_finds_no_module_of_corrals_command_line_loaded(tmp_path):
+    # argparse and what it loads as it parses (gettext, locale, shutil) are 5-10 ms of a start; a program
+    # that never imports them finds them absent, as under plain python.
+    script = tmp_path / "modules.py"
+    script.write_text("import sys; print([m in sys.modules for m in ('argparse', 'gettext', 'locale', 'shutil')])\n")
+    plain = run([str(script)])
+    under = run(["-m", "corral", str(script)])
+    assert under.returncode == plain.returncode == 0, under.stderr
+    assert plain.stdout == "[False, False, False, False]\n"
+    assert under.stdout == plain.stdout
+
+
 def test_dash_m_module(tmp_path, script):
     plain, under = both(tmp_path / "sub", ["-m", "show", "x", "-c", "y"])
     assert under.returncode == plain.returncode == 0, under.stderr

@@ -4,11 +4,14 @@ program and shows how it used its CPUs (_report.py)."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from . import _runner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
 
 # The subcommands' modules, imported when one runs: a program run under corral does not pay for them.
 _INFO, _REPORT = "corral._info", "corral._report"
@@ -16,6 +19,8 @@ DEFERRED_IMPORTS = (_INFO, _REPORT)  # tests/test_imports.py counts them in the 
 
 
 def build_info_parser() -> argparse.ArgumentParser:
+    import argparse  # as the runner's: only when a subcommand runs
+
     info = argparse.ArgumentParser(
         prog=f"{_runner.PROG} info",
         description="Show the CPU budget (and where each figure came from), "
@@ -30,10 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     own, rest = _runner.split_argv(argv)
     if own and own[-1] == "info" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # `info` is a subcommand; options before it (-p N) still apply. A script named info: ./info
-        parser = _runner.build_parser()
-        options = parser.parse_args(own[:-1])
+        options = _runner.build_parser().parse_args(own[:-1])
         _runner.apply_cpus(options.cpus)
-        _runner.apply_share(parser, options)
+        _runner.apply_share(options)
         return importlib.import_module(_INFO).run(build_info_parser().parse_args(rest))
     if own and own[-1] == "report" and (len(own) < 2 or own[-2] not in ("-m", "-c", "--")):
         # As info: a subcommand (a script named report: ./report); -p N before it sets the corral run's budget.

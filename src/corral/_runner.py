@@ -8,15 +8,20 @@ corral.patch() active for the whole run and the budget applied to its own BLAS/O
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import sys
+import types
 
 from . import _as_main, _children, _core, _deferred_patch, _program_limits, _share, _thread_limits
 from ._cpu_list import format_cpu_list, parse_cpu_list
 from ._pool_settings import validate_factor
 from ._thread_limits import MAX_BUDGET
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: argparse is imported where the parser is built
+    import argparse
+    from typing import NoReturn
 
 PROG = "python -m corral"
 
@@ -108,6 +113,12 @@ is not private are reported before the program starts (exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # only where corral's options are given (see plain_target_args)
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message):
+            fail(message)
+
     parser = _Parser(
         prog=PROG, usage=USAGE, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,14 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """One line, as `corral info` reports its errors (argparse would print the usage first)."""
-        self.exit(2, f"{PROG}: {message} (see {PROG} --help)\n")
+# What build_parser() gives `python -m corral TARGET`, the usual command, built without it: argparse and what
+# it imports at parse time (re, gettext, locale, shutil) are 5-10 ms of every start, and a program that never
+# imports them should not pay for them. tests/test_runner.py checks that the two agree.
+_DEFAULTS = {"cpus": None, "factor": 1.0, "force": False, "verbose": False, "share": None, "share_size": None,
+             "no_native": False, "no_children": False, "mode": "dynamic", "module": None, "code": None}
+
+
+def plain_target_args(own: list[str]) -> types.SimpleNamespace | None:
+    """The options of `own` when it is a target alone (no option of corral's, not `-`), else None: then
+    build_parser() parses them."""
+    if len(own) != 1 or own[0].startswith("-"):
+        return None
+    return types.SimpleNamespace(**_DEFAULTS, target=own[0])
+
+
+def exit_with(status: int, message: str) -> NoReturn:
+    """What argparse's exit does: the message to stderr, then SystemExit(status)."""
+    sys.stderr.write(message)
+    sys.exit(status)
+
+
+def fail(message: str) -> NoReturn:
+    """A command-line error: one line, as `corral info` reports its errors (argparse would print the usage
+    first), exit 2."""
+    exit_with(2, f"{PROG}: {message} (see {PROG} --help)\n")
 
 
 def cpus_option(text: str) -> int | frozenset[int]:
     """-p/--cpus: a count N (the budget), or a CPU list (a value with '-' or ',')."""
+    import argparse  # called by the parser only: imported already
+
     if "-" in text or "," in text:
         try:
             cpus = parse_cpu_list(text)
@@ -186,6 +220,8 @@ def cpus_option(text: str) -> int | frozenset[int]:
 
 
 def factor_option(text: str) -> float:
+    import argparse  # called by the parser only: imported already
+
     try:
         return validate_factor(text)
     except TypeError:  # not a number
@@ -196,17 +232,19 @@ def factor_option(text: str) -> float:
 
 
 def share_size_option(text: str) -> int:
+    import argparse  # called by the parser only: imported already
+
     try:
         return _share.parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("corral: ")) from None
 
 
-def apply_share(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def apply_share(args: argparse.Namespace) -> None:
     """Puts --share/--share-size into the environment (children inherit them) and checks what the
     environment says: a bad name or size is a command-line error (exit 2)."""
     if args.share_size is not None and args.share is None:
-        parser.error("--share-size needs --share")
+        fail("--share-size needs --share")
     if args.share is not None:
         os.environ[_share.ENV_NAME] = args.share
         if args.share_size is not None:
@@ -219,7 +257,7 @@ def apply_share(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
                 _share.parse_size(os.environ[_share.ENV_SIZE])
     except ValueError as exc:
         where = "--share" if args.share is not None else _share.ENV_NAME
-        parser.exit(2, f"{PROG}: {where}: {str(exc).removeprefix('corral: ')}\n")
+        exit_with(2, f"{PROG}: {where}: {str(exc).removeprefix('corral: ')}\n")
 
 
 def apply_cpus(cpus: int | frozenset[int] | None) -> None:
@@ -285,29 +323,30 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return split_at_program(argv, _VALUE_OPTIONS, _bare_share)
 
 
-def check_one_program(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exactly one of a script, -m module and -c code was given (else the parser's error, exit 2)."""
+def check_one_program(args: argparse.Namespace) -> None:
+    """Exactly one of a script, -m module and -c code was given (else a command-line error, exit 2)."""
     chosen = [x for x in (args.module, args.code, args.target) if x is not None]
     if not chosen:
-        parser.error("nothing to run: give a script, -m module or -c code")
+        fail("nothing to run: give a script, -m module or -c code")
     if len(chosen) > 1:
-        parser.error("give one of: a script, -m module, -c code")
+        fail("give one of: a script, -m module, -c code")
 
 
 def main(argv: list[str]) -> int:
     own, program_args = split_argv(argv)
-    parser = build_parser()
-    args = parser.parse_args(own)
-    check_one_program(parser, args)
+    args = plain_target_args(own)
+    if args is None:
+        args = build_parser().parse_args(own)
+        check_one_program(args)
 
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
-    apply_share(parser, args)
+    apply_share(args)
     inputs = _children.budget_inputs()  # read before the budget: recorded with it for children
     try:
         budget = _core.budget().cpus  # a malformed CORRAL_CPUS: now, not when a pool first reads it
         source = _share.source()  # joins the share (or make's jobserver) now: one we may not open is exit 2
     except (ValueError, OSError) as exc:
-        parser.exit(2, f"{PROG}: {getattr(exc, 'strerror', None) or exc}\n")
+        exit_with(2, f"{PROG}: {getattr(exc, 'strerror', None) or exc}\n")
     notes = [_share.source_note()]  # why make's jobserver was not used (joining the tree clears it)
     if source is None and not args.no_children:
         # Children inherit the budget; without a share of their own each would have all of it. A share
@@ -319,7 +358,7 @@ def main(argv: list[str]) -> int:
     try:
         program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
     except _as_main.CannotRun as exc:
-        parser.exit(exc.status, f"{exc}\n")  # python's own words and status
+        exit_with(exc.status, f"{exc}\n")  # python's own words and status
 
     _children.end_in_child()  # this runner is itself a child of a corral program: its options now
     if args.no_children:
