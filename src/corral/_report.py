@@ -291,7 +291,7 @@ def run(argv: list[str]) -> int:
     own, rest = split_argv(argv)
     parser = build_parser()
     args = parser.parse_args(own)
-    _runner.check_one_program(parser, args)
+    _runner.check_one_program(args, parser.error)
     if args.target is not None and args.target != "-" and not os.path.exists(args.target):
         parser.error(f"can't open file {args.target!r}: no such file")
     _check_output(parser, "--json", args.json)

@@ -21,7 +21,7 @@ from ._thread_limits import MAX_BUDGET
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: argparse is imported where the parser is built
     import argparse
-    from typing import NoReturn
+    from typing import Callable, NoReturn
 
 PROG = "python -m corral"
 
@@ -323,13 +323,14 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     return split_at_program(argv, _VALUE_OPTIONS, _bare_share)
 
 
-def check_one_program(args: argparse.Namespace) -> None:
-    """Exactly one of a script, -m module and -c code was given (else a command-line error, exit 2)."""
+def check_one_program(args: argparse.Namespace, error: Callable[[str], NoReturn] = fail) -> None:
+    """Exactly one of a script, -m module and -c code was given (else error(message): a command-line
+    error, exit 2; `corral report` passes its parser's)."""
     chosen = [x for x in (args.module, args.code, args.target) if x is not None]
     if not chosen:
-        fail("nothing to run: give a script, -m module or -c code")
+        error("nothing to run: give a script, -m module or -c code")
     if len(chosen) > 1:
-        fail("give one of: a script, -m module, -c code")
+        error("give one of: a script, -m module, -c code")
 
 
 def main(argv: list[str]) -> int:
