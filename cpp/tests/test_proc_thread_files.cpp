@@ -101,20 +101,29 @@ TEST(ProcThreadFiles, SeesAThreadAsleepInReadAsOtherAndOneOnAConditionAsFutex) {
   EXPECT_FALSE(me.asleep);
 }
 
-TEST(ProcThreadFiles, KeepsAThreadsFilesOpenBetweenSamplesAndClosesThemOnceIdle) {
+// A thread asleep in read(), sampled once: its two files are open.
+class ProcThreadFilesOfASleeper : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(sample_asleep(files, reader.tid()).asleep);
+    ours = files.open_descriptors();
+    ASSERT_EQ(ours.size(), 2u);
+  }
+
   proc_thread_files files;
   reader_thread reader;
-  ASSERT_TRUE(sample_asleep(files, reader.tid()).asleep);
-  const std::vector<int> first = files.open_descriptors();
-  ASSERT_EQ(first.size(), 2u);
+  std::vector<int> ours;
+};
+
+TEST_F(ProcThreadFilesOfASleeper, KeptOpenBetweenSamplesAndClosedOnceIdle) {
   ASSERT_TRUE(files.sample(reader.tid()).asleep);
-  EXPECT_EQ(files.open_descriptors(), first) << "the same files, not opened again";
+  EXPECT_EQ(files.open_descriptors(), ours) << "the same files, not opened again";
 
   for (unsigned i = 0; i < proc_thread_files::idle_passes_to_close; ++i) files.end_pass();
-  EXPECT_EQ(files.open_descriptors(), first) << "still watched";
+  EXPECT_EQ(files.open_descriptors(), ours) << "still watched";
   files.end_pass();
   EXPECT_TRUE(files.open_descriptors().empty());
-  for (int fd : first) EXPECT_FALSE(is_open(fd)) << fd;
+  for (int fd : ours) EXPECT_FALSE(is_open(fd)) << fd;
 }
 
 TEST(ProcThreadFiles, NeverMovesNorClosesAFileTheProgramOpenedUnderItsNumber) {
@@ -158,12 +167,7 @@ TEST(ProcThreadFiles, NeverMovesNorClosesAFileTheProgramOpenedUnderItsNumber) {
   ::close(program_file);
 }
 
-TEST(ProcThreadFiles, AForkedChildInheritsNoneOfThemAndSamplesItsOwn) {
-  proc_thread_files files;
-  reader_thread reader;
-  ASSERT_TRUE(sample_asleep(files, reader.tid()).asleep);
-  const std::vector<int> ours = files.open_descriptors();
-  ASSERT_EQ(ours.size(), 2u);
+TEST_F(ProcThreadFilesOfASleeper, NoneInheritedByAForkedChildWhichSamplesItsOwn) {
   int program_pipe[2];
   ASSERT_EQ(::pipe(program_pipe), 0);
 
