@@ -163,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # What build_parser() gives `python -m corral TARGET`, the usual command, built without it: argparse and what
-# it imports at parse time (re, gettext, locale, shutil) are 5-10 ms of every start, and a program that never
-# imports them should not pay for them. tests/test_runner.py checks that the two agree.
+# it imports as a parser is built (gettext, locale, shutil) are about 5 ms of every start, and a program that
+# never imports them should not find them loaded. tests/test_runner.py checks that the two agree.
 _DEFAULTS = {"cpus": None, "factor": 1.0, "force": False, "verbose": False, "share": None, "share_size": None,
              "no_native": False, "no_children": False, "mode": "dynamic", "module": None, "code": None}
 
