@@ -51,6 +51,7 @@ void permit_monitor::run() noexcept {
     if (idle_passes >= idle_passes_to_exit) {
       std::lock_guard<std::mutex> lock(s_.mutex);
       if (s_.holders.empty()) {  // under the mutex: a holder registering now sees exited_
+        files_.close_all();      // nothing left to watch: no file of ours stays open
         exited_ = true;
         return;
       }

@@ -121,8 +121,13 @@ proc_thread_files::proc_thread_files() noexcept
     : epoch_(the_epoch.load(std::memory_order_relaxed)) {}
 
 proc_thread_files::~proc_thread_files() {
-  if (epoch_ != the_epoch.load(std::memory_order_relaxed)) return;  // a forked child closed them
+  close_all();
+}
+
+void proc_thread_files::close_all() noexcept {
+  forget_if_forked();  // in a forked child the files are closed already
   for (entry& e : entries_) close_entry(e);
+  entries_.clear();
 }
 
 void proc_thread_files::forget_if_forked() noexcept {

@@ -48,6 +48,9 @@ class proc_thread_files {
   // passes (threads that finished their task, compute, or exited).
   void end_pass() noexcept;
 
+  // Closes them all: the monitor has nothing to watch and goes to sleep (or ends).
+  void close_all() noexcept;
+
   // The descriptors open now (tests).
   std::vector<int> open_descriptors() const;
 

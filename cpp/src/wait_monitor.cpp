@@ -131,9 +131,10 @@ void wait_monitor::run() noexcept {
     bool any_reclaiming = false;
     pass(watching, any_reclaiming);
     files_.end_pass();
-    if (!watching && s_.lent_now.load(std::memory_order_relaxed) == 0 && s_.self.running() == 0)
+    if (!watching && s_.lent_now.load(std::memory_order_relaxed) == 0 && s_.self.running() == 0) {
+      files_.close_all();  // asleep until a slot is taken: no file of ours stays open meanwhile
       idle_wait();
-    else
+    } else
       tick(any_reclaiming);
   }
 }

@@ -167,6 +167,13 @@ TEST(ProcThreadFiles, NeverMovesNorClosesAFileTheProgramOpenedUnderItsNumber) {
   ::close(program_file);
 }
 
+TEST_F(ProcThreadFilesOfASleeper, AllClosedWhenTheMonitorGoesIdle) {
+  files.close_all();
+  EXPECT_TRUE(files.open_descriptors().empty());
+  for (int fd : ours) EXPECT_FALSE(is_open(fd)) << fd;
+  EXPECT_TRUE(sample_asleep(files, reader.tid()).asleep) << "and opened again when needed";
+}
+
 TEST_F(ProcThreadFilesOfASleeper, NoneInheritedByAForkedChildWhichSamplesItsOwn) {
   int program_pipe[2];
   ASSERT_EQ(::pipe(program_pipe), 0);
