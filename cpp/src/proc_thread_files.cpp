@@ -138,9 +138,14 @@ void proc_thread_files::forget_if_forked() noexcept {
 }
 
 void proc_thread_files::close_entry(entry& e) noexcept {
-  if (e.stat.slot >= 0) close_in_table(e.stat.slot);
-  if (e.syscall.slot >= 0) close_in_table(e.syscall.slot);
-  e.stat.slot = e.syscall.slot = -1;
+  if (e.stat_slot >= 0) close_in_table(e.stat_slot);
+  if (e.syscall_slot >= 0) close_in_table(e.syscall_slot);
+  e.stat_slot = e.syscall_slot = -1;
+}
+
+void proc_thread_files::drop(entry* e) noexcept {
+  close_entry(*e);
+  entries_.erase(entries_.begin() + (e - entries_.data()));
 }
 
 proc_thread_files::entry* proc_thread_files::open_entry(pid_t tid) noexcept {
@@ -150,10 +155,10 @@ proc_thread_files::entry* proc_thread_files::open_entry(pid_t tid) noexcept {
   entry e;
   e.tid = tid;
   std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
-  e.stat.slot = open_in_table(path);
+  e.stat_slot = open_in_table(path);
   std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
-  e.syscall.slot = e.stat.slot >= 0 ? open_in_table(path) : -1;
-  if (e.syscall.slot < 0) {
+  e.syscall_slot = e.stat_slot >= 0 ? open_in_table(path) : -1;
+  if (e.syscall_slot < 0) {
     close_entry(e);
     return nullptr;
   }
@@ -177,9 +182,8 @@ thread_sample proc_thread_files::sample(pid_t tid) noexcept {
     entry* e = open_entry(tid);
     if (e == nullptr) return out;  // gone, or no room
     e->idle_passes = 0;
-    if (!read_from_start(fd_in(e->stat.slot), buf, sizeof buf) || !is_stat_of(buf, tid)) {
-      close_entry(*e);
-      entries_.erase(entries_.begin() + (e - entries_.data()));
+    if (!read_from_start(fd_in(e->stat_slot), buf, sizeof buf) || !is_stat_of(buf, tid)) {
+      drop(e);
       continue;
     }
     out.readable = true;
@@ -187,13 +191,11 @@ thread_sample proc_thread_files::sample(pid_t tid) noexcept {
     if (state != 'S' && state != 'D') return out;
     if (!thread_cpu_ns(tid, out.cpu_ns)) return out;
     // The system call it sleeps in; a file that is not ours any more: never guess.
-    if (!still_ours(e->syscall.slot) || !read_from_start(fd_in(e->syscall.slot), buf, sizeof buf)) {
-      close_entry(*e);
-      entries_.erase(entries_.begin() + (e - entries_.data()));
+    if (!still_ours(e->syscall_slot) || !read_from_start(fd_in(e->syscall_slot), buf, sizeof buf)) {
+      drop(e);
       return out;
     }
-    out.asleep = sleeping_call_of(buf, out.kind);
-    if (!out.asleep) out.kind = sleep_kind::none;
+    out.asleep = sleeping_call_of(buf, out.kind);  // kind stays none when it is not asleep
     return out;
   }
   return out;
@@ -216,8 +218,8 @@ std::vector<int> proc_thread_files::open_descriptors() const {
   std::vector<int> fds;
   if (epoch_ != the_epoch.load(std::memory_order_relaxed)) return fds;
   for (const entry& e : entries_)
-    for (const file& f : {e.stat, e.syscall})
-      if (f.slot >= 0) fds.push_back(fd_in(f.slot));
+    for (int slot : {e.stat_slot, e.syscall_slot})
+      if (slot >= 0) fds.push_back(fd_in(slot));
   return fds;
 }
 

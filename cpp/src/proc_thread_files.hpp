@@ -57,19 +57,18 @@ class proc_thread_files {
   static constexpr unsigned idle_passes_to_close = 64;
 
  private:
-  struct file {
-    int slot = -1;  // in the process-wide table (proc_thread_files.cpp); -1: not open
-  };
-  struct entry {
+  struct entry {  // slots in the process-wide table (proc_thread_files.cpp); -1: not open
     pid_t tid = 0;
-    file stat;
-    file syscall;
+    int stat_slot = -1;
+    int syscall_slot = -1;
     unsigned idle_passes = 0;
   };
 
   // The entry of `tid`, with both files open; nullptr when they cannot be opened.
   entry* open_entry(pid_t tid) noexcept;
   static void close_entry(entry& e) noexcept;
+  // Closes e's files and forgets it (e points into entries_).
+  void drop(entry* e) noexcept;
   // In a forked child: drops the entries made in the parent (the child's handler closed them).
   void forget_if_forked() noexcept;
 

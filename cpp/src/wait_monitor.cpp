@@ -11,7 +11,6 @@
 // us or it).
 #include "wait_monitor.hpp"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -19,7 +18,6 @@
 
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
