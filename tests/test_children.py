@@ -244,6 +244,53 @@ def test_the_recorded_settings_keep_every_digit_of_the_factor():
     assert _children.decode(_children.encode(settings)) == settings  # `-f 1.0000001` once reached children as 1
 
 
+def test_the_names_a_childs_start_spells_itself_are_the_owners():
+    # _children imports no other module of corral's at a child's start (its module docstring): what it needs
+    # of them it spells itself, and must spell as they do.
+    from corral import _children, _deferred_patch, _pool_settings, _thread_limits
+
+    assert (_children.CHILDREN_VAR, _children.BUDGET_VAR, _children.MAX_BUDGET) == \
+        (_thread_limits.CHILDREN_VAR, _thread_limits.BUDGET_VAR, _thread_limits.MAX_BUDGET)
+    assert _children.MODES == _pool_settings.MODES
+    assert sorted(_children.PATCH_IMPORTS) == sorted(_deferred_patch.TRIGGER_MODULES + _deferred_patch.LIBRARY_MODULES)
+    assert _children.PACKAGE_PREFIX == _deferred_patch.PACKAGE + "."
+
+
+@pytest.mark.parametrize("text", ["1", "1.0", "2.5", "1e0", " 3 ", "0.99", "0", "-2", "inf", "nan", "x", "", "1,5"])
+def test_a_childs_factor_rule_is_the_pools(text):
+    from corral import _children, _pool_settings
+
+    try:
+        expected = _pool_settings.validate_factor(text)
+    except (TypeError, ValueError):
+        expected = None
+    try:
+        got = _children._factor(text)
+    except ValueError:
+        got = None
+    assert got == expected, text
+
+
+def test_the_digest_tells_texts_apart_that_differ_in_a_byte_or_in_length():
+    from corral import _children
+
+    base = b"0::/user.slice/user-0.slice/session-1.scope\n"
+    digests = {_children._digest(base), _children._digest(base + b"\0"), _children._digest(base[:-1])}
+    digests |= {_children._digest(base[:i] + bytes([base[i] ^ bit]) + base[i + 1:])
+                for i in range(len(base)) for bit in (1, 0x80)}  # 0x80: the top bit of a word, for every 8th byte
+    assert len(digests) == 3 + 2 * len(base)
+
+
+def test_a_child_whose_budget_is_its_parents_imports_one_module_of_corrals_until_its_first_pool(tmp_path):
+    # docs/children.md, "What a child costs": each module of corral's is some 1% of a child's start. The patch
+    # itself starts at the child's first pool import; that child's pools are corral's (test_deferred_patch.py).
+    code = ("import sys; print(sorted(m for m in sys.modules if m.startswith('corral'))); "
+            "import concurrent.futures, corral._patch; print(corral._patch.is_patched())")
+    r = run_python(["-m", "corral", "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["['corral', 'corral._children']", "True"], r.stdout
+
+
 def test_a_child_in_a_cgroup_namespace_of_its_own_reads_its_own_budget(tmp_path):
     # In a namespace of its own a child may read its parent's /proc/self/cgroup text from another cgroup.
     # The runner in a namespace of its own too, so that both read every cgroup as "/".

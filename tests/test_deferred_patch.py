@@ -60,6 +60,10 @@ REACHES = {
     "corral._thread_pool first":
         "import corral._thread_pool; from concurrent.futures import ThreadPoolExecutor as C; p = C(1); "
         "k = corral.ThreadPoolExecutor",
+    # corral's public pool first (PEP 562 imports corral._thread_pool, which imports multiprocessing.pool at its
+    # top), then the stdlib's module, already imported by then
+    "corral.ThreadPool first":
+        "corral.ThreadPool; from multiprocessing.pool import ThreadPool as C; p = C(1); k = corral.ThreadPool",
     # a lookup first, which imports nothing
     "find_spec first":
         "import importlib.util; importlib.util.find_spec('concurrent.futures'); "

@@ -325,11 +325,19 @@ def test_a_work_queue_whose_signal_was_replaced_raises_instead_of_crashing():
 
 
 LIBRARY_LOADED_LATER_PROBE = textwrap.dedent("""\
-    import concurrent.futures, sys, threading, threadpoolctl
-    both = threading.Barrier(2)
+    import concurrent.futures, sys, threadpoolctl
+    arrived, read = [], []
     def blas_threads(_):
-        both.wait()  # both running: OpenBLAS's process-wide count is the latest start's
-        return max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+        # Both running, then OpenBLAS's process-wide count is the latest start's. Spun, not a Barrier: a task
+        # that waits gives its permit back, and the other may then take the cores alone for a moment.
+        arrived.append(1)
+        while len(arrived) < 2:
+            pass
+        count = max(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+        read.append(1)
+        while len(read) < 2:  # neither ends (and leaves the other alone) before both read
+            pass
+        return count
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert sum(pool.map(abs, range(1000))) == 499500  # no library loaded: nothing to limit
         assert "numpy" not in sys.modules

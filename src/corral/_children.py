@@ -1,10 +1,10 @@
 """Child Python processes join the budget (docs/children.md; architecture.md invariant 5).
 
 `python -m corral` exports CORRAL_CHILDREN; the `corral-children.pth` file the package installs in
-site-packages makes every interpreter of that environment that starts with the variable set import
-_child_startup, which calls start_in_child() before the child's own code runs (coverage.py reaches
-subprocesses the same way). Interpreters without the variable pay one getenv; a Python without
-corral installed has no .pth file and is left alone, as is anything that is not Python.
+site-packages makes every interpreter of that environment that starts with the variable set import this
+module and call start(), before the child's own code runs (coverage.py reaches subprocesses the same way).
+Interpreters without the variable pay one getenv; a Python without corral installed has no .pth file and
+is left alone, as is anything that is not Python.
 
 The variable's value carries the runner's settings, so that a child's pools behave as the
 program's: "1" (the defaults), or a comma-separated list of `mode=dynamic|static`, `factor=F`,
@@ -13,23 +13,44 @@ decided it from (budget_inputs). A child gets child_share() (the one place that 
 limits for its own BLAS calls, and corral.patch() with those settings (entered at the child's first import of
 a pool module: _deferred_patch.py).
 
-A child whose budget inputs read as the runner's takes the runner's budget as it is, without loading the
-C extension (about 2 ms of a child's 10 ms start; docs/children.md, "What a child costs"); any other child
-reads its budget as corral.budget() does, and records it for its own children.
+This module is the whole of what a child whose budget is its parent's imports at its start, besides the
+package (docs/children.md, "What a child costs": each module of corral's is some 1% of plain python's start).
+So it imports no other module of corral's there: what it needs of them is spelled here too (the names
+below; tests/test_children.py checks they agree), and the rest is imported by name (DEFERRED_IMPORTS) on
+the paths that need it: a child that reads its own budget, one whose libraries need limits, and the
+child's first import of a pool module (_PatchOnFirstImport).
 """
 
+import _signal  # signal's C module (3.11-3.14): signal.py imports enum, 3 ms at every child's start
+import _thread
 import os
+import sys
 
 # collections.abc's own module, which os loads at every start (collections.abc imports collections, and
 # `from __future__ import annotations` the __future__ module: each some 0.3 ms of a child Python's start)
 from _collections_abc import Mapping, MutableMapping
 
-from . import _deferred_patch, _pool_settings
-from ._thread_limits import BUDGET_VAR, CHILDREN_VAR, MAX_BUDGET
+# Spelled here as where they belong, for this module's import cost (module docstring):
+CHILDREN_VAR = "CORRAL_CHILDREN"  # _thread_limits.CHILDREN_VAR
+BUDGET_VAR = "CORRAL_CPUS"  # _thread_limits.BUDGET_VAR
+MAX_BUDGET = 65536  # _thread_limits.MAX_BUDGET
+MODES = ("dynamic", "static")  # _pool_settings.MODES
+# _deferred_patch.TRIGGER_MODULES + LIBRARY_MODULES: the imports the deferred patch acts on
+PATCH_IMPORTS = ("concurrent.futures", "multiprocessing.pool",
+                 "joblib._parallel_backends", "distributed.nanny", "distributed.worker")
+PACKAGE_PREFIX = "corral."  # and on each of corral's own modules (_deferred_patch's pending patch)
 
-# Imported by name where needed (not at a child's start): tests/test_imports.py counts it in the module graph.
+# Imported by name where needed (not at a child's start): tests/test_imports.py counts them in the module graph.
+DEFERRED_PATCH = "corral._deferred_patch"
+POOL_SETTINGS = "corral._pool_settings"
 PROGRAM_LIMITS = "corral._program_limits"
-DEFERRED_IMPORTS = (PROGRAM_LIMITS,)
+DEFERRED_IMPORTS = (DEFERRED_PATCH, POOL_SETTINGS, PROGRAM_LIMITS)
+
+
+def _import(name: str):
+    import importlib  # here, not at the top: importlib imports warnings (some 2% of a child's start)
+
+    return importlib.import_module(name)
 
 
 class Settings:
@@ -47,6 +68,10 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         return Settings(**{**{name: getattr(self, name) for name in self.__slots__}, **changes})
 
+    def patch_settings(self) -> dict:
+        """corral.patch()'s keyword arguments."""
+        return {"native": self.native, "mode": self.mode, "factor": self.factor, "force": self.force}
+
     def __eq__(self, other) -> bool:
         return type(other) is Settings and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
@@ -54,14 +79,21 @@ class Settings:
         return "Settings(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
 
-def _fnv1a(data: bytes) -> int:
-    """FNV-1a, 64 bits: every byte is mixed by a multiplication, so texts that differ anywhere give
-    different digests but by chance (a sum of shifted bytes, the first digest here, gave '9       \t' and
-    '1       \n' the same one). Not a defence against a digest forged on purpose: CORRAL_CHILDREN is
-    corral's, and a value written by hand is trusted as the runner's within MAX_BUDGET."""
+def _digest(data: bytes) -> int:
+    """64 bits of `data`, a 64-bit word at a time (its length first, as a word of its own; zeros pad the
+    last word): each word is xored in, then the state multiplied by FNV's odd prime (which carries each bit
+    upward) and xored with itself shifted right (which carries the high bits down, where the next word's
+    multiplication spreads them again). Each step is a bijection modulo 2**64, so texts that differ in one
+    word have different digests for sure, and texts that differ in several but by chance (a sum of shifted
+    bytes, the first digest here, gave '9       \t' and '1       \n' the same one; FNV-1a alone, a word at a
+    time, gives the same digest to every text that differs from another only in the top bits of its words).
+    A word at a time, not a byte: a child computes it at its start, and a Python loop per byte of
+    /proc/self/cgroup took some 0.2% of it. Not a defence against a digest forged on purpose:
+    CORRAL_CHILDREN is corral's, and a value written by hand is trusted as the runner's within MAX_BUDGET."""
     h = 0xCBF29CE484222325
-    for byte in data:
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    for word in (len(data), *memoryview(data + bytes(-len(data) % 8)).cast("Q")):
+        h = ((h ^ word) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
     return h
 
 
@@ -81,7 +113,7 @@ def budget_inputs(environ: Mapping[str, str] | None = None) -> str:
     except OSError:
         return "unread"
     head = f"{environ.get(BUDGET_VAR)}|{affinity}|{namespace}|".encode("utf-8", "surrogateescape")
-    return format(_fnv1a(head + cgroup), "x")
+    return format(_digest(head + cgroup), "x")
 
 
 def encode(settings: Settings) -> str:
@@ -104,13 +136,10 @@ def decode(value: str) -> Settings:
     fields: dict = {}
     for word in value.split(","):
         key, eq, arg = word.strip().partition("=")
-        if key == "mode" and eq and arg in _pool_settings.MODES:
+        if key == "mode" and eq and arg in MODES:
             fields["mode"] = arg
         elif key == "factor" and eq:
-            try:
-                fields["factor"] = _pool_settings.validate_factor(arg)
-            except (TypeError, ValueError):
-                raise ValueError(f"factor must be a finite number >= 1, got {arg!r}") from None
+            fields["factor"] = _factor(arg)
         elif word.strip() == "force":
             fields["force"] = True
         elif word.strip() == "no-native":
@@ -122,6 +151,18 @@ def decode(value: str) -> Settings:
             raise ValueError(f"expected 1, or a list of mode=dynamic|static, factor=F, force, no-native, "
                              f"budget=B@INPUTS; got {word.strip()!r}")
     return Settings(**fields)
+
+
+def _factor(arg: str) -> float:
+    """_pool_settings.validate_factor's rule, for the text of a factor (tests/test_children.py checks they
+    agree): a finite number >= 1."""
+    try:
+        value = float(arg)
+    except ValueError:
+        value = float("nan")
+    if not value >= 1.0 or value == float("inf"):
+        raise ValueError(f"factor must be a finite number >= 1, got {arg!r}")
+    return value
 
 
 def _is_budget(arg: str) -> bool:
@@ -147,32 +188,125 @@ def disable(environ: MutableMapping[str, str] | None = None) -> None:
     environ.pop(CHILDREN_VAR, None)
 
 
-class ChildShare:
-    """What a child process gets of the budget: budget, the count its start-up limits follow (an int). Its
-    affinity is the one it inherited, and its CORRAL_CPUS too: its budget stays what corral.budget() reads,
-    live, as the program's does (a quota changed since the runner started included)."""
-
-    __slots__ = ("budget",)
-
-    def __init__(self, budget: int):
-        self.budget = budget
-
-
-def child_share(known_budget: int | None = None) -> ChildShare:
-    """The share of a child Python process: the one decision of what a child gets.
+def child_share(known_budget: int | None = None) -> int:
+    """The budget of a child Python process: the one decision of what a child gets.
 
     The parent's budget as its cap (CORRAL_CPUS and the affinity a child inherits: `known_budget`, the
     one its parent recorded where the child's budget inputs read as its parent's, else corral.budget());
     the permits it runs on are drawn, with the program's and its other children's, from the program's
     tree share, which the child joins through the CORRAL_SHARE it inherits (docs/share.md, "The
-    program's tree"). Process-pool workers and Dask workers get smaller, disjoint shares of their own
-    (_worker_share.py, _dask_worker.py), applied after this one.
+    program's tree"). Its affinity is the one it inherited, and its CORRAL_CPUS too: its budget stays what
+    corral.budget() reads, live, as the program's does. Process-pool workers and Dask workers get smaller,
+    disjoint shares of their own (_worker_share.py, _dask_worker.py), applied after this one.
     """
     # The C extension (some 2 ms) is loaded only where the parent's budget does not apply.
-    return ChildShare(budget=_pool_settings.budget_cpus() if known_budget is None else known_budget)
+    return _import(POOL_SETTINGS).budget_cpus() if known_budget is None else known_budget
 
 
-_active: _deferred_patch.DeferredPatch | None = None  # the patch start_in_child started (end_in_child ends it)
+class _PatchOnFirstImport:
+    """The child's deferred patch (_deferred_patch.DeferredPatch), itself made at the child's first import of a
+    module it acts on (PATCH_IMPORTS, or one of corral's own), after that module's code ran: a child that never
+    imports one pays for neither _deferred_patch nor the modules it imports (some 5% of a child's start).
+
+    A finder on sys.meta_path by protocol, as _import_hooks' are, and like them it finds nothing itself: it
+    wraps the module's loader, and hands the module its real loader back before the patch starts. It imports
+    nothing while the import system holds its lock (in find_spec), and holds its own lock only to decide
+    which thread starts the patch: the start imports corral's modules, and another thread that imports one
+    of PATCH_IMPORTS meanwhile may hold a module lock they need. That thread leaves its module to the starting
+    thread, which tells the patch about it once started (DeferredPatch.imported)."""
+
+    def __init__(self, settings: Settings, budget: int):
+        self._settings = settings
+        self._budget = budget
+        self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
+        self._active = True
+        self._patch = None  # the DeferredPatch, once a thread took it on
+        self._started = False
+        self._imported_meanwhile: list = []  # modules another thread imported while the patch started
+
+    def find_spec(self, fullname, path, target=None):
+        if not self._active or not (fullname in PATCH_IMPORTS or fullname.startswith(PACKAGE_PREFIX)):
+            return None
+        for finder in list(sys.meta_path):
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is not None and hasattr(loader, "exec_module") and not isinstance(loader, _StartAfterLoad):
+            spec.loader = _StartAfterLoad(loader, self, fullname)
+        return spec
+
+    def imported(self, name: str | None) -> None:
+        """`name`'s code ran (None: start now): the patch starts, from this thread or from the one that took
+        it on first."""
+        with self._lock:
+            patch, start = self._patch, self._patch is None
+            if start:
+                self._active = False
+                self._patch = patch = _import(DEFERRED_PATCH).DeferredPatch(**self._settings.patch_settings())
+            elif not self._started:
+                if name is not None:
+                    self._imported_meanwhile.append(name)
+                return
+        if start:
+            # As under the runner; it sees `name` imported (a trigger enters the patch at once).
+            patch.start(budget=self._budget)
+            with self._lock:
+                self._started = True
+                names, self._imported_meanwhile = self._imported_meanwhile, []
+            for other in names:
+                patch.imported(other)
+        if name is not None:
+            patch.imported(name)
+
+    def stop(self) -> None:
+        self._active = False
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        with self._lock:
+            patch, self._patch = self._patch, None
+        if patch is not None:
+            patch.stop()
+
+
+class _StartAfterLoad:
+    """The module's loader, by protocol, with _PatchOnFirstImport.imported after the module's code ran (not
+    where it raised: the import fails as it would anyway, and the next one is watched again)."""
+
+    def __init__(self, loader, hook: _PatchOnFirstImport, name: str):
+        self._loader = loader
+        self._hook = hook
+        self._name = name
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        # What a program sees of the module is what plain python gives it: the real loader.
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self._loader
+        # The import system binds a submodule to its package only once this returns; the patch may reach
+        # it through the package (`import concurrent.futures` then concurrent.futures.X), so bind now.
+        parent, _, child = self._name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, module)
+        self._hook.imported(self._name)
+
+    def __getattr__(self, name):  # get_source, get_code, is_package...: the real loader's
+        return getattr(self._loader, name)
+
+
+_active: "_PatchOnFirstImport | None" = None  # what start_in_child started (end_in_child ends it)
 
 
 def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
@@ -188,23 +322,24 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
         raise ValueError(f"{CHILDREN_VAR}: {exc}") from None
     inputs = budget_inputs(environ)
     known = settings.budget if settings.budget is not None and settings.inputs == inputs else None
-    share = child_share(known)
+    budget = child_share(known)
     if known is None:
-        enable(settings, share.budget, inputs, environ)  # for its own children, as the runner records it
+        enable(settings, budget, inputs, environ)  # for its own children, as the runner records it
     visible = len(os.sched_getaffinity(0))
-    if settings.native and share.budget < visible:  # else the libraries' defaults fit: nothing to decide
-        import importlib  # not at import: most children have nothing to decide
-
-        _program_limits = importlib.import_module(PROGRAM_LIMITS)
-        _program_limits.apply(share.budget, _program_limits.decide(share.budget, visible, environ), environ)
-    _active = _deferred_patch.DeferredPatch(native=settings.native, mode=settings.mode, factor=settings.factor,
-                                            force=settings.force)
-    # For the child's whole life, as under the runner; entered at its first pool import.
-    _active.start(budget=share.budget)
+    if settings.native and budget < visible:  # else the libraries' defaults fit: nothing to decide
+        _program_limits = _import(PROGRAM_LIMITS)
+        _program_limits.apply(budget, _program_limits.decide(budget, visible, environ), environ)
+    _active = _PatchOnFirstImport(settings, budget)
+    if known is None:
+        # Its budget is not its parent's: the patch's start-up settings (LOKY_MAX_CPU_COUNT) are not the
+        # environment it inherited, so they are set now, before its code runs, as the runner sets them.
+        _active.imported(None)
+    else:
+        sys.meta_path.insert(0, _active)
 
 
 def end_in_child() -> None:
-    """Leaves the patch start_in_child entered (the runner started as a child takes over)."""
+    """Leaves the patch start_in_child started (the runner started as a child takes over)."""
     global _active
     if _active is not None:
         _active.stop()
@@ -214,3 +349,29 @@ def end_in_child() -> None:
 def started() -> bool:
     """Whether this process joined the budget as a child (start_in_child ran)."""
     return _active is not None
+
+
+def start(mask: set) -> None:
+    """Run by corral-children.pth at interpreter startup when CORRAL_CHILDREN is set, after the .pth line
+    blocked SIGINT (`mask`: the signal mask before that).
+
+    This runs inside site.py, before the child's own code: an exception here would be printed by site with
+    a traceback and the child would run without corral; a SystemExit or KeyboardInterrupt would abort the
+    interpreter ("Fatal Python error: init_import_site", exit 1). So:
+    - a bad CORRAL_CHILDREN or CORRAL_CPUS is one line on stderr and exit 2 (as the runner refuses them);
+    - a SIGINT that arrives meanwhile (a parent may interrupt its child that early) waits, blocked, until
+      the set-up is done, then ends the process by SIGINT, as a KeyboardInterrupt at the top of the child's
+      own code would under plain python.
+    """
+    try:
+        if not started():  # site may read the .pth twice (a venv's site-packages, 3.11)
+            start_in_child()
+    except ValueError as exc:
+        sys.stderr.write(f"corral: {exc}\n")
+        sys.stderr.flush()
+        os._exit(2)
+    finally:
+        if _signal.SIGINT not in mask and _signal.SIGINT in _signal.sigpending() \
+                and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+            _signal.signal(_signal.SIGINT, _signal.SIG_DFL)  # delivered when unblocked below: the process ends
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)

@@ -10,7 +10,7 @@ stdlib themselves. What cannot move here (a subclass overriding or reading its s
 members) is listed at the end, with the file that does it. Elsewhere, for start-up's sake (this module
 imports multiprocessing, which a program that never makes a pool should not pay for; docs/architecture.md,
 "Start-up"): the two that run the program as `__main__` (runpy's and linecache's) are in _compat_main.py;
-the C modules `_signal` (corral-children.pth, _child_startup.py) and `_queue` (bindings/bind_work_queue.cpp)
+the C modules `_signal` (corral-children.pth, _children.py) and `_queue` (bindings/bind_work_queue.cpp)
 stand for signal.py and queue.py, which import enum and threading.
 
 Python 3.14 changed around these, without breaking any of them:

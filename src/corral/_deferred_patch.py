@@ -66,7 +66,7 @@ class DeferredPatch:
         self._previous_environ = _thread_limits.apply(changes) if changes else None
         self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
-            self._enter()
+            self._triggered("")  # pending where it cannot be entered yet (a trigger imported by corral's own module)
         if self._patch is None:
             self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered, once=False),
                                    _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
@@ -86,6 +86,15 @@ class DeferredPatch:
         if self._previous_settings is not None:
             _pool_settings.replace(**self._previous_settings)
             self._previous_settings = None
+
+    def imported(self, name: str) -> None:
+        """Module `name` was imported before start() put its hooks in place (a child's patch starts at the
+        child's first import of a module it acts on: _children._PatchOnFirstImport): what its hook would have
+        done. A trigger module start() saw already."""
+        if name in LIBRARY_MODULES:
+            self._library_imported(name)
+        elif name.startswith(PACKAGE + "."):
+            self._corral_module_imported(name)
 
     def keep_collections_on_schedule(self) -> None:
         """The runner's: the objects the patch's imports make (some 10,000) go straight to the collector's
