@@ -252,7 +252,8 @@ def test_the_names_a_childs_start_spells_itself_are_the_owners():
     assert (_children.CHILDREN_VAR, _children.BUDGET_VAR, _children.MAX_BUDGET) == \
         (_thread_limits.CHILDREN_VAR, _thread_limits.BUDGET_VAR, _thread_limits.MAX_BUDGET)
     assert _children.MODES == _pool_settings.MODES
-    assert sorted(_children.PATCH_IMPORTS) == sorted(_deferred_patch.TRIGGER_MODULES + _deferred_patch.LIBRARY_MODULES)
+    assert _children.TRIGGER_MODULES == _deferred_patch.TRIGGER_MODULES
+    assert _children.LIBRARY_MODULES == _deferred_patch.LIBRARY_MODULES
     assert _children.PACKAGE_PREFIX == _deferred_patch.PACKAGE + "."
 
 
@@ -289,6 +290,24 @@ def test_a_child_whose_budget_is_its_parents_imports_one_module_of_corrals_until
     r = run_python(["-m", "corral", "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {code!r}])"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == ["['corral', 'corral._children']", "True"], r.stdout
+
+
+def test_a_pool_module_imported_before_the_childs_start_enters_the_patch_at_once():
+    # A .pth file read before corral's may import one: the patch is entered at the child's start, as the
+    # runner enters it where one is imported already.
+    code = textwrap.dedent("""\
+        import concurrent.futures, os
+        from corral import _children
+        env = {k: v for k, v in os.environ.items() if k != "CORRAL_CHILDREN"}
+        recorded = _children.Settings(budget=len(os.sched_getaffinity(0)), inputs=_children.budget_inputs(env))
+        env["CORRAL_CHILDREN"] = _children.encode(recorded)
+        _children.start_in_child(env)  # the budget recorded: the fast path
+        import corral
+        print(isinstance(concurrent.futures.ThreadPoolExecutor(1), corral.ThreadPoolExecutor))
+    """)
+    r = run_python(["-c", code])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
 
 
 def test_a_child_in_a_cgroup_namespace_of_its_own_reads_its_own_budget(tmp_path):

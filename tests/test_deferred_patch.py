@@ -64,6 +64,16 @@ REACHES = {
     # top), then the stdlib's module, already imported by then
     "corral.ThreadPool first":
         "corral.ThreadPool; from multiprocessing.pool import ThreadPool as C; p = C(1); k = corral.ThreadPool",
+    # a private module of corral's first, whose own imports are corral's (a child's patch is made only once
+    # none of corral's modules is halfway through its import: it imports them)
+    "corral._pool_settings first":
+        "import corral._pool_settings; from concurrent.futures import ThreadPoolExecutor as C; p = C(1); "
+        "k = corral.ThreadPoolExecutor",
+    # sys.meta_path saved before corral starts the patch (corral.budget() imports one of corral's modules, where
+    # a child's patch starts) and restored after (pytest's pytester does): the hooks are in the saved list
+    "sys.meta_path restored":
+        "import sys; saved = list(sys.meta_path); corral.budget(); sys.meta_path[:] = saved; "
+        "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
     # a lookup first, which imports nothing
     "find_spec first":
         "import importlib.util; importlib.util.find_spec('concurrent.futures'); "
@@ -161,6 +171,17 @@ SAME_AS_PLAIN = {
         print(type(cf.__loader__).__name__, type(mpp.__spec__.loader).__name__, cf.__spec__.loader is cf.__loader__)
         print(isinstance(cf.__loader__, importlib.machinery.SourceFileLoader))
     """,
+    # a finder the program puts first and takes off again: the hooks the patch adds at the first pool import
+    # (for joblib and Dask, not imported yet) go after it, not first
+    "the program's finder first": """\
+        import sys
+        class Mine:
+            def find_spec(self, *args):
+                return None
+        sys.meta_path.insert(0, Mine())
+        import concurrent.futures, multiprocessing.pool
+        print(type(sys.meta_path.pop(0)).__name__, any(type(f).__name__ == "Mine" for f in sys.meta_path))
+    """,
     # the environment does not change at the first pool import
     "environment": """\
         import os
@@ -172,8 +193,10 @@ SAME_AS_PLAIN = {
 
 
 @pytest.mark.parametrize("name", sorted(SAME_AS_PLAIN))
-def test_the_first_pool_import_is_invisible(name):
+@pytest.mark.parametrize("where", ["runner", "child"])
+def test_the_first_pool_import_is_invisible(name, where):
     code = textwrap.dedent(SAME_AS_PLAIN[name])
+    code = code if where == "runner" else _as_child(code)
     plain = run_python(["-c", code], timeout=120)
     under = run_python(["-m", "corral", "-c", code], timeout=120)
     assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
@@ -196,3 +219,43 @@ def test_a_program_module_named_like_one_the_patch_needs_leaves_the_pools_the_st
     under = run_python(["-m", "corral", str(script)], cwd=tmp_path)
     assert (under.returncode, under.stdout, under.stderr) == (plain.returncode, plain.stdout, plain.stderr)
     assert plain.stdout == "[1, 2]\n"
+
+
+# A KeyboardInterrupt (what a SIGINT handler raises) once, at the first call of corral's `function` in `file`
+# while the program's first pool import starts the patch; the program catches it and imports again.
+INTERRUPTED_START = textwrap.dedent("""\
+    import sys
+    function, file = sys.argv[1], sys.argv[2]
+    fired = []
+    def tracer(frame, event, arg):
+        if event == "call" and not fired and frame.f_code.co_name == function \\
+                and frame.f_code.co_filename.endswith(file):
+            fired.append(1)
+            sys.settrace(None)
+            raise KeyboardInterrupt
+    sys.settrace(tracer)
+    try:
+        import concurrent.futures
+    except KeyboardInterrupt:
+        print("interrupted")
+    sys.settrace(None)
+    import concurrent.futures, corral
+    ex = concurrent.futures.ThreadPoolExecutor(1)
+    print(bool(fired), isinstance(ex, corral.ThreadPoolExecutor))
+    ex.shutdown()
+""")
+
+
+# The runner made and started its patch before the program; a child makes it at its first pool import.
+@pytest.mark.parametrize("where, function, file", [
+    ("runner", "_enter", "_deferred_patch.py"), ("child", "_enter", "_deferred_patch.py"),
+    ("child", "start", "_deferred_patch.py"), ("child", "__init__", "_deferred_patch.py")])
+def test_a_patch_start_interrupted_is_tried_again_at_the_next_import(tmp_path, where, function, file):
+    (tmp_path / "prog.py").write_text(INTERRUPTED_START)
+    run = ["prog.py", function, file]
+    if where == "child":
+        run = ["-c", f"import subprocess, sys; r = subprocess.run([sys.executable, *{run!r}], capture_output=True, "
+                     "text=True); print(r.stdout.strip() or r.stderr)"]
+    proc = run_python(["-m", "corral", *run], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["interrupted", "True", "True"], proc.stdout

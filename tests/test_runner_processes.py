@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from _helpers import run_python
+
 CPUS = sorted(os.sched_getaffinity(0))
 TIMEOUT = 120
 LIMIT_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PYTHON_CPU_COUNT", "CORRAL_CPUS",
@@ -283,3 +285,31 @@ def test_mode_static_fixes_thread_pool_limits(mode, expected):
     out = corral("-p", "2", "--mode", mode, "-c", NATIVE_PROBE, env={"OPENBLAS_NUM_THREADS": "2"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == expected
+
+
+PROCESS_NAMES = textwrap.dedent("""\
+    import concurrent.futures, multiprocessing as mp, sys
+
+    def name(_):
+        p = mp.current_process()
+        return p.name, type(p).__name__
+
+    if __name__ == "__main__":
+        for method in ("fork", "spawn", "forkserver"):
+            ctx = mp.get_context(method)
+            with ctx.Pool(1) as p:
+                print(method, p.map(name, [0]), type(p._pool[0]).__name__)
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+                print(method, list(ex.map(name, [0])))
+""")
+
+
+def test_workers_have_the_stdlibs_process_names(tmp_path):
+    # A worker is named after its Process class (a pool renames "SpawnProcess-1" to "SpawnPoolWorker-1"):
+    # programs see it in current_process().name, logging's %(processName)s and repr().
+    (tmp_path / "names.py").write_text(PROCESS_NAMES)
+    plain = run_python(["names.py"], cwd=tmp_path, timeout=120)
+    under = run_python(["-m", "corral", "names.py"], cwd=tmp_path, timeout=120)
+    assert plain.returncode == under.returncode == 0, under.stderr
+    assert under.stdout == plain.stdout
+    assert "SpawnPoolWorker-3" in plain.stdout, plain.stdout

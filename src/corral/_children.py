@@ -18,7 +18,7 @@ package (docs/children.md, "What a child costs": each module of corral's is some
 So it imports no other module of corral's there: what it needs of them is spelled here too (the names
 below; tests/test_children.py checks they agree), and the rest is imported by name (DEFERRED_IMPORTS) on
 the paths that need it: a child that reads its own budget, one whose libraries need limits, and the
-child's first import of a pool module (_PatchOnFirstImport).
+child's first import of a pool module (_PatchImports).
 """
 
 import _signal  # signal's C module (3.11-3.14): signal.py imports enum, 3 ms at every child's start
@@ -35,10 +35,11 @@ CHILDREN_VAR = "CORRAL_CHILDREN"  # _thread_limits.CHILDREN_VAR
 BUDGET_VAR = "CORRAL_CPUS"  # _thread_limits.BUDGET_VAR
 MAX_BUDGET = 65536  # _thread_limits.MAX_BUDGET
 MODES = ("dynamic", "static")  # _pool_settings.MODES
-# _deferred_patch.TRIGGER_MODULES + LIBRARY_MODULES: the imports the deferred patch acts on
-PATCH_IMPORTS = ("concurrent.futures", "multiprocessing.pool",
-                 "joblib._parallel_backends", "distributed.nanny", "distributed.worker")
-PACKAGE_PREFIX = "corral."  # and on each of corral's own modules (_deferred_patch's pending patch)
+# The imports the deferred patch acts on: _deferred_patch.TRIGGER_MODULES, LIBRARY_MODULES, and each of
+# corral's own modules (its pending patch).
+TRIGGER_MODULES = ("concurrent.futures", "multiprocessing.pool")
+LIBRARY_MODULES = ("joblib._parallel_backends", "distributed.nanny", "distributed.worker")
+PACKAGE_PREFIX = "corral."
 
 # Imported by name where needed (not at a child's start): tests/test_imports.py counts them in the module graph.
 DEFERRED_PATCH = "corral._deferred_patch"
@@ -203,32 +204,44 @@ def child_share(known_budget: int | None = None) -> int:
     return _import(POOL_SETTINGS).budget_cpus() if known_budget is None else known_budget
 
 
-class _PatchOnFirstImport:
-    """The child's deferred patch (_deferred_patch.DeferredPatch), itself made at the child's first import of a
-    module it acts on (PATCH_IMPORTS, or one of corral's own), after that module's code ran: a child that never
-    imports one pays for neither _deferred_patch nor the modules it imports (some 5% of a child's start).
+class _PatchImports:
+    """The import hook of a child's patch: it makes the child's _deferred_patch.DeferredPatch at the child's
+    first import of a module the patch acts on (TRIGGER_MODULES, LIBRARY_MODULES, one of corral's own),
+    once that module's code has run, and reports that import and every later one to it
+    (DeferredPatch.imported; the patch then puts no hooks of its own on sys.meta_path). A child that never
+    imports one of them pays for neither _deferred_patch nor what it imports (some 5% of a child's start),
+    and the hook is on sys.meta_path from before the program's code runs, as the runner's are: a program
+    that saves sys.meta_path and restores it later keeps it.
 
-    A finder on sys.meta_path by protocol, as _import_hooks' are, and like them it finds nothing itself: it
-    wraps the module's loader, and hands the module its real loader back before the patch starts. It imports
-    nothing while the import system holds its lock (in find_spec), and holds its own lock only to decide
-    which thread starts the patch: the start imports corral's modules, and another thread that imports one
-    of PATCH_IMPORTS meanwhile may hold a module lock they need. That thread leaves its module to the starting
-    thread, which tells the patch about it once started (DeferredPatch.imported)."""
+    A finder by protocol, as _import_hooks' are, and like them it finds nothing itself: it wraps the
+    module's loader, and hands the module its real loader back before it reports the import. The patch is
+    made only while none of corral's modules is being imported (the patch imports them, and one imported
+    again halfway through its own import would fail, or be a second copy): at the end of the outermost,
+    which is watched too. Making it imports modules neither in find_spec (under the import system's lock)
+    nor under this object's lock (a thread that reports an import meanwhile may hold a module lock they
+    need): one thread makes it, and another that reports an import meanwhile leaves it to that one, which
+    reports it once the patch has started. Where making it fails (ImportError, AttributeError,
+    RuntimeError, as entering the patch may: DeferredPatch._enter) or is interrupted (an exception a signal
+    handler raised), everything is as before and the next import tries again; the program's import goes
+    on, or gets the signal handler's exception, as under plain python."""
+
+    corral_import_hook = True  # as _import_hooks._Hook: neither asks the other
 
     def __init__(self, settings: Settings, budget: int):
         self._settings = settings
         self._budget = budget
         self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
-        self._active = True
-        self._patch = None  # the DeferredPatch, once a thread took it on
-        self._started = False
-        self._imported_meanwhile: list = []  # modules another thread imported while the patch started
+        self._patch = None  # the DeferredPatch, once started
+        self._starting = False  # a thread is making it
+        self._stopped = False
+        self._imported_meanwhile: list = []  # imports reported while another thread made it
 
     def find_spec(self, fullname, path, target=None):
-        if not self._active or not (fullname in PATCH_IMPORTS or fullname.startswith(PACKAGE_PREFIX)):
+        if self._stopped or not (fullname in TRIGGER_MODULES or fullname in LIBRARY_MODULES
+                                 or fullname.startswith(PACKAGE_PREFIX)):
             return None
         for finder in list(sys.meta_path):
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "corral_import_hook", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -241,45 +254,78 @@ class _PatchOnFirstImport:
         return spec
 
     def imported(self, name: str | None) -> None:
-        """`name`'s code ran (None: start now): the patch starts, from this thread or from the one that took
-        it on first."""
+        """`name`'s code ran (None: nothing was imported, start now): the patch is made if it is not yet,
+        and told."""
         with self._lock:
-            patch, start = self._patch, self._patch is None
-            if start:
-                self._active = False
-                self._patch = patch = _import(DEFERRED_PATCH).DeferredPatch(**self._settings.patch_settings())
-            elif not self._started:
-                if name is not None:
-                    self._imported_meanwhile.append(name)
+            if self._stopped:
                 return
-        if start:
-            # As under the runner; it sees `name` imported (a trigger enters the patch at once).
-            patch.start(budget=self._budget)
-            with self._lock:
-                self._started = True
-                names, self._imported_meanwhile = self._imported_meanwhile, []
-            for other in names:
-                patch.imported(other)
+            patch = self._patch
+            if patch is None:
+                if self._starting:
+                    if name is not None:
+                        self._imported_meanwhile.append(name)
+                    return
+                if _corral_module_initializing(but=name):
+                    return  # made at the end of that import
+                self._starting = True
+        if patch is None:
+            patch = self._start()
+            if patch is None:
+                return
         if name is not None:
             patch.imported(name)
 
+    def _start(self):
+        """The started DeferredPatch, or None where it could not be made now."""
+        patch = None
+        try:
+            patch = _import(DEFERRED_PATCH).DeferredPatch(**self._settings.patch_settings())
+            patch.start(budget=self._budget, hooks=False)  # as under the runner (a trigger: entered now)
+        except BaseException as exc:
+            try:
+                if patch is not None:
+                    patch.stop()
+            finally:
+                with self._lock:
+                    self._starting = False
+                    self._imported_meanwhile.clear()  # the next start sees what they imported
+            if isinstance(exc, (ImportError, AttributeError, RuntimeError)):
+                return None
+            raise
+        with self._lock:
+            self._patch, self._starting = patch, False
+            names, self._imported_meanwhile = self._imported_meanwhile, []
+        for other in names:
+            patch.imported(other)
+        return patch
+
     def stop(self) -> None:
-        self._active = False
+        with self._lock:
+            self._stopped = True
+            patch, self._patch = self._patch, None
         try:
             sys.meta_path.remove(self)
         except ValueError:
             pass
-        with self._lock:
-            patch, self._patch = self._patch, None
         if patch is not None:
             patch.stop()
 
 
-class _StartAfterLoad:
-    """The module's loader, by protocol, with _PatchOnFirstImport.imported after the module's code ran (not
-    where it raised: the import fails as it would anyway, and the next one is watched again)."""
+def _corral_module_initializing(but: str | None) -> bool:
+    """Whether one of corral's modules other than `but` (whose code has run: it is marked as initializing
+    until its loader returns) is being imported, in any thread."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith(PACKAGE_PREFIX) and name != but \
+                and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return True
+    return False
 
-    def __init__(self, loader, hook: _PatchOnFirstImport, name: str):
+
+class _StartAfterLoad:
+    """The module's loader, by protocol, with _PatchImports.imported after the module's code ran (not where it
+    raised: the import fails as it would anyway, and the next one is watched again)."""
+
+    def __init__(self, loader, hook: _PatchImports, name: str):
         self._loader = loader
         self._hook = hook
         self._name = name
@@ -306,7 +352,7 @@ class _StartAfterLoad:
         return getattr(self._loader, name)
 
 
-_active: "_PatchOnFirstImport | None" = None  # what start_in_child started (end_in_child ends it)
+_active: "_PatchImports | None" = None  # what start_in_child started (end_in_child ends it)
 
 
 def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
@@ -329,13 +375,13 @@ def start_in_child(environ: MutableMapping[str, str] | None = None) -> None:
     if settings.native and budget < visible:  # else the libraries' defaults fit: nothing to decide
         _program_limits = _import(PROGRAM_LIMITS)
         _program_limits.apply(budget, _program_limits.decide(budget, visible, environ), environ)
-    _active = _PatchOnFirstImport(settings, budget)
-    if known is None:
+    _active = _PatchImports(settings, budget)
+    sys.meta_path.insert(0, _active)  # before the program's code: whatever it does to the list, it is there
+    if known is None or any(name in sys.modules for name in TRIGGER_MODULES):
         # Its budget is not its parent's: the patch's start-up settings (LOKY_MAX_CPU_COUNT) are not the
-        # environment it inherited, so they are set now, before its code runs, as the runner sets them.
+        # environment it inherited, so they are set now, as the runner sets them. Or a pool module is
+        # imported already (by a .pth file read before corral's): the patch is entered now.
         _active.imported(None)
-    else:
-        sys.meta_path.insert(0, _active)
 
 
 def end_in_child() -> None:

@@ -55,19 +55,22 @@ class DeferredPatch:
         self._hooks: list = []  # for stop()
         self._trigger_hooks: list = []  # the trigger modules' and corral's own modules' (inert once entered)
 
-    def start(self, *, now: bool = False, budget: int | None = None) -> None:
+    def start(self, *, now: bool = False, budget: int | None = None, hooks: bool = True) -> None:
         """Enters the patch now when `now` or when a trigger module is imported already, else at the first
-        import of one. `budget`: the process's, where the caller read it already (else corral.budget())."""
+        import of one. `budget`: the process's, where the caller read it already (else corral.budget()).
+        `hooks`: watch the imports with hooks of its own; False: the caller reports each import of a module
+        this acts on (imported(); a child's, whose hook is on sys.meta_path from its start: _children.py)."""
         # What the patch sets as it is entered, set now: pools read the settings, children inherit the
         # environment (joblib.cpu_count() and n_jobs=-1 follow LOKY_MAX_CPU_COUNT from the start, as before).
         self._previous_settings = _pool_settings.replace(**self._settings)
         budget = _pool_settings.budget_cpus() if budget is None else max(1, budget)
         changes = _thread_limits.loky_cpu_count_changes(budget, force=bool(self._settings.get("force", False)))
         self._previous_environ = _thread_limits.apply(changes) if changes else None
-        self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
+        if hooks:
+            self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
             self._triggered("")  # pending where it cannot be entered yet (a trigger imported by corral's own module)
-        if self._patch is None:
+        if self._patch is None and hooks:
             self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered, once=False),
                                    _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
             self._hooks.extend(self._trigger_hooks)
@@ -88,10 +91,11 @@ class DeferredPatch:
             self._previous_settings = None
 
     def imported(self, name: str) -> None:
-        """Module `name` was imported before start() put its hooks in place (a child's patch starts at the
-        child's first import of a module it acts on: _children._PatchOnFirstImport): what its hook would have
-        done. A trigger module start() saw already."""
-        if name in LIBRARY_MODULES:
+        """Module `name` was imported, as the caller of start(hooks=False) reports: what this object's own hook
+        for it would have done."""
+        if name in TRIGGER_MODULES:
+            self._triggered(name)
+        elif name in LIBRARY_MODULES:
             self._library_imported(name)
         elif name.startswith(PACKAGE + "."):
             self._corral_module_imported(name)

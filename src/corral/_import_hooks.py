@@ -20,6 +20,10 @@ import sys
 
 
 class _Hook:
+    # Marks corral's finders (this one, and a child's _children._PatchImports): each asks the finders that are
+    # not corral's, so that two of them never ask each other in turn.
+    corral_import_hook = True
+
     def __init__(self, names, callback, *, prefix: str | None = None, once: bool = True):
         self.names = frozenset(names)
         self.prefix = prefix + "." if prefix else None  # every submodule of this package is watched too
@@ -34,7 +38,7 @@ class _Hook:
         if not self._watches(fullname):
             return None
         for finder in list(sys.meta_path):
-            if isinstance(finder, _Hook) or not hasattr(finder, "find_spec"):
+            if getattr(finder, "corral_import_hook", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
@@ -104,15 +108,28 @@ def after_import(names, callback, *, once: bool = True) -> _Hook:
     code: once, for the first of them (once=True), or for each. Returns it (remove() uninstalls it).
     Modules imported already are not looked at."""
     hook = _Hook(names, callback, once=once)
-    sys.meta_path.insert(0, hook)
+    _insert(hook)
     return hook
 
 
 def after_each_import_under(package: str, callback) -> _Hook:
     """Installs a hook that calls callback(name) after each import of a submodule of `package`."""
     hook = _Hook((), callback, prefix=package, once=False)
-    sys.meta_path.insert(0, hook)
+    _insert(hook)
     return hook
+
+
+def _insert(hook: _Hook) -> None:
+    """Puts `hook` just before the stdlib's PathFinder, which finds every module corral watches, not first:
+    a program that put its own finder first (sys.meta_path.insert(0, f)) and takes sys.meta_path[0] off
+    again later must get its own back, also when a hook was installed in between (the patch's, entered at
+    the program's first pool import)."""
+    for index, finder in enumerate(sys.meta_path):
+        if getattr(finder, "__name__", None) == "PathFinder" and \
+                getattr(finder, "__module__", None) == "_frozen_importlib_external":
+            sys.meta_path.insert(index, hook)
+            return
+    sys.meta_path.insert(0, hook)
 
 
 def initializing(name: str) -> bool:

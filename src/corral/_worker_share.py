@@ -253,6 +253,12 @@ class ForkServerShareProcess(_ShareProcess, multiprocessing.context.ForkServerPr
 
 
 _PROCESS_CLASSES = {"fork": ForkShareProcess, "spawn": SpawnShareProcess, "forkserver": ForkServerShareProcess}
+# The stdlib's names (invariant 8): a Process is named after its class ("SpawnProcess-2"; a pool renames it
+# "SpawnPoolWorker-1"), which programs see in current_process().name, logging's %(processName)s and repr().
+# __qualname__ stays: pickle finds the class by it.
+for _cls in _PROCESS_CLASSES.values():
+    _cls.__name__ = _cls.__mro__[2].__name__
+del _cls
 
 
 class ShareContext:
