@@ -323,7 +323,11 @@ def _corral_module_initializing(but: str | None) -> bool:
 
 class _StartAfterLoad:
     """The module's loader, by protocol, with _PatchImports.imported after the module's code ran (not where it
-    raised: the import fails as it would anyway, and the next one is watched again)."""
+    raised: the import fails as it would anyway, and the next one is watched again).
+
+    It and _PatchImports.find_spec are _import_hooks' _CallbackAfterLoad and _Hook.find_spec again, kept
+    alike by hand: importing _import_hooks would cost a child's start some 2%, and _import_hooks cannot
+    import this module (the module graph would close a cycle through _deferred_patch)."""
 
     def __init__(self, loader, hook: _PatchImports, name: str):
         self._loader = loader

@@ -74,7 +74,9 @@ class _Hook:
 
 class _CallbackAfterLoad:
     """A module loader (by protocol, as _Hook) that runs the hook's callback after the real loader executed
-    the module. A module whose code raised is not called back (the import fails as it would anyway)."""
+    the module. A module whose code raised is not called back (the import fails as it would anyway).
+    A child's start has its own copy of this and of _Hook.find_spec (_children._StartAfterLoad, for its
+    import cost): keep them alike."""
 
     def __init__(self, loader, hook: _Hook, name: str):
         self._loader = loader
