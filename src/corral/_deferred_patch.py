@@ -10,7 +10,8 @@ that import statement binds a name, so a program can reach no stdlib pool class 
 
 A library that corral.patch() reaches on import (LIBRARY_MODULES: joblib, Dask's nanny and worker) imports
 a trigger module while its own import is in progress; the patch cannot patch a half-imported module, so this
-module's hook reports the library when its import is done (_patch.library_imported).
+module's hook (in a child, the child's: start(hooks=False)) reports the library when its import is done
+(_patch.library_imported).
 
 Entering never makes the program's import fail: where it cannot be entered now (the trigger is imported by
 one of corral's own modules, which the patch imports again; or late in interpreter shutdown, where

@@ -362,11 +362,11 @@ def main(argv: list[str]) -> int:
         exit_with(exc.status, f"{exc}\n")  # python's own words and status
 
     _children.end_in_child()  # this runner is itself a child of a corral program: its options now
+    settings = _children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     if args.no_children:
         _children.disable()
     else:
-        _children.enable(_children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor,
-                                            force=args.force), budget, inputs)
+        _children.enable(settings, budget, inputs)
     limits = []
     if not args.no_native:  # before the program loads its libraries
         limits = _program_limits.decide(budget, len(os.sched_getaffinity(0)))
@@ -375,8 +375,7 @@ def main(argv: list[str]) -> int:
 
     # For the whole program (never left: pools may be built until exit), entered at its first import of a
     # pool module; at once under -v, which lists what it patched.
-    patcher = _deferred_patch.DeferredPatch(native=not args.no_native, mode=args.mode, factor=args.factor,
-                                            force=args.force)
+    patcher = _deferred_patch.DeferredPatch(**settings.patch_settings())
     patcher.start(now=args.verbose)
     if args.verbose and patcher.entered is not None:
         _report(patcher.entered, limits, "; ".join(x for x in notes if x))

@@ -257,7 +257,7 @@ _PROCESS_CLASSES = {"fork": ForkShareProcess, "spawn": SpawnShareProcess, "forks
 # "SpawnPoolWorker-1"), which programs see in current_process().name, logging's %(processName)s and repr().
 # __qualname__ stays: pickle finds the class by it.
 for _cls in _PROCESS_CLASSES.values():
-    _cls.__name__ = _cls.__mro__[2].__name__
+    _cls.__name__ = _cls.__bases__[-1].__name__  # ForkProcess, SpawnProcess, ForkServerProcess
 del _cls
 
 
