@@ -2,7 +2,7 @@
 with an older corral package (a directory holding its `corral/`, put first on PYTHONPATH) against the
 installed one, each workload with make bench's arguments. Prints medians and new speed / old speed.
 
-    python benchmarks/ab_versions.py OLD_DIR [--reps 5] [--only W1,W3] [--new-env VAR=VALUE ...]
+    python benchmarks/ab_versions.py OLD_DIR [--reps 5] [--only W1,W3] [--passes 20] [--new-env VAR=VALUE ...]
 
 Make OLD_DIR from an old commit: `git worktree add /tmp/old <commit> && cd /tmp/old && make setup`,
 then OLD_DIR=/tmp/old/.venv/lib/python3.11/site-packages."""
@@ -49,6 +49,8 @@ ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDe
 ap.add_argument("old_dir")
 ap.add_argument("--reps", type=int, default=5)
 ap.add_argument("--only", type=lambda s: s.split(","), default=None)
+ap.add_argument("--passes", type=int, default=None,
+                help="passes per run instead of make bench's, for workloads that take --passes (less noise)")
 ap.add_argument("--new-env", action="append", default=[], metavar="VAR=VALUE",
                 help="set for the new version's runs only (e.g. OPENBLAS_THREAD_TIMEOUT=4)")
 args = ap.parse_args()
@@ -62,7 +64,10 @@ def run(opts, cmd, extra, old):
         env["PYTHONPATH"] = args.old_dir
     else:
         env.update(NEW_ENV)
-    out = subprocess.run([PY, "-m", "corral", *opts, *cmd.split()], cwd=W, env=env, capture_output=True, text=True,
+    words = cmd.split()
+    if args.passes is not None and "--passes" in words:
+        words[words.index("--passes") + 1] = str(args.passes)
+    out = subprocess.run([PY, "-m", "corral", *opts, *words], cwd=W, env=env, capture_output=True, text=True,
                          timeout=300)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_RESULT"):

@@ -355,6 +355,12 @@ void bind_permits(nb::module_& m) {
       nb::arg("on"),
       "Starts or stops the thread that lends the permits of tasks found asleep in a system call.");
   m.def(
+      "end_idle_permit_monitor",
+      [] { without_gil([] { permit_table::process().end_idle_monitor(); }); },
+      "Ends the permit monitor's thread now when no thread holds, keeps or waits on a permit "
+      "(before "
+      "a fork: the threads plain python would have); the next task starts it again.");
+  m.def(
       "set_inner_thread_cap", [](unsigned cap) { set_inner_thread_cap(cap); }, nb::arg("cap"),
       "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
   m.def("permit_stats", &stats_dict,

@@ -69,6 +69,7 @@ std::optional<std::uint32_t> work_queue_puts(PyObject* queue);
 // `seen`) or `limit` passes. Under the GIL on entry and return.
 void wait_for_put(PyObject* queue, std::uint32_t seen, std::chrono::microseconds limit);
 
+void bind_announced_wait(nb::module_& m);
 void bind_budget(nb::module_& m);
 void bind_native(nb::module_& m);
 void bind_partition(nb::module_& m);

@@ -9,6 +9,7 @@ NB_MODULE(_core, m) {
   // nanobind would report them as leaks on stderr, which the program never printed under plain
   // python.
   nanobind::set_leak_warnings(false);
+  corral::bindings::bind_announced_wait(m);
   corral::bindings::bind_budget(m);
   corral::bindings::bind_native(m);
   corral::bindings::bind_partition(m);

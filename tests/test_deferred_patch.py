@@ -39,6 +39,25 @@ def test_a_program_without_pools_imports_no_pool_module():
     assert child.stdout.strip() == "[]", child.stdout
 
 
+# A program that makes only a process pool: no concurrent.futures (nor the logging it imports, some 9 ms in all)
+# under corral either, in the runner's process and in a child's.
+POOL_ONLY = ("import sys, multiprocessing as m\n"
+             "if __name__ == '__main__':\n"
+             "    with m.Pool(1) as p: p.map(abs, [1])\n"
+             "    print(sorted(x for x in ('concurrent.futures', 'concurrent.futures.thread', 'logging') "
+             "if x in sys.modules))")
+
+
+def test_a_program_with_only_a_process_pool_imports_no_concurrent_futures():
+    plain = run_python(["-c", POOL_ONLY], timeout=120)
+    under = run_python(["-m", "corral", "-c", POOL_ONLY], timeout=120)
+    child = run_python(["-m", "corral", "-c", _as_child(POOL_ONLY)], timeout=120)
+    assert plain.returncode == under.returncode == child.returncode == 0, plain.stderr + under.stderr + child.stderr
+    assert "concurrent.futures" not in plain.stdout, plain.stdout
+    assert under.stdout == plain.stdout, under.stdout  # before: concurrent.futures and logging, imported by the patch
+    assert child.stdout == plain.stdout, child.stdout
+
+
 # Each way a program reaches a stdlib pool, first thing, and whether what it built is corral's.
 REACHES = {
     "from concurrent.futures import ThreadPoolExecutor":
@@ -78,6 +97,33 @@ REACHES = {
     "find_spec first":
         "import importlib.util; importlib.util.find_spec('concurrent.futures'); "
         "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
+    # concurrent.futures after a process pool entered the patch: its pools are patched as it is imported
+    "ThreadPoolExecutor after a Pool":
+        "import multiprocessing as m; q = m.Pool(1); q.close(); q.join(); "
+        "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
+    "ProcessPoolExecutor after a Pool":
+        "import multiprocessing as m; q = m.Pool(1); q.close(); q.join(); "
+        "from concurrent.futures import ProcessPoolExecutor as C; p = C(1); k = corral.ProcessPoolExecutor",
+    # ... also where the program restored sys.meta_path in between (the patch's own hook, added as it was
+    # entered, is gone then; the runner's and a child's, there from the start, are not)
+    "ThreadPoolExecutor after a Pool, sys.meta_path restored":
+        "import sys, multiprocessing as m; saved = list(sys.meta_path); q = m.Pool(1); q.close(); q.join(); "
+        "sys.meta_path[:] = saved; from concurrent.futures import ThreadPoolExecutor as C; p = C(1); "
+        "k = corral.ThreadPoolExecutor",
+    # ... and where concurrent.futures' import was under way as the patch was entered (another thread's, here
+    # a finder of the program's that imports multiprocessing.pool in the middle of it)
+    "ThreadPoolExecutor whose import enters the patch halfway":
+        "import sys\nclass F:\n def find_spec(self, name, path, target=None):\n"
+        "  if name == 'concurrent.futures._base': import multiprocessing.pool\n"
+        "sys.meta_path.insert(0, F())\n"
+        "from concurrent.futures import ThreadPoolExecutor as C; p = C(1); k = corral.ThreadPoolExecutor",
+    # corral's executors first: their own import imports concurrent.futures, whose patch waits for it to end
+    "corral.ThreadPoolExecutor first":
+        "corral.ThreadPoolExecutor; import concurrent.futures as f; p = f.ThreadPoolExecutor(1); "
+        "k = corral.ThreadPoolExecutor",
+    "corral.ProcessPoolExecutor first":
+        "corral.ProcessPoolExecutor; import concurrent.futures as f; p = f.ProcessPoolExecutor(1); "
+        "k = corral.ProcessPoolExecutor",
     # the first import in another thread than the main one
     "from a thread":
         "import threading; got = []; t = threading.Thread(target=lambda: got.append(__import__("
@@ -87,9 +133,7 @@ REACHES = {
 
 
 def _reach_program(reach: str) -> str:
-    return textwrap.dedent(f"""\
-        import corral
-        {REACHES[reach]}
+    return "import corral\n" + REACHES[reach] + textwrap.dedent("""
         try:
             print(isinstance(p, k), type(p).__module__)
         finally:
@@ -131,7 +175,12 @@ def test_the_library_list_is_the_patchs():
     import corral._deferred_patch as deferred
     import corral._patch as patch
 
-    assert sorted(deferred.LIBRARY_MODULES) == sorted(patch._ON_IMPORT)
+    import corral._dask_worker as dask_worker
+
+    # The patch also patches concurrent.futures on import, which is a trigger of the deferred patch's.
+    assert patch.FUTURES_MODULE in deferred.TRIGGER_MODULES
+    assert sorted(deferred.LIBRARY_MODULES) == sorted(set(patch._ON_IMPORT) - {patch.FUTURES_MODULE})
+    assert {dask_worker.NANNY_MODULE, dask_worker.WORKER_MODULE} <= set(patch._ON_IMPORT)
     assert sys.modules["corral._patch"] is patch
 
 
@@ -148,6 +197,19 @@ SAME_AS_PLAIN = {
                 print("results", p.map(abs, [-1, -2]))
         threading.Thread(target=worker).start()
         print("main script done")
+    """,
+    # the Python docs' lazy import recipe: the module runs when first used, entering the patch, which patches it
+    # at once (it is not "being imported"): once hung on the deferred patch's lock, taken again by the report of
+    # corral's own module the patch imported meanwhile
+    "concurrent.futures imported lazily": """\
+        import sys, importlib.util
+        spec = importlib.util.find_spec("concurrent.futures")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        cf = importlib.util.module_from_spec(spec)
+        sys.modules["concurrent.futures"] = cf
+        spec.loader.exec_module(cf)
+        with cf.ThreadPoolExecutor(1) as e:
+            print(e.submit(pow, 2, 3).result())
     """,
     "first Future in atexit": """\
         import atexit, threading

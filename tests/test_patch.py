@@ -308,3 +308,30 @@ def test_joblib_cpu_count_follows_the_budget_while_patched():
     assert out.returncode == 0, out.stderr
     cpus = len(os.sched_getaffinity(0))
     assert json.loads(out.stdout) == [[1, 1, "1"], [cpus, cpus, None]]
+
+
+# concurrent.futures not imported when the patch is entered: patched at its import, and put back when the patch
+# ends (a fresh interpreter: this module imported it at its top).
+LATE_FUTURES = """\
+import corral, multiprocessing.pool, sys
+with corral.patch():
+    assert "concurrent.futures" not in sys.modules
+    {inside}
+    import concurrent.futures as f
+    print(isinstance(f.ThreadPoolExecutor(1), corral.ThreadPoolExecutor),
+          isinstance(f.ProcessPoolExecutor(1), corral.ProcessPoolExecutor))
+import concurrent.futures.process as p, concurrent.futures.thread as t
+print(f.ProcessPoolExecutor is p.ProcessPoolExecutor, f.ThreadPoolExecutor is t.ThreadPoolExecutor,
+      hasattr(vars(p.ProcessPoolExecutor)["__init__"], "__wrapped__"),  # the patch's __init__ (functools.wraps)
+      hasattr(vars(t.ThreadPoolExecutor)["__init__"], "__wrapped__"))
+"""
+
+
+@pytest.mark.parametrize("inside", ["pass", "from corral import ThreadPoolExecutor",
+                                    "from corral import ProcessPoolExecutor"])
+def test_concurrent_futures_imported_inside_the_patch_is_patched_and_restored(inside):
+    # corral's executors imported first import concurrent.futures themselves: its patch waits for them
+    proc = subprocess.run([sys.executable, "-c", LATE_FUTURES.format(inside=inside)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "True", "True", "False", "False"], proc.stdout

@@ -99,7 +99,7 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     # The seed's demo as a container claiming 4 CPUs would run it on a budget of 2: a pool of 4, OpenBLAS
     # told 2 threads. Plain: up to 4 x 2 threads runnable; corral: 2 tasks at a time, 1 BLAS thread each.
     env = {"CORRAL_CPUS": "2", "OPENBLAS_NUM_THREADS": "2"}
-    proc, data = report(tmp_path, "--compare", str(W1), "--pool", "4", "--arrays", "24", "--n", "192",
+    proc, data = report(tmp_path, "--compare", str(W1), "--pool", "4", "--arrays", "48", "--n", "192",
                         "--passes", "1", env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("BENCH_RESULT") == 2
@@ -107,15 +107,15 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     assert (plain["mode"], under["mode"]) == ("plain", "corral")
     p, c = plain["figures"], under["figures"]
     assert p["runnable_max"] >= 5, "plain: more than 4 threads runnable at once"
-    # 4 callers share OpenBLAS's one worker thread (one call at a time uses it): 2.2-2.7 runnable on average
-    # on 2 cores (the machine's speed and other load move it: 2.17 seen in a CI run); corral's is clearly
-    # lower in the same run
+    # 4 callers share OpenBLAS's one worker thread (one call at a time uses it): 2.9-3.4 runnable on average
+    # on 2 quiet cores (the machine's speed and other load move it); corral's is clearly lower in the same run
     assert p["runnable_mean"] > 2.0, "plain: above the budget of 2"
     assert c["runnable_mean"] <= p["runnable_mean"] - 0.3
-    # Shares vary with the machine's other load (0.39-0.63 seen for plain on 2 cores); corral's is at most
-    # three quarters of plain's in the same run (about half on a quiet machine; 0.26 against 0.39 while
-    # benchmarks ran beside the test)
-    # (over the whole run, start-up included: 0.24-0.41 measured on 2 quiet cores for this short demo)
+    # Shares are over the whole run, start-up included, and vary with the machine's other load: 0.44-0.64
+    # for plain on 2 quiet cores with 48 arrays. With 24 arrays start-up was most of the run and plain's
+    # share 0.21-0.35, once 0.196 in CI: the demo is sized so that its busy part dominates. corral's is at
+    # most three quarters of plain's in the same run (0.00-0.04 on a quiet machine; 0.26 against 0.39
+    # while benchmarks ran beside the test)
     assert p["oversubscribed_share"] >= 0.2
     assert c["runnable_mean"] <= 2.7, "corral: near the budget (OpenBLAS threads spin a little after a call)"
     assert c["oversubscribed_share"] <= 0.75 * p["oversubscribed_share"]

@@ -66,13 +66,17 @@ def test_a_script_alone_is_parsed_as_the_parser_parses_it():
 
 def test_a_script_under_the_runner_finds_no_module_of_corrals_command_line_loaded(tmp_path):
     # argparse and what it loads as it parses (gettext, locale, shutil) are 5-10 ms of a start; a program
-    # that never imports them finds them absent, as under plain python.
+    # that never imports them finds them absent, as under plain python. So are pkgutil and the typing it imports
+    # (3 ms), which looking for a path hook that takes the script (a directory, a zip) once imported.
     script = tmp_path / "modules.py"
-    script.write_text("import sys; print([m in sys.modules for m in ('argparse', 'gettext', 'locale', 'shutil')])\n")
+    script.write_text("import sys; print([m in sys.modules for m in "
+                      "('argparse', 'gettext', 'locale', 'shutil', 'pkgutil', 'typing')], "
+                      "repr(sys.path_importer_cache.get(__file__, 'absent')))\n")
     plain = run([str(script)])
     under = run(["-m", "corral", str(script)])
     assert under.returncode == plain.returncode == 0, under.stderr
-    assert plain.stdout == "[False, False, False, False]\n"
+    # python looked for a path hook that takes the script, and cached that none does
+    assert plain.stdout == "[False, False, False, False, False, False] None\n"
     assert under.stdout == plain.stdout
 
 
@@ -100,6 +104,18 @@ def test_exit_status(tmp_path, body, status):
     plain, under = both(tmp_path, ["prog.py"])
     assert plain.returncode == under.returncode == status
     assert under.stderr == plain.stderr
+
+
+def test_inspect_mode_gets_the_prompt_as_under_python(tmp_path):
+    # python -i runs the prompt after the program; a SystemExit(0) of the runner's own would be printed
+    # there as a traceback.
+    (tmp_path / "prog.py").write_text("x = 41\n")
+    outs = [subprocess.run([sys.executable, "-i", *mode, "prog.py"], cwd=tmp_path, input="print(x + 1)\n",
+                           capture_output=True, text=True, timeout=60) for mode in ([], ["-m", "corral"])]
+    plain, under = outs
+    assert plain.returncode == under.returncode == 0
+    assert under.stdout == plain.stdout == "42\n"
+    assert under.stderr == plain.stderr, under.stderr
 
 
 def test_uncaught_exception_prints_pythons_traceback(tmp_path):

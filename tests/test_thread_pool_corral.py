@@ -210,6 +210,19 @@ def test_native_limits_in_tasks(options, expected):
     assert lines["main"] == "2"  # outside tasks, the process's own setting is back
 
 
+def test_static_mode_divides_the_permit_tables_count():
+    # B in docs/native.md is the permit count, which a Dask worker sets to its share: a static pool of 1
+    # then gets that count, not the budget read again (2 with -p 2).
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    probe = "from corral import _permits\n_permits.set_permits(1)\n" + NATIVE_PROBE
+    out = run_python(["-m", "corral", "-p", "2", "--mode", "static", "-c", probe],
+                     env={"OPENBLAS_NUM_THREADS": "2"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert (lines["1"], lines["2"], lines["main"]) == ("[1]", "[1]", "2")
+
+
 LONE_TASK_PROBE = textwrap.dedent("""\
     import concurrent.futures, threadpoolctl, numpy
     def blas_threads(_=None):

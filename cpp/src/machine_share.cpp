@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,6 +134,20 @@ bool same_file(const std::string& path, const struct stat& opened) noexcept {
          now.st_ino == opened.st_ino;
 }
 
+// `fd` moved to a number near the top of the first 1024 (close-on-exec), so that the program's own
+// files get the numbers they get under plain python (its first open() is 3), and a program that
+// closed every descriptor (a daemon's closerange) and opens its own again does not get this number.
+int out_of_the_way(int fd) noexcept {
+  struct rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur < 16) return fd;
+  const rlim_t top = std::min<rlim_t>(limit.rlim_cur, 1024);  // 960 at the usual 1024, 60 at 64
+  const int floor = static_cast<int>(top - std::max<rlim_t>(1, top / 16));
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, floor);
+  if (moved < 0) return fd;  // none free up there: keep the low one
+  ::close(fd);  // no lock taken yet: the description (and later its locks) is `moved`'s
+  return moved;
+}
+
 // The share file, opened (not created unless `create`) and checked private; -1 when absent.
 int open_share_file(const std::string& path, bool create, struct stat& st) {
   const int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT : 0);
@@ -153,7 +168,7 @@ int open_share_file(const std::string& path, bool create, struct stat& st) {
     ::close(fd);
     throw;
   }
-  return fd;
+  return out_of_the_way(fd);
 }
 
 // The share this process joined last, left at exit (so nothing is left behind).
@@ -292,6 +307,7 @@ void machine_share::open_locked() {
       fail(error, "corral: cannot write the share file " + path_);
     }
     fd_ = fd;
+    file_ = {st.st_dev, st.st_ino};
     opened_by_ = ::getpid();
     record_ = k;
     size_ = h.size;
@@ -315,7 +331,10 @@ void machine_share::write_record_locked() noexcept {
 
 bool machine_share::try_take() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
+  // The program closed our descriptor (fd_still_ours_locked): no share to ask, its own budget.
+  if (lost_) return true;
   if (left_) return false;
+  if (fd_ >= 0 && opened_by_ == ::getpid() && !fd_still_ours_locked()) return true;
   if (fd_ < 0 || opened_by_ != ::getpid()) {  // a forked child: a member of its own
     try {
       open_locked();
@@ -340,7 +359,7 @@ bool machine_share::try_take() noexcept {
 
 void machine_share::give_back() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (mine_.empty() || fd_ < 0) return;
+  if (mine_.empty() || fd_ < 0 || !fd_still_ours_locked()) return;
   const unsigned i = mine_.back();
   mine_.pop_back();
   held_by_me_[i] = false;
@@ -354,9 +373,8 @@ unsigned machine_share::held() const noexcept {
 }
 
 void machine_share::after_fork_child() noexcept {
-  new (&mutex_) std::mutex;    // a parent's thread may have held it: only this thread exists now
-  if (fd_ >= 0) ::close(fd_);  // the parent's description and locks stay the parent's
-  fd_ = -1;
+  new (&mutex_) std::mutex;  // a parent's thread may have held it: only this thread exists now
+  close_locked();            // the parent's description and locks stay the parent's
   opened_by_ = 0;
   record_ = -1;
   mine_.clear();
@@ -364,16 +382,29 @@ void machine_share::after_fork_child() noexcept {
 }
 
 void machine_share::close_locked() noexcept {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_still_ours_locked()) ::close(fd_);  // never a number the program has made its own
   fd_ = -1;
   mine_.clear();
+}
+
+bool machine_share::fd_still_ours_locked() noexcept {
+  if (fd_ < 0) return false;
+  struct stat st{};
+  if (::fstat(fd_, &st) == 0 && st.st_dev == file_.first && st.st_ino == file_.second) return true;
+  // Closed by the program (its locks went with it), perhaps reopened as a file of its own: forget
+  // the number, and run on this process's own budget from now on, as outside any share.
+  fd_ = -1;
+  lost_ = true;
+  mine_.clear();
+  std::fill(held_by_me_.begin(), held_by_me_.end(), false);
+  return false;
 }
 
 void machine_share::leave() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   if (left_) return;
   left_ = true;
-  if (fd_ < 0 || opened_by_ != ::getpid()) return;
+  if (fd_ < 0 || opened_by_ != ::getpid() || !fd_still_ours_locked()) return;
   if (take_guard(fd_)) {
     set_lock(fd_, F_UNLCK, permit_base, max_size);
     set_lock(fd_, F_UNLCK, record_base + record_ * record_bytes);

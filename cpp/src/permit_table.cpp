@@ -604,6 +604,17 @@ void permit_table::set_wait_monitor(bool on) {
   stopped.reset();  // joins its thread, outside the lock it takes
 }
 
+void permit_table::end_idle_monitor() {
+  std::unique_ptr<detail::permit_monitor> ended;
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    if (!state_->holders.empty() || state_->head != nullptr || state_->idle_head != nullptr) return;
+    // monitor_wanted stays: the next holder's ensure_monitor_locked starts another
+    ended = std::move(state_->monitor);
+  }
+  ended.reset();  // joins its thread, outside the lock it takes
+}
+
 bool permit_table::wait_monitor_on() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   return state_->monitor_wanted;

@@ -102,6 +102,42 @@ TEST_F(share_test, permits_are_exclusive_across_members) {
   EXPECT_TRUE(a->try_take());
 }
 
+// The descriptors of this process open on `path`.
+std::vector<int> descriptors_on(const std::string& path) {
+  std::vector<int> out;
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (fs::read_symlink(entry.path(), ec) == path)
+      out.push_back(std::stoi(entry.path().filename()));
+  }
+  return out;
+}
+
+TEST_F(share_test, its_descriptor_sits_high_and_a_number_the_program_reused_is_never_written) {
+  auto a = machine_share::join("t", 2);
+  const auto fds = descriptors_on(a->path());
+  ASSERT_EQ(fds.size(), 1u);
+  EXPECT_GE(fds[0], 256) << "out of the way of the program's own numbers (its first open() is 3)";
+  // A daemon's closerange, then a file of the program's own opened at that very number.
+  const std::string mine = runtime_ + "/program.log";
+  const int program_fd = ::open(mine.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(program_fd, 0);
+  ASSERT_EQ(::write(program_fd, "log\n", 4), 4);
+  ASSERT_EQ(::dup2(program_fd, fds[0]), fds[0]);  // closes the share's description: its locks go
+  EXPECT_TRUE(a->try_take());                     // no share any more: this process's own budget
+  EXPECT_TRUE(a->try_take());
+  a->give_back();
+  a->leave();
+  struct stat st{};
+  ASSERT_EQ(::fstat(fds[0], &st), 0) << "the program's descriptor was closed";
+  EXPECT_EQ(st.st_size, 4) << "something was written into the program's file";
+  ::close(fds[0]);
+  ::close(program_fd);
+  // The share file, with no member left, is stale to the next look, which removes it.
+  auto status = machine_share::inspect("t");
+  EXPECT_TRUE(!status.has_value() || status->stale);
+}
+
 TEST_F(share_test, a_killed_member_gives_its_permits_back_at_once) {
   auto a = machine_share::join("t", 2);
   int ready[2];

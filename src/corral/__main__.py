@@ -48,4 +48,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status:  # not sys.exit(0): under python -i it prints a SystemExit traceback before the prompt
+        sys.exit(status)

@@ -51,9 +51,7 @@ def prepare(*, script: str | None = None, module: str | None = None, code: str |
     # As python: relative to the working directory, not normalized ('./x.py' stays in the name).
     filename = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
     # A directory or zip is run as its __main__ module when a path hook takes it (as python does).
-    import pkgutil  # here, as runpy.run_path has it: it imports typing (3 ms), which -c and -m runs need not pay
-
-    if pkgutil.get_importer(filename) is not None:
+    if _path_importer(filename) is not None:
         return lambda: _run_path_entry(script, filename, args)
     try:
         with io.open_code(filename) as f:
@@ -63,6 +61,25 @@ def prepare(*, script: str | None = None, module: str | None = None, code: str |
         raise CannotRun(f"{sys.orig_argv[0]}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}",
                         2) from None
     return lambda: _run_file(script, filename, source, args)
+
+
+def _path_importer(path: str):
+    """The finder a path hook gives for `path`, or None, as python looks for one before it runs a script
+    (PyImport_GetImporter: sys.path_importer_cache holds the answer afterwards, None for a file). Not
+    pkgutil.get_importer(), which caches no None, and whose pkgutil imports typing: a program that imports
+    neither finds them absent, as under plain python."""
+    cache = sys.path_importer_cache
+    if path in cache:
+        return cache[path]
+    cache[path] = None
+    for hook in sys.path_hooks:
+        try:
+            importer = hook(path)
+        except ImportError:
+            continue
+        cache[path] = importer
+        return importer
+    return None
 
 
 def run(program: Callable[[], None]) -> None:

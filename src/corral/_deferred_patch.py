@@ -1,8 +1,9 @@
 """The runner's patch, entered when the program first needs it (docs/architecture.md, "Start-up").
 
 `python -m corral` and every child Python under it (_children.py) run their program under corral.patch()
-for its whole life. The patch subclasses the stdlib pools, so entering it imports multiprocessing.pool,
-concurrent.futures and corral's pools, permits and wait hooks: some 40 ms and 10,000 objects, which a
+for its whole life. The patch subclasses the stdlib pools, so entering it imports multiprocessing.pool and
+corral's pools, permits and wait hooks (concurrent.futures' part once the program imports that, which this
+module's trigger hook reports to it): some 25 ms and 10,000 objects, which a
 program that never makes a pool (a script, a tool run through subprocess) would pay at every start
 (plain python starts in about 9 ms). start() therefore enters it at once only where one of TRIGGER_MODULES
 is imported already; otherwise it enters it right after the program's first import of one of them, before
@@ -54,7 +55,7 @@ class DeferredPatch:
         self._pending = False  # a trigger was imported, and the patch could not be entered yet
         self._lock = _thread.allocate_lock()  # threading.Lock, without importing threading
         self._hooks: list = []  # for stop()
-        self._trigger_hooks: list = []  # the trigger modules' and corral's own modules' (inert once entered)
+        self._entering = None  # the thread inside entering the patch (whose imports may report back here)
 
     def start(self, *, now: bool = False, budget: int | None = None, hooks: bool = True) -> None:
         """Enters the patch now when `now` or when a trigger module is imported already, else at the first
@@ -71,16 +72,17 @@ class DeferredPatch:
             self._hooks.append(_import_hooks.after_import(LIBRARY_MODULES, self._library_imported, once=False))
         if now or any(name in sys.modules for name in TRIGGER_MODULES):
             self._triggered("")  # pending where it cannot be entered yet (a trigger imported by corral's own module)
-        if self._patch is None and hooks:
-            self._trigger_hooks = [_import_hooks.after_import(TRIGGER_MODULES, self._triggered, once=False),
-                                   _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
-            self._hooks.extend(self._trigger_hooks)
+        if hooks:
+            # Both stay active once the patch is entered: the patch patches concurrent.futures when it is imported
+            # (also where another thread's import of it was under way as it was entered), and waits for a halfway
+            # import of corral's own executors to end to do so.
+            self._hooks += [_import_hooks.after_import(TRIGGER_MODULES, self._triggered, once=False),
+                            _import_hooks.after_each_import_under(PACKAGE, self._corral_module_imported)]
 
     def stop(self) -> None:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        self._trigger_hooks.clear()
         if self._patch is not None:
             self._patch.__exit__(None, None, None)
             self._patch = None
@@ -122,19 +124,21 @@ class DeferredPatch:
         """Enters the patch, from whichever thread imports a trigger. The import runs without this object's
         lock: another thread's import of one of corral's modules could otherwise wait on it while holding a
         module lock the import needs. Any failure leaves the patch to the next try (module docstring)."""
-        if self._patch is not None:
-            return
+        if self._patch is not None or self._entering == _thread.get_ident():
+            return  # entered; or being entered by this thread, whose imports report back (the lock is not reentrant)
         try:
             import importlib  # not at this module's import: a child Python's start imports this module
 
             patch_module = importlib.import_module(PATCH_MODULE)
             with self._lock:
                 if self._patch is None:
-                    entered = patch_module.patch(**self._settings)
-                    entered.__enter__()
+                    self._entering = _thread.get_ident()
+                    try:
+                        entered = patch_module.patch(**self._settings)
+                        entered.__enter__()
+                    finally:
+                        self._entering = None
                     self._patch = entered
-                    for hook in self._trigger_hooks:  # their work is done
-                        hook.deactivate()
                     if self._keep_schedule and gc.isenabled() and gc.get_freeze_count() == 0:
                         gc.freeze()
                         gc.unfreeze()
@@ -144,13 +148,19 @@ class DeferredPatch:
             # (RuntimeError). Anything else (an exception a signal handler raised meanwhile) is the program's.
             pass
 
-    def _triggered(self, _name: str) -> None:
+    def _triggered(self, name: str) -> None:
         self._enter()
         self._pending = self._patch is None
+        if self._patch is not None and name:
+            # The patch patches concurrent.futures once its code has run, which is now (its own hook may not see
+            # this import: it may have been under way as the patch was entered, or be what entered it).
+            sys.modules[PATCH_MODULE].library_imported(name)
 
-    def _corral_module_imported(self, _name: str) -> None:
+    def _corral_module_imported(self, name: str) -> None:
         if self._pending:  # the import that kept the patch out (one of corral's own) may be this one
-            self._triggered(_name)
+            self._triggered(name)
+        elif self._patch is not None:  # one the patch waits for to patch a module (concurrent.futures) may be
+            sys.modules[PATCH_MODULE].corral_module_imported(name)
 
     def _library_imported(self, name: str) -> None:
         self._enter()  # a library imported without a trigger module (none today): the patch now

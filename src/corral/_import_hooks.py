@@ -68,10 +68,6 @@ class _Hook:
         except ValueError:
             pass
 
-    def deactivate(self) -> None:
-        """Makes the hook inert, leaving it on sys.meta_path (safe while other threads import)."""
-        self.active = False
-
 
 class _CallbackAfterLoad:
     """A module loader (by protocol, as _Hook) that runs the hook's callback after the real loader executed

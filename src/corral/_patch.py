@@ -13,6 +13,11 @@ the runner (where they are defined while the patch is active, on corral's classe
 one of `class Sub(Sub, corral_cls)`, so Sub's own methods come first and corral's replace the stdlib's.
 Code that checks `type(x) is Sub` sees that combined class (isinstance still holds).
 
+concurrent.futures' pools are patched when the patch is entered if the program imported concurrent.futures
+already, else right after its first import of it (before that import binds a name): a program that only
+makes multiprocessing's pools never imports concurrent.futures and logging (some 9 ms) under plain python,
+nor does it under the patch.
+
 Leaving the outermost patch puts back every attribute exactly as it was (absent ones removed again).
 Patching is process-wide: enter and leave it from one thread, not around code that other threads are
 busy constructing pools in.
@@ -20,8 +25,6 @@ busy constructing pools in.
 
 from __future__ import annotations
 
-import concurrent.futures
-import concurrent.futures.thread
 import contextlib
 import functools
 import multiprocessing.pool
@@ -30,10 +33,14 @@ import sys
 import threading
 import types
 
-from . import _dask_worker, _import_hooks, _joblib, _pool_settings, _thread_limits
-from ._executor import ThreadPoolExecutor
-from ._process_pool import patch_targets
+from . import _import_hooks, _joblib, _pool_settings, _thread_limits
+from ._process_pool import futures_patch_targets, patch_targets
 from ._thread_pool import ThreadPool
+
+# Imported when the program needs them (concurrent.futures' pools, Dask's): tests/test_imports.py counts them.
+EXECUTOR_MODULE = "corral._executor"
+DASK_WORKER_MODULE = "corral._dask_worker"
+DEFERRED_IMPORTS = (DASK_WORKER_MODULE, EXECUTOR_MODULE)
 
 _MISSING = object()
 _lock = threading.RLock()
@@ -42,16 +49,19 @@ _saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous val
 _active_description: list[str] = []
 _cleanups: list = []  # undo steps that are not attribute assignments (the import hooks)
 _patched_modules: set[str] = set()  # the libraries of _ON_IMPORT patched by the active patch
+_retry: set[str] = set()  # those whose patch waits for an import of one of corral's modules to end
 
 
-def _set(owner: object, name: str, value: object) -> None:
-    previous = vars(owner).get(name, _MISSING)
-    _saved.append((owner, name, previous))
+def _set(owner: object, name: str, value: object, *, stored: object = None) -> None:
+    """Sets owner.name, saving for restore what owner's own namespace held: `stored`, where the caller read it
+    already (a module's __getattr__ may have stored something there since), else what it holds now."""
+    _saved.append((owner, name, vars(owner).get(name, _MISSING) if stored is None else stored))
     setattr(owner, name, value)
 
 
 def _restore_all() -> None:
     _patched_modules.clear()
+    _retry.clear()
     while _cleanups:
         _cleanups.pop()()
     while _saved:
@@ -181,28 +191,23 @@ class patch(contextlib.ContextDecorator):
 
 def _patch_classes() -> None:
     stdlib_pool = multiprocessing.pool.ThreadPool
-    stdlib_executor = concurrent.futures.thread.ThreadPoolExecutor
-    if stdlib_pool is ThreadPool or stdlib_executor is ThreadPoolExecutor:
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    if stdlib_pool is ThreadPool or (futures_thread is not None and _is_corrals(futures_thread.ThreadPoolExecutor)):
         raise RuntimeError("corral.patch: the stdlib pools are already replaced by someone else's patch")
     _set(stdlib_pool, "__init__", _redirecting_init(stdlib_pool, ThreadPool))
-    _set(stdlib_executor, "__init__", _redirecting_init(stdlib_executor, ThreadPoolExecutor))
     _set(multiprocessing.pool, "ThreadPool", ThreadPool)
-    _set(concurrent.futures.thread, "ThreadPoolExecutor", ThreadPoolExecutor)
-    # concurrent.futures resolves ThreadPoolExecutor lazily (module __getattr__); setting it here
-    # shadows that until restore removes it again.
-    _set(concurrent.futures, "ThreadPoolExecutor", ThreadPoolExecutor)
-    _active_description[:] = [
-        "multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)",
-        "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor",
-    ]
-    # Process pools: their module (_process_pool.py) lists what to replace. joblib's part imports
-    # joblib and numpy, which a program that never uses them must not pay for (nor find numpy
-    # loaded before it set OPENBLAS_NUM_THREADS): it is patched when the program imports joblib.
-    for owner, name, replacement in patch_targets(joblib=False):
+    _active_description[:] = ["multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)"]
+    # Process pools: their module (_process_pool.py) lists what to replace. concurrent.futures' are patched with
+    # its thread pool below (_ON_IMPORT). joblib's part imports joblib and numpy, which a program that never
+    # uses them must not pay for (nor find numpy loaded before it set OPENBLAS_NUM_THREADS): it is patched when
+    # the program imports joblib.
+    for owner, name, replacement in patch_targets(futures=False, joblib=False):
         _patch_target(owner, name, replacement)
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's, "
                                "and their subclasses defined before the patch run on corral's classes")
     _bound_loky_cpu_count()
+    hook = _import_hooks.after_each_import_under(__package__, corral_module_imported)
+    _cleanups.append(hook.remove)
     for module, (_targets, what) in _ON_IMPORT.items():
         if module in sys.modules and not _import_hooks.initializing(module):
             _patch_module(module)
@@ -212,9 +217,38 @@ def _patch_classes() -> None:
             _active_description.append(f"{what}, once the program imports {module}")
 
 
+def _patch_futures() -> None:
+    """concurrent.futures' pools: ThreadPoolExecutor and ProcessPoolExecutor. Everything is looked up before
+    anything is set: where one of corral's modules is halfway through its import (the program's `import
+    corral._executor`, which imports concurrent.futures), this fails whole and is tried again when that
+    import is done (corral_module_imported)."""
+    import concurrent.futures.thread
+    import importlib
+
+    ThreadPoolExecutor = importlib.import_module(EXECUTOR_MODULE).ThreadPoolExecutor  # noqa: N806 (a class)
+    process_targets = futures_patch_targets()
+    stdlib_executor = concurrent.futures.thread.ThreadPoolExecutor
+    if _is_corrals(stdlib_executor):  # someone else's patch (checked at entry where it was imported already)
+        return
+    _set(stdlib_executor, "__init__", _redirecting_init(stdlib_executor, ThreadPoolExecutor))
+    _set(concurrent.futures.thread, "ThreadPoolExecutor", ThreadPoolExecutor)
+    # concurrent.futures resolves ThreadPoolExecutor lazily (module __getattr__); setting it here
+    # shadows that until restore removes it again.
+    _set(concurrent.futures, "ThreadPoolExecutor", ThreadPoolExecutor)
+    _active_description.append("concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor")
+    for owner, name, replacement in process_targets:
+        _patch_target(owner, name, replacement)
+
+
+def _is_corrals(executor: object) -> bool:
+    ours = sys.modules.get(EXECUTOR_MODULE)
+    return ours is not None and executor is ours.ThreadPoolExecutor
+
+
 def _patch_target(owner: object, name: str, replacement: object) -> None:
-    previous = getattr(owner, name, None)
-    _set(owner, name, replacement)
+    stored = vars(owner).get(name, _MISSING)  # before getattr: a module's __getattr__ may store what it returns
+    previous = getattr(owner, name, None)  # (concurrent.futures does: it would store the replacement of .process)
+    _set(owner, name, replacement, stored=stored)
     target = _qualified(replacement)
     _active_description.append(f"{_qualified(owner)}.{name} -> " + (
         f"wrapped by {replacement.__module__}" if "<locals>" in target else target))
@@ -229,37 +263,87 @@ def _patch_target(owner: object, name: str, replacement: object) -> None:
 def _qualified(obj: object) -> str:
     module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+    package = sys.modules[__package__]
+    if isinstance(obj, type) and name in package.__all__ and getattr(package, name) is obj:
+        return f"{__package__}.{name}"  # a pool of corral's, which takes the stdlib's __module__ (its repr)
     return f"{module}.{name}" if module and not isinstance(obj, types.ModuleType) else name
 
 
 # --- libraries patched once the program imports them -----------------------------------------
 
-# module -> (its patch targets, what -v says). Imported on demand: joblib imports numpy (~0.2 s, and
-# OpenBLAS loaded before a program that sets OPENBLAS_NUM_THREADS itself has done so); distributed is heavy.
+def _patch_targets_of(targets):
+    """A patch step that applies the (owner, name, replacement) that targets() lists."""
+    def apply() -> None:
+        for owner, name, replacement in targets():
+            _patch_target(owner, name, replacement)
+
+    return apply
+
+
+def _dask_targets(function: str):
+    """_dask_worker's `function`, its module imported when a Dask module is."""
+    def targets():
+        import importlib
+
+        return getattr(importlib.import_module(DASK_WORKER_MODULE), function)()
+
+    return targets
+
+
+FUTURES_MODULE = "concurrent.futures"
+# module -> (the step that patches it, what -v says). Imported on demand: concurrent.futures imports logging
+# (with it some 9 ms; see the module's docs); joblib imports numpy (~0.2 s, and OpenBLAS loaded before a program
+# that sets OPENBLAS_NUM_THREADS itself has done so); distributed is heavy, and so is corral's part for it.
 _ON_IMPORT = {
-    _joblib.JOBLIB_MODULE: (_joblib.patch_targets,
+    FUTURES_MODULE: (_patch_futures, "concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor, "
+                                     "concurrent.futures.ProcessPoolExecutor -> corral.ProcessPoolExecutor"),
+    _joblib.JOBLIB_MODULE: (_patch_targets_of(_joblib.patch_targets),
                             "joblib's worker environment (loky, multiprocessing backends) -> corral's thread limits"),
-    _dask_worker.NANNY_MODULE: (_dask_worker.nanny_patch_targets,
-                                "Dask nannies leave out Dask's fixed OMP/MKL/OPENBLAS_NUM_THREADS=1 "
-                                "while child Pythons join"),
-    _dask_worker.WORKER_MODULE: (_dask_worker.worker_patch_targets,
-                                 "Dask worker processes take their share of the machine's budget"),
+    "distributed.nanny": (_patch_targets_of(_dask_targets("nanny_patch_targets")),
+                          "Dask nannies leave out Dask's fixed OMP/MKL/OPENBLAS_NUM_THREADS=1 "
+                          "while child Pythons join"),
+    "distributed.worker": (_patch_targets_of(_dask_targets("worker_patch_targets")),
+                           "Dask worker processes take their share of the machine's budget"),
 }
 
 
 def _patch_module(module: str) -> None:
-    """Patches a library of _ON_IMPORT, once per patch (a hook of the patch's and one of the runner's
+    """Patches a module of _ON_IMPORT, once per patch (a hook of the patch's and one of the runner's
     _deferred_patch may both report it)."""
     if module in _patched_modules:
         return
     _patched_modules.add(module)
-    for owner, name, replacement in _ON_IMPORT[module][0]():
-        _patch_target(owner, name, replacement)
+    try:
+        _ON_IMPORT[module][0]()
+    except (ImportError, AttributeError, RuntimeError):
+        # Never the program's import to fail. One of corral's modules halfway through its import (ImportError,
+        # AttributeError): tried again when an import of one of corral's modules is done. concurrent.futures
+        # imported late in interpreter shutdown cannot import its thread module (RuntimeError), as under plain
+        # python where the program asks for it: the module stays the stdlib's.
+        _patched_modules.discard(module)
+        _retry.add(module)
+
+
+def corral_module_imported(_name: str = "") -> None:
+    """An import of one of corral's modules is done (this patch's hook, and _deferred_patch's, report it): the
+    modules whose patch waited for one are tried again. Not where another thread holds the lock: it may be
+    entering the patch and waiting for the module lock that this thread's import holds until this returns
+    (the next such import tries again)."""
+    if not _retry or not _lock.acquire(blocking=False):
+        return
+    try:
+        if _depth > 0:
+            for module in sorted(_retry):
+                _retry.discard(module)
+                _patch_module(module)
+    finally:
+        _lock.release()
 
 
 def library_imported(module: str) -> None:
-    """_deferred_patch's hook: `module` (one of LIBRARY_MODULES) has been imported."""
-    _patch_module_if_still_patched(module)
+    """_deferred_patch's hook: `module` (one of LIBRARY_MODULES or TRIGGER_MODULES) has been imported."""
+    if module in _ON_IMPORT:
+        _patch_module_if_still_patched(module)
 
 
 def _bound_loky_cpu_count() -> None:

@@ -17,7 +17,8 @@ run(spec, fn, /, *args, **kwargs): fn(*args, **kwargs) while the calling thread 
     (LEAVE_ALONE and DYNAMIC are _pool_settings', which decides the count.)
 Pause: enter() / exit(): the calling thread gives its permit back while it waits (invariant 4).
 in_task(): whether the calling thread is inside run() (so a wait there should pause).
-start(): the process-wide parts a pool needs, once: the wait hooks and the permit monitor.
+start(): the process-wide parts a pool needs, once: the wait hooks, the permit monitor, and the fork hook that
+    ends an idle monitor before a fork.
 """
 
 from __future__ import annotations
@@ -58,4 +59,8 @@ def start() -> None:
     with _lock:
         _wait_hooks.install()
         _core.set_permit_monitor(True)
+        if _started_in is None:  # once: a forked child inherits the hook
+            # A fork after the pools are done finds the threads plain python's would have (3.12+ warns of
+            # a fork() with more than one; docs/permits.md, "Fork").
+            os.register_at_fork(before=_core.end_idle_permit_monitor)
         _started_in = os.getpid()

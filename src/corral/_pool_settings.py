@@ -84,9 +84,12 @@ def inner_threads(pool_size: int) -> int:
     settings = get()
     if not settings["native"]:
         return LEAVE_ALONE
-    budget = budget_cpus()
+    # The permit table's count, which the dynamic rule divides too: the budget as the table read it once
+    # (or a Dask worker's share). Reading the budget again (cgroup files) took 2/3 of a pool's making.
+    core = _core()
+    budget = core.permits()
     cap = _thread_limits.native_limit(budget, force=settings["force"])
-    _core().set_inner_thread_cap(cap if cap < budget else 0)  # the binding's 0: no cap
+    core.set_inner_thread_cap(cap if cap < budget else 0)  # the binding's 0: no cap
     if settings["mode"] == "static":
         return max(1, budget // pool_size)
     return DYNAMIC

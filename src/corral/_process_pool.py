@@ -15,20 +15,35 @@ A worker that retires after its maxtasksperchild tasks, between tasks, has not d
 
 from __future__ import annotations
 
-import concurrent.futures
-import concurrent.futures.process
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.pool
 import signal
 import threading
 import weakref
-from concurrent.futures.process import BrokenProcessPool
 
 from . import _compat, _joblib, _worker_share
-from ._process_executor import ProcessPoolExecutor
 
-__all__ = ["Pool", "BrokenProcessPool", "patch_targets", "context_pool"]
+__all__ = ["Pool", "patch_targets", "futures_patch_targets", "context_pool"]  # and BrokenProcessPool (__getattr__)
+
+
+# concurrent.futures (and the logging it imports: some 9 ms in all) is imported only where a program needs it:
+# a program that makes only multiprocessing's pools never imports it under plain python (docs/architecture.md,
+# "Start-up"). BrokenProcessPool is looked up when a pool breaks, or when someone asks this module for it.
+PROCESS_EXECUTOR_MODULE = "corral._process_executor"  # imports concurrent.futures: with it (futures_patch_targets)
+DEFERRED_IMPORTS = (PROCESS_EXECUTOR_MODULE,)  # tests/test_imports.py counts it in the module graph
+
+
+def _broken_process_pool() -> type:
+    from concurrent.futures.process import BrokenProcessPool
+
+    return BrokenProcessPool
+
+
+def __getattr__(name: str):
+    if name == "BrokenProcessPool":
+        return _broken_process_pool()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # The stdlib class, kept before any patch replaces the module attribute.
 _STDLIB_POOL = multiprocessing.pool.Pool
@@ -136,7 +151,7 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
 
     def _check_running(self):
         if self._broken is not None:
-            raise BrokenProcessPool(f"this pool is broken: {self._broken}")
+            raise _broken_process_pool()(f"this pool is broken: {self._broken}")
         super()._check_running()
 
     def _worker_exited(self, process) -> None:
@@ -157,7 +172,7 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
             if self._broken is None:
                 self._broken = describe_exit(process.pid, exitcode, in_task=in_task)
             reason = self._broken
-        error = BrokenProcessPool(
+        error = _broken_process_pool()(
             f"{reason}; the task it was running is lost, so every pending result of this pool fails")
         for job, result in list(self._cache.items()):
             _compat.fail_pending_result(self._cache, job, result, error)
@@ -180,11 +195,12 @@ def context_pool(self, processes=None, initializer=None, initargs=(), maxtaskspe
     return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
 
 
-def patch_targets(*, joblib: bool = True):
+def patch_targets(*, futures: bool = True, joblib: bool = True):
     """(owner, attribute, replacement) for every name corral.patch() should replace to put
     process pools under corral:
       multiprocessing.pool.Pool, multiprocessing.context.BaseContext.Pool (multiprocessing.Pool),
-      concurrent.futures.ProcessPoolExecutor (and .process.ProcessPoolExecutor),
+      with `futures` true those of futures_patch_targets() (this imports concurrent.futures: corral.patch()
+      asks for them once the program imports it),
       and, with joblib installed and `joblib` true, the thread limits joblib gives loky workers
       (this imports joblib, and numpy with it: corral.patch() asks for those only once the
       program imports joblib itself).
@@ -192,12 +208,25 @@ def patch_targets(*, joblib: bool = True):
     targets = [
         (multiprocessing.pool, "Pool", Pool),
         (multiprocessing.context.BaseContext, "Pool", context_pool),
-        (concurrent.futures.process, "ProcessPoolExecutor", ProcessPoolExecutor),
-        (concurrent.futures, "ProcessPoolExecutor", ProcessPoolExecutor),
     ]
+    if futures:
+        targets.extend(futures_patch_targets())
     if joblib:
         targets.extend(_joblib.patch_targets())
     return targets
+
+
+def futures_patch_targets():
+    """concurrent.futures.ProcessPoolExecutor (and .process.ProcessPoolExecutor), as patch_targets() gives them;
+    imports concurrent.futures."""
+    import concurrent.futures.process
+    import importlib
+
+    ProcessPoolExecutor = importlib.import_module(PROCESS_EXECUTOR_MODULE).ProcessPoolExecutor  # noqa: N806 (a class)
+    return [
+        (concurrent.futures.process, "ProcessPoolExecutor", ProcessPoolExecutor),
+        (concurrent.futures, "ProcessPoolExecutor", ProcessPoolExecutor),
+    ]
 
 
 # Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under

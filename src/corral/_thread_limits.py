@@ -131,7 +131,9 @@ def native_limit(threads: int, *, force: bool = False, environ: Mapping[str, str
     if force:
         return threads
     environ = os.environ if environ is None else environ
-    users = (user_limit(environ.get(var)) for var in user_set_vars(environ) & set(NATIVE_VARS))
+    # user_set_vars(environ) & NATIVE_VARS, one lookup a variable (each thread pool's making calls this)
+    managed = managed_vars(environ)
+    users = (user_limit(environ.get(var)) for var in NATIVE_VARS if var not in managed)
     return min([threads, *(n for n in users if n is not None)])
 
 

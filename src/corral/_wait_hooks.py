@@ -13,6 +13,10 @@ wrapped the other way: its short wait for the new thread keeps the permit.
 Not covered: waits inside C extensions (plain Lock.acquire, ssl reads, os.read, subprocess waits);
 wrap those in corral.blocking().
 
+The wrappers are C (_core.AnnouncedWait): no frame of corral's in tracebacks or the recursion count, and a
+module's function stays unbound on a class, as a builtin (docs/permits.md, "Waits that give the permit
+back").
+
 Installed once, by the first corral pool (or corral.patch()), for the life of the process: pools
 built under a patch may outlive it, and their tasks still need the hooks.
 """
@@ -32,23 +36,12 @@ _lock = threading.Lock()
 _installed = False
 
 
-def _announcing(original, should_announce=None):
-    on_worker = _core.in_permit_task
-    scope_type = _core.PermitPause
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        if not on_worker() or (should_announce is not None and not should_announce(*args, **kwargs)):
-            return original(*args, **kwargs)
-        scope = scope_type()
-        scope.enter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            scope.exit()
-
-    wrapper.__corral_original__ = original
-    return wrapper
+def _announcing(original, should_announce=None, *, binds=True, in_task=None):
+    """`original` wrapped: inside a corral task it runs with the task's permit given back (when
+    should_announce(*args, **kwargs) is true, or always), or in_task(*args, **kwargs) runs instead.
+    binds: a method (False: a module's function, which a class attribute leaves unbound as a builtin).
+    The wrapper is C (_core.AnnouncedWait): no frame of corral's in tracebacks or the recursion count."""
+    return _core.AnnouncedWait(original, should_announce, in_task, binds)
 
 
 def _sleep_blocks(seconds=0, *args, **kwargs):
@@ -82,14 +75,10 @@ def _condition_wait(original):
     taking the condition's lock again: waiting for a permit while holding the lock could deadlock
     against the permit holders that wait for the lock. Same steps as the stdlib's own wait
     (its private members: see _compat)."""
-    on_worker = _core.in_permit_task
     scope_type = _core.PermitPause
     allocate_lock = _compat.allocate_lock
 
-    @functools.wraps(original)
     def wait(self, timeout=None):
-        if not on_worker():
-            return original(self, timeout)
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         waiter = allocate_lock()
@@ -119,8 +108,8 @@ def _condition_wait(original):
                 except ValueError:
                     pass
 
-    wait.__corral_original__ = original
-    return wait
+    wait.__qualname__ = original.__qualname__  # its argument errors name Condition.wait(), as the stdlib's
+    return _announcing(original, in_task=wait)
 
 
 def _thread_start(original):
@@ -128,17 +117,8 @@ def _thread_start(original):
     its first instructions (tens of microseconds), and ThreadPoolExecutor.submit calls it holding
     a module-wide lock; giving the permit back there let another task block on that lock holding
     its own permit (docs/permits.md, "Short waits")."""
-    on_worker = _core.in_permit_task
-    call = _core.call_with_short_waits
-
-    @functools.wraps(original)
-    def start(self):
-        if not on_worker():
-            return original(self)
-        return call(original, self)
-
-    start.__corral_original__ = original
-    return start
+    # functools.partial and the binding are C: no frame of corral's, and the original's own errors
+    return _announcing(original, in_task=functools.partial(_core.call_with_short_waits, original))
 
 
 def install() -> None:
@@ -147,8 +127,8 @@ def install() -> None:
     with _lock:
         if _installed:
             return
-        time.sleep = _announcing(time.sleep, _sleep_blocks)
-        select.select = _announcing(select.select, _select_blocks)
+        time.sleep = _announcing(time.sleep, _sleep_blocks, binds=False)
+        select.select = _announcing(select.select, _select_blocks, binds=False)
         for name in ("SelectSelector", "PollSelector", "EpollSelector", "DevpollSelector", "KqueueSelector"):
             cls = getattr(selectors, name, None)
             if cls is not None and "select" in cls.__dict__:

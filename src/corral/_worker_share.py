@@ -261,6 +261,38 @@ for _cls in _PROCESS_CLASSES.values():
 del _cls
 
 
+_STDLIB_PROCESS_CLASSES = {method: cls.__bases__[-1] for method, cls in _PROCESS_CLASSES.items()}
+_share_classes: dict[type, type] = {}  # a context's own Process class -> the share class made for it
+
+
+def share_process_class(process_class, method: str) -> type:
+    """The class of a pool's workers over a context whose Process is `process_class`: corral's for the
+    stdlib's classes, else a subclass made once of the context's own (a NestablePool's non-daemonic
+    Process, a Process whose run() does more), which plain python's pool would use."""
+    if process_class is _STDLIB_PROCESS_CLASSES.get(method) or not isinstance(process_class, type):
+        return _PROCESS_CLASSES[method]
+    cls = _share_classes.get(process_class)
+    if cls is None:
+        cls = type(process_class.__name__, (_ShareProcess, process_class),
+                   {"__module__": process_class.__module__, "__qualname__": process_class.__qualname__,
+                    "__reduce_ex__": _reduce_share_process})
+        cls = _share_classes.setdefault(process_class, cls)
+    return cls
+
+
+def _reduce_share_process(self, protocol):
+    # Not importable by name (made at run time): pickled (spawn, forkserver) as the context's own class and
+    # state, and made again in the child, where run() applies the share.
+    return _rebuild_share_process, (type(self).__bases__[-1], self.__getstate__())
+
+
+def _rebuild_share_process(process_class, state):
+    cls = share_process_class(process_class, "")
+    process = cls.__new__(cls)
+    process.__dict__.update(state)
+    return process
+
+
 class ShareContext:
     """A multiprocessing context whose Process objects take a share of `table`; everything else
     (queues, locks, the start method) is that of base_context(base)."""
@@ -273,7 +305,7 @@ class ShareContext:
         self.base = base
         self.table = table
         self._parent_side = _ParentSide(table, on_exit)
-        self._process_class = _PROCESS_CLASSES[method]
+        self._process_class = share_process_class(base.Process, method)
 
     def Process(self, *args, **kwargs):  # noqa: N802 (the stdlib's name)
         process = self._process_class(*args, **kwargs)

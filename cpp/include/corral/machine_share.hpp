@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "corral/permit_source.hpp"
@@ -81,6 +82,9 @@ class machine_share final : public permit_source {
   void open_locked();  // (re)joins: after construction, and lazily in a forked child
   void write_record_locked() noexcept;
   void close_locked() noexcept;
+  // Whether fd_ is still the file opened (dev, inode); forgets it (lost_) when the program closed
+  // it.
+  bool fd_still_ours_locked() noexcept;
 
   mutable std::mutex mutex_;
   std::string name_;
@@ -88,8 +92,10 @@ class machine_share final : public permit_source {
   unsigned requested_size_ = 0;
   unsigned size_ = 0;
   int fd_ = -1;
-  pid_t opened_by_ = 0;  // the pid that opened fd_: a forked child opens its own
-  long record_ = -1;     // this process's member record
+  pid_t opened_by_ = 0;             // the pid that opened fd_: a forked child opens its own
+  std::pair<dev_t, ino_t> file_{};  // fd_'s device and inode, to tell it from a number reused
+  bool lost_ = false;  // the program closed fd_: no share from then on (every take granted)
+  long record_ = -1;   // this process's member record
   bool left_ = false;
   unsigned next_ = 0;             // where the next search for a free permit starts
   std::vector<unsigned> mine_;    // the permit bytes this process holds

@@ -124,6 +124,10 @@ class permit_table {
   // when it cannot start.
   void set_wait_monitor(bool on);
   bool wait_monitor_on() const noexcept;
+  // Ends the monitor's thread now (joined) when no thread holds, keeps or waits on a permit; the
+  // next holder starts it again. Before fork(): a process whose pools are done has the threads
+  // plain python's would have (3.12+ warns of a fork with more than one).
+  void end_idle_monitor();
 
   // The machine-wide source of the permits beyond the process's first (permit_source.hpp), or
   // nullptr: the process's budget alone. The old source gets back what was drawn from it.
