@@ -29,11 +29,11 @@ CASES = [
     ("W8", [], "w8_overhead.py --tasks 100000 --passes 1", {}),
     ("W11", [], "w11_imap.py --items 1000000 --passes 1", {}),
     ("W10-2w-balanced", [], "w10_dask.py --workers 2 --threads 1 --kind balanced --tasks 32 --n 384 --passes 2", {}),
-    ("W10-2w-unbalanced", [], "w10_dask.py --workers 2 --threads 1 --kind unbalanced --tasks 32 --n 384 --big 1500 "
-     "--passes 2", {}),
+    ("W10-2w-unbalanced", [], "w10_dask.py --workers 2 --threads 1 --kind unbalanced --tasks 32 --n 384 --big 1000 "
+     "--bigs 3 --calls 4 --passes 2", {}),
     ("W10-1w-balanced", [], "w10_dask.py --workers 1 --threads 2 --kind balanced --tasks 32 --n 384 --passes 2", {}),
-    ("W10-1w-unbalanced", [], "w10_dask.py --workers 1 --threads 2 --kind unbalanced --tasks 32 --n 384 --big 1500 "
-     "--passes 2", {}),
+    ("W10-1w-unbalanced", [], "w10_dask.py --workers 1 --threads 2 --kind unbalanced --tasks 32 --n 384 --big 1000 "
+     "--bigs 3 --calls 4 --passes 2", {}),
     # The real-library workloads and the program without pools at make bench's sizes (2 CPUs).
     ("R1-threading-2", [], "r1_grid_search.py --backend threading --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),
     ("R1-loky-2", [], "r1_grid_search.py --backend loky --n-jobs 2 --samples 1500 --max-iter 15 --cv 3", {}),

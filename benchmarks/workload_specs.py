@@ -296,17 +296,20 @@ DASK_CLUSTER = ("Dask workers are processes of their own: a limit in the client 
 def _w10(shape: str, kind: str) -> Workload:
     def args(budget: int, quick: bool) -> dict[str, object]:
         workers, threads = (budget, 1) if shape == "2w" else (1, budget)
-        sizes = ({"--tasks": 4 * budget, "--n": 96, "--big": 300, "--passes": 1} if quick
-                 else {"--tasks": 16 * budget, "--n": 384, "--big": 1500, "--passes": 2})
-        out = {"--workers": workers, "--threads": threads, "--kind": kind, **sizes}
+        sizes = ({"--tasks": 4 * budget, "--n": 96, "--big": 300, "--calls": 2, "--passes": 1} if quick
+                 else {"--tasks": 16 * budget, "--n": 384, "--big": 1000, "--calls": 4, "--passes": 2})
+        # One large task more than the budget's threads: the last one runs alone at the end.
+        out = {"--workers": workers, "--threads": threads, "--kind": kind, "--bigs": budget + 1, **sizes}
         if kind == "balanced":
-            del out["--big"]
+            for large in ("--big", "--bigs", "--calls"):
+                del out[large]
         return out
 
     cluster = ("LocalCluster(n_workers=budget, threads_per_worker=1)" if shape == "2w"
                else "LocalCluster(n_workers=1, threads_per_worker=budget)")
     work = ("16 x budget matmuls of 384x384" if kind == "balanced"
-            else "16 x budget matmuls of 384x384 with two of 1500x1500 among them")
+            else "16 x budget matmuls of 384x384 with budget + 1 large tasks among them (4 products of "
+                 "1000x1000 each; the last one at the end)")
     return Workload(
         id=f"W10-{shape}-{kind}", title=f"Dask, {'budget workers' if shape == '2w' else 'one worker'}, {kind}",
         script="w10_dask.py",
@@ -319,7 +322,8 @@ def _w10(shape: str, kind: str) -> Workload:
         not_applicable={"threadpoolctl": DASK_CLUSTER, "tbb4py": DASK_CLUSTER, "joblib-threading": DASK_CLUSTER,
                         "joblib-loky": DASK_CLUSTER,
                         "corral-static": "a Dask worker's shares are the same in both modes; not run, to keep "
-                                         "make bench within its time budget"})
+                                         "make bench within its time budget"},
+        targets=(AHEAD,) if kind == "unbalanced" else (LEVEL,))
 
 
 WORKLOADS += [_w10(shape, kind) for shape in ("2w", "1w") for kind in ("balanced", "unbalanced")]
