@@ -108,10 +108,14 @@ def _target_section(results: dict, png_name: str | None) -> list[str]:
     if not rows:
         return []
     met = sum(1 for r in rows if r["met"])
+    fixes = [n for n in issue_targets.SIMPLE_FIXES if n in results["configs"]]
+    missing = [results["configs"].get(n, {}).get("label", n) for n in issue_targets.SIMPLE_FIXES if n not in fixes]
+    ran = ", ".join(results["configs"][n]["label"] for n in fixes) or "none"
     lines = ["", "## corral against the simplest fix (issue 12's targets)", "",
-             f"corral (`python -m corral`) against the best of plain, hand-tuned and `threadpool_limits(1)` in the "
+             f"corral (`python -m corral`) against the best of the simple fixes this run measured ({ran}) in the "
              f"same run (or against plain, or W6's ideal, where the target says so); above 1× corral is ahead. "
-             f"Targets met: {met} of {len(rows)}.", ""]
+             + (f"Not run here, so not compared: {', '.join(missing)}. " if missing else "")
+             + f"Targets met: {met} of {len(rows)}.", ""]
     if png_name:
         lines += [f"![corral against the best simple fix]({png_name})", ""]
     lines += ["| workload | best simple fix | corral | corral against it | target | met |",
@@ -176,7 +180,9 @@ def markdown(results: dict, png_name: str | None = None, json_name: str | None =
 
     for workload in workloads.values():
         lines += ["", f"## {workload['id']} {workload['title']}", "",
-                  workload["measures"] + f". Repetitions: {workload.get('reps', settings['reps'])}."]
+                  workload["measures"] + f". Repetitions: {workload.get('reps', settings['reps'])}."
+                  + (" (A quick run: smaller sizes than described; the commands below are what ran.)"
+                     if settings.get("quick") else "")]
         if "calibration" in workload:
             cal = workload["calibration"]
             lines.append(f"Calibrated matmul side n={cal['n']} ({cal['compute_ms']:.2f} ms on one BLAS thread); "

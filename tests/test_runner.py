@@ -186,6 +186,19 @@ def test_endings_match_plain_python(tmp_path, body, form):
     same(*both(tmp_path, args))
 
 
+@pytest.mark.parametrize("source", [
+    b"print('x')\x00\n",  # python's file tokenizer: "source code cannot contain null bytes", line 1
+    b"# -*- coding: bogus -*-\nprint('x')\n",  # "encoding problem: bogus"; compile() words it otherwise
+    b"print('\xff')\n",  # not UTF-8
+    b"def broken(:\n    pass\n",
+])
+def test_a_script_that_does_not_compile_gets_pythons_own_words(tmp_path, source):
+    (tmp_path / "prog.py").write_bytes(source)
+    plain, under = both(tmp_path, ["prog.py", "arg"])
+    same(plain, under)
+    assert under.returncode == 1 and "Error" in under.stderr
+
+
 def test_missing_script_is_pythons_message_and_status(tmp_path):
     same(*both(tmp_path, ["nope.py"]))
     same(*both(tmp_path, ["../sub/./nope.py", "arg"]))

@@ -142,7 +142,10 @@ def members_of(env, name) -> dict:
     (["--share", "ok", "--share-size", "two"], {}, "size"),
     (["--share-size", "2"], {}, "--share-size needs --share"),
     ([], {"CORRAL_SHARE": "a b"}, "CORRAL_SHARE"),
-    ([], {"CORRAL_SHARE": "ok", "CORRAL_SHARE_SIZE": "-1"}, "CORRAL_SHARE"),
+    ([], {"CORRAL_SHARE": "ok", "CORRAL_SHARE_SIZE": "-1"}, "CORRAL_SHARE_SIZE:"),
+    ([], {"CORRAL_SHARE_SIZE": "abc"}, "CORRAL_SHARE_SIZE:"),  # malformed, share or not (--help says so)
+    (["--share="], {}, "--share: a share name"),  # empty: refused, not taken for no share
+    (["--share=", "--share-size", "4"], {}, "--share: a share name"),
 ])
 def test_bad_names_and_sizes_exit_2(runtime, args, env, says):
     _, base = runtime

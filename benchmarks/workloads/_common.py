@@ -31,15 +31,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every workload takes; a workload adds its own sizes."""
+def parser(description: str, impls: tuple[str, ...] = IMPLS, pool: bool = True) -> argparse.ArgumentParser:
+    """The arguments every workload takes (`impls`: the implementations it runs; `pool`: whether it has a
+    pool size to set); a workload adds its own sizes."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--impl", choices=IMPLS, default="stdlib",
+    p.add_argument("--impl", choices=impls, default="stdlib",
                    help="which pool implementation runs the tasks (default: the standard library's)")
-    p.add_argument("--pool", type=positive_int, default=None,
-                   help="pool size (default: what the unmodified program uses, usually os.cpu_count())")
-    p.add_argument("--passes", type=positive_int, default=3, help="timed passes over the same data")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    if pool:
+        p.add_argument("--pool", type=positive_int, default=None,
+                       help="pool size (default: what the unmodified program uses, usually os.cpu_count())")
+    p.add_argument("--passes", type=positive_int, default=3, help="timed passes over the same data (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data (default: 0)")
     return p
 
 

@@ -17,13 +17,11 @@ QR_LOOPS = ((128, 200), (256, 60), (512, 10))  # side, calls
 
 
 def main():
-    p = _common.parser(__doc__)
+    p = _common.parser(__doc__, impls=("stdlib",), pool=False)  # no pool to replace or size
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every loop's number of calls")
     p.add_argument("--matmul-n", type=_common.positive_int, default=1000, help="side of the matmul loop's matrices")
     p.add_argument("--matmuls", type=_common.positive_int, default=10, help="matmuls in the loop")
     args = p.parse_args()
-    if args.impl != "stdlib":
-        raise SystemExit(f"--impl {args.impl}: this workload has no pool to replace")
 
     import numpy as np
 

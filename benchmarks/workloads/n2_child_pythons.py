@@ -15,12 +15,10 @@ import _common  # noqa: E402
 
 
 def main():
-    p = _common.parser(__doc__)
+    p = _common.parser(__doc__, impls=("stdlib",), pool=False)  # no pool to replace or size
     p.add_argument("--children", type=_common.positive_int, default=40, help="children started per pass")
     p.add_argument("--child-code", default="pass", help="what each child runs (python -c)")
     args = p.parse_args()
-    if args.impl != "stdlib":
-        raise SystemExit(f"--impl {args.impl}: this workload has no pool to replace")
     command = [sys.executable, "-c", args.child_code]
 
     def one_pass():

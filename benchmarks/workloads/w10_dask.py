@@ -56,20 +56,23 @@ def settle(client, workers: int, timeout: float = 15.0) -> None:
 
 
 def main() -> None:
-    p = _common.parser(__doc__)
-    p.add_argument("--workers", type=_common.positive_int, default=2, help="worker processes")
-    p.add_argument("--threads", type=_common.positive_int, default=1, help="threads per worker")
-    p.add_argument("--kind", choices=("balanced", "unbalanced"), default="balanced")
-    p.add_argument("--tasks", type=_common.positive_int, default=32, help="equal (small) tasks per pass")
-    p.add_argument("--n", type=_common.positive_int, default=384, help="side of each small matrix")
-    p.add_argument("--big", type=_common.positive_int, default=1000, help="side of each large matrix (unbalanced)")
-    p.add_argument("--bigs", type=_common.positive_int, default=3, help="large tasks per pass (unbalanced)")
-    p.add_argument("--calls", type=_common.positive_int, default=4, help="products a large task makes in a row")
+    # stdlib: Dask as it is; corral: corral.dask's worker plugin registered. Dask sizes its own pools.
+    p = _common.parser(__doc__, impls=("stdlib", "corral"), pool=False)
+    p.add_argument("--workers", type=_common.positive_int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--threads", type=_common.positive_int, default=1, help="threads per worker (default: 1)")
+    p.add_argument("--kind", choices=("balanced", "unbalanced"), default="balanced", help="(default: balanced)")
+    p.add_argument("--tasks", type=_common.positive_int, default=32,
+                   help="equal (small) tasks per pass (default: 32)")
+    p.add_argument("--n", type=_common.positive_int, default=384, help="side of each small matrix (default: 384)")
+    p.add_argument("--big", type=_common.positive_int, default=1000,
+                   help="side of each large matrix (unbalanced; default: 1000)")
+    p.add_argument("--bigs", type=_common.positive_int, default=3,
+                   help="large tasks per pass (unbalanced; default: 3)")
+    p.add_argument("--calls", type=_common.positive_int, default=4,
+                   help="products a large task makes in a row (default: 4)")
     p.add_argument("--unset-thread-vars", type=int, choices=(0, 1), default=0,
-                   help="1: Dask's nanny sets no OMP/MKL/OPENBLAS_NUM_THREADS in its workers")
+                   help="1: Dask's nanny sets no OMP/MKL/OPENBLAS_NUM_THREADS in its workers (default: 0)")
     args = p.parse_args()
-    if args.impl not in ("stdlib", "corral"):
-        raise SystemExit(f"W10 runs with --impl stdlib or corral, not {args.impl}")
 
     import dask.config
     from dask.distributed import Client, LocalCluster
@@ -78,7 +81,7 @@ def main() -> None:
         dask.config.set({f"distributed.nanny.pre-spawn-environ.{var}": None
                          for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
     work = sizes(args.kind, args.tasks, args.n, args.big, args.bigs)
-    seeds = list(range(len(work)))
+    seeds = list(range(args.seed, args.seed + len(work)))
     calls = [args.calls if n == args.big and args.kind == "unbalanced" else 1 for n in work]
     with LocalCluster(n_workers=args.workers, threads_per_worker=args.threads, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:

@@ -38,6 +38,12 @@ class CannotRun(Exception):
         self.status = status
 
 
+class PythonReports(Exception):
+    """The script does not compile: nothing of it has run, so python itself, run in this process's
+    place on the same arguments, reports it in its own words (its file tokenizer's messages for a
+    bad encoding or a null byte are not compile()'s)."""
+
+
 def prepare(*, script: str | None = None, module: str | None = None, code: str | None = None,
             args: list[str]) -> Callable[[], None]:
     """What runs the program (called once, at the end of the runner's set-up). Problems python
@@ -60,7 +66,13 @@ def prepare(*, script: str | None = None, module: str | None = None, code: str |
         # sys.orig_argv[0]: what python calls itself in this message (its program name).
         raise CannotRun(f"{sys.orig_argv[0]}: can't open file {filename!r}: [Errno {exc.errno}] {exc.strerror}",
                         2) from None
-    return lambda: _run_file(script, filename, source, args)
+    code = None
+    if source[:4] != importlib.util.MAGIC_NUMBER:
+        try:
+            code = compile(source, filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):  # ValueError: a null byte, on 3.11
+            raise PythonReports from None
+    return lambda: _run_file(script, filename, source, code, args)
 
 
 def _path_importer(path: str):
@@ -137,16 +149,16 @@ def _run_stdin(args: list[str]) -> None:
     _exec_file(compile(source, "<stdin>", "exec", dont_inherit=True), namespace, "<stdin>")
 
 
-def _run_file(script: str, filename: str, source: bytes, args: list[str]) -> None:
+def _run_file(script: str, filename: str, source: bytes, code, args: list[str]) -> None:
+    """`code`: the source compiled (prepare), or None for a .pyc."""
     sys.argv = [script, *args]
     _set_path0(os.path.dirname(os.path.realpath(filename)))
     namespace = _fresh_main()
-    if source[:4] == importlib.util.MAGIC_NUMBER:  # a .pyc, as python runs one
+    if code is None:  # a .pyc, as python runs one
         namespace["__loader__"] = importlib.machinery.SourcelessFileLoader("__main__", filename)
         code = marshal.loads(memoryview(source)[16:])
     else:
         namespace["__loader__"] = importlib.machinery.SourceFileLoader("__main__", filename)
-        code = compile(source, filename, "exec", dont_inherit=True)
     _exec_file(code, namespace, filename)
 
 

@@ -140,6 +140,8 @@ def main(argv: list[str]) -> int:
     except _as_main.CannotRun as exc:
         print(exc, file=sys.stderr)
         return exc.status
+    except _as_main.PythonReports:
+        _runner.hand_to_python(args.target, rest)  # python's own words for a script that does not compile
     _as_main.run(run)
     return 0
 

@@ -249,14 +249,15 @@ def apply_share(args: argparse.Namespace) -> None:
         os.environ[_share.ENV_NAME] = args.share
         if args.share_size is not None:
             os.environ[_share.ENV_SIZE] = str(args.share_size)
+    where = "--share" if args.share is not None else _share.ENV_NAME
     try:
         name = os.environ.get(_share.ENV_NAME, "")
-        if name:
+        if name or args.share is not None:  # an empty CORRAL_SHARE is unset; an empty --share= is refused
             _share.check_name(name)
-            if os.environ.get(_share.ENV_SIZE, ""):
-                _share.parse_size(os.environ[_share.ENV_SIZE])
+        where = "--share-size" if args.share_size is not None else _share.ENV_SIZE
+        if os.environ.get(_share.ENV_SIZE, ""):  # checked even without a share: --help promises it
+            _share.parse_size(os.environ[_share.ENV_SIZE])
     except ValueError as exc:
-        where = "--share" if args.share is not None else _share.ENV_NAME
         exit_with(2, f"{PROG}: {where}: {str(exc).removeprefix('corral: ')}\n")
 
 
@@ -340,6 +341,13 @@ def main(argv: list[str]) -> int:
         args = build_parser().parse_args(own)
         check_one_program(args)
 
+    try:  # before anything is set: a script that does not compile goes to python as it came
+        program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
+    except _as_main.CannotRun as exc:
+        exit_with(exc.status, f"{exc}\n")  # python's own words and status
+    except _as_main.PythonReports:
+        hand_to_python(args.target, program_args)
+
     apply_cpus(args.cpus)  # before the budget is read; children inherit it
     apply_share(args)
     inputs = _children.budget_inputs()  # read before the budget: recorded with it for children
@@ -356,11 +364,6 @@ def main(argv: list[str]) -> int:
             _share.join_tree(budget)
         except OSError as exc:
             notes.append(f"no share for the program's children ({getattr(exc, 'strerror', None) or exc})")
-    try:
-        program = _as_main.prepare(script=args.target, module=args.module, code=args.code, args=program_args)
-    except _as_main.CannotRun as exc:
-        exit_with(exc.status, f"{exc}\n")  # python's own words and status
-
     _children.end_in_child()  # this runner is itself a child of a corral program: its options now
     settings = _children.Settings(native=not args.no_native, mode=args.mode, factor=args.factor, force=args.force)
     if args.no_children:
@@ -387,6 +390,22 @@ def main(argv: list[str]) -> int:
         patcher.keep_collections_on_schedule()
     _as_main.run(program)
     return 0
+
+
+def hand_to_python(script: str, program_args: list[str]) -> NoReturn:
+    """Replaces this process by plain python on the same script, arguments and interpreter options."""
+    import subprocess  # only here: the runner's start imports as little as it can
+
+    flags = subprocess._args_from_interpreter_flags()  # the stdlib's, for multiprocessing's children
+    if sys.flags.inspect and "-i" not in flags:  # not among them: python -i gives the prompt after the error
+        flags.append("-i")
+    argv = [sys.executable, *flags, script, *program_args]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as exc:
+        exit_with(2, f"{PROG}: cannot run {sys.executable}: {exc.strerror}\n")
 
 
 def _report(patcher, limits, note: str) -> None:
