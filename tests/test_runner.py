@@ -240,6 +240,7 @@ def test_directory_and_zip_run_their_main(tmp_path):
 BAD_INPUT = [
     (["-p", "99999"], {}, "at most 65536"),
     (["-p", "0"], {}, "at least 1"),
+    (["-p", "-1"], {}, "at least 1"),  # a count below 1, not a CPU list with an empty item
     (["-p", "abc"], {}, "'abc'"),
     (["--bogus"], {}, "--bogus"),
     (["--mode", "fast"], {}, "fast"),
@@ -307,6 +308,10 @@ def test_verbose_reports_patches_and_limits(tmp_path):
     assert "native limits" in under.stderr
     quiet = run(["-m", "corral", "--no-native", "-v", "-c", "pass"])
     assert "untouched" in quiet.stderr
+    assert "emulating a bigger machine" not in under.stderr or len(os.sched_getaffinity(0)) < 2
+    emulated = len(os.sched_getaffinity(0)) + 2  # as `corral info` says of a budget above the hardware
+    bigger = run(["-m", "corral", "-v", "-p", str(emulated), "-c", "pass"])
+    assert f"budget {emulated} CPUs" in bigger.stderr and "emulating a bigger machine" in bigger.stderr
 
 
 def test_verbose_reports_cpus_and_process_pools():

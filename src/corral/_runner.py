@@ -193,7 +193,7 @@ def cpus_option(text: str) -> int | frozenset[int]:
     """-p/--cpus: a count N (the budget), or a CPU list (a value with '-' or ',')."""
     import argparse  # called by the parser only: imported already
 
-    if "-" in text or "," in text:
+    if ("-" in text or "," in text) and not (text.startswith("-") and text[1:].isdigit()):  # -1: a count
         try:
             cpus = parse_cpu_list(text)
         except ValueError as exc:
@@ -412,7 +412,8 @@ def _report(patcher, limits, note: str) -> None:
     out = sys.stderr
     print(f"corral: CPUs {format_cpu_list(os.sched_getaffinity(0))} (this process's affinity)", file=out)
     b = _core.budget()
-    print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by})", file=out)
+    extra = "; above the hardware: emulating a bigger machine" if b.exceeds_hardware else ""  # as `info` says
+    print(f"corral: budget {b.cpus} CPUs (decided by {b.decided_by}{extra})", file=out)
     source = _share.source()
     if source is not None and _share.is_tree(os.environ.get(_share.ENV_NAME)):
         print(f"corral: joined {source}, private to this program and the processes it starts: "
