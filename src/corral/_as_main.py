@@ -46,8 +46,9 @@ class PythonReports(Exception):
 
 def prepare(*, script: str | None = None, module: str | None = None, code: str | None = None,
             args: list[str]) -> Callable[[], None]:
-    """What runs the program (called once, at the end of the runner's set-up). Problems python
-    reports before running anything (a script it cannot open) raise CannotRun here."""
+    """What runs the program (called once, before the runner's set-up changes anything). Problems
+    python reports before running anything raise here: CannotRun for a script it cannot open,
+    PythonReports for one that does not compile."""
     if code is not None:
         return lambda: _run_code(code, args)
     if module is not None:
