@@ -262,7 +262,7 @@ def test_a_childs_factor_rule_is_the_pools(text):
     from corral import _children, _pool_settings
 
     try:
-        expected = _pool_settings.validate_factor(text)
+        expected = _pool_settings.validate_factor(float(text))  # the runner's -f: the text's number
     except (TypeError, ValueError):
         expected = None
     try:

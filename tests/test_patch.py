@@ -125,6 +125,22 @@ def test_nested_patches_restore_only_at_the_outermost():
     assert _state() == before
 
 
+def test_an_exit_without_its_entry_is_an_error_and_later_patches_still_patch():
+    before = _state()
+    stray = corral.patch()
+    with pytest.raises(RuntimeError, match="without a matching __enter__"):
+        stray.__exit__(None, None, None)
+    with corral.patch():
+        assert multiprocessing.pool.ThreadPool is corral.ThreadPool
+    assert _state() == before
+    entered = corral.patch()
+    with entered:
+        pass
+    with pytest.raises(RuntimeError, match="without a matching __enter__"):
+        entered.__exit__(None, None, None)  # exited once already
+    assert _state() == before
+
+
 def test_restores_after_an_exception():
     before = _state()
     with pytest.raises(ZeroDivisionError):
@@ -159,7 +175,8 @@ def test_bad_mode_is_a_clear_error():
 
 
 @pytest.mark.parametrize("factor, error", [(0.5, ValueError), (float("nan"), ValueError),
-                                           (float("inf"), ValueError), ("two", TypeError)])
+                                           (float("inf"), ValueError), ("two", TypeError),
+                                           ("2", TypeError)])
 def test_bad_factor_is_a_clear_error(factor, error):
     before = _process_state()
     with pytest.raises(error, match="corral.patch: factor"):

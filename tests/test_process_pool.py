@@ -368,6 +368,11 @@ def test_bad_arguments_are_clear_errors():
         corral.Pool(0)
     with pytest.raises(ValueError, match="factor"):
         corral.ProcessPoolExecutor(1, factor=float("nan"))
+    for factor in ("2", b"2", [2]):  # a number, as documented; the runner converts its -f text itself
+        with pytest.raises(TypeError, match="factor"):
+            corral.Pool(1, factor=factor)
+        with pytest.raises(TypeError, match="factor"):
+            corral.ProcessPoolExecutor(1, factor=factor)
     with pytest.raises(ValueError):
         corral.ProcessPoolExecutor(0)
 

@@ -169,6 +169,30 @@ def test_blocking_is_a_context_manager_and_a_decorator():
     assert wait_decorated.__name__ == "wait_decorated"
 
 
+def test_a_blocking_scope_left_on_another_thread_is_a_clear_error_and_leaves_the_task_its_permit():
+    scope = corral.blocking()
+
+    def task():
+        with scope:  # the task's pause
+            errors = []
+
+            def leave_elsewhere():
+                try:
+                    scope.__exit__(None, None, None)
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+
+            other = threading.Thread(target=leave_elsewhere)
+            other.start()
+            other.join()
+        return errors, corral._core.in_permit_task()
+
+    with corral.ThreadPoolExecutor(1) as ex:
+        errors, in_task = ex.submit(task).result(timeout=10)
+    assert errors == ["corral.blocking(): exited on a thread that did not enter it"]
+    assert in_task  # its own exit ended the pause: the task holds a permit again
+
+
 def test_sleeping_tasks_are_not_throttled_by_the_budget():
     # 32 tasks that only sleep: with the waits announced, the pool is as fast as its 32 threads.
     def nap(_):

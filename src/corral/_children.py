@@ -155,8 +155,8 @@ def decode(value: str) -> Settings:
 
 
 def _factor(arg: str) -> float:
-    """_pool_settings.validate_factor's rule, for the text of a factor (tests/test_children.py checks they
-    agree): a finite number >= 1."""
+    """_pool_settings.validate_factor's rule, for the text of a factor as the runner's -f reads it
+    (tests/test_children.py checks they agree): a finite number >= 1."""
     try:
         value = float(arg)
     except ValueError:

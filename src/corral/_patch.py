@@ -143,7 +143,8 @@ class patch(contextlib.ContextDecorator):
     the user set a lower value (default: the lower of the two).
     Explicit factor= / force= arguments of a corral.Pool or ProcessPoolExecutor still win.
     Nested patches are allowed; only the outermost one patches and restores (RuntimeError on entry when
-    someone else's patch already replaced the stdlib pools). Entering returns the patch object.
+    someone else's patch already replaced the stdlib pools, and on an exit without its entry). Entering
+    returns the patch object.
     No stdlib counterpart; what is replaced is listed in the module's docs and by `python -m corral -v`.
     """
 
@@ -158,6 +159,7 @@ class patch(contextlib.ContextDecorator):
         self.mode = mode
         self.force = bool(force)
         self._previous_settings = None
+        self._entered = 0  # this object's entries not yet exited
 
     def __enter__(self) -> "patch":
         global _depth
@@ -171,11 +173,15 @@ class patch(contextlib.ContextDecorator):
                     self._unpatch()
                     raise
             _depth += 1
+            self._entered += 1
         return self
 
     def __exit__(self, *exc_info) -> None:
         global _depth
         with _lock:
+            if self._entered == 0:  # a stray exit would leave the count wrong and later patches inert
+                raise RuntimeError("corral.patch: __exit__ without a matching __enter__")
+            self._entered -= 1
             _depth -= 1
             if _depth == 0:
                 self._unpatch()

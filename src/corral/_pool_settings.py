@@ -10,6 +10,7 @@ Process-wide; corral.patch() and the `python -m corral` runner set them for the 
 """
 
 import _thread
+import numbers
 
 from . import _thread_limits
 
@@ -37,12 +38,11 @@ def _core():
 
 
 def validate_factor(factor: float) -> float:
-    """An oversubscription factor as a float: TypeError for what is not a number, ValueError for one
-    below 1, infinite or nan."""
-    try:
-        value = float(factor)
-    except (TypeError, ValueError):
-        raise TypeError(f"factor must be a number >= 1, not {factor!r}") from None
+    """An oversubscription factor as a float: TypeError for what is not a real number (a string too:
+    the runner converts its option's text first), ValueError for one below 1, infinite or nan."""
+    if not isinstance(factor, numbers.Real):
+        raise TypeError(f"factor must be a number >= 1, not {factor!r}")
+    value = float(factor)
     if not value >= 1.0 or value == float("inf"):
         raise ValueError(f"factor must be a finite number >= 1, not {factor!r}")
     return value

@@ -223,9 +223,11 @@ def factor_option(text: str) -> float:
     import argparse  # called by the parser only: imported already
 
     try:
-        return validate_factor(text)
-    except TypeError:  # not a number
+        value = float(text)
+    except ValueError:  # not a number
         raise argparse.ArgumentTypeError(f"the oversubscription factor must be a number >= 1, got {text!r}") from None
+    try:
+        return validate_factor(value)
     except ValueError:  # below 1, infinite or nan
         raise argparse.ArgumentTypeError(
             f"the oversubscription factor must be a finite number >= 1, got {text!r}") from None
