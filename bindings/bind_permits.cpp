@@ -150,8 +150,8 @@ void start_limits(std::optional<task_native_limits>& limits, permit_table& table
       }
       queued = queued_tasks(spec);
       one_look.look_again();  // a library loaded during the wait is limited now
-      // A sibling's thread may have claimed its permit and taken its task meanwhile, and not
-      // started it yet: its permit is kept, not running (docs/permits.md, "Claims").
+      // A sibling's thread may have taken its task and a permit meanwhile, and not started it
+      // yet: its permit is held (or kept), not yet running.
       running = std::max(running, table.running_or_starting());
     }
     if (queued > 0) {

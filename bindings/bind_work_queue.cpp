@@ -1,10 +1,11 @@
-// The work queue of corral.ThreadPoolExecutor: queue.SimpleQueue whose pool threads claim their
-// permit before they take a task (permit_table::claim; docs/permits.md, "Claims"). The stdlib's
-// worker loop calls get_nowait() (3.13+) and get(block=True); with these, a thread that finds tasks
-// queued and no permit free waits for the permit *before* it takes one, so that a task is never
-// taken by a thread that cannot run it while a thread with a permit finds the queue empty. To the
-// stdlib's loop the wait looks like a slow get (it counts the thread busy, as under plain python,
-// where that thread would be running a task), and the queue holds what SimpleQueue holds.
+// The work queue of corral.ThreadPoolExecutor and corral.ThreadPool: queue.SimpleQueue, with two
+// things added for the pools' threads (docs/permits.md, "Taking tasks"):
+//   * a thread that finds the queue empty gives back the permit it kept from its last task before
+//     it waits for work (or reports none), so that a permit never idles with a thread that has no
+//     task while another thread holds one and waits;
+//   * threads waiting for work sleep on a stack, and a put() wakes the one that went to sleep last.
+// A thread takes a task as SimpleQueue's get() takes it: the task is then RUNNING, as under plain
+// python, and waits for a permit in run_permitted, inside the stdlib's _WorkItem.run.
 //
 // C-API functions wrapped as instance methods (they are called once per task; W8): the base
 // class's own methods do the queueing.
@@ -30,17 +31,14 @@
 namespace corral::bindings {
 namespace {
 
-// What a WorkQueue's pool threads wait on while it is empty, or while another of them claims:
-// waiting in SimpleQueue.get() would hand the next task to a thread that holds no permit, where
-// this lets the thread look, claim its permit, then take the task.
+// What a WorkQueue's pool threads wait on while it is empty.
 //
 // Sleepers wait on a stack, newest on top, and a wake-up goes to the newest: the thread that ran
-// last, whose caches and malloc arena are warm (the kernel's futex queue would wake the one asleep
-// longest: W3's 16 threads then took turns, each task on a cold thread, 5-10% slower). Only one
-// thread at a time is on its way to the queue: a put() wakes a sleeper only when no thread claims
-// and none is already woken (`waking`), and a thread that claimed its permit wakes the next only
-// if tasks remain. So a pool of 16 threads on a budget of 2 runs task after task on its 2 keepers
-// with at most one claimer waiting, instead of waking all 16 at every burst of puts.
+// last, whose caches and malloc arena are warm (threads that never ran a task wait below, oldest
+// first) (the kernel's futex queue would wake the one asleep
+// longest: W3's 16 threads then took turns, each task on a cold thread, 5-10% slower). A put()
+// wakes one sleeper, as SimpleQueue's put() releases one waiter, and a thread that took a task
+// while more remain wakes one more if none is on its way (puts made while no thread slept).
 //
 // The stack and the counts are guarded by the signal's own mutex, never held while Python runs or
 // while waiting for the GIL (the GIL is not relied on: the module declares free-threading support).
@@ -50,16 +48,12 @@ namespace {
 // and the sleeper takes the mutex once awake before it returns, so its frame (which holds the word)
 // outlives the notify.
 struct work_signal {
-  // put() count: a thread sleeps, and a claim waits, only while it is unchanged since the thread
-  // looked at the queue (a claim: the shutdown marker's recheck_claims() may come before it
-  // queues).
+  // put() count: a thread sleeps only while it is unchanged since the thread looked at the queue.
   std::atomic<std::uint32_t> puts{0};
-  std::atomic<bool> shutting_down{false};  // a None (the shutdown marker) was put
 
   std::mutex mutex;                                   // guards what follows
   std::vector<std::atomic<std::uint32_t>*> sleepers;  // newest last
-  std::uint32_t waking = 0;    // woken to come to the queue, not yet looking at it
-  std::uint32_t claimers = 0;  // this queue's threads inside a claim's wait
+  std::uint32_t waking = 0;  // woken to come to the queue, not yet looking at it
   // A pool's first task waiting for its submitter's next put (wait_for_put): woken by any put.
   std::condition_variable put_seen;
   std::uint32_t put_watchers = 0;
@@ -68,12 +62,11 @@ struct work_signal {
   static constexpr std::uint32_t woken_one = 1;  // counted in `waking`
   static constexpr std::uint32_t woken_all = 2;  // by wake_all()
 
-  // Wakes the newest sleeper if one more thread should come to the queue now: none claims and none
-  // is already on its way.
-  void wake_newest_if_wanted() noexcept {
+  // Wakes the newest sleeper; `if_none_waking`: only if no woken thread is on its way already.
+  void wake_newest(bool if_none_waking) noexcept {
     std::lock_guard<std::mutex> lock(mutex);
     if (put_watchers != 0) put_seen.notify_all();
-    if (sleepers.empty() || claimers != 0 || waking != 0) return;
+    if (sleepers.empty() || (if_none_waking && waking != 0)) return;
     std::atomic<std::uint32_t>* word = sleepers.back();
     sleepers.pop_back();
     ++waking;
@@ -91,22 +84,21 @@ struct work_signal {
     sleepers.clear();
   }
 
-  // Sleeps until woken: behind another thread that claims (`behind_a_claimer`) if one still does,
-  // else if nothing was put since `seen` was read; false when it did not sleep. GIL held on entry
-  // and on return (released meanwhile).
-  bool sleep(std::uint32_t seen, bool behind_a_claimer) {
+  // Sleeps until woken, if nothing was put since `seen` was read; `fresh`: the thread has not taken
+  // a task yet, and sleeps below every thread that has, behind the fresh ones before it. GIL held
+  // on entry and on return (released meanwhile).
+  void sleep(std::uint32_t seen, bool fresh) {
     std::atomic<std::uint32_t> word{0};
     {
       std::lock_guard<std::mutex> lock(mutex);
-      // Behind a claimer a put meanwhile changes nothing: it woke nobody, the claimer will.
-      if (behind_a_claimer ? claimers == 0 : puts.load(std::memory_order_acquire) != seen)
-        return false;
-      sleepers.push_back(&word);
+      if (puts.load(std::memory_order_acquire) != seen) return;
+      // A new pool's threads are woken in the order they started, as plain python's take their
+      // first tasks (a ThreadPool's first task runs on its first thread); after that, the warmest.
+      sleepers.insert(fresh ? sleepers.begin() : sleepers.end(), &word);
     }
     without_gil([&] { word.wait(0, std::memory_order_acquire); });
     std::lock_guard<std::mutex> lock(mutex);  // the waker is done with `word`
     if (word.load(std::memory_order_relaxed) == woken_one) --waking;
-    return true;
   }
 
   // Until the put count moves from `seen` or `limit` passes (GIL released by the caller). put()
@@ -117,12 +109,6 @@ struct work_signal {
     ++put_watchers;
     put_seen.wait_for(lock, limit, [&] { return puts.load(std::memory_order_acquire) != seen; });
     --put_watchers;
-  }
-
-  // A thread of this queue starts (true) or ends (false) a claim's wait.
-  void count_claimer(bool starts) noexcept {
-    std::lock_guard<std::mutex> lock(mutex);
-    starts ? ++claimers : --claimers;
   }
 };
 
@@ -138,7 +124,7 @@ work_signal* current(work_signal* signal) {
     new (&signal->mutex) std::mutex;  // its parent's state is meaningless here
     new (&signal->put_seen) std::condition_variable;
     signal->sleepers.clear();
-    signal->waking = signal->claimers = signal->put_watchers = 0;
+    signal->waking = signal->put_watchers = 0;
     signal->forks_seen = forks;
   }
   return signal;
@@ -210,66 +196,30 @@ PyObject* take_queued(PyObject* self) {
   return item;
 }
 
-// The next task, taken once the calling thread has claimed a permit for it; `blocking`: wait for
-// one when none is queued (get), else raise queue.Empty (get_nowait).
-PyObject* take_with_claim(PyObject* self, bool blocking) {
-  permit_table& table = permit_table::process();
+// get(block=True) of a pool thread: the next task, taken at once as SimpleQueue's get() takes it;
+// while none is queued, the permit kept from the thread's last task goes back and the thread sleeps
+// until a put() wakes it.
+PyObject* take_next(PyObject* self) {
+  thread_local bool took_a_task = false;  // a pool thread serves one queue
   work_signal* signal = signal_of(self);
   if (signal == nullptr) return nullptr;
   for (;;) {
     const std::uint32_t puts = signal->puts.load(std::memory_order_acquire);
-    if (table.keeps_permit_here()) {
-      // Task after task on a kept permit (the common case): take the next one, if any, at once.
-      if (PyObject* item = take_queued(self); item != nullptr || PyErr_Occurred()) return item;
-    }
-    const int empty = queue_empty(self);
-    if (empty < 0) return nullptr;
-    if (empty) {
-      // Nothing queued: a permit kept from the last task goes back before the thread waits for
-      // work (or reports none), and it looks again after the next put().
-      table.give_back_kept();
-      if (!blocking) return call_base(base_get_nowait, self);
-      signal->sleep(puts, false);
-      continue;
-    }
-    bool claimed = table.claim(false);  // a kept or free permit, without a wait
-    if (!claimed && !signal->shutting_down.load(std::memory_order_acquire)) {
-      // Another of this queue's threads waits to claim: it wakes the next if tasks remain once it
-      // has its permit (a get_nowait() must answer, so it claims alongside).
-      if (blocking && signal->sleep(puts, true)) continue;
-      // Wait for a permit only while nothing was put since `puts` was read: a shutdown marker put
-      // meanwhile (whose recheck_claims() may have come before this claim queued) is seen.
-      signal->count_claimer(true);
-      claimed = without_gil([&] { return table.claim(true, &signal->puts, puts); });
-      signal->count_claimer(false);
-      if (!claimed && !signal->shutting_down.load(std::memory_order_acquire))
-        continue;  // the put count moved: look again
-    }
-    // Claimed, or the queue is shutting down: a claim ended by recheck_claims() holds no permit,
-    // and the thread takes what comes first, as the stdlib's loop would (the marker at the
-    // latest; a task then waits for its permit in its acquire).
-    PyObject* item = take_queued(self);
-    if (item != nullptr && claimed) {
-      const int rest_empty = queue_empty(self);
-      if (rest_empty < 0) {
-        Py_DECREF(item);
-        return nullptr;
+    if (PyObject* item = take_queued(self); item != nullptr || PyErr_Occurred()) {
+      if (item != nullptr) {
+        const int rest_empty = queue_empty(self);
+        if (rest_empty < 0) {
+          Py_DECREF(item);
+          return nullptr;
+        }
+        if (!rest_empty) signal->wake_newest(true);  // tasks remain: the next taker
+        took_a_task = true;
       }
-      if (!rest_empty) signal->wake_newest_if_wanted();  // tasks remain: the next claimer
+      return item;
     }
-    if (item != nullptr || PyErr_Occurred()) return item;
-    // another thread took it meanwhile: look again
+    permit_table::process().give_back_kept();
+    signal->sleep(puts, !took_a_task);
   }
-}
-
-// Whether this call is the claiming kind, not inside a task: a blocking get() is only ever a pool
-// thread's (the stdlib's loops drain with get_nowait or get(block=False)), so it claims from the
-// thread's first task on; a get_nowait() claims only on a pool thread that ran a task before (it is
-// also shutdown(cancel_futures=True)'s drain from the caller's thread, which must never wait for a
-// permit; on 3.13+ a worker's first task comes through it, and is taken the plain way).
-bool claims_here(bool blocking_get) {
-  const permit_table& table = permit_table::process();
-  return (blocking_get || table.served_this_thread()) && !table.held_by_this_thread();
 }
 
 // The base class's `method` called with self and the arguments as they came (positional, then
@@ -309,8 +259,8 @@ PyObject* python_errors(F&& fn) {
 PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  // Only the stdlib worker's own call, get() or get(block=True), claims; anything else is the
-  // base class's.
+  // Only the stdlib worker's own call, get() or get(block=True), sleeps on the stack; anything
+  // else is the base class's.
   bool plain_blocking_get = false;
   const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_GET_SIZE(kwnames) : 0;
   if (nargs + nkw == 0) {
@@ -321,24 +271,25 @@ PyObject* work_queue_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     plain_blocking_get = named_block && args[0] == Py_True;
   }
   return python_errors([&] {
-    if (plain_blocking_get && claims_here(true)) return take_with_claim(self, true);
+    if (plain_blocking_get) return take_next(self);
     return forward(base_get, self, args, nargs, kwnames);
   });
 }
 
-// get_nowait()
+// get_nowait(): the base class's; when it finds the queue empty, a permit the calling thread kept
+// from its last task goes back (3.13+'s worker loop looks with it before it counts itself idle).
 PyObject* work_queue_get_nowait(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                 PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-  return python_errors([&] {
-    if (nargs == 0 && kwnames == nullptr && claims_here(false)) return take_with_claim(self, false);
-    return forward(base_get_nowait, self, args, nargs, kwnames);
-  });
+  PyObject* item =
+      python_errors([&] { return forward(base_get_nowait, self, args, nargs, kwnames); });
+  if (item == nullptr && PyErr_ExceptionMatches(empty_error))
+    permit_table::process().give_back_kept();
+  return item;
 }
 
 // put(item, block=True, timeout=None): the base class's; a None (the executor's shutdown marker,
-// also put at interpreter exit) wakes this queue's threads and ends this queue's waiting claims, so
-// that threads waiting for a permit see it at once, whatever other pools hold the permits.
+// also put at interpreter exit) wakes all of this queue's sleeping threads.
 PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -353,18 +304,14 @@ PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs
   for (Py_ssize_t i = 0; nargs == 0 && kwnames != nullptr && i < PyTuple_GET_SIZE(kwnames); ++i)
     if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "item") == 0)
       marker = args[i] == Py_None;
-  // Before the count: a claimer that sees the count moved sees this.
-  if (marker) signal->shutting_down.store(true, std::memory_order_release);
   signal->puts.fetch_add(1, std::memory_order_release);
   if (marker) {
     // The shutdown marker: every thread looks (each takes its own marker in turn, as the stdlib's
-    // loop puts it back for the next), those waiting for a permit too.
+    // loop puts it back for the next).
     signal->wake_all();
-    permit_table::process().recheck_claims(&signal->puts);  // this queue's claims only
     pool_shut_down(self);  // this pool's: a lone task next gets its inner threads at once
   } else {
-    signal->wake_newest_if_wanted();  // else the thread on its way, or the claimer once it has its
-                                      // permit
+    signal->wake_newest(false);  // one sleeper per put, as SimpleQueue's put() releases one
   }
   return result;
 }
@@ -372,18 +319,19 @@ PyObject* work_queue_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs
 PyMethodDef get_def = {
     "get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&work_queue_get)),
     METH_FASTCALL | METH_KEYWORDS,
-    "queue.SimpleQueue.get; a pool thread's get(block=True) claims its permit before it takes a "
-    "task."};
+    "queue.SimpleQueue.get; a pool thread's get(block=True) gives back the permit it kept from its "
+    "last task before it waits for work."};
 PyMethodDef get_nowait_def = {
     "get_nowait",
     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&work_queue_get_nowait)),
     METH_FASTCALL | METH_KEYWORDS,
-    "queue.SimpleQueue.get_nowait; a pool thread's claims its permit before it takes a task (it "
-    "may wait for the permit while tasks are queued)."};
+    "queue.SimpleQueue.get_nowait; when the queue is empty, the calling thread gives back the "
+    "permit "
+    "it kept from its last task."};
 PyMethodDef put_def = {
     "put", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&work_queue_put)),
     METH_FASTCALL | METH_KEYWORDS,
-    "queue.SimpleQueue.put; putting None (the shutdown marker) ends this queue's waiting claims."};
+    "queue.SimpleQueue.put; wakes the pool thread that went to sleep last (None: all of them)."};
 
 // Puts get, get_nowait and put on `cls` (corral._work_queue.WorkQueue) as method descriptors, as
 // SimpleQueue's own are: `q.get()` then binds no method object (W8 calls two of them per task).
@@ -447,7 +395,7 @@ void bind_work_queue(nb::module_& m) {
   signal_class.def(nb::init<>());
   work_signal_type = reinterpret_cast<PyTypeObject*>(signal_class.ptr());
   m.def("install_work_queue_methods", &install_methods, nb::arg("cls"),
-        "Puts the claiming get, get_nowait and put on a queue.SimpleQueue subclass.");
+        "Puts the pools' get, get_nowait and put on a queue.SimpleQueue subclass.");
 }
 
 }  // namespace corral::bindings

@@ -120,8 +120,8 @@ def test_the_demo_is_oversubscribed_plain_and_near_the_budget_under_corral(tmp_p
     assert c["runnable_mean"] <= 2.7, "corral: near the budget (OpenBLAS threads spin a little after a call)"
     assert c["oversubscribed_share"] <= 0.75 * p["oversubscribed_share"]
     assert c["pools"]["max_running"] <= 2 + c["pools"]["overdrafts"]
-    # Its 4 threads are there, as plain's; the 2 with permits run task after task, and at most one more
-    # waits to claim a permit before it takes a task (docs/permits.md, "Claims")
+    # Its 4 threads are there, as plain's, and each takes a task as plain's does: 4 in flight, 2 of them
+    # running, the others waiting for a permit (docs/permits.md, "Taking tasks")
     assert under["threads_by_group"]["ThreadPool workers"] == 4
     assert 2 <= c["pools"]["max_in_flight"] <= 4
     # Library thread counts: plain keeps OpenBLAS at 2; corral gives each running task 1 while two run.

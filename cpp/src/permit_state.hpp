@@ -55,19 +55,15 @@ struct holder {
   // under the mutex. The compare-exchange decides who has the permit when both try at once.
   std::atomic<std::uint32_t> keep{not_kept};
   std::chrono::steady_clock::time_point kept_since{};  // when it last kept one (under the mutex)
-  std::uint64_t served = 0;  // the id of the table this thread last held a permit of (0: none)
+  // When it last took a permit from the table (not its own kept one): its slice's start (under
+  // the mutex; see may_keep_locked).
+  std::chrono::steady_clock::time_point slice_start{};
 };
 
 // A thread waiting for a permit, on its own stack, in the table's FIFO.
 struct waiter {
   std::atomic<std::uint32_t> granted{0};
   bool returning = false;  // back from a pause (queued at the front): no permit is kept from it
-  // A thread with no task yet (permit_table::claim): in the idle FIFO, served after every waiter
-  // that holds a task, and no permit is handed over to it at a task's end (kept instead).
-  bool idle = false;
-  // Set (under the mutex) to make a waiting claim return without a permit: its pool has news.
-  bool recheck = false;
-  const void* key = nullptr;  // a claim's: what recheck_claims names it by (its queue's counter)
   waiter* next = nullptr;
   waiter* prev = nullptr;
 };
@@ -79,7 +75,8 @@ namespace corral {
 struct permit_table::state {
   using clock = std::chrono::steady_clock;
 
-  explicit state(unsigned n) : permits(n), last_turnover(clock::now()) {}
+  state(unsigned n, clock::duration slice)
+      : hand_over_slice(slice), permits(n), last_turnover(clock::now()) {}
 
   // Unique per table for the process's life (a table made where a destroyed one was is another).
   const std::uint64_t id = next_id.fetch_add(1, std::memory_order_relaxed);
@@ -93,11 +90,7 @@ struct permit_table::state {
   // Waits in the FIFO (at the front for a thread returning from a wait) until granted, or until the
   // starvation limit allows an overdraft. Called and returns with `lock` held.
   void wait_locked(std::unique_lock<std::mutex>& lock, bool front);
-  // Waits in the idle FIFO (permit_table::claim) until granted (true), an overdraft, or a recheck
-  // (false: no permit). Called and returns with `lock` held.
-  bool wait_idle_locked(std::unique_lock<std::mutex>& lock, const void* key);
   void unlink_locked(detail::waiter* w) noexcept;
-  void unlink_idle_locked(detail::waiter* w) noexcept;
   // Whether `since` began a full starvation limit ago with no permit changing hands and no task
   // starting meanwhile (`starts_seen`: task_starts when last looked; updated here).
   bool starved_locked(clock::time_point& since, std::uint64_t& starts_seen,
@@ -114,9 +107,10 @@ struct permit_table::state {
   // A kept permit of another thread, taken over for a thread that would otherwise wait; only
   // while nobody queues (waiters get kept permits from the monitor or from the keeper's slice end).
   bool take_over_kept_locked() noexcept;
-  // Whether `h`'s permit may be kept at the end of its task.
-  bool may_keep_locked() const noexcept;
+  // Whether `h`'s permit may be kept at the end of its task, at `now`.
+  bool may_keep_locked(const detail::holder& h, clock::time_point now) const noexcept;
 
+  const clock::duration hand_over_slice;  // permit_table::default_hand_over_slice, or the caller's
   mutable std::mutex mutex;
   // Atomic so that a task's start reads them without the mutex (running()); written under it.
   std::atomic<unsigned> permits;
@@ -130,13 +124,9 @@ struct permit_table::state {
   std::uint64_t lends = 0;
   std::uint64_t overdrafts = 0;
   clock::time_point last_turnover;  // when a permit last changed hands
-  // Waiters that hold a task (new ones at the tail, returners at the head): served first.
+  // Waiters, each holding a task (new ones at the tail, returners at the head).
   detail::waiter* head = nullptr;
   detail::waiter* tail = nullptr;
-  // Waiters without a task (permit_table::claim): served when no waiter above is left.
-  detail::waiter* idle_head = nullptr;
-  detail::waiter* idle_tail = nullptr;
-  unsigned idle_waiting = 0;
   // Tasks started, kept permits taken back included (relaxed: a progress counter for the
   // starvation rule; a keeper bumps it without the mutex).
   std::atomic<std::uint64_t> task_starts{0};

@@ -52,15 +52,12 @@ bool permit_table::state::try_take_locked() noexcept {
 
 waiter* permit_table::state::give_back_locked() noexcept {
   last_turnover = clock::now();
-  waiter* const w = head != nullptr ? head : idle_head;  // a task in hand first
+  waiter* const w = head;
   if (held <= permits && w != nullptr && source_allows_hand_over_locked()) {
     // a hand-over: `held` stays (and a permit drawn from a machine-wide source with it), the
     // waiter holds it now
     CORRAL_ASSERT(w->granted.load(std::memory_order_relaxed) == 0);  // granted once, while queued
-    if (w->idle)
-      unlink_idle_locked(w);
-    else
-      unlink_locked(w);
+    unlink_locked(w);
     ++acquires;
     w->granted.store(1, std::memory_order_relaxed);  // under the mutex: see permit_state.hpp
     return w;
@@ -71,32 +68,20 @@ waiter* permit_table::state::give_back_locked() noexcept {
   return nullptr;
 }
 
-namespace {
-// Unlinks a queued waiter from its FIFO (its ends and count): the task FIFO or the idle one.
-void unlink_from(waiter* w, waiter*& head, waiter*& tail, unsigned& count) noexcept {
-  CORRAL_ASSERT(count > 0);
+void permit_table::state::unlink_locked(waiter* w) noexcept {
+  CORRAL_ASSERT(waiting > 0);
   CORRAL_ASSERT((w->prev ? w->prev->next : head) == w);
   CORRAL_ASSERT((w->next ? w->next->prev : tail) == w);
   (w->prev ? w->prev->next : head) = w->next;
   (w->next ? w->next->prev : tail) = w->prev;
   w->next = w->prev = nullptr;
-  --count;
-  CORRAL_ASSERT((head == nullptr) == (count == 0));
-}
-}  // namespace
-
-void permit_table::state::unlink_locked(waiter* w) noexcept {
-  unlink_from(w, head, tail, waiting);
-}
-
-void permit_table::state::unlink_idle_locked(waiter* w) noexcept {
-  unlink_from(w, idle_head, idle_tail, idle_waiting);
+  --waiting;
+  CORRAL_ASSERT((head == nullptr) == (waiting == 0));
 }
 
 unsigned permit_table::state::count_waiters_locked() const noexcept {
   unsigned n = 0;
   for (const waiter* w = head; w != nullptr; w = w->next) ++n;
-  for (const waiter* w = idle_head; w != nullptr; w = w->next) ++n;
   return n;
 }
 
@@ -138,13 +123,16 @@ bool permit_table::state::take_over_kept_locked() noexcept {
   return false;
 }
 
-bool permit_table::state::may_keep_locked() const noexcept {
+bool permit_table::state::may_keep_locked(const detail::holder& h,
+                                          clock::time_point now) const noexcept {
   if (!monitor_wanted || monitor == nullptr || monitor->exited()) return false;  // none to reclaim
   if (held > permits) return false;                                              // overdrawn
   if (!source_allows_hand_over_locked()) return false;  // over what the machine-wide source gave
-  // A waiter holds a task already (it took it from its pool's queue before it asked for a permit):
-  // keeping the permit from it only delays that task, so it is handed over at once (W3).
-  return head == nullptr;
+  // Every waiter holds a task (its thread took it from its pool's queue, as plain python's would,
+  // before it asked for a permit). One back from a wait (at the front) is never kept waiting; new
+  // tasks wait until the keeper's slice ends, as the kernel lets a thread run its slice.
+  if (head == nullptr) return true;
+  return !head->returning && now - h.slice_start < hand_over_slice;
 }
 
 void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool front) {
@@ -190,47 +178,6 @@ void permit_table::state::wait_locked(std::unique_lock<std::mutex>& lock, bool f
   }
 }
 
-bool permit_table::state::wait_idle_locked(std::unique_lock<std::mutex>& lock, const void* key) {
-  waiter w;
-  w.idle = true;
-  w.key = key;
-  w.prev = idle_tail;
-  (idle_tail ? idle_tail->next : idle_head) = &w;
-  idle_tail = &w;
-  ++idle_waiting;
-  ++waits;
-  auto since = clock::now();
-  std::uint64_t starts_seen = task_starts.load(std::memory_order_relaxed);
-  auto poll = std::chrono::milliseconds(1);
-  for (;;) {
-    lock.unlock();
-    detail::futex_wait_for(w.granted, 0, source != nullptr ? poll : recheck_interval);
-    lock.lock();
-    if (w.granted.load(std::memory_order_relaxed) != 0) return true;  // granted under this mutex
-    if (w.recheck) {
-      unlink_idle_locked(&w);
-      return false;
-    }
-    // A permit another process gave back wakes nobody here: the first waiter looks (docs/share.md).
-    if (source != nullptr && head == nullptr && idle_head == &w && held < permits &&
-        source_allows_one_more_locked()) {
-      unlink_idle_locked(&w);
-      ++held;
-      ++acquires;
-      return true;
-    }
-    if (starved_locked(since, starts_seen, clock::now())) {  // as wait_locked's overdraft
-      unlink_idle_locked(&w);
-      ++held;
-      ++acquires;
-      ++overdrafts;
-      last_turnover = clock::now();
-      return true;
-    }
-    poll = std::min(poll * 2, std::chrono::milliseconds(16));
-  }
-}
-
 void permit_table::state::forget_holder_locked(holder* h) noexcept {
   auto it = std::find(holders.begin(), holders.end(), h);
   if (it != holders.end()) {
@@ -242,8 +189,8 @@ void permit_table::state::forget_holder_locked(holder* h) noexcept {
 // -- permit_table
 // ----------------------------------------------------------------------------------
 
-permit_table::permit_table(unsigned permits)
-    : state_(std::make_unique<state>(std::max(1u, permits))) {}
+permit_table::permit_table(unsigned permits, std::chrono::microseconds hand_over_slice)
+    : state_(std::make_unique<state>(std::max(1u, permits), hand_over_slice)) {}
 
 permit_table::~permit_table() {
   set_wait_monitor(false);
@@ -296,8 +243,7 @@ void permit_table::fork_child() noexcept {
   state& s = *process_table->state_;
   s.monitor.release();  // its thread does not exist here; the object is leaked, never run
   s.head = s.tail = nullptr;
-  s.idle_head = s.idle_tail = nullptr;
-  s.waiting = s.idle_waiting = s.paused = s.lent = 0;
+  s.waiting = s.paused = s.lent = 0;
   s.holders.clear();
   s.held = 0;
   s.drawn = 0;  // the parent's, given back by the parent
@@ -346,13 +292,13 @@ namespace {
 void become_holder(holder& h, permit_table::state& s) {
   if (h.tid == 0) h.tid = current_tid();
   h.table = &s;
-  h.served = s.id;
   s.task_starts.fetch_add(1, std::memory_order_relaxed);
   h.depth = 1;
   h.pause_depth = 0;
   h.stage = holder_stage::holding;
   h.keep.store(detail::not_kept, std::memory_order_relaxed);
   h.generation.fetch_add(1, std::memory_order_relaxed);
+  h.slice_start = permit_table::state::clock::now();
   s.holders.push_back(&h);  // may throw bad_alloc: callers undo their take
   try {
     s.ensure_monitor_locked();
@@ -468,7 +414,7 @@ void permit_table::release() noexcept {
     std::lock_guard<std::mutex> lock(s.mutex);
     if (h.stage == holder_stage::holding) {
       const auto now = state::clock::now();
-      if (s.may_keep_locked()) {  // kept for this thread's next task: no hand-over
+      if (s.may_keep_locked(h, now)) {  // kept for this thread's next task: no hand-over
         h.kept_since = now;
         ++s.kept_n;
         h.keep.store(detail::kept, std::memory_order_release);
@@ -498,50 +444,6 @@ void permit_table::give_back_kept() noexcept {
   if (this_thread.table == state_.get()) let_go_of_kept(this_thread);
 }
 
-bool permit_table::claim(bool may_wait, const std::atomic<std::uint32_t>* unchanged,
-                         std::uint32_t expected) {
-  holder& h = this_thread;
-  state& s = *state_;
-  if (h.depth != 0) return false;  // inside a task: its permit is the task's
-  if (h.table == &s && h.keep.load(std::memory_order_acquire) == detail::kept) return true;
-  let_go_of_kept(h);  // taken meanwhile, or another table's
-  std::unique_lock<std::mutex> lock(s.mutex);
-  bool got = false;
-  if (s.idle_head == nullptr && s.try_take_locked()) {  // a free permit, no claim queued before us
-    got = true;
-  } else if (may_wait &&
-             (unchanged == nullptr || unchanged->load(std::memory_order_acquire) == expected)) {
-    got = s.wait_idle_locked(lock, unchanged);
-  }
-  if (!got) return false;
-  become_holder_or_give_back(h, s, lock);
-  // Kept at once, as at a task's end: the task it is for takes it back without the mutex.
-  h.depth = 0;
-  h.kept_since = state::clock::now();
-  ++s.kept_n;
-  h.keep.store(detail::kept, std::memory_order_release);
-  return true;
-}
-
-void permit_table::recheck_claims(const std::atomic<std::uint32_t>* counter) noexcept {
-  std::lock_guard<std::mutex> lock(state_->mutex);
-  for (waiter* w = state_->idle_head; w != nullptr; w = w->next) {
-    if (counter != nullptr && w->key != counter) continue;  // another queue's claim
-    w->recheck = true;
-    // Under the mutex: the waiter cannot leave (and its frame go) before we are done.
-    detail::futex_wake(&w->granted, 1);
-  }
-}
-
-bool permit_table::keeps_permit_here() const noexcept {
-  return this_thread.table == state_.get() && this_thread.depth == 0 &&
-         this_thread.keep.load(std::memory_order_relaxed) == detail::kept;
-}
-
-bool permit_table::served_this_thread() const noexcept {
-  return this_thread.served == state_->id;
-}
-
 bool permit_table::held_by_this_thread() const noexcept {
   return this_thread.table == state_.get() && this_thread.depth > 0;
 }
@@ -563,12 +465,11 @@ unsigned permit_table::running_or_starting() const noexcept {
 permit_stats permit_table::stats() const noexcept {
   std::lock_guard<std::mutex> lock(state_->mutex);
   const state& s = *state_;
-  CORRAL_ASSERT(s.count_waiters_locked() ==
-                s.waiting + s.idle_waiting);  // the counts match the FIFOs
+  CORRAL_ASSERT(s.count_waiters_locked() == s.waiting);  // the count matches the FIFO
   permit_stats out;
   out.permits = s.permits;
   out.held = s.held;
-  out.waiting = s.waiting + s.idle_waiting;
+  out.waiting = s.waiting;
   out.returning = s.count_returning_locked();
   out.paused = s.paused;
   out.lent = s.lent;
@@ -608,7 +509,7 @@ void permit_table::end_idle_monitor() {
   std::unique_ptr<detail::permit_monitor> ended;
   {
     std::lock_guard<std::mutex> lock(state_->mutex);
-    if (!state_->holders.empty() || state_->head != nullptr || state_->idle_head != nullptr) return;
+    if (!state_->holders.empty() || state_->head != nullptr) return;
     // monitor_wanted stays: the next holder's ensure_monitor_locked starts another
     ended = std::move(state_->monitor);
   }

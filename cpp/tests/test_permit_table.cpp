@@ -494,8 +494,8 @@ TEST(PermitTable, AShortWaitKeepsThePermitAndNests) {
   EXPECT_EQ(acquires, 2u);  // the first acquire and the ordinary pause's resume only
 }
 
-TEST(PermitTable, AThreadWhoseTaskEndsWhileAnotherWaitsHandsOverAtOnce) {
-  permit_table table(1);
+TEST(PermitTable, AThreadWhoseSliceIsOverHandsOverAtItsTasksEnd) {
+  permit_table table(1, 0ms);  // every slice is over at once
   table.set_wait_monitor(true);
   std::atomic<bool> got{false};
   table.acquire();
@@ -508,6 +508,30 @@ TEST(PermitTable, AThreadWhoseTaskEndsWhileAnotherWaitsHandsOverAtOnce) {
   EXPECT_EQ(table.stats().kept, 0u);
   EXPECT_TRUE(eventually([&] { return got.load(); }, 1s));  // well before the monitor's idle limit
   waiter.join();
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, WithinItsSliceAThreadKeepsItsPermitForItsNextTaskThenHandsItOver) {
+  permit_table table(1, 1h);  // a slice that never ends in this test
+  table.set_wait_monitor(true);
+  std::atomic<bool> got{false};
+  table.acquire();
+  std::thread waiter([&] {
+    permit p(table);
+    got = true;
+  });
+  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
+  for (int task = 0; task < 3; ++task) {  // task after task on the kept permit, the waiter waiting
+    table.release();
+    EXPECT_EQ(table.stats().kept, 1u);
+    table.acquire();
+    EXPECT_FALSE(got.load());
+  }
+  table.release();
+  table.give_back_kept();  // no next task (its queue is empty): the waiter gets the permit
+  EXPECT_TRUE(eventually([&] { return got.load(); }, 1s));
+  waiter.join();
+  EXPECT_EQ(table.stats().overdrafts, 0u);
   table.set_wait_monitor(false);
 }
 
@@ -535,6 +559,36 @@ TEST(PermitTable, StressKeptPermitsNeverExceedTheBudget) {
   table.set_wait_monitor(false);
 }
 
+TEST(PermitTable, StressSlicesEndingMidRunNeverExceedTheBudgetAndServeEveryWaiter) {
+  // Slices shorter than a few tasks: keepers keep and hand over, over and over, while 8 threads each
+  // hold a task and wait; a task back from a pause (every third) goes first.
+  permit_table table(2, 50us);
+  table.set_wait_monitor(true);
+  const int rounds = static_cast<int>(corral::testing::scaled(1000, 100));
+  std::atomic<int> running{0}, peak{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t)
+    threads.emplace_back([&] {
+      for (int r = 0; r < rounds; ++r) {
+        permit p(table);
+        record_max(peak, ++running);
+        spin_for(20us);
+        --running;
+        if (r % 3 == 0) {
+          permit_pause pause;
+          std::this_thread::sleep_for(20us);
+        }
+        ++done;
+      }
+      table.give_back_kept();  // its pool ran dry
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(done.load(), 8 * rounds);
+  EXPECT_LE(peak.load(), 2 + static_cast<int>(table.stats().overdrafts));
+  EXPECT_TRUE(eventually([&] { return table.stats().held == 0u; }));
+  table.set_wait_monitor(false);
+}
+
 TEST(PermitTable, GiveBackKeptReturnsTheCallersKeptPermitOnly) {
   permit_table table(1);
   table.set_wait_monitor(true);
@@ -547,226 +601,5 @@ TEST(PermitTable, GiveBackKeptReturnsTheCallersKeptPermitOnly) {
   table.give_back_kept();
   EXPECT_EQ(table.stats().kept, 0u);
   EXPECT_EQ(table.stats().held, 0u);
-  table.set_wait_monitor(false);
-}
-
-// -- claims: a pool thread takes its permit before its next task (docs/permits.md, "Claims")
-
-TEST(PermitTable, AClaimKeepsAPermitThatTheTaskTakesBackWithoutWaiting) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  EXPECT_FALSE(table.served_this_thread());
-  ASSERT_TRUE(table.claim(false));
-  EXPECT_TRUE(table.served_this_thread());
-  EXPECT_FALSE(table.held_by_this_thread());  // claimed, not yet in a task
-  EXPECT_EQ(table.stats().kept, 1u);
-  EXPECT_TRUE(table.claim(false));  // claimed already: nothing more
-  EXPECT_EQ(table.stats().held, 1u);
-  table.acquire();  // the task: takes the claimed permit back
-  EXPECT_EQ(table.stats().kept, 0u);
-  EXPECT_FALSE(table.claim(false));  // inside a task: no claim
-  table.release();
-  const corral::permit_stats s = table.stats();
-  EXPECT_EQ(s.acquires, 1u);
-  EXPECT_EQ(s.waits, 0u);
-  table.give_back_kept();
-  EXPECT_EQ(table.stats().held, 0u);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, AClaimedPermitCountsAsStartingNotRunning) {
-  permit_table table(2);
-  table.set_wait_monitor(true);
-  // One task running here, and a permit claimed for a task about to start on another thread.
-  table.acquire();
-  std::atomic<bool> claimed{false}, done{false};
-  std::thread claimer([&] {
-    claimed = table.claim(false);
-    while (!done) std::this_thread::yield();
-    table.give_back_kept();
-  });
-  ASSERT_TRUE(eventually([&] { return claimed.load(); }, 1s));
-  EXPECT_EQ(table.running(), 1u);  // the claimed permit is kept, not running
-  EXPECT_EQ(table.running_or_starting(), 2u);
-  done = true;
-  claimer.join();
-  table.release();
-  table.give_back_kept();
-  EXPECT_EQ(table.stats().held, 0u);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, AClaimWithoutAFreePermitFailsAtOnceOrWaitsAndIsGranted) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<int> got{-1};
-  std::thread other([&] {
-    EXPECT_FALSE(table.claim(false));
-    got = table.claim(true) ? 1 : 0;
-    if (got == 1) table.give_back_kept();
-  });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  table.release();  // nobody with a task waits: handed to the claim
-  EXPECT_TRUE(eventually([&] { return got.load() == 1; }, 1s));
-  other.join();
-  EXPECT_EQ(table.stats().held, 0u);
-  EXPECT_EQ(table.stats().overdrafts, 0u);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, AThreadWithATaskGoesBeforeEveryClaim) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<int> order{0}, claimer_at{0}, task_at{0};
-  std::thread claimer([&] {
-    if (table.claim(true)) {
-      claimer_at = ++order;
-      table.give_back_kept();
-    }
-  });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  std::thread task([&] {
-    permit p(table);  // holds a task: queued after the claim, served before it
-    task_at = ++order;
-  });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 2u; }));
-  table.release();
-  task.join();
-  claimer.join();
-  EXPECT_EQ(task_at.load(), 1);
-  EXPECT_EQ(claimer_at.load(), 2);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, ATaskEndKeepsThePermitWhenOnlyClaimsWait) {
-  // The W3 case: a thread that runs task after task keeps its permit; threads with no task yet
-  // wait for one without ever taking a task that would then wait for a permit.
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<bool> claimed{false};
-  std::thread claimer([&] {
-    claimed = table.claim(true);
-    if (claimed) table.give_back_kept();
-  });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  table.release();
-  EXPECT_EQ(table.stats().kept, 1u);  // kept: the claim has no task to run
-  table.acquire();                    // the next task, at once
-  table.release();
-  EXPECT_FALSE(claimed.load());
-  table.give_back_kept();  // this thread's queue ran dry: the claim gets the permit
-  EXPECT_TRUE(eventually([&] { return claimed.load(); }, 1s));
-  claimer.join();
-  EXPECT_EQ(table.stats().overdrafts, 0u);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, RecheckClaimsEndsWaitingClaimsWithoutAPermit) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<int> result{-1};
-  std::thread claimer([&] { result = table.claim(true) ? 1 : 0; });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  table.recheck_claims();
-  // Polled without sleeping: this thread holds a permit, which the monitor would lend to the claim.
-  EXPECT_TRUE(eventually_running([&] { return result.load() >= 0; }, 1s));
-  EXPECT_EQ(result.load(), 0);
-  claimer.join();
-  EXPECT_EQ(table.stats().waiting, 0u);
-  EXPECT_EQ(table.stats().held, 1u);  // ours, untouched
-  table.release();
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, AClaimOverdrawsOnlyWhenNoTaskStartsForTheStarvationLimit) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  std::atomic<bool> stop{false}, claimed{false};
-  std::thread keeper([&] {  // task after task on its kept permit: progress, no hand-over
-    while (!stop.load()) {
-      table.acquire();
-      spin_for(200us);
-      table.release();
-    }
-    table.give_back_kept();
-  });
-  ASSERT_TRUE(eventually([&] { return table.stats().held == 1u; }));
-  std::thread claimer([&] {
-    claimed = table.claim(true);
-    if (claimed) table.give_back_kept();
-  });
-  std::this_thread::sleep_for(permit_table::starvation_limit + 300ms);
-  EXPECT_FALSE(claimed.load());  // tasks kept starting: no overdraft
-  EXPECT_EQ(table.stats().overdrafts, 0u);
-  stop = true;
-  keeper.join();
-  EXPECT_TRUE(eventually([&] { return claimed.load(); }, 2s));
-  claimer.join();
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, StressClaimsAndTasksNeverExceedTheBudget) {
-  permit_table table(2);
-  table.set_wait_monitor(true);
-  std::atomic<int> running{0}, peak{0};
-  std::atomic<long> queued{static_cast<long>(corral::testing::scaled(20000, 2000))};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < 8; ++t)
-    pool.emplace_back([&] {
-      for (;;) {
-        if (queued.load() <= 0) break;
-        if (!table.claim(true)) continue;
-        if (queued.fetch_sub(1) <= 0) break;  // the "queue" ran dry under us
-        {
-          permit p(table);
-          record_max(peak, ++running);
-          spin_for(5us);
-          --running;
-        }
-      }
-      table.give_back_kept();
-    });
-  for (auto& t : pool) t.join();
-  EXPECT_LE(peak.load(), 2);
-  EXPECT_TRUE(eventually([&] { return table.stats().held == 0u; }));
-  EXPECT_EQ(table.stats().waiting, 0u);
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, AClaimDoesNotWaitOnceItsCounterChanged) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<std::uint32_t> puts{5};
-  std::atomic<int> result{-1};
-  std::thread claimer([&] { result = table.claim(true, &puts, 4) ? 1 : 0; });  // read 4, now 5
-  EXPECT_TRUE(eventually_running([&] { return result.load() >= 0; }, 1s));
-  EXPECT_EQ(result.load(), 0);
-  claimer.join();
-  EXPECT_EQ(table.stats().waits, 0u);
-  table.release();
-  table.set_wait_monitor(false);
-}
-
-TEST(PermitTable, RecheckClaimsOfOneCounterLeavesOtherClaimsWaiting) {
-  permit_table table(1);
-  table.set_wait_monitor(true);
-  table.acquire();
-  std::atomic<std::uint32_t> mine{0}, other{0};
-  std::atomic<int> result{-1};
-  std::thread claimer([&] { result = table.claim(true, &mine, 0) ? 1 : 0; });
-  ASSERT_TRUE(eventually_running([&] { return table.stats().waiting == 1u; }));
-  table.recheck_claims(&other);  // another queue's marker: this claim waits on
-  spin_for(50ms);
-  EXPECT_EQ(result.load(), -1);
-  table.recheck_claims(&mine);
-  EXPECT_TRUE(eventually_running([&] { return result.load() >= 0; }, 1s));
-  EXPECT_EQ(result.load(), 0);
-  claimer.join();
-  table.release();
   table.set_wait_monitor(false);
 }

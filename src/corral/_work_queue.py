@@ -1,5 +1,7 @@
-"""The work queue of corral's thread pools: a queue.SimpleQueue whose pool threads claim their permit
-before they take a task (bindings/bind_work_queue.cpp; docs/permits.md, "Claims").
+"""The work queue of corral's thread pools: a queue.SimpleQueue whose pool threads give back the permit
+they kept from their last task when they find it empty, and sleep newest-first (bindings/bind_work_queue.cpp;
+docs/permits.md, "Taking tasks"). A thread takes a task as the stdlib's takes it; the task then waits for
+its permit, RUNNING.
 
 ThreadPoolExecutor._work_queue and ThreadPool._inqueue are SimpleQueues in the stdlib; these are the
 same queue, so everything else that uses them (shutdown's drain, the sentinels, qsize()) sees what it
@@ -14,8 +16,8 @@ from . import _core
 
 
 class WorkQueue(queue.SimpleQueue):
-    """queue.SimpleQueue; a pool thread's get() / get_nowait() waits for its permit, not holding a task,
-    while tasks are queued and no permit is free, and put(None) ends such waits."""
+    """queue.SimpleQueue; get() / get_nowait() on an empty queue give back the permit the calling pool
+    thread kept from its last task, and put() wakes the thread that went to sleep last."""
 
     __slots__ = ("_signal",)
 

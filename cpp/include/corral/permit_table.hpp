@@ -51,14 +51,20 @@ class permit_table {
  public:
   // How long a waiter waits while no permit changes hands before it takes one over the budget.
   static constexpr std::chrono::milliseconds starvation_limit{1000};
-  // With the permit monitor on, a thread whose task ends while nobody waits keeps its permit for
-  // its next task (taken back without the mutex); the monitor hands on a permit kept and unused for
-  // keep_idle_limit (docs/permits.md, "Kept permits").
+  // With the permit monitor on, a thread whose task ends keeps its permit for its next task (taken
+  // back without the mutex) while nobody waits, or while its slice lasts; the monitor hands on a
+  // permit kept and unused for keep_idle_limit (docs/permits.md, "Kept permits").
   // How long a kept permit may stay unused before the monitor hands it on: a Python thread between
   // two tasks may wait this long for the GIL (sys.getswitchinterval()).
   static constexpr std::chrono::milliseconds keep_idle_limit{5};
+  // A thread's slice, by default: how long after it took a permit from the table it may still keep
+  // it for its next task while other threads wait for one, each holding a task its pool gave it.
+  // The GIL's switch interval (sys.getswitchinterval()): plain python's threads take turns about as
+  // often.
+  static constexpr std::chrono::milliseconds default_hand_over_slice{5};
 
-  explicit permit_table(unsigned permits);
+  explicit permit_table(unsigned permits,
+                        std::chrono::microseconds hand_over_slice = default_hand_over_slice);
   // No thread may hold, wait for or pause a permit of this table any more.
   ~permit_table();
   permit_table(const permit_table&) = delete;
@@ -84,26 +90,6 @@ class permit_table {
   // Gives back the permit the calling thread keeps for its next task, if it keeps one: its pool has
   // no more work queued, so no next task is on its way. Never throws.
   void give_back_kept() noexcept;
-  // A pool thread about to take its next task from its queue claims the permit for it first, so
-  // that a task never sits taken and waiting for a permit while a thread with one finds the queue
-  // empty (docs/permits.md, "Claims"). True: the thread keeps a permit (as at the end of a task;
-  // its task's acquire() takes it back). When none is free: false at once, or with `may_wait`
-  // after waiting behind every thread that holds a task already, until a permit is granted, the
-  // starvation limit allows an overdraft, or recheck_claims() is called (false). A thread inside a
-  // task gets false. With `unchanged`, a claim waits only while *unchanged still holds `expected`
-  // (read under the table's lock): a caller that reads a counter, then claims, never misses a
-  // recheck_claims() made after whoever changed the counter.
-  bool claim(bool may_wait, const std::atomic<std::uint32_t>* unchanged = nullptr,
-             std::uint32_t expected = 0);
-  // Makes the claim(true)s waiting now with `counter` as their `unchanged` (all of them for
-  // nullptr) return false: a pool put its shutdown marker in its queue, which its threads must see
-  // without a permit; other pools' claims wait on. Never throws.
-  void recheck_claims(const std::atomic<std::uint32_t>* counter = nullptr) noexcept;
-  // Whether the calling thread has held a permit of this table (it ran a task or claimed one).
-  bool served_this_thread() const noexcept;
-  // Whether the calling thread keeps a permit of this table now (between tasks; a gauge: another
-  // thread may take it over at any moment, which the task's acquire() then finds).
-  bool keeps_permit_here() const noexcept;
   // Whether the calling thread is between acquire and release of this table (paused or lent too).
   bool held_by_this_thread() const noexcept;
 
@@ -116,7 +102,7 @@ class permit_table {
   // start on a kept permit. A gauge, as running().
   bool alone() const noexcept;
   // Permits taken, kept ones included (>= 1): running() and the tasks about to start on a permit
-  // kept or claimed for them. A gauge, as running().
+  // kept for them. A gauge, as running().
   unsigned running_or_starting() const noexcept;
 
   // Starts or stops the permit monitor (a thread that looks at holders every 1-4 ms, through their

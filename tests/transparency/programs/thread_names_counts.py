@@ -1,6 +1,7 @@
 """Thread names and counts: ThreadPoolExecutor-N_M names and thread_name_prefix, len(ex._threads) after
 work, len(pool._pool) of a ThreadPool, threading.active_count() before, during and after pools, and the
-threads a pool task sees (current_thread type, daemon, main_thread)."""
+threads a pool task sees (current_thread type, daemon, main_thread), and which of a new ThreadPool's
+threads takes its first task."""
 import re
 import threading
 import time
@@ -39,6 +40,9 @@ with ThreadPoolExecutor(max_workers=8) as ex:
     print("after 8 concurrent sleeps, len(ex._threads):", len(ex._threads))
 
 with ThreadPool(3) as pool:
+    time.sleep(0.05)  # its threads all wait for work
+    first = pool.apply(lambda: threading.current_thread())
+    print("a new ThreadPool's first task runs on its first thread:", first is pool._pool[0])
     print("len(pool._pool):", len(pool._pool), "processes:", pool._processes)
     names = pool.map(lambda _: me()[0], range(9))
     print("ThreadPool task thread names (prefix):", sorted({n.split("-")[0] for n in names}))
