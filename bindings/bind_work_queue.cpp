@@ -196,11 +196,14 @@ PyObject* take_queued(PyObject* self) {
   return item;
 }
 
+// Whether the calling thread took an item from a WorkQueue (a pool thread serves one queue): until
+// then it sleeps below the threads that have (work_signal::sleep).
+thread_local bool took_a_task = false;
+
 // get(block=True) of a pool thread: the next task, taken at once as SimpleQueue's get() takes it;
 // while none is queued, the permit kept from the thread's last task goes back and the thread sleeps
 // until a put() wakes it.
 PyObject* take_next(PyObject* self) {
-  thread_local bool took_a_task = false;  // a pool thread serves one queue
   work_signal* signal = signal_of(self);
   if (signal == nullptr) return nullptr;
   for (;;) {
@@ -283,6 +286,7 @@ PyObject* work_queue_get_nowait(PyObject* self, PyObject* const* args, Py_ssize_
   const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   PyObject* item =
       python_errors([&] { return forward(base_get_nowait, self, args, nargs, kwnames); });
+  if (item != nullptr) took_a_task = true;  // 3.13+'s worker loop takes tasks with it too
   if (item == nullptr && PyErr_ExceptionMatches(empty_error))
     permit_table::process().give_back_kept();
   return item;

@@ -560,8 +560,8 @@ TEST(PermitTable, StressKeptPermitsNeverExceedTheBudget) {
 }
 
 TEST(PermitTable, StressSlicesEndingMidRunNeverExceedTheBudgetAndServeEveryWaiter) {
-  // Slices shorter than a few tasks: keepers keep and hand over, over and over, while 8 threads each
-  // hold a task and wait; a task back from a pause (every third) goes first.
+  // Slices shorter than a few tasks: keepers keep and hand over, over and over, while 8 threads
+  // each hold a task and wait; a task back from a pause (every third) goes first.
   permit_table table(2, 50us);
   table.set_wait_monitor(true);
   const int rounds = static_cast<int>(corral::testing::scaled(1000, 100));
