@@ -317,6 +317,7 @@ nb::dict stats_dict() {
   d["waits"] = s.waits;
   d["lends"] = s.lends;
   d["overdrafts"] = s.overdrafts;
+  d["idle_admissions"] = s.idle_admissions;
   d["drawn"] = s.drawn;
   d["sourced"] = s.sourced;
   return d;
@@ -363,6 +364,19 @@ void bind_permits(nb::module_& m) {
   m.def(
       "set_inner_thread_cap", [](unsigned cap) { set_inner_thread_cap(cap); }, nb::arg("cap"),
       "An upper bound on every task's BLAS/OpenMP thread count (0: none); see native_policy.hpp.");
+  m.def(
+      "native_slots_changed",
+      [](unsigned slots) { without_gil([&] { native_slots_changed(slots); }); }, nb::arg("slots"),
+      "The permits the dynamic BLAS/OpenMP rule divides changed while tasks run: the process-wide "
+      "count follows now (native_policy.hpp).");
+  m.def(
+      "native_share_changed",
+      [](unsigned slots, unsigned threads) {
+        without_gil([&] { native_share_changed(slots, threads); });
+      },
+      nb::arg("slots"), nb::arg("threads"),
+      "The process's share changed: process-wide BLAS/OpenMP controls get `threads` with no task "
+      "running (now, or when the last task ends), running tasks the dynamic rule over `slots`.");
   m.def("permit_stats", &stats_dict,
         "The process's permit table, as a dict of counters and gauges.");
 

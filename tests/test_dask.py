@@ -15,7 +15,7 @@ from _helpers import run_python
 
 distributed = pytest.importorskip("distributed")  # requirements-dev.txt: CI fails on the skip
 
-from corral import _dask_worker, _worker_share  # noqa: E402
+from corral import _dask_worker, _worker_lending, _worker_share  # noqa: E402
 
 # Shared by the scripts below and the in-process tests.
 WORKER_SIDE = textwrap.dedent("""\
@@ -170,6 +170,127 @@ def test_in_process_workers_run_their_tasks_under_the_programs_permits(tmp_path)
     r = run_python(["-m", "corral", "inproc.py"], cwd=tmp_path, timeout=120, prefix=["taskset", "-c", "0,1"])
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.splitlines()[-1]) == [[True, [0, 1]]] * 4  # permits, and no share narrowing the program
+
+
+LENDING = WORKER_SIDE + textwrap.dedent("""\
+    import json, sys
+    from dask.distributed import Client, LocalCluster
+
+    def seen_now():
+        r = report()
+        return len(r["cpus"]), r["permits"], r["blas"]
+
+    def until(want, timeout=20):
+        deadline = time.monotonic() + timeout
+        while (now := seen_now()) != want and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return now
+
+    def borrower(flags):
+        import numpy  # noqa: F401 (OpenBLAS loaded: its process-wide count is read)
+        borrowed = until((2, 2, [2]))  # the other worker has no task: its CPU is lent
+        open(os.path.join(flags, "borrowed"), "w").close()
+        while not os.path.exists(os.path.join(flags, "lender-busy")):
+            time.sleep(0.001)
+        returned = until((1, 1, [1]))  # a task runs there now: its CPU goes back
+        open(os.path.join(flags, "returned"), "w").close()
+        return borrowed, returned
+
+    def lender(flags):
+        while not os.path.exists(os.path.join(flags, "borrowed")):
+            time.sleep(0.001)
+        open(os.path.join(flags, "lender-busy"), "w").close()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(os.path.join(flags, "returned")) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return seen_now()
+
+    if __name__ == "__main__":
+        flags = sys.argv[1]
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            settled(client, 2)
+            a, b = sorted(client.scheduler_info()["workers"])
+            borrowing = client.submit(borrower, flags, workers=[a], pure=False)
+            while not os.path.exists(os.path.join(flags, "borrowed")) and not borrowing.done():
+                time.sleep(0.01)
+            lending = client.submit(lender, flags, workers=[b], pure=False)
+            borrowed, returned = borrowing.result()
+            out = {"borrowed": borrowed, "returned": returned, "lender": lending.result(),
+                   "after": list(settled(client, 2).values()),
+                   "sum": sum(client.gather(client.map(inc, range(100))))}
+        print(json.dumps(out))
+""")
+
+
+def test_an_idle_workers_cpus_are_lent_to_a_busy_one_and_given_back(tmp_path):
+    """docs/children.md, "Lending": a worker with a task running borrows the CPUs of a worker that has
+    none (affinity, permits and the BLAS count its task sees), and gives them back when a task starts
+    there; with no task running each worker is on its own share again."""
+    pytest.importorskip("numpy")
+    pytest.importorskip("threadpoolctl")
+    (tmp_path / "lending.py").write_text(LENDING)
+    (tmp_path / "flags").mkdir()
+    r = run_python(["-m", "corral", "lending.py", str(tmp_path / "flags")], cwd=tmp_path, timeout=240,
+                   prefix=["taskset", "-c", "0,1"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["borrowed"] == [2, 2, [2]]  # the idle worker's CPU, its permit, and OpenBLAS's count
+    assert out["returned"] == [1, 1, [1]]
+    assert out["lender"][:2] == [1, 1]  # the lender's task runs on its own CPU
+    assert sorted(w["cpus"] for w in out["after"]) == [[0], [1]]
+    assert out["sum"] == sum(range(1, 101))
+    assert _host_table().live() == []
+
+
+FORKED_CHILD = textwrap.dedent("""\
+    import os, sys, time
+    from corral import _dask_worker, _worker_share
+    table = _dask_worker.HostTable("t", directory=sys.argv[1])
+    membership = _dask_worker._new_membership(table, _worker_share.budget_view(), dict(os.environ))
+    _dask_worker._membership = membership
+    membership.lending.task_started()  # a task runs: its busy lock is held
+    if os.fork() == 0:  # the task forks a child that outlives the worker
+        time.sleep(60)
+        os._exit(0)
+    print(table.slot, flush=True)
+    os._exit(0)  # the worker ends (as if killed: nothing is released by hand)
+""")
+
+
+def test_a_process_forked_by_a_task_keeps_no_slot_of_its_worker(tmp_path):
+    """A child forked by a task shares the worker's open lock files; it must close its copies, or it
+    keeps the slot live (and busy, or lent) for good after the worker ends."""
+    (tmp_path / "fork.py").write_text(FORKED_CHILD)
+    table = _dask_worker.HostTable("t", directory=str(tmp_path))
+    worker = subprocess.Popen([sys.executable, str(tmp_path / "fork.py"), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert worker.stdout.readline().strip() == "0"
+        assert worker.wait(timeout=30) == 0
+        deadline = time.monotonic() + 10
+        while table.live() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert table.live() == []  # the child still sleeps; the slot went with its worker
+        busy = os.open(str(tmp_path / "t.0.busy"), os.O_RDONLY)
+        try:
+            import fcntl
+
+            fcntl.flock(busy, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held by the child either
+        finally:
+            os.close(busy)
+    finally:
+        subprocess.run(["pkill", "-f", str(tmp_path / "fork.py")], check=False)
+
+
+def test_workers_whose_shares_overlap_lend_nothing():
+    """More workers than CPUs: shares share CPUs, so a slot's CPUs are not its own to lend."""
+    from collections import namedtuple
+
+    share = namedtuple("share", "cpus threads")
+    plans = {3: [share((0,), 1), share((1,), 1), share((0,), 1)], 2: [share((0,), 1), share((1,), 1)]}
+    assert _worker_lending.lendable(plans[3]) is None
+    assert _worker_lending.lendable(plans[2]) == plans[2]
 
 
 @pytest.fixture

@@ -390,7 +390,7 @@ def test_patch_targets_cover_every_entry_point():
     from corral import _process_pool
 
     targets = {(owner, name): replacement for owner, name, replacement in _process_pool.patch_targets()}
-    assert targets[(multiprocessing.pool, "Pool")] is corral.Pool
+    assert (multiprocessing.pool, "Pool") not in targets  # the name stays the stdlib's (ThreadPool's base)
     assert targets[(concurrent.futures, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
     assert targets[(concurrent.futures.process, "ProcessPoolExecutor")] is corral.ProcessPoolExecutor
     context_pool = targets[(multiprocessing.context.BaseContext, "Pool")]
@@ -407,17 +407,19 @@ def test_patch_targets_cover_every_entry_point():
         pool.join()
 
 
-def test_patched_names_keep_the_stdlib_thread_pool_working(monkeypatch):
-    from corral import _process_pool
-
-    for owner, name, replacement in _process_pool.patch_targets():
-        monkeypatch.setattr(owner, name, replacement)
-    # The stdlib ThreadPool calls the (now patched) module global Pool.__init__.
-    with multiprocessing.pool.ThreadPool(2) as threads:
-        assert threads.map(abs, [-1, -2]) == [1, 2]
-        assert not isinstance(threads, corral.Pool)
-    with multiprocessing.Pool(1) as pool:  # BaseContext.Pool
-        assert isinstance(pool, corral.Pool)
-        assert pool.apply(probe, (None, False))["env"]["CORRAL_CPUS"] == str(len(CPUS))  # one worker: all CPUs
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as executor:
-        assert isinstance(executor, corral.ProcessPoolExecutor)
+def test_patched_names_keep_the_stdlib_thread_pool_working():
+    stdlib_thread_pool = multiprocessing.pool.ThreadPool
+    with corral.patch():
+        # The stdlib ThreadPool calls its module global Pool.__init__, which the patch redirects for
+        # Pool itself only: a thread pool (the stdlib's class, or corral's) gets the stdlib's set-up.
+        for cls in (stdlib_thread_pool, multiprocessing.pool.ThreadPool):
+            with cls(2) as threads:
+                assert threads.map(abs, [-1, -2]) == [1, 2]
+                assert not isinstance(threads, corral.Pool)
+                assert isinstance(threads, multiprocessing.pool.Pool)  # as under plain python
+        with multiprocessing.Pool(1) as pool:  # bound to the default context before the patch
+            assert isinstance(pool, corral.Pool)
+            assert pool.apply(probe, (None, False))["env"]["CORRAL_CPUS"] == str(len(CPUS))  # one worker: all CPUs
+        fork = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=fork) as executor:
+            assert isinstance(executor, corral.ProcessPoolExecutor)

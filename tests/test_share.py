@@ -375,15 +375,18 @@ def run_in_process_share(xdg):
 # -- make's jobserver -----------------------------------------------------------------------------------
 
 JOBS_PROBE = textwrap.dedent("""
-    import time, corral, corral._core as core
+    import hashlib, time, corral, corral._core as core
     from concurrent.futures import ThreadPoolExecutor
     peak = 0
+    data = bytes(256 * 1024)
     def task(_):
+        # computes with the GIL released: its cores are busy (pure-Python tasks taking turns at the
+        # GIL leave cores idle, and the idle-core rule lets others in: docs/permits.md)
         global peak
         peak = max(peak, core.permit_stats()["held"])
         end = time.monotonic() + 0.01
         while time.monotonic() < end:
-            pass
+            hashlib.sha256(data).digest()
     with ThreadPoolExecutor(6) as ex:
         list(ex.map(task, range(60)))
     print(core.permit_source(), "|", peak)

@@ -2,6 +2,7 @@
 tasks running at once, not the tasks in flight; waits give up their permit; a waiting task never runs
 another task on its own thread; no thread waits for a permit for ever."""
 
+import hashlib
 import textwrap
 import threading
 import time
@@ -10,13 +11,16 @@ import traceback
 import pytest
 
 import corral
+import corral._core  # noqa: F401 (corral._core below: the package does not import it on its own)
 
 from _helpers import run_python
 
 # Run in a child so that the process's permit table gets the budget under test.
 BUDGET_PROBE = textwrap.dedent("""\
-    import json, sys, threading, time
+    import hashlib, json, sys, threading, time
     import corral
+
+    DATA = bytes(256 * 1024)  # hashlib lets the GIL go for data this size
 
     lock = threading.Lock()
     waiting = running = max_waiting = max_running = 0
@@ -31,9 +35,9 @@ BUDGET_PROBE = textwrap.dedent("""\
             waiting -= 1
             running += 1
             max_running = max(max_running, running)
-        end = time.perf_counter() + 0.02   # work: holds a permit
-        while time.perf_counter() < end:
-            pass
+        end = time.perf_counter() + 0.02   # work, the GIL released: holds a permit and a core
+        while time.perf_counter() < end:   # (pure Python would leave a core idle beside another
+            hashlib.sha256(DATA).digest()  # task's: the idle-core rule would let a third in)
         with lock:
             running -= 1
 
@@ -189,7 +193,8 @@ def test_a_blocking_scope_left_on_another_thread_is_a_clear_error_and_leaves_the
 
     with corral.ThreadPoolExecutor(1) as ex:
         errors, in_task = ex.submit(task).result(timeout=10)
-    assert errors == ["corral.blocking(): exited on a thread that did not enter it"]
+    assert errors == ["corral.blocking(): exited without a matching entry on this thread "
+                      "(exited twice, or on a thread that did not enter it)"]
     assert in_task  # its own exit ended the pause: the task holds a permit again
 
 
@@ -278,9 +283,11 @@ NEXT_TASK_PROBE = textwrap.dedent("""\
     both = threading.Barrier(2)
     def together(_):
         both.wait()  # the two tasks run beside each other: they share the cores
-        return blas_threads()
+        count = blas_threads()
+        both.wait()  # neither ends before both read: the count is raised 2 ms after one ends
+        return count
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        for other_pool_shut_down in [False, True] * 3:
+        for other_pool_shut_down in [False, True] * 5:
             other = concurrent.futures.ThreadPoolExecutor(1)  # made before: only its shutdown falls in the delay
             shared = list(pool.map(together, range(2)))
             if other_pool_shut_down:  # an unrelated pool's shutdown says nothing of this pool's next task
@@ -303,7 +310,7 @@ def test_the_next_task_of_a_pool_whose_tasks_just_shared_the_cores_starts_with_o
     out = run_python(["-m", "corral", "-p", "2", "-c", NEXT_TASK_PROBE], env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     rounds = [line.split(" ", 1) for line in out.stdout.splitlines()]
-    assert len(rounds) == 6
+    assert len(rounds) == 10
     assert all(rest.startswith("[1, 1] ") and rest.endswith(" 2") for _, rest in rounds), rounds
     # The next task came within the delay (a stall of the machine past 2 ms may give it 2 now and then).
     for kind in ("False", "True"):
@@ -458,21 +465,54 @@ def test_unannounced_waits_do_not_throttle_the_pool():
     assert (stats["lent"], stats["held"], stats["holders"], stats["kept"]) == (0, 0, 0, 0)
 
 
-def test_cpu_bound_tasks_get_no_extra_permits():
-    # Threads waiting for the GIL sleep in futex: they must not count as waiting tasks.
+def _held_peak_of(task, tasks=64, threads=8):
+    """The most permits held at once while `threads` threads run `tasks` calls of task()."""
     peak = 0
 
-    def spin(_):
+    def run(_):
         nonlocal peak
-        end = time.perf_counter() + 0.01
-        while time.perf_counter() < end:
-            pass
+        task()
         peak = max(peak, corral._core.permit_stats()["held"])
 
+    with corral.ThreadPool(threads) as pool:
+        pool.map(run, range(tasks), chunksize=1)
+    return peak
+
+
+def _compute_for(seconds):
+    """Computes with the GIL released (hashlib lets it go for data this size) for `seconds`."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        hashlib.sha256(_DATA).digest()
+
+
+_DATA = bytes(256 * 1024)
+
+
+def test_tasks_that_compute_get_no_extra_permits():
+    # Their threads keep every core of the budget busy: nobody is let in over it (the idle-core rule
+    # sees no idle core, and the monitor lends nothing: a thread waiting for the GIL between two
+    # hashes sleeps in futex, but never long).
+    assert _held_peak_of(lambda: _compute_for(0.01)) == corral._core.permits()
+
+
+def test_pure_python_tasks_taking_turns_at_the_gil_are_let_in_while_a_core_idles():
+    # Two of them use one core between them, as under plain python; with no task ending for 50 ms the
+    # idle-core rule lets the other threads' tasks in, one per 50 ms, as plain python runs them
+    # (docs/permits.md, "No thread waits for ever").
+    def spin():
+        end = time.perf_counter() + 0.4
+        while time.perf_counter() < end:
+            pass
+
     budget = corral._core.permits()
-    with corral.ThreadPool(8) as pool:
-        pool.map(spin, range(64), chunksize=1)
-    assert peak == budget
+    before = corral._core.permit_stats()["idle_admissions"]
+    peak = _held_peak_of(spin, tasks=4, threads=4)
+    if budget == 1:  # one GIL-bound holder uses the whole budget: no core idles
+        assert peak == 1
+    else:
+        assert peak > budget
+        assert corral._core.permit_stats()["idle_admissions"] > before
 
 
 def test_sleeping_while_holding_a_lock_does_not_deadlock():

@@ -4,6 +4,7 @@ and waits for its permit; with more threads than permits, a thread keeps its per
 slice (permit_table::default_hand_over_slice) before it hands it to a waiting thread, instead of at every
 task's end."""
 
+import hashlib
 import subprocess
 import sys
 import textwrap
@@ -91,15 +92,19 @@ def _env():
 
 
 def _spin(seconds):
+    """Computes with the GIL released for `seconds` (hashlib lets it go for data this size): the
+    thread keeps a core busy, so the idle-core rule lets nobody in beside it."""
+    data = bytes(256 * 1024)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        pass
+        hashlib.sha256(data).digest()
 
 
 def test_shutdown_cancels_only_the_tasks_no_thread_took_while_another_pool_holds_every_permit():
     # Executor `busy` holds every permit; `idle`'s 4 threads each take one of 8 tasks, as plain python's
     # would, and wait for a permit holding it. shutdown(cancel_futures=True) cancels the 4 queued ones only;
-    # the 4 taken run once a permit comes (busy's tasks end, or the starvation limit's overdraft).
+    # the 4 taken run once a permit comes (busy's tasks end, or the starvation limit's overdraft; busy's
+    # tasks compute, so the idle-core rule lets nobody in).
     import threading
 
     permits = _core.permits()

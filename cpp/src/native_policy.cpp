@@ -98,8 +98,7 @@ class process_limit {
     std::lock_guard<std::mutex> lock(mutex_);
     if (tasks_ > 1) shared_locked(std::chrono::steady_clock::now(), pool);
     if (--tasks_ > 0) {
-      if (dynamic_ && capped(dynamic_inner_threads(slots_, tasks_)) > current_)
-        schedule_raise_locked();
+      if (dynamic_ && dynamic_count_locked() > current_) schedule_raise_locked();
       return;
     }
     raise_pending_ = false;
@@ -120,12 +119,48 @@ class process_limit {
     if (pool != nullptr && pool == shared_in_) last_shared_ = {};
   }
 
+  // The slots the dynamic rule divides changed while tasks may run (a Dask worker borrowed an idle
+  // worker's CPUs, or gave them back): the process-wide count follows at once, both ways. The
+  // borrow waited for the lender to stay idle, so no raise delay; a return must not wait either.
+  void slots_changed(unsigned slots) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    slots_ = std::max(1u, slots);
+    if (tasks_ == 0 || !dynamic_ || current_ == 0) return;
+    try {
+      apply_locked(dynamic_count_locked());
+    } catch (...) {
+    }
+  }
+
+  // The process's share changed (a Dask worker's, as workers come and go): `threads` is the
+  // process-wide count its libraries get with no task running, `slots` what the dynamic rule
+  // divides. While tasks run, that count is what comes back when the last one ends, and the tasks'
+  // count is recomputed over the new slots; set directly instead, the setting this owner believes
+  // it made would be stale, and a later change to the same count would be skipped as already made.
+  void share_changed(unsigned slots, unsigned threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    slots_ = std::max(1u, slots);
+    if (exiting_) return;  // from exit() on, library settings stay as they are (stop_at_exit)
+    native::controller& libraries = native::controller::process();
+    libraries.set_process_limit(threads);
+    if (tasks_ == 0 || current_ == 0) return;
+    original_ = libraries.capture(native::limit_scope::process);
+    current_ = threads;
+    applied_at_scan_ = libraries.rescans();
+    if (dynamic_) apply_locked(dynamic_count_locked());
+  }
+
   process_native_limit_state state() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     return {current_, static_cast<int>(tasks_)};
   }
 
  private:
+  // The dynamic rule's count for the tasks running now over the slots of now.
+  unsigned dynamic_count_locked() const noexcept {
+    return capped(dynamic_inner_threads(slots_, tasks_));
+  }
+
   void shared_locked(std::chrono::steady_clock::time_point now, const void* pool) noexcept {
     last_shared_ = now;
     shared_in_ = pool;
@@ -205,7 +240,7 @@ class process_limit {
       raise_pending_ = false;
       if (tasks_ > 0 && dynamic_) {
         try {
-          apply_locked(capped(dynamic_inner_threads(slots_, tasks_)));
+          apply_locked(dynamic_count_locked());
         } catch (...) {
         }
       }
@@ -302,6 +337,14 @@ void native_limit_observer::on_task_end(scheduler&) noexcept {
   if (!observed_tasks.empty() && observed_tasks.back().depth == observed_depth)
     observed_tasks.pop_back();
   --observed_depth;
+}
+
+void native_slots_changed(unsigned slots) noexcept {
+  the_process_limit().slots_changed(slots);
+}
+
+void native_share_changed(unsigned slots, unsigned threads) {
+  the_process_limit().share_changed(slots, threads);
 }
 
 void pool_shut_down(const void* pool) noexcept {

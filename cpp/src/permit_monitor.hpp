@@ -16,14 +16,24 @@
 // A lent holder seen running again (awake, or its CPU time moved) is counted again at once, over
 // the budget if need be: it runs whether we count it or not, and new tasks then wait until the
 // count is back under the budget.
-// With no holder for idle_exit the thread ends (a program whose pools are done keeps no thread of
-// ours, so a later fork() sees what plain python's would); the next holder starts a new one.
+// The idle-core rule (permit_table::stall_window, idle_core_window): while threads wait for a
+// permit and no permit changes hands and no task starts, the head waiter is let in over the budget
+// after a 2 ms stall (the process ran at most half a core; fewer holders than cores awake, idle
+// meaning asleep on two looks in a row having run under a tenth of the time between them; none
+// preempted, nor any other thread of the process runnable) or, one per 50 ms, while a core idles
+// (the process used at most cores - 1/2 CPUs and was hardly ever preempted). cores: the permits, or
+// those drawn from a machine-wide source, at most the affinity mask's CPUs. The holders then wait
+// on each other or on the waiters in ways the rules above do not see (a lock polled with a 1 ms
+// timeout, threads taking turns at the GIL). docs/permits.md, "No thread waits for ever". With no
+// holder for idle_exit the thread ends (a program whose pools are done keeps no thread of ours, so
+// a later fork() sees what plain python's would); the next holder starts a new one.
 #pragma once
 
 #include <pthread.h>
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -55,17 +65,62 @@ class permit_monitor {
     sleep_streak streak;
     bool seen_before = false;  // in the same generation and stage on an earlier pass
     bool kept = false;         // keeping its permit between two tasks
+    unsigned idle_looks = 0;   // looks in a row that found it asleep, having hardly run since
   };
+
+  // What the idle-core rule needs of the table, read under its mutex at the start of a pass.
+  struct standstill {
+    bool anyone_waits = false;
+    std::chrono::steady_clock::time_point turnover{};
+    std::uint64_t starts = 0;
+    unsigned cores = 1;        // the permits the process may run on now
+    unsigned handed_over = 0;  // permits granted to waiters that have not become holders yet
+  };
+  // The window the idle-core rule measures: opened at a pass that saw this turnover and start
+  // count.
+  struct idle_window {
+    bool open = false;
+    std::chrono::steady_clock::time_point since{};  // the stall window's start
+    std::int64_t cpu_ns = 0;                        // the process's CPU time at `since`
+    std::chrono::steady_clock::time_point turnover{};
+    std::uint64_t starts = 0;
+    // The idle-core window: begins once the standstill has lasted a stall window.
+    bool armed = false;
+    std::chrono::steady_clock::time_point armed_at{};
+    std::int64_t armed_cpu_ns = 0;
+    long armed_switches = 0;           // the process's involuntary context switches at armed_at
+    std::int64_t armed_delay_ns = -1;  // the holders' run delay at armed_at (-1: unreadable)
+    std::uint64_t armed_holders = 0;   // which holders that was (a sum of their tids and a count)
+  };
+  // The holders may have waited on a runqueue for at most 1/max_delay_share of an idle-core window
+  // each, on average: more, and other programs want the cores. This process's own short-lived
+  // threads (this monitor, a waiter waking) preempt a holder for microseconds at a time, and a
+  // thread woken for its turn at the GIL waits a moment; a program that competes for the cores
+  // makes a holder wait a third of the time or more.
+  static constexpr std::int64_t max_delay_share = 8;
+  // Where /proc/self/task/TID/schedstat cannot be read (a kernel without CONFIG_SCHED_INFO): the
+  // involuntary context switches of the process allowed over an idle-core window instead.
+  static constexpr long max_preemptions = 8;
 
   static void* entry(void* self) noexcept;
   void run() noexcept;
   // One look at every holder; true when each one holding a permit was computing (or had just
   // taken it) and none keeps or is lent one: the next look may wait busy_interval.
   bool pass() noexcept;
+  // The idle-core rule (permit_table::stall_window, idle_core_window): true when a waiter should be
+  // let in over the budget now. `awake`: holders in a task seen computing, runnable or only just
+  // asleep on this pass; `preempted`: one was runnable but hardly ran.
+  bool idle_cores_wait(const standstill& seen, unsigned awake, bool preempted) noexcept;
+  // The time the holders' threads have spent runnable but not running so far, in ns
+  // (proc_thread_files::run_delay_ns); `holders` gets which threads were read. -1 when one cannot
+  // be read.
+  std::int64_t holders_run_delay_ns(std::uint64_t& holders, unsigned& counted) noexcept;
 
   permit_table::state& s_;
   std::vector<watched> watched_;
+  idle_window window_;
   proc_thread_files files_;  // the holders' /proc files, kept open between looks
+  pid_t tid_ = 0;            // this monitor's thread (running while it looks)
   std::atomic<std::uint32_t> stop_{0};
   bool exited_ = false;  // guarded by the table's mutex
   pthread_t thread_{};

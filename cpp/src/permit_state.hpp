@@ -123,7 +123,8 @@ struct permit_table::state {
   std::uint64_t waits = 0;
   std::uint64_t lends = 0;
   std::uint64_t overdrafts = 0;
-  clock::time_point last_turnover;  // when a permit last changed hands
+  std::uint64_t idle_admissions = 0;  // of the overdrafts, the idle-core rule's
+  clock::time_point last_turnover;    // when a permit last changed hands
   // Waiters, each holding a task (new ones at the tail, returners at the head).
   detail::waiter* head = nullptr;
   detail::waiter* tail = nullptr;

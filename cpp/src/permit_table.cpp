@@ -480,6 +480,7 @@ permit_stats permit_table::stats() const noexcept {
   out.waits = s.waits;
   out.lends = s.lends;
   out.overdrafts = s.overdrafts;
+  out.idle_admissions = s.idle_admissions;
   out.sourced = s.source != nullptr;
   out.drawn = s.drawn;
   return out;

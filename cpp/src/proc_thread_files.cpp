@@ -5,12 +5,15 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "wait_monitor.hpp"
@@ -30,10 +33,11 @@ struct table_slot {
 constexpr int free_slot = -1;
 constexpr int claimed_slot = -2;
 
-// Two files per watched thread: room for 256 threads sampled at once across all monitors. When it
-// is full a thread is not sampled (it reads as "not asleep": it keeps its permit, as before the
-// monitor existed).
-std::array<table_slot, 512> the_table;
+// One to three files per thread (stat; syscall once seen asleep; schedstat where its run delay is
+// read) and the task directory: room for 256 to 767 threads at once across all monitors. When it is
+// full a thread is not sampled (it reads as "not asleep": it keeps its permit, as before the
+// monitor existed), and its run delay is unknown.
+std::array<table_slot, 768> the_table;
 // Bumped in a forked child, after it closed the table's files: objects made before then drop their
 // entries without closing them (a new owner may hold their slots and numbers by now).
 std::atomic<unsigned> the_epoch{0};
@@ -128,19 +132,23 @@ void proc_thread_files::close_all() noexcept {
   forget_if_forked();  // in a forked child the files are closed already
   for (entry& e : entries_) close_entry(e);
   entries_.clear();
+  if (task_dir_slot_ >= 0) close_in_table(task_dir_slot_);
+  task_dir_slot_ = -1;
 }
 
 void proc_thread_files::forget_if_forked() noexcept {
   const unsigned now = the_epoch.load(std::memory_order_relaxed);
   if (epoch_ == now) return;
   entries_.clear();  // the child's handler closed them; their slots may be someone else's now
+  task_dir_slot_ = -1;
   epoch_ = now;
 }
 
 void proc_thread_files::close_entry(entry& e) noexcept {
   if (e.stat_slot >= 0) close_in_table(e.stat_slot);
   if (e.syscall_slot >= 0) close_in_table(e.syscall_slot);
-  e.stat_slot = e.syscall_slot = -1;
+  if (e.schedstat_slot >= 0) close_in_table(e.schedstat_slot);
+  e.stat_slot = e.syscall_slot = e.schedstat_slot = -1;
 }
 
 void proc_thread_files::drop(entry* e) noexcept {
@@ -156,12 +164,7 @@ proc_thread_files::entry* proc_thread_files::open_entry(pid_t tid) noexcept {
   e.tid = tid;
   std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
   e.stat_slot = open_in_table(path);
-  std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
-  e.syscall_slot = e.stat_slot >= 0 ? open_in_table(path) : -1;
-  if (e.syscall_slot < 0) {
-    close_entry(e);
-    return nullptr;
-  }
+  if (e.stat_slot < 0) return nullptr;
   try {
     entries_.push_back(e);
   } catch (...) {
@@ -190,7 +193,14 @@ thread_sample proc_thread_files::sample(pid_t tid) noexcept {
     const char state = thread_state_of(buf);
     if (state != 'S' && state != 'D') return out;
     if (!thread_cpu_ns(tid, out.cpu_ns)) return out;
-    // The system call it sleeps in; a file that is not ours any more: never guess.
+    // The system call it sleeps in (its file opened at the first sample that finds it asleep); a
+    // file that cannot be opened or is not ours any more: never guess.
+    if (e->syscall_slot < 0) {
+      char path[64];
+      std::snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
+      e->syscall_slot = open_in_table(path);
+      if (e->syscall_slot < 0) return out;
+    }
     if (!still_ours(e->syscall_slot) || !read_from_start(fd_in(e->syscall_slot), buf, sizeof buf)) {
       drop(e);
       return out;
@@ -199,6 +209,73 @@ thread_sample proc_thread_files::sample(pid_t tid) noexcept {
     return out;
   }
   return out;
+}
+
+bool proc_thread_files::run_delay_ns(pid_t tid, unsigned long long& delay_ns) noexcept {
+  if (tid <= 0) return false;
+  forget_if_forked();
+  entry* e = open_entry(tid);
+  if (e == nullptr) return false;
+  e->idle_passes = 0;
+  if (e->schedstat_slot < 0) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", static_cast<int>(tid));
+    e->schedstat_slot = open_in_table(path);
+    if (e->schedstat_slot < 0) return false;
+  }
+  char buf[128];
+  // Read from a thread that exited, the file fails (ESRCH): dropped, opened afresh next time.
+  if (!still_ours(e->schedstat_slot) ||
+      !read_from_start(fd_in(e->schedstat_slot), buf, sizeof buf)) {
+    drop(e);
+    return false;
+  }
+  char* after = nullptr;
+  std::strtoull(buf, &after, 10);  // time on a CPU
+  if (after == buf) return false;
+  char* end = nullptr;
+  delay_ns = std::strtoull(after, &end, 10);  // time waiting on a runqueue
+  return end != after;
+}
+
+int proc_thread_files::runnable_threads_besides(pid_t except_tid) noexcept {
+  forget_if_forked();
+  if (task_dir_slot_ < 0) task_dir_slot_ = open_in_table("/proc/self/task");
+  // The offset is moved (lseek, getdents64) only while fstat says the number is still ours.
+  if (task_dir_slot_ < 0 || !still_ours(task_dir_slot_)) {
+    if (task_dir_slot_ >= 0) close_in_table(task_dir_slot_);
+    task_dir_slot_ = -1;
+    return -1;
+  }
+  const int dir = fd_in(task_dir_slot_);
+  if (::lseek(dir, 0, SEEK_SET) != 0) return -1;
+  int runnable = 0;
+  alignas(8) char names[4096];
+  char buf[512];
+  for (;;) {
+    const long n = ::syscall(SYS_getdents64, dir, names, sizeof names);
+    if (n < 0) return -1;
+    if (n == 0) return runnable;
+    for (long at = 0; at < n;) {
+      // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+      std::uint16_t reclen = 0;
+      std::memcpy(&reclen, names + at + 16, sizeof reclen);
+      const char* name = names + at + 19;
+      at += reclen;
+      char* after = nullptr;
+      const long tid = std::strtol(name, &after, 10);
+      if (after == name || *after != '\0' || tid == except_tid) continue;  // ".", ".."
+      entry* e = open_entry(static_cast<pid_t>(tid));
+      if (e == nullptr) return -1;  // no room, or it exited since the listing: cannot tell
+      e->idle_passes = 0;
+      if (!read_from_start(fd_in(e->stat_slot), buf, sizeof buf) ||
+          !is_stat_of(buf, static_cast<pid_t>(tid))) {
+        drop(e);  // exited since the listing, or the number is not ours: not runnable
+        continue;
+      }
+      if (thread_state_of(buf) == 'R') ++runnable;
+    }
+  }
 }
 
 void proc_thread_files::end_pass() noexcept {
@@ -218,8 +295,9 @@ std::vector<int> proc_thread_files::open_descriptors() const {
   std::vector<int> fds;
   if (epoch_ != the_epoch.load(std::memory_order_relaxed)) return fds;
   for (const entry& e : entries_)
-    for (int slot : {e.stat_slot, e.syscall_slot})
+    for (int slot : {e.stat_slot, e.syscall_slot, e.schedstat_slot})
       if (slot >= 0) fds.push_back(fd_in(slot));
+  if (task_dir_slot_ >= 0) fds.push_back(fd_in(task_dir_slot_));
   return fds;
 }
 

@@ -174,7 +174,10 @@ bool scheduler::state::wait_for_slot_and_work(worker& w, bool& retired) {
       continue;
     }
     bump(w.parks);
-    if (surplus_threads()) {
+    // More threads than slots: this one may be a spare, surplus now or once the threads blocked in
+    // scopes return, which wakes no one: it looks again every spare_idle (an untimed wait here left
+    // a spare parked for good when the last scope ended after it parked).
+    if (threads.load(std::memory_order_relaxed) > slots.load(std::memory_order_relaxed)) {
       bool notified = work_ec.commit_wait_for(key, opts.spare_idle);
       wake_pending.store(0, std::memory_order_relaxed);
       if (!notified) {

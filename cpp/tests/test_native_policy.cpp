@@ -10,6 +10,7 @@
 #include <chrono>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -37,6 +38,25 @@ openmp load_libgomp() {
   if (handle == nullptr) return {};
   return {reinterpret_cast<get_fn>(dlsym(handle, "omp_get_max_threads")),
           reinterpret_cast<set_fn>(dlsym(handle, "omp_set_num_threads"))};
+}
+
+// Debian's OpenBLAS with pthreads (process-wide control); `missing` says why not where it is not.
+struct openblas {
+  get_fn get = nullptr;
+  set_fn set = nullptr;
+  std::string missing;
+};
+
+openblas load_openblas() {
+  void* handle = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+  if (handle == nullptr)
+    return {nullptr, nullptr,
+            std::string("Debian's libopenblas0-pthread is not installed: ") + dlerror()};
+  auto get = reinterpret_cast<get_fn>(dlsym(handle, "openblas_get_num_threads"));
+  auto set = reinterpret_cast<set_fn>(dlsym(handle, "openblas_set_num_threads"));
+  if (get == nullptr || set == nullptr)
+    return {nullptr, nullptr, "libopenblas.so.0 without its setters"};
+  return {get, set, {}};
 }
 
 scheduler::options slots(unsigned n) {
@@ -266,4 +286,56 @@ TEST(NativePolicy, ATaskRightAfterTasksSharedStartsWithOneThreadUnlessTheirPoolS
   corral::pool_shut_down(&pool);
   corral::task_native_limits after_shutdown(2, 1, corral::dynamic_inner, false, &other_pool);
   EXPECT_EQ(after_shutdown.threads(), 2u);
+}
+
+TEST(NativePolicy, SlotsThatChangeWhileTasksRunMoveTheProcessWideCountAtOnce) {
+  // A Dask worker that borrows an idle worker's CPUs (or gives them back) while its tasks run.
+  const openblas blas = load_openblas();
+  if (blas.get == nullptr) GTEST_SKIP() << blas.missing;
+  const auto get = blas.get;
+  const auto set = blas.set;
+  set(5);
+  {
+    corral::task_native_limits lone(1, 1, corral::dynamic_inner);  // its own share: one CPU
+    EXPECT_EQ(get(), 1);
+    corral::native_slots_changed(3);  // borrowed two: max(1, 3 / 1), no raise delay
+    EXPECT_EQ(get(), 3);
+    EXPECT_EQ(corral::process_native_limit().threads, 3u);
+    {
+      corral::task_native_limits second(3, 2, corral::dynamic_inner);
+      EXPECT_EQ(get(), 1);  // max(1, 3 / 2)
+      corral::native_slots_changed(4);
+      EXPECT_EQ(get(), 2);  // max(1, 4 / 2)
+    }
+    corral::native_slots_changed(1);  // given back: lowered at once
+    EXPECT_EQ(get(), 1);
+  }
+  EXPECT_EQ(get(), 5);              // every task ended: the library's own setting
+  corral::native_slots_changed(4);  // no task runs: nothing is set
+  EXPECT_EQ(get(), 5);
+  EXPECT_EQ(corral::process_native_limit().threads, 0u);
+}
+
+TEST(NativePolicy, AShareThatChangesWhileTasksRunIsWhatTheirEndLeavesAndLaterChangesStillApply) {
+  // A Dask worker narrowed from the whole machine to its share while a task runs (another worker
+  // joined), which then borrows an idle worker's CPUs.
+  const openblas blas = load_openblas();
+  if (blas.get == nullptr) GTEST_SKIP() << blas.missing;
+  const auto get = blas.get;
+  const auto set = blas.set;
+  corral::native_share_changed(2, 2);  // no task: the libraries get the share's count at once
+  EXPECT_EQ(get(), 2);
+  std::this_thread::sleep_for(5ms);  // past the raise delay of the tasks of the tests before
+  {
+    corral::task_native_limits lone(2, 1, corral::dynamic_inner);
+    EXPECT_EQ(get(), 2);
+    corral::native_share_changed(1, 1);  // narrowed while it runs
+    EXPECT_EQ(get(), 1);
+    corral::native_slots_changed(2);  // a borrow: applied, not taken for the setting of before
+    EXPECT_EQ(get(), 2);
+    corral::native_slots_changed(1);
+    EXPECT_EQ(get(), 1);
+  }
+  EXPECT_EQ(get(), 1);  // the share's count, not the whole machine's from before the task
+  set(3);
 }

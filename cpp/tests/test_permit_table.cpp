@@ -1,12 +1,19 @@
 #include "corral/permit_table.hpp"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -59,6 +66,94 @@ void pause_until_stage_2(std::atomic<int>& stage) {
   stage = 1;
   while (stage.load() != 2) std::this_thread::sleep_for(1ms);
 }
+
+// One CPU of this process's affinity mask, as a mask.
+cpu_set_t one_of_our_cpus() {
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof mask, &mask) != 0) CPU_SET(0, &mask);
+  int cpu = 0;
+  while (cpu < CPU_SETSIZE - 1 && !CPU_ISSET(cpu, &mask)) ++cpu;
+  CPU_ZERO(&mask);
+  CPU_SET(cpu, &mask);
+  return mask;
+}
+
+// Another program keeping a CPU busy: a /bin/sh loop on the CPUs of `mask`, killed at the end of
+// its scope (also when an assertion ends the test early).
+class busy_loop {
+ public:
+  explicit busy_loop(const cpu_set_t& mask) {
+    char sh[] = "/bin/sh", dash_c[] = "-c", loop[] = "while :; do :; done";
+    char* argv[] = {sh, dash_c, loop, nullptr};
+    if (posix_spawn(&pid_, sh, nullptr, nullptr, argv, environ) != 0)
+      pid_ = 0;
+    else if (sched_setaffinity(pid_, sizeof mask, &mask) != 0)
+      stop();
+  }
+  ~busy_loop() { stop(); }
+  busy_loop(const busy_loop&) = delete;
+  busy_loop& operator=(const busy_loop&) = delete;
+  bool running() const { return pid_ > 0; }
+  void stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = 0;
+  }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+// Two holders of `table` passing one mutex back and forth, computing 5 ms while they have it
+// (Python threads at the GIL) and polling for their turn every `poll`, on the CPUs of `mask` if
+// one is given, until stop().
+class turn_takers {
+ public:
+  turn_takers(permit_table& table, std::chrono::milliseconds poll, const cpu_set_t* mask = nullptr)
+      : pinned_(mask != nullptr) {
+    if (pinned_) mask_ = *mask;
+    for (int i = 0; i < 2; ++i)
+      threads_.emplace_back([this, &table, poll, i] {
+        if (pinned_ && sched_setaffinity(0, sizeof mask_, &mask_) == 0) ++pinned_ok_;
+        permit p(table);
+        ++holding_;
+        while (!stop_) {
+          std::unique_lock<std::mutex> lock(m_);
+          if (!cv_.wait_for(lock, poll, [&] { return turn_ == i || stop_.load(); })) continue;
+          spin_for(5ms);
+          turn_ = 1 - i;
+          cv_.notify_all();
+        }
+        cv_.notify_all();
+      });
+  }
+  ~turn_takers() { stop(); }
+  turn_takers(const turn_takers&) = delete;
+  turn_takers& operator=(const turn_takers&) = delete;
+  // Both hold their permits (and run where they were pinned).
+  bool holding() {
+    return eventually([&] { return holding_.load() == 2; }) && (!pinned_ || pinned_ok_ == 2);
+  }
+  void stop() {
+    stop_ = true;
+    cv_.notify_all();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+
+ private:
+  bool pinned_;
+  cpu_set_t mask_{};
+  std::atomic<int> pinned_ok_{0};
+  std::mutex m_;
+  std::condition_variable cv_;
+  int turn_ = 0;  // guarded by m_
+  std::atomic<bool> stop_{false};
+  std::atomic<int> holding_{0};
+  std::vector<std::thread> threads_;
+};
 
 }  // namespace
 
@@ -228,6 +323,166 @@ TEST(PermitTable, TheMonitorLeavesSpinningHoldersAlone) {
   table.set_wait_monitor(true);
   EXPECT_EQ(peak_running(table, 4, 20, 2ms), 2);
   EXPECT_EQ(table.stats().lends, 0u);
+  EXPECT_EQ(table.stats().idle_admissions, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, ABudgetAboveTheMachinesCPUsLeavesNoCoreIdleWhileItsHoldersCompute) {
+  // CORRAL_CPUS=8 on 2 CPUs: the process never uses its whole budget, and that is not idleness.
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  permit_table table(cpus + 2);
+  table.set_wait_monitor(true);
+  EXPECT_EQ(peak_running(table, static_cast<int>(cpus) + 4, 20, 2ms), static_cast<int>(cpus) + 2);
+  EXPECT_EQ(table.stats().idle_admissions, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, AWaiterIsLetInWhileTheHolderPollsWithShortTimeouts) {
+  // The holder waits for the waiter through a condition polled every 300 us (a Python task polling
+  // a lock with a short timeout): it runs too often for the futex rule to lend it, and uses almost
+  // no CPU. The idle-core rule lets the waiter in within a few ms, not the starvation limit.
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::mutex m;
+  std::condition_variable cv;
+  bool waiter_ran = false;
+  std::atomic<bool> held{false};
+  std::thread holder([&] {
+    permit p(table);
+    held = true;
+    std::unique_lock<std::mutex> lock(m);
+    while (!waiter_ran) cv.wait_for(lock, 300us);
+  });
+  ASSERT_TRUE(eventually([&] { return held.load(); }));
+  const auto start = std::chrono::steady_clock::now();
+  {
+    permit p(table);
+    std::lock_guard<std::mutex> lock(m);
+    waiter_ran = true;
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  holder.join();
+  EXPECT_LT(waited, permit_table::starvation_limit / 2);
+  EXPECT_GE(table.stats().idle_admissions, 1u);
+  EXPECT_GE(table.stats().overdrafts, table.stats().idle_admissions);
+  EXPECT_TRUE(eventually([&] { return table.stats().held == 0u; }));
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, HoldersTakingTurnsAtOneLockLeaveACoreIdleAndAWaiterIsLetIn) {
+  // Two holders of two permits pass one mutex back and forth, computing only while they have it
+  // (Python threads at the GIL, 5 ms each): one core idles, so a third thread with work is let in.
+  // Each runs 5 ms in 10 (the GIL's switch interval), too short a sleep for the monitor to lend.
+  permit_table table(2);
+  table.set_wait_monitor(true);
+  turn_takers holders(table, 20ms);
+  ASSERT_TRUE(holders.holding());
+  const auto start = std::chrono::steady_clock::now();
+  {
+    permit p(table);
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  holders.stop();
+  EXPECT_LT(waited, permit_table::starvation_limit / 2);
+  // The idle-core rule let it in; or, on a loaded machine where one turn-taker was preempted
+  // mid-turn and the other slept for 8 looks, the monitor lent the sleeper's permit first (a fresh
+  // clone's make test saw it once). Either way it ran long before the starvation limit.
+  EXPECT_GE(table.stats().idle_admissions + table.stats().lends, 1u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, HoldersTakingTurnsLetNobodyInWhileOtherProgramsTakeTheCores) {
+  // The turn-takers of HoldersTakingTurnsAtOneLock... on one CPU that two busy loops of another
+  // program take too: a holder whose turn it is waits on the runqueue two thirds of the time, no
+  // core is idle for a waiter, and the idle-core rule must let none in (without its guard on the
+  // holders' run delay it lets in one every window or two).
+  const cpu_set_t cpu = one_of_our_cpus();
+  busy_loop first(cpu), second(cpu);
+  ASSERT_TRUE(first.running() && second.running());
+  permit_table table(2);
+  table.set_wait_monitor(true);
+  // A 2 ms poll: a turn-taker that slept 8 ms unwoken would be lent (a turnover, a new window).
+  turn_takers holders(table, 2ms, &cpu);
+  ASSERT_TRUE(holders.holding());
+  std::vector<std::thread> waiters;  // each let in over the budget lets the next wait on
+  for (int i = 0; i < 6; ++i) waiters.emplace_back([&] { permit p(table); });
+  std::this_thread::sleep_for(900ms);  // alone, a waiter is let in every ~0.1 s
+  const auto admitted = table.stats().idle_admissions;
+  first.stop();
+  second.stop();
+  holders.stop();
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(admitted, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, TheIdleCoreRuleLetsNobodyInWhileTheHolderComputes) {
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::atomic<bool> held{false}, released{false}, waiter_early{false};
+  std::thread holder([&] {
+    permit p(table);
+    held = true;
+    spin_for(300ms);
+    released = true;
+  });
+  ASSERT_TRUE(eventually([&] { return held.load(); }));
+  {
+    permit p(table);
+    waiter_early = !released.load();
+  }
+  holder.join();
+  EXPECT_FALSE(waiter_early);
+  EXPECT_EQ(table.stats().idle_admissions, 0u);
+  table.set_wait_monitor(false);
+}
+
+TEST(PermitTable, NoStallIsCalledWhileAnotherThreadOfTheProcessWaitsForACore) {
+  // The holder polls with 1 ms timeouts (a Python thread waiting for the GIL, held by a thread
+  // outside the table: the main thread collecting results) while that other thread is runnable but
+  // waits for its core, which another program takes. The process hardly runs and its holder sleeps,
+  // yet no core is idle: the stall rule must not let the waiter in (it did within 2-4 ms before it
+  // looked at the process's other threads; the idle-core part cannot before 2 + 50 + 50 ms).
+  const cpu_set_t mask = one_of_our_cpus();
+  busy_loop other(mask);  // the other program
+  ASSERT_TRUE(other.running());
+
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::atomic<bool> crowded{false}, stop{false}, held{false};
+  std::thread outside([&] {
+    sched_param lowest{};
+    const bool ok = sched_setaffinity(0, sizeof mask, &mask) == 0 &&
+                    pthread_setschedparam(pthread_self(), SCHED_IDLE, &lowest) == 0;
+    crowded = true;
+    if (ok)  // runs only when the other program leaves the CPU idle: hardly ever
+      while (!stop.load()) {
+      }
+  });
+  ASSERT_TRUE(eventually([&] { return crowded.load(); }));
+  std::thread holder([&] {
+    permit p(table);
+    held = true;
+    std::unique_lock<std::mutex> lock(m);
+    while (!done) cv.wait_for(lock, 1ms);
+  });
+  ASSERT_TRUE(eventually([&] { return held.load(); }));
+  std::thread waiter([&] { permit p(table); });
+  std::this_thread::sleep_for(40ms);
+  const auto admitted = table.stats().idle_admissions;
+  other.stop();
+  stop = true;
+  outside.join();
+  {
+    std::lock_guard<std::mutex> lock(m);
+    done = true;
+  }
+  holder.join();
+  waiter.join();
+  EXPECT_EQ(admitted, 0u);
   table.set_wait_monitor(false);
 }
 

@@ -126,6 +126,70 @@ TEST_F(ProcThreadFilesOfASleeper, KeptOpenBetweenSamplesAndClosedOnceIdle) {
   for (int fd : ours) EXPECT_FALSE(is_open(fd)) << fd;
 }
 
+TEST_F(ProcThreadFilesOfASleeper, ReadsTheRunDelayThroughAThirdFileKeptOpen) {
+  unsigned long long first = 0;
+  ASSERT_TRUE(files.run_delay_ns(reader.tid(), first));
+  const std::vector<int> with_schedstat = files.open_descriptors();
+  ASSERT_EQ(with_schedstat.size(), 3u);
+  unsigned long long again = 0;
+  ASSERT_TRUE(files.run_delay_ns(reader.tid(), again));
+  EXPECT_GE(again, first) << "a total so far";
+  EXPECT_EQ(files.open_descriptors(), with_schedstat) << "the same files, not opened again";
+  unsigned long long none = 0;
+  EXPECT_FALSE(files.run_delay_ns(0, none));
+  files.close_all();
+  for (int fd : with_schedstat) EXPECT_FALSE(is_open(fd)) << fd;
+}
+
+TEST(ProcThreadFiles, CountsTheOtherRunnableThreadsOfTheProcessThroughFilesKeptOpen) {
+  // A sanitizer's own thread may be runnable at a look too: counts are waited for, not read once.
+  proc_thread_files files;
+  reader_thread reader;  // asleep: never counted
+  ASSERT_TRUE(sample_asleep(files, reader.tid()).asleep);
+  auto eventually_counts = [&](pid_t besides, auto wanted) {
+    int seen = -1;
+    for (int i = 0; i < 2000 && !wanted(seen); ++i) {
+      seen = files.runnable_threads_besides(besides);
+      if (!wanted(seen)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return seen;
+  };
+  std::atomic<bool> stop{false};
+  std::thread spinner([&] {
+    while (!stop.load()) {
+    }
+  });
+  EXPECT_GE(eventually_counts(current_tid(), [](int n) { return n >= 1; }), 1)
+      << "the spinner, running or waiting for a core";
+  const std::vector<int> open = files.open_descriptors();
+  files.runnable_threads_besides(current_tid());
+  EXPECT_EQ(files.open_descriptors(), open) << "the same files, not opened again";
+  stop = true;
+  spinner.join();
+  EXPECT_EQ(eventually_counts(current_tid(), [](int n) { return n == 0; }), 0)
+      << "the reader sleeps";
+  EXPECT_GE(files.runnable_threads_besides(0), 1) << "this thread, running";
+
+  // The directory's number taken over by the program: its offset never moved, the number left
+  // to it, the directory opened again.
+  const std::vector<int> before = files.open_descriptors();
+  const int dir = before.back();
+  char path[] = "/tmp/corral-proc-dir-XXXXXX";
+  const int program_file = ::mkstemp(path);
+  ASSERT_GE(program_file, 0);
+  ::unlink(path);
+  ASSERT_EQ(::dup2(program_file, dir), dir);
+  ASSERT_EQ(::lseek(dir, 3, SEEK_SET), 3);
+  EXPECT_EQ(files.runnable_threads_besides(current_tid()), -1) << "cannot tell this time";
+  EXPECT_GE(files.runnable_threads_besides(current_tid()), 0) << "opened again";
+  EXPECT_EQ(::lseek(dir, 0, SEEK_CUR), 3) << "the program's offset moved";
+  files.close_all();
+  EXPECT_TRUE(is_open(dir)) << "the program's file was closed";
+  for (int fd : before) EXPECT_TRUE(fd == dir || !is_open(fd)) << fd;
+  ::close(dir);
+  ::close(program_file);
+}
+
 TEST(ProcThreadFiles, NeverMovesNorClosesAFileTheProgramOpenedUnderItsNumber) {
   char path[] = "/tmp/corral-proc-files-XXXXXX";
   const int program_file = ::mkstemp(path);

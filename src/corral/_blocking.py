@@ -40,7 +40,8 @@ class _Blocking(contextlib.ContextDecorator):
     def __exit__(self, *exc_info):
         stack = getattr(self._local, "stack", None)
         if not stack:  # the pause is the entering thread's: another thread cannot end it
-            raise RuntimeError("corral.blocking(): exited on a thread that did not enter it")
+            raise RuntimeError("corral.blocking(): exited without a matching entry on this thread "
+                               "(exited twice, or on a thread that did not enter it)")
         scope = stack.pop()
         if scope is not None:
             scope.exit()
@@ -55,8 +56,9 @@ def blocking(func=None):
     Inside a corral task, the task gives its permit back while inside and takes one again when it leaves
     (ahead of tasks not yet started; docs/permits.md); outside corral's tasks it does nothing. Exceptions
     pass through unchanged; the context manager is reentrant and may be shared by threads.
-    Raises TypeError when `func` is given but not callable, and RuntimeError when a scope is left on a
-    thread that did not enter it (the pause is the entering thread's). No stdlib counterpart.
+    Raises TypeError when `func` is given but not callable, and RuntimeError when a scope is left more
+    often than it was entered on the leaving thread (twice, or on a thread that did not enter it: the
+    pause is the entering thread's). No stdlib counterpart.
     """
     if func is None:
         return _Blocking()

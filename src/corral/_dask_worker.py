@@ -17,6 +17,9 @@ A worker's share is applied to the whole process, at run time (its libraries are
   worker's own children), by the lower-wins rule of docs/native.md; Dask's own fixed
   OMP/MKL/OPENBLAS_NUM_THREADS=1 (its nanny's `distributed.nanny.pre-spawn-environ`) is not a user's
   value and gives way.
+While it has a task running, a worker borrows the CPUs of workers of its table that have none
+(_worker_lending.py): affinity, permits and the BLAS count widen, and narrow again when they are
+given back.
 
 How a worker gets here: corral.dask's plugin and preload (dask_setup) call join(). Under
 `python -m corral` the patch targets below make every worker process started by a nanny join by
@@ -33,7 +36,7 @@ import multiprocessing
 import os
 import threading
 
-from . import _core, _executor, _permits, _pool_settings, _thread_limits, _worker_share
+from . import _core, _executor, _permits, _pool_settings, _thread_limits, _worker_lending, _worker_share
 
 REFRESH_MS = 500
 # What distributed's nanny names its worker processes (distributed/nanny.py, WorkerProcess.start).
@@ -106,6 +109,13 @@ class HostTable:
                 os.close(fd)
         return sorted(held)
 
+    def forget_in_child(self) -> None:
+        """In a forked child: closes its copy of the slot's file; the parent's lock stays."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self.slot, self._fd = None, None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # drops the lock; the file stays (unlinking would race with a claimer)
@@ -162,7 +172,7 @@ class _Membership:
         self.share: _worker_share.WorkerShare | None = None
         self.callback: object = None  # tornado PeriodicCallback
         self.executor: object = None  # the worker's default executor, once it runs under the permits
-        self.tids: frozenset[str] = frozenset()  # the threads given the share's affinity
+        self.lending: _worker_lending.Lending | None = None  # this worker's side of lending (_worker_lending.py)
 
 
 _lock = threading.Lock()
@@ -188,13 +198,21 @@ def join(worker) -> _worker_share.WorkerShare | None:
     with _lock:
         if _membership is None:
             view = _worker_share.budget_view()
-            _membership = _Membership(HostTable(table_key(view)), view, user_environ())
-            _membership.table.claim()
+            _membership = _new_membership(HostTable(table_key(view)), view, user_environ())
         membership = _membership
     refresh()
     membership.executor = _permit_executor(worker)  # after the share: static mode sizes from it
     _watch(worker, membership)
     return membership.share
+
+
+def _new_membership(table: HostTable, view: _worker_share.BudgetView, environ: dict[str, str]) -> _Membership:
+    """This process's slot in `table`, claimed now, with its side of lending."""
+    membership = _Membership(table, view, environ)
+    table.claim()
+    os.register_at_fork(after_in_child=_forget_in_child)
+    membership.lending = _worker_lending.Lending(table, _set_process_affinity)
+    return membership
 
 
 def _alone_in_process(worker) -> bool:
@@ -207,6 +225,21 @@ def _alone_in_process(worker) -> bool:
     return not others and not any(live(s) for s in getattr(Scheduler, "_instances", ()))
 
 
+def _forget_in_child() -> None:
+    """A process forked by a task is no worker: it drops its copies of the slot's locks (closing them,
+    not unlocking: the worker shares them) and runs on the worker's own share, not on borrowed CPUs.
+    Kept, a child that outlives the worker would keep its slot live and lent for good."""
+    global _membership
+    membership, _membership = _membership, None
+    if membership is None:
+        return
+    membership.lending.forget_in_child()
+    membership.table.forget_in_child()
+    if membership.share is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, membership.share.cpus)
+
+
 def leave(worker) -> None:
     """The plugin's teardown: the slot goes back (the share stays applied until the worker ends)."""
     global _membership
@@ -217,6 +250,7 @@ def leave(worker) -> None:
     if membership.callback is not None:
         membership.callback.stop()
         getattr(worker, "periodic_callbacks", {}).pop("corral-share", None)
+    membership.lending.stop()  # what it borrowed goes back first
     membership.table.release()
 
 
@@ -231,12 +265,17 @@ def refresh() -> None:
             live = sorted([*live, membership.table.slot])
         place = (live.index(membership.table.slot), len(live))
         if place == membership.place:
-            # A thread started while the share was being applied may have inherited the mask before.
-            membership.tids = _set_process_affinity(membership.share.cpus, skip=membership.tids)
+            # A thread started while the CPUs were being changed may have inherited the mask before.
+            membership.lending.new_threads()
             return
-        share = _worker_share.plan_shares(place[1], environ=membership.environ, view=membership.view)[place[0]]
-        membership.tids = _apply(share)
-        membership.place, membership.share = place, share
+        shares = _worker_share.plan_shares(place[1], environ=membership.environ, view=membership.view)
+
+        def apply_share(own):
+            membership.share = own
+            return _apply(own)
+
+        membership.lending.place_changed(live, shares, apply_share)
+        membership.place = place
         executor = membership.executor
         if executor is not None and executor._corral_inner > 0:  # static mode: a count for the share
             executor._corral_inner = _pool_settings.inner_threads(executor._max_workers)
@@ -248,7 +287,8 @@ def _apply(share: _worker_share.WorkerShare) -> frozenset[str]:
     _core.set_permits(share.threads)
     _core.set_inner_thread_cap(share.native_threads if share.native_threads < share.threads else 0)
     with contextlib.suppress(Exception):  # a library refusing must not kill the worker
-        _core.set_native_process_limit(share.native_threads)
+        # Through the owner of the process-wide controls: tasks may be running (native_policy.hpp).
+        _core.native_share_changed(share.threads, share.native_threads)
     return tids
 
 
@@ -269,7 +309,20 @@ class _PermittedSubmit:
     _corral_inner = _permits.DYNAMIC
 
     def submit(self, fn, /, *args, **kwargs):
-        return super().submit(_permits.run, self._corral_inner, fn, *args, **kwargs)
+        return super().submit(_run_counted, self._corral_inner, fn, *args, **kwargs)
+
+
+def _run_counted(inner, fn, /, *args, **kwargs):
+    """_permits.run, the task counted as running for lending (_worker_lending.py) in a worker with a share."""
+    membership = _membership
+    if membership is None:
+        return _permits.run(inner, fn, *args, **kwargs)
+    lending = membership.lending
+    lending.task_started()
+    try:
+        return _permits.run(inner, fn, *args, **kwargs)
+    finally:
+        lending.task_ended()
 
 
 @functools.cache

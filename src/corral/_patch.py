@@ -3,7 +3,7 @@
 While active, `multiprocessing.pool.ThreadPool` (hence `multiprocessing.dummy.Pool`) and
 `concurrent.futures.ThreadPoolExecutor` (also reached as `concurrent.futures.thread.ThreadPoolExecutor`)
 build corral's thread pools, and the process pools that _process_pool.patch_targets() lists
-(`multiprocessing.Pool`, `multiprocessing.pool.Pool`, `ctx.Pool`, `concurrent.futures.ProcessPoolExecutor`,
+(`multiprocessing.Pool`, `multiprocessing.pool.Pool(...)`, `ctx.Pool`, `concurrent.futures.ProcessPoolExecutor`,
 joblib's loky/multiprocessing worker environment) build corral's process pools, whose workers each get
 a share of the budget. Names a program imported before the patch are covered as well: the stdlib classes
 get an `__init__` that makes the instance corral's when the stdlib class itself is called, so
@@ -34,7 +34,7 @@ import threading
 import types
 
 from . import _import_hooks, _joblib, _pool_settings, _thread_limits
-from ._process_pool import futures_patch_targets, patch_targets
+from ._process_pool import Pool, futures_patch_targets, patch_targets
 from ._thread_pool import ThreadPool
 
 # Imported when the program needs them (concurrent.futures' pools, Dask's): tests/test_imports.py counts them.
@@ -43,6 +43,7 @@ DASK_WORKER_MODULE = "corral._dask_worker"
 DEFERRED_IMPORTS = (DASK_WORKER_MODULE, EXECUTOR_MODULE)
 
 _MISSING = object()
+_STDLIB_THREAD_POOL = multiprocessing.pool.ThreadPool  # the stdlib's class, whatever the patch names
 _lock = threading.RLock()
 _depth = 0
 _saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)
@@ -87,6 +88,7 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
     cannot fully take an assigned __new__ back: deleting it leaves the class rejecting arguments.)
     """
     original_init = stdlib_cls.__dict__["__init__"]
+    init_started = getattr(corral_cls, "_init_started", None)
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
@@ -97,6 +99,11 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
                 self.__class__ = target
             except TypeError:  # a layout __class__ assignment refuses: leave the instance alone
                 target = None
+        if target is None and init_started is not None and isinstance(self, corral_cls) and not init_started(self):
+            # A class on corral's (rebased under the patch) calling the stdlib's __init__ by name, or a
+            # wrapper of it captured before the rebase: corral's __init__ runs, and reaches this one again
+            # through super() once it has started.
+            target = corral_cls
         if target is None:
             original_init(self, *args, **kwargs)
         else:
@@ -207,6 +214,7 @@ def _patch_classes() -> None:
     # its thread pool below (_ON_IMPORT). joblib's part imports joblib and numpy, which a program that never
     # uses them must not pay for (nor find numpy loaded before it set OPENBLAS_NUM_THREADS): it is patched when
     # the program imports joblib.
+    _patch_stdlib_pool()
     for owner, name, replacement in patch_targets(futures=False, joblib=False):
         _patch_target(owner, name, replacement)
     _active_description.append("names imported before patching: constructing the stdlib classes builds corral's, "
@@ -221,6 +229,38 @@ def _patch_classes() -> None:
             hook = _import_hooks.after_import((module,), _patch_module_if_still_patched)
             _cleanups.append(hook.remove)
             _active_description.append(f"{what}, once the program imports {module}")
+
+
+def _patch_stdlib_pool() -> None:
+    """multiprocessing.pool.Pool stays the stdlib's class: the stdlib's ThreadPool derives from it, so
+    `isinstance(ThreadPool(1), multiprocessing.pool.Pool)` and `issubclass(ThreadPool, Pool)` hold as
+    under plain python (they would not if the name were corral's Pool, which the thread pools do not
+    derive from). Constructing it builds corral's Pool (_redirecting_init); a class defined under the
+    patch on it directly is rebased onto corral's Pool as it is defined, so that `type(p) is Sub` holds
+    for its instances (a subclass defined before the patch is covered by _redirecting_init instead).
+    What differs from plain python: `type(multiprocessing.pool.Pool())` is corral's Pool, a subclass
+    of the stdlib's (named as it; README, "Limitations")."""
+    stdlib_pool = multiprocessing.pool.Pool
+    _set(stdlib_pool, "__init__", _redirecting_init(stdlib_pool, Pool))
+    _set(stdlib_pool, "__init_subclass__", classmethod(_rebasing_init_subclass(stdlib_pool, Pool)))
+    _active_description.append("multiprocessing.pool.Pool(...) -> corral.Pool (the name stays the stdlib's "
+                               "class, as ThreadPool's base)")
+
+
+def _rebasing_init_subclass(stdlib_cls: type, corral_cls: type):
+    """An __init_subclass__ for `stdlib_cls` that puts `corral_cls` in place of `stdlib_cls` among a
+    new class's direct bases (what the class would get had the name been corral's); classes whose
+    bases do not name stdlib_cls itself (ThreadPool's subclasses, corral's), thread pools that name it
+    too (`class Both(ThreadPool, Pool)`), and one whose bases cannot change (a layout or MRO conflict)
+    are left alone."""
+    def __init_subclass__(cls, **kwargs):  # noqa: N807 (the hook's own name)
+        super(stdlib_cls, cls).__init_subclass__(**kwargs)
+        if (stdlib_cls in cls.__bases__ and not issubclass(cls, corral_cls) and not _is_stdlib_or_corral(cls)
+                and not issubclass(cls, _STDLIB_THREAD_POOL)):  # a thread pool stays one (Both(ThreadPool, Pool))
+            with contextlib.suppress(TypeError):
+                cls.__bases__ = tuple(corral_cls if base is stdlib_cls else base for base in cls.__bases__)
+
+    return __init_subclass__
 
 
 def _patch_futures() -> None:

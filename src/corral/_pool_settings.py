@@ -38,9 +38,13 @@ def _core():
 
 
 def validate_factor(factor: float) -> float:
-    """An oversubscription factor as a float: TypeError for what is not a real number (a string too:
-    the runner converts its option's text first), ValueError for one below 1, infinite or nan."""
-    if not isinstance(factor, numbers.Real):
+    """An oversubscription factor as a float: TypeError for what is not a real number or a Decimal (a
+    string too: the runner converts its option's text first; a bool too, which is an int to Python but
+    never meant as a factor), ValueError for one below 1, infinite or nan."""
+    # Decimal is a Number but not a Complex (it does not mix with floats); complex numbers are not real.
+    real = isinstance(factor, numbers.Real) or (
+        isinstance(factor, numbers.Number) and not isinstance(factor, numbers.Complex))
+    if isinstance(factor, bool) or not real:
         raise TypeError(f"factor must be a number >= 1, not {factor!r}")
     value = float(factor)
     if not value >= 1.0 or value == float("inf"):

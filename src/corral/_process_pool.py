@@ -45,9 +45,6 @@ def __getattr__(name: str):
         return _broken_process_pool()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-# The stdlib class, kept before any patch replaces the module attribute.
-_STDLIB_POOL = multiprocessing.pool.Pool
-
 
 def describe_exit(pid: int | None, exitcode: int | None, *, in_task: bool = False) -> str:
     if exitcode is not None and exitcode < 0:
@@ -118,11 +115,6 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
                  context=None, *, factor: float | None = None, force: bool | None = None):
-        if not isinstance(self, Pool):
-            # The stdlib's ThreadPool.__init__ calls `Pool.__init__` through its module global,
-            # which a patch makes this class: a thread pool gets the stdlib's own set-up.
-            _STDLIB_POOL.__init__(self, processes, initializer, initargs, maxtasksperchild, context)
-            return
         self._state = _compat.POOL_INIT  # read by Pool.__del__ if planning fails below
         self._pool = []
         self._broken = None
@@ -136,6 +128,12 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
                                                  on_exit=lambda process: _call_weak(on_exit, process))
             self._share_table = table
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
+
+    @staticmethod
+    def _init_started(pool) -> bool:
+        """Whether this class's __init__ has begun on `pool` (corral.patch()'s redirected stdlib
+        __init__ asks, for a class rebased onto this one that calls the stdlib's __init__ by name)."""
+        return "_broken_lock" in vars(pool)
 
     @staticmethod
     def Process(ctx, *args, **kwds):  # noqa: N802 (the stdlib's name)
@@ -198,17 +196,16 @@ def context_pool(self, processes=None, initializer=None, initargs=(), maxtaskspe
 def patch_targets(*, futures: bool = True, joblib: bool = True):
     """(owner, attribute, replacement) for every name corral.patch() should replace to put
     process pools under corral:
-      multiprocessing.pool.Pool, multiprocessing.context.BaseContext.Pool (multiprocessing.Pool),
+      multiprocessing.context.BaseContext.Pool (multiprocessing.Pool),
       with `futures` true those of futures_patch_targets() (this imports concurrent.futures: corral.patch()
       asks for them once the program imports it),
       and, with joblib installed and `joblib` true, the thread limits joblib gives loky workers
       (this imports joblib, and numpy with it: corral.patch() asks for those only once the
       program imports joblib itself).
+    The name multiprocessing.pool.Pool stays the stdlib's class, whose subclass ThreadPool is
+    (corral.patch() makes constructing it, and subclasses defined under the patch, corral's).
     """
-    targets = [
-        (multiprocessing.pool, "Pool", Pool),
-        (multiprocessing.context.BaseContext, "Pool", context_pool),
-    ]
+    targets = [(multiprocessing.context.BaseContext, "Pool", context_pool)]
     if futures:
         targets.extend(futures_patch_targets())
     if joblib:

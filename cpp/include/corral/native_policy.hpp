@@ -77,6 +77,16 @@ class native_limit_observer final : public task_observer {
 // thread counts"). The pools' work queues call it on their shutdown marker.
 void pool_shut_down(const void* pool) noexcept;
 
+// The slots (permits) the dynamic rule divides changed while tasks run: the process-wide controls
+// get max(1, slots / tasks started and not ended) now, not at the next start. A Dask worker that
+// borrows an idle worker's CPUs, or gives them back, calls it (docs/children.md, "Lending").
+void native_slots_changed(unsigned slots) noexcept;
+
+// The process's own share changed (a Dask worker's, as workers come and go): its process-wide
+// controls get `threads` now; while tasks run, that is what comes back when the last one ends, and
+// the tasks get the dynamic rule over `slots`. Throws what the libraries' controls throw.
+void native_share_changed(unsigned slots, unsigned threads);
+
 // The process-wide setting corral's limits have in place now (0: none; the library's own setting is
 // in place), and how many tasks run with a limit. For tests and stats.
 struct process_native_limit_state {

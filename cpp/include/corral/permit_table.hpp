@@ -8,10 +8,10 @@
 //   * a holder found asleep without saying so is lent out by the permit monitor (set_wait_monitor),
 //     and counted again, over the budget if need be, as soon as it runs again;
 //   * no thread waits for ever: one that has waited `starvation_limit` while no permit changed
-//   hands
-//     takes one over the budget (an overdraft). Holders may wait on each other in ways no sampler
-//     can see (a spin on a flag that a waiting thread would set); plain threads would make progress
-//     there, so must we.
+//     hands takes one over the budget (an overdraft); and while the process stalls or a core of
+//     the budget idles, sooner (the idle-core rule). Holders may wait on each other in ways no
+//     sampler can see (a spin on a flag that a waiting thread would set); plain threads would make
+//     progress there, so must we.
 // Threads are many, permits few: a thread that holds no permit runs nothing for corral, but never
 // runs someone else's work either; waiting for a permit is the only thing it does.
 #pragma once
@@ -38,8 +38,9 @@ struct permit_stats {
   std::uint64_t acquires = 0;  // permits taken (acquire and resume)
   std::uint64_t waits = 0;     // of those, the ones that had to wait
   std::uint64_t lends = 0;     // permits the monitor lent
-  // permits taken over the budget (starvation limit or a lent thread back)
+  // permits taken over the budget (starvation limit, idle-core rule, or a lent thread back)
   std::uint64_t overdrafts = 0;
+  std::uint64_t idle_admissions = 0;  // of those, the idle-core rule's
   // With a machine-wide source (permit_source.hpp): the permits drawn from it now. A process runs
   // max(1, drawn) threads, never more than `permits` (its own first permit needs none:
   // docs/share.md).
@@ -51,6 +52,16 @@ class permit_table {
  public:
   // How long a waiter waits while no permit changes hands before it takes one over the budget.
   static constexpr std::chrono::milliseconds starvation_limit{1000};
+  // The idle-core rule (with the permit monitor on; docs/permits.md, "No thread waits for ever"):
+  // while no permit changes hands and no task starts, a waiter is let in over the budget
+  //  * after stall_window, if the process ran at most half a core meanwhile, fewer holders than
+  //    permits are awake and no other thread of it waits for a core: the holders wait on something
+  //    no per-thread rule sees (a waiter, a lock polled with a short timeout);
+  //  * after idle_core_window more, one per window, if the process used at most permits - 1/2
+  //    cores and no other program wanted them: the holders take turns at something one core
+  //    serves (the GIL), and a waiter takes the idle core, as plain threads would take turns.
+  static constexpr std::chrono::milliseconds stall_window{2};
+  static constexpr std::chrono::milliseconds idle_core_window{50};
   // With the permit monitor on, a thread whose task ends keeps its permit for its next task (taken
   // back without the mutex) while nobody waits, or while its slice lasts; the monitor hands on a
   // permit kept and unused for keep_idle_limit (docs/permits.md, "Kept permits").
