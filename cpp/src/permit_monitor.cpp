@@ -1,8 +1,8 @@
 // The permit monitor's thread (permit_monitor.hpp says what it does). It reads the holders under
 // the table's mutex, samples /proc without it, and changes a holder's stage only under the mutex
-// and only if the holder's generation is the one it sampled: a holder that released, paused or took
-// a new permit meanwhile is left alone, so each lend is given back once (by the monitor) and taken
-// back once (by the monitor on waking, or by the thread's release).
+// and only if the holder's thread and generation are the ones it sampled: a holder that released,
+// paused or took a new permit meanwhile is left alone, so each lend is given back once (by the
+// monitor) and taken back once (by the monitor on waking, or by the thread's release).
 #include "permit_monitor.hpp"
 
 #include <sched.h>
@@ -102,9 +102,13 @@ bool permit_monitor::pass() noexcept {
       if (h->stage == holder_stage::paused) continue;
       watched w{h,     h->generation.load(std::memory_order_relaxed),  h->tid, h->stage, {},
                 false, h->keep.load(std::memory_order_relaxed) == kept};
+      // The same holder only with the same tid too: a thread's holder is thread-local, and the
+      // next thread started after one ends usually gets its storage again (same address, same
+      // generation: each one's first task); taken for the ended thread, it would be sampled
+      // through that thread's files (gone: never asleep, never lent) for as long as its task lasts.
       for (const watched& old : watched_)
-        if (old.who == h && old.generation == w.generation && old.stage == w.stage &&
-            old.kept == w.kept) {
+        if (old.who == h && old.tid == w.tid && old.generation == w.generation &&
+            old.stage == w.stage && old.kept == w.kept) {
           w = old;
           w.seen_before = true;
         }
@@ -183,15 +187,14 @@ bool permit_monitor::pass() noexcept {
     };
     for (watched* w : unkeep) {
       holder* h = w->who;
-      if (!registered(h) || h->generation != w->generation) continue;
+      if (!registered(h) || !w->same_turn(*h)) continue;
       if (at - h->kept_since < permit_table::keep_idle_limit) continue;
       if (n_wake == 64) break;
       if (s_.take_kept_locked(h)) to_wake[n_wake++] = s_.give_back_locked();
     }
     for (watched* w : lend) {
       holder* h = w->who;
-      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::holding)
-        continue;
+      if (!registered(h) || !w->same_turn(*h) || h->stage != holder_stage::holding) continue;
       if (n_wake == 64) break;
       to_wake[n_wake++] = s_.give_back_locked();
       h->stage = holder_stage::lent;
@@ -202,8 +205,7 @@ bool permit_monitor::pass() noexcept {
     }
     for (watched* w : reclaim) {
       holder* h = w->who;
-      if (!registered(h) || h->generation != w->generation || h->stage != holder_stage::lent)
-        continue;
+      if (!registered(h) || !w->same_turn(*h) || h->stage != holder_stage::lent) continue;
       h->stage = holder_stage::holding;
       CORRAL_ASSERT(s_.lent > 0);
       --s_.lent;

@@ -66,6 +66,11 @@ class permit_monitor {
     bool seen_before = false;  // in the same generation and stage on an earlier pass
     bool kept = false;         // keeping its permit between two tasks
     unsigned idle_looks = 0;   // looks in a row that found it asleep, having hardly run since
+    // Still the thread and the task sampled (under the table's mutex): the generation alone
+    // repeats when another thread's holder takes this one's storage (pass() says when).
+    bool same_turn(const holder& h) const noexcept {
+      return h.tid == tid && h.generation.load(std::memory_order_relaxed) == generation;
+    }
   };
 
   // What the idle-core rule needs of the table, read under its mutex at the start of a pass.

@@ -318,6 +318,37 @@ TEST(PermitTable, TheMonitorLendsTheHolderAsleepInASystemCall) {
   table.set_wait_monitor(false);
 }
 
+TEST(PermitTable, TheMonitorTellsANewHolderFromAnEndedThreadsAtTheSameAddress) {
+  // A thread's holder lives in its thread-local storage, which the next thread started after it
+  // ends usually gets again (glibc reuses the stack and TLS block; a Python extension's TLS is
+  // malloc'ed and reused alike): same address, same generation (each thread's first task). The
+  // monitor must watch the new thread, not the ended one's tid: it lends the new holder's permit
+  // when it sleeps in a system call. Taken for the ended thread, it read that thread's /proc files
+  // (gone: "not asleep") and never lent it; the waiter waited the starvation limit (1 s).
+  permit_table table(1);
+  table.set_wait_monitor(true);
+  for (int round = 0; round < 3; ++round) {
+    std::thread first([&] {
+      permit p(table);
+      spin_for(30ms);  // watched on a few passes, then ends and exits at once
+    });
+    first.join();
+    std::thread second([&] {
+      permit p(table);
+      ::usleep(1'000'000);  // a raw system call: no pause announced
+    });
+    ASSERT_TRUE(eventually([&] { return table.stats().holders == 1; }));
+    const auto start = std::chrono::steady_clock::now();
+    {
+      permit p(table);
+    }  // the sleeper's permit, lent long before its sleep ends
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 500ms) << "round " << round;
+    EXPECT_EQ(table.stats().lends, static_cast<std::uint64_t>(round + 1)) << "round " << round;
+    second.join();
+  }
+  table.set_wait_monitor(false);
+}
+
 TEST(PermitTable, TheMonitorLeavesSpinningHoldersAlone) {
   permit_table table(2);
   table.set_wait_monitor(true);
