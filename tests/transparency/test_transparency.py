@@ -27,9 +27,10 @@ passes only if the second round agrees, and then the first round's difference is
 (pytest's warnings summary), never dropped: the standard library itself fails rarely under load (its
 forkserver dies if its fork() fails, and a child it started then reads exit code 255), and one such
 failure must not decide a CI run, while a fault of corral's that shows in most runs still fails it.
-A program that needs the machine's cores to itself ("alone") waits 5 s before its second round: CI
-printed one such first-round difference (tasks_wait_on_each_other.py under patch: no short task done
-and a chain link over its bound, 3.3 s in all, where 8 runs of it on an idle machine took 0.8 s).
+A program that needs the machine's cores to itself ("alone") waits 5 s before its second round, so
+that one burst of other programs' work cannot decide both rounds. (The first-round differences CI
+printed for tasks_wait_on_each_other.py under patch were a fault of corral's, fixed since: the permit
+monitor took a new thread for an ended one at the same address; docs/notes/2026-12-idle-core-guards.md.)
 """
 
 from __future__ import annotations
