@@ -79,7 +79,8 @@ void permit_monitor::run() noexcept {
 }
 
 bool permit_monitor::pass() noexcept {
-  // The holders as they are now; samples kept for those still in the same generation and stage.
+  // The holders as they are now; samples kept for those still the same thread, in the same
+  // generation and stage.
   std::vector<watched> now;
   standstill seen;  // what the idle-core rule compares with its window (below)
   {

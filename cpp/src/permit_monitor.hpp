@@ -63,7 +63,7 @@ class permit_monitor {
     pid_t tid = 0;
     holder_stage stage = holder_stage::holding;
     sleep_streak streak;
-    bool seen_before = false;  // in the same generation and stage on an earlier pass
+    bool seen_before = false;  // the same thread, generation and stage on an earlier pass
     bool kept = false;         // keeping its permit between two tasks
     unsigned idle_looks = 0;   // looks in a row that found it asleep, having hardly run since
     // Still the thread and the task sampled (under the table's mutex): the generation alone
