@@ -266,18 +266,61 @@ def test_pool_subclasses_defined_under_the_patch_work_as_under_plain_python():
         class Both(mpp.ThreadPool, mpp.Pool):  # a thread pool, as under plain python
             pass
 
-        pools = [ByName(1), Counted(1, context=fork), Both(2)]
+        # On a rebased subclass and ThreadPool, in either order: a thread pool with ByName's methods, as
+        # under plain python (corral's Pool, which C3 puts before ThreadPool in the first, hands it on).
+        class RebasedFirst(ByName, mpp.ThreadPool):
+            def __init__(self, processes):
+                mpp.ThreadPool.__init__(self, processes)
+                self.label = "by name"
+
+        class ThreadPoolFirst(mpp.ThreadPool, Counted):
+            pass
+
+        children = multiprocessing.active_children()
+        pools = [ByName(1), Counted(1, context=fork), Both(2), RebasedFirst(2), ThreadPoolFirst(2)]
     try:
-        assert [type(p) for p in pools] == [ByName, Counted, Both]
+        assert [type(p) for p in pools] == [ByName, Counted, Both, RebasedFirst, ThreadPoolFirst]
         assert isinstance(pools[0], corral.Pool) and isinstance(pools[1], corral.Pool)
-        assert not isinstance(pools[2], corral.Pool) and isinstance(pools[2], corral.ThreadPool)
-        assert [p.map(abs, [-1, -2]) for p in pools] == [[1, 2]] * 3
-        assert pools[0].label == "by name" and made == ["Counted"]
-        assert pools[0].apply(os.getpid) != os.getpid() and pools[2].apply(os.getpid) == os.getpid()
+        assert all(not isinstance(p, corral.Pool) or type(p).__mro__.index(corral.Pool) >
+                   type(p).__mro__.index(corral.ThreadPool) or p is pools[3] for p in pools[2:])
+        assert all(isinstance(p, corral.ThreadPool) for p in pools[2:])
+        assert [p.map(abs, [-1, -2]) for p in pools] == [[1, 2]] * 5
+        assert pools[0].label == "by name" and made == ["Counted", "ThreadPoolFirst"]
+        assert pools[0].apply(os.getpid) != os.getpid() and pools[3].label == "by name"
+        assert [p.apply(os.getpid) for p in pools[2:]] == [os.getpid()] * 3
+        assert [len(p._pool) for p in pools[2:]] == [2] * 3  # thread workers, no process started for them
+        assert len(multiprocessing.active_children()) == len(children) + 2
     finally:
         for pool in pools:
             pool.terminate()
             pool.join()
+
+
+class LibraryPoolOnBoth(LibraryProcessPool, multiprocessing.pool.ThreadPool):
+    """A thread pool (ThreadPool's set-up, LibraryProcessPool's methods), defined before any patch."""
+
+
+def test_a_class_on_a_process_pool_subclass_and_thread_pool_stays_a_thread_pool():
+    with corral.patch(), LibraryPoolOnBoth(2) as pool:
+        assert isinstance(pool, corral.ThreadPool) and pool.label() == "library"
+        assert pool.apply(os.getpid) == os.getpid() and len(pool._pool) == 2
+
+
+def test_corrals_pool_classes_pickle_by_the_name_they_carry():
+    import pickle
+
+    classes = [corral.ThreadPool, corral.ThreadPoolExecutor, corral.Pool, corral.ProcessPoolExecutor]
+    assert [f"{c.__module__}.{c.__qualname__}" for c in classes] == [
+        "corral.ThreadPool", "corral.ThreadPoolExecutor", "corral.Pool", "corral.ProcessPoolExecutor"]
+    assert [pickle.loads(pickle.dumps(c)) for c in classes] == classes
+    with corral.patch():  # named as the stdlib's, which the patch makes theirs (Pool's name stays the stdlib's)
+        patched = [corral.ThreadPool, corral.ThreadPoolExecutor, corral.ProcessPoolExecutor]
+        assert [f"{c.__module__}.{c.__qualname__}" for c in patched] == [
+            "multiprocessing.pool.ThreadPool", "concurrent.futures.thread.ThreadPoolExecutor",
+            "concurrent.futures.process.ProcessPoolExecutor"]
+        assert [pickle.loads(pickle.dumps(c)) for c in patched] == patched
+        assert repr(corral.Pool) == "<class 'multiprocessing.pool.Pool'>"
+    assert [c.__module__ for c in classes] == ["corral"] * 4
 
 
 def test_process_pools_built_under_the_patch_are_corrals(monkeypatch):

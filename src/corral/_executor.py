@@ -50,6 +50,4 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
     submit.__doc__ = concurrent.futures.ThreadPoolExecutor.submit.__doc__
 
 
-# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
-# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ThreadPoolExecutor) tells them apart.
-ThreadPoolExecutor.__module__ = "concurrent.futures.thread"
+ThreadPoolExecutor.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

@@ -88,7 +88,7 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
     cannot fully take an assigned __new__ back: deleting it leaves the class rejecting arguments.)
     """
     original_init = stdlib_cls.__dict__["__init__"]
-    init_started = getattr(corral_cls, "_init_started", None)
+    needs_init = getattr(corral_cls, "_needs_init", None)
 
     @functools.wraps(original_init)
     def __init__(self, *args, **kwargs):
@@ -99,7 +99,7 @@ def _redirecting_init(stdlib_cls: type, corral_cls: type):
                 self.__class__ = target
             except TypeError:  # a layout __class__ assignment refuses: leave the instance alone
                 target = None
-        if target is None and init_started is not None and isinstance(self, corral_cls) and not init_started(self):
+        if target is None and needs_init is not None and isinstance(self, corral_cls) and needs_init(self):
             # A class on corral's (rebased under the patch) calling the stdlib's __init__ by name, or a
             # wrapper of it captured before the rebase: corral's __init__ runs, and reaches this one again
             # through super() once it has started.
@@ -209,6 +209,7 @@ def _patch_classes() -> None:
         raise RuntimeError("corral.patch: the stdlib pools are already replaced by someone else's patch")
     _set(stdlib_pool, "__init__", _redirecting_init(stdlib_pool, ThreadPool))
     _set(multiprocessing.pool, "ThreadPool", ThreadPool)
+    _name_as(ThreadPool, stdlib_pool)
     _active_description[:] = ["multiprocessing.pool.ThreadPool -> corral.ThreadPool (also multiprocessing.dummy.Pool)"]
     # Process pools: their module (_process_pool.py) lists what to replace. concurrent.futures' are patched with
     # its thread pool below (_ON_IMPORT). joblib's part imports joblib and numpy, which a program that never
@@ -242,6 +243,7 @@ def _patch_stdlib_pool() -> None:
     of the stdlib's (named as it; README, "Limitations")."""
     stdlib_pool = multiprocessing.pool.Pool
     _set(stdlib_pool, "__init__", _redirecting_init(stdlib_pool, Pool))
+    _name_as(Pool, stdlib_pool)
     _set(stdlib_pool, "__init_subclass__", classmethod(_rebasing_init_subclass(stdlib_pool, Pool)))
     _active_description.append("multiprocessing.pool.Pool(...) -> corral.Pool (the name stays the stdlib's "
                                "class, as ThreadPool's base)")
@@ -277,13 +279,27 @@ def _patch_futures() -> None:
     if _is_corrals(stdlib_executor):  # someone else's patch (checked at entry where it was imported already)
         return
     _set(stdlib_executor, "__init__", _redirecting_init(stdlib_executor, ThreadPoolExecutor))
+    _name_as(ThreadPoolExecutor, stdlib_executor)
     _set(concurrent.futures.thread, "ThreadPoolExecutor", ThreadPoolExecutor)
     # concurrent.futures resolves ThreadPoolExecutor lazily (module __getattr__); setting it here
     # shadows that until restore removes it again.
     _set(concurrent.futures, "ThreadPoolExecutor", ThreadPoolExecutor)
     _active_description.append("concurrent.futures.ThreadPoolExecutor -> corral.ThreadPoolExecutor")
     for owner, name, replacement in process_targets:
+        previous = vars(owner).get(name)  # not getattr: concurrent.futures' __getattr__ stores what it returns
+        if isinstance(replacement, type) and isinstance(previous, type):
+            _name_as(replacement, previous)
         _patch_target(owner, name, replacement)
+
+
+def _name_as(corral_cls: type, stdlib_cls: type) -> None:
+    """While patched, corral_cls carries stdlib_cls's __module__ (their __qualname__ is the same): a program that
+    prints a pool's type or repr prints what it prints under plain python (docs/architecture.md, invariant 8),
+    and pickle finds the class by that name, which the patch makes corral's. Outside the patch the class is
+    named as what it is, `corral.<name>`, where pickle finds it too. isinstance(x, corral.ThreadPool)...
+    tells the two apart."""
+    if vars(corral_cls)["__module__"] != stdlib_cls.__module__:  # the executors' module pair is patched twice
+        _set(corral_cls, "__module__", stdlib_cls.__module__)
 
 
 def _is_corrals(executor: object) -> bool:
@@ -311,7 +327,7 @@ def _qualified(obj: object) -> str:
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
     package = sys.modules[__package__]
     if isinstance(obj, type) and name in package.__all__ and getattr(package, name) is obj:
-        return f"{__package__}.{name}"  # a pool of corral's, which takes the stdlib's __module__ (its repr)
+        return f"{__package__}.{name}"  # a pool of corral's, which takes the stdlib's __module__ while patched
     return f"{module}.{name}" if module and not isinstance(obj, types.ModuleType) else name
 
 

@@ -65,6 +65,4 @@ class _Workers(dict):
         return process
 
 
-# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
-# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ProcessPoolExecutor) tells them apart.
-ProcessPoolExecutor.__module__ = "concurrent.futures.process"
+ProcessPoolExecutor.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

@@ -115,6 +115,13 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
                  context=None, *, factor: float | None = None, force: bool | None = None):
+        if _is_thread_pool(self):
+            given = [processes, initializer, initargs, maxtasksperchild, context]
+            while given and (given[-1] is None or (len(given) == 3 and given[-1] == ())):
+                given.pop()  # the arguments the caller left out: the next class gives them its own defaults
+            extra = {name: value for name, value in (("factor", factor), ("force", force)) if value is not None}
+            super().__init__(*given, **extra)  # the thread pool's: it rejects what it does not take
+            return
         self._state = _compat.POOL_INIT  # read by Pool.__del__ if planning fails below
         self._pool = []
         self._broken = None
@@ -130,26 +137,26 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
 
     @staticmethod
-    def _init_started(pool) -> bool:
-        """Whether this class's __init__ has begun on `pool` (corral.patch()'s redirected stdlib
-        __init__ asks, for a class rebased onto this one that calls the stdlib's __init__ by name)."""
-        return "_broken_lock" in vars(pool)
+    def _needs_init(pool) -> bool:
+        """Whether the stdlib's __init__, called on `pool`, should run this class's instead: corral.patch()'s
+        redirected stdlib __init__ asks, for a class rebased onto this one that calls the stdlib's __init__
+        by name. Not once this class's __init__ has begun, nor for a thread pool (whose own set-up calls it)."""
+        return "_broken_lock" not in vars(pool) and not _is_thread_pool(pool)
 
-    @staticmethod
-    def Process(ctx, *args, **kwds):  # noqa: N802 (the stdlib's name)
-        """The stdlib's Pool.Process, with the worker loop marking the tasks it holds (_tracked_worker)."""
-        if kwds.get("target") is not _compat.pool_worker:
-            return ctx.Process(*args, **kwds)
-        busy = ctx.RawValue("b", 0)  # shared memory: inherited by fork, passed along by spawn
-        kwds["target"] = _tracked_worker
-        kwds["args"] = (busy, *kwds.get("args", ()))
-        process = ctx.Process(*args, **kwds)
-        process._corral_busy = busy
-        return process
+    class _Process:
+        """Pool.Process(ctx, *args, **kwds), the stdlib's static method (it calls `self.Process(ctx, ...)`), with
+        the worker loop marking the tasks it holds (_tracked_worker); on a thread pool, the next class's."""
+
+        def __get__(self, pool, owner=None):
+            return super(Pool, pool).Process if pool is not None and _is_thread_pool(pool) else _tracked_process
+
+    Process = _Process()
+    del _Process
 
     def _check_running(self):
-        if self._broken is not None:
-            raise _broken_process_pool()(f"this pool is broken: {self._broken}")
+        broken = getattr(self, "_broken", None)  # never set on a thread pool
+        if broken is not None:
+            raise _broken_process_pool()(f"this pool is broken: {broken}")
         super()._check_running()
 
     def _worker_exited(self, process) -> None:
@@ -179,6 +186,29 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
         maxtasksperchild a worker leaves only when close()/terminate() sends it home (e.g. not
         when its initializer calls sys.exit())."""
         return self._maxtasksperchild is None and self._state == _compat.POOL_RUN
+
+
+def _tracked_process(ctx, *args, **kwds):
+    """Pool.Process: the stdlib's (a static method), with the worker loop marking the tasks it holds."""
+    if kwds.get("target") is not _compat.pool_worker:
+        return ctx.Process(*args, **kwds)
+    busy = ctx.RawValue("b", 0)  # shared memory: inherited by fork, passed along by spawn
+    kwds["target"] = _tracked_worker
+    kwds["args"] = (busy, *kwds.get("args", ()))
+    process = ctx.Process(*args, **kwds)
+    process._corral_busy = busy
+    return process
+
+
+# A class on both a subclass of Pool defined under corral.patch() (rebased onto corral's Pool) and ThreadPool,
+# `class T(MyPool, ThreadPool)`, is a thread pool under plain python (MRO T, MyPool, ThreadPool, Pool). Under
+# the patch C3 puts corral's Pool before ThreadPool, so each of this class's methods hands such an instance on
+# to the next class, as if it were not there (docs/processes.md).
+_STDLIB_THREAD_POOL = multiprocessing.pool.ThreadPool  # the stdlib's class: corral.patch() replaces the name
+
+
+def _is_thread_pool(pool) -> bool:
+    return isinstance(pool, _STDLIB_THREAD_POOL)
 
 
 def _call_weak(method_ref, process) -> None:
@@ -226,6 +256,4 @@ def futures_patch_targets():
     ]
 
 
-# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
-# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.Pool) tells them apart.
-Pool.__module__ = "multiprocessing.pool"
+Pool.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

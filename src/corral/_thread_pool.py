@@ -53,6 +53,4 @@ class ThreadPool(_stdlib.ThreadPool):
         return super()._guarded_task_generation(result_job, self._permitted(func), iterable)
 
 
-# Named as the stdlib's class, so that a program printing a pool's type or repr prints what it prints under
-# plain python (docs/architecture.md, invariant 8); isinstance(x, corral.ThreadPool) tells them apart.
-ThreadPool.__module__ = "multiprocessing.pool"
+ThreadPool.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

@@ -1,21 +1,40 @@
 """What a program can ask of the pool classes: a ThreadPool is a multiprocessing.pool.Pool (the stdlib
-derives one from the other), a program's own subclass of Pool builds instances of exactly that class,
-and the classes' names are the stdlib's. (`type(multiprocessing.Pool(1)) is multiprocessing.pool.Pool`
-is the one thing that differs under corral: its Pool is a subclass of the stdlib's, named as it.)"""
+derives one from the other), a program's own subclass of Pool builds instances of exactly that class, a
+class on both such a subclass and ThreadPool is a thread pool, and the classes' names are the stdlib's.
+(`type(multiprocessing.Pool(1)) is multiprocessing.pool.Pool` is the one thing that differs under corral:
+its Pool is a subclass of the stdlib's, named as it.)"""
 import concurrent.futures as cf
 import multiprocessing
 import multiprocessing.dummy
 import multiprocessing.pool
+import threading
 from multiprocessing.pool import Pool, ThreadPool
 
 
 class LabelledPool(multiprocessing.pool.Pool):
+    def __init__(self, processes=None, *args, **kwargs):
+        self.made_by = "LabelledPool.__init__"
+        super().__init__(processes, *args, **kwargs)
+
     def label(self):
         return "labelled"
 
 
 class LabelledThreadPool(ThreadPool):
     pass
+
+
+# On both a subclass of Pool and ThreadPool: a thread pool with the subclass's methods, whichever comes first.
+class LabelledFirst(LabelledPool, ThreadPool):
+    pass
+
+
+class ThreadPoolFirst(ThreadPool, LabelledPool):
+    pass
+
+
+def thread_kind(_):
+    return threading.current_thread().name.rstrip("0123456789-_ ()worker")
 
 
 if __name__ == "__main__":
@@ -32,6 +51,18 @@ if __name__ == "__main__":
               isinstance(LabelledThreadPool(1), Pool))
         print("Pool():", isinstance(plain, multiprocessing.pool.Pool), not isinstance(plain, ThreadPool),
               plain.apply(abs, (-3,)))
+        for cls in (LabelledFirst, ThreadPoolFirst):
+            with cls(2) as both:
+                print(cls.__name__ + ":", type(both) is cls, isinstance(both, ThreadPool), both.label(),
+                      getattr(both, "made_by", None), len(both._pool), both.map(abs, [-1, -2, -3]),
+                      both.apply(abs, (-4,)), sorted(set(both.map(thread_kind, range(20)))),
+                      sorted(both.imap_unordered(abs, [-5, -6])))
+                both.close()
+                both.join()
+            try:
+                both.apply(abs, (-1,))
+            except ValueError as error:
+                print(cls.__name__, "closed:", error)
         for obj in (tp, dummy, mine, plain, cf.ThreadPoolExecutor(1)):
             print(type(obj).__module__, type(obj).__qualname__)
     finally:
