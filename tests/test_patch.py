@@ -306,12 +306,39 @@ def test_a_class_on_a_process_pool_subclass_and_thread_pool_stays_a_thread_pool(
         assert pool.apply(os.getpid) == os.getpid() and len(pool._pool) == 2
 
 
+def test_a_class_on_a_rebased_subclass_and_thread_pool_takes_the_thread_pools_arguments():
+    # corral's Pool hands the caller's arguments on as given: the thread pool's errors, word for word
+    calls = [((2,), {"context": None}), ((2, None, (), None), {}), ((2,), {"bogus": 1}), ((), {"factor": 2})]
+
+    def errors():
+        class Mine(multiprocessing.pool.Pool):
+            pass
+
+        class Both(Mine, multiprocessing.pool.ThreadPool):
+            def __del__(self):  # a pool whose __init__ raised: the stdlib's __del__ would complain
+                pass
+
+        seen = []
+        for args, kwargs in calls:
+            with pytest.raises(TypeError) as info:
+                Both(*args, **kwargs)
+            seen.append(str(info.value))
+        return seen
+
+    plain = errors()
+    with corral.patch():
+        patched = errors()
+    assert patched == plain and all(e.startswith("ThreadPool.__init__()") for e in plain), (plain, patched)
+
+
 def test_corrals_pool_classes_pickle_by_the_name_they_carry():
+    import inspect
     import pickle
 
     classes = [corral.ThreadPool, corral.ThreadPoolExecutor, corral.Pool, corral.ProcessPoolExecutor]
-    assert [f"{c.__module__}.{c.__qualname__}" for c in classes] == [
-        "corral.ThreadPool", "corral.ThreadPoolExecutor", "corral.Pool", "corral.ProcessPoolExecutor"]
+    assert [f"{c.__module__}.{c.__qualname__}" for c in classes] == [  # where they are defined
+        "corral._thread_pool.ThreadPool", "corral._executor.ThreadPoolExecutor", "corral._process_pool.Pool",
+        "corral._process_executor.ProcessPoolExecutor"]
     assert [pickle.loads(pickle.dumps(c)) for c in classes] == classes
     with corral.patch():  # named as the stdlib's, which the patch makes theirs (Pool's name stays the stdlib's)
         patched = [corral.ThreadPool, corral.ThreadPoolExecutor, corral.ProcessPoolExecutor]
@@ -320,7 +347,9 @@ def test_corrals_pool_classes_pickle_by_the_name_they_carry():
             "concurrent.futures.process.ProcessPoolExecutor"]
         assert [pickle.loads(pickle.dumps(c)) for c in patched] == patched
         assert repr(corral.Pool) == "<class 'multiprocessing.pool.Pool'>"
-    assert [c.__module__ for c in classes] == ["corral"] * 4
+    assert [c.__module__ for c in classes] == [
+        "corral._thread_pool", "corral._executor", "corral._process_pool", "corral._process_executor"]
+    assert all(inspect.getsourcefile(c) == sys.modules[c.__module__].__file__ for c in classes)
 
 
 def test_process_pools_built_under_the_patch_are_corrals(monkeypatch):

@@ -151,8 +151,10 @@ def fail_pending_result(cache, job, result, error: BaseException) -> None:
 # _process_pool.Pool (multiprocessing.pool.Pool):
 #   sets self._state / self._pool before the stdlib's __init__ (Pool.__del__ reads them if planning
 #   fails); reads self._state, self._cache, self._maxtasksperchild, self._worker_handler._state;
-#   overrides the staticmethod Pool.Process(ctx, *args, **kwds) (3.8-3.14) and Pool._check_running()
-#   (3.8-3.14).
+#   overrides the staticmethod Pool.Process(ctx, *args, **kwds) (3.8-3.14; read as self.Process, which
+#   a descriptor answers) and Pool._check_running() (3.8-3.14).
+# _thread_pool.ThreadPool: reads self._processes, self._inqueue and self._taskqueue after the stdlib's
+#   Pool.__init__ (3.8-3.14).
 # _process_executor.ProcessPoolExecutor (concurrent.futures.ProcessPoolExecutor):
 #   replaces self._processes (pid -> Process, 3.2-3.14; 3.14's terminate_workers/kill_workers walk it)
 #   with a dict subclass whose pop() frees the retiring worker's share.

@@ -48,6 +48,3 @@ class ThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         return super().submit(_permits.run, self._corral_inner, fn, *args, **kwargs)
 
     submit.__doc__ = concurrent.futures.ThreadPoolExecutor.submit.__doc__
-
-
-ThreadPoolExecutor.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

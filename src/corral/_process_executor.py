@@ -63,6 +63,3 @@ class _Workers(dict):
         if process is not None and not isinstance(process, int):
             self._share_table.retire(process)
         return process
-
-
-ProcessPoolExecutor.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

@@ -15,6 +15,7 @@ A worker that retires after its maxtasksperchild tasks, between tasks, has not d
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.pool
@@ -115,13 +116,8 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
                  context=None, *, factor: float | None = None, force: bool | None = None):
-        if _is_thread_pool(self):
-            given = [processes, initializer, initargs, maxtasksperchild, context]
-            while given and (given[-1] is None or (len(given) == 3 and given[-1] == ())):
-                given.pop()  # the arguments the caller left out: the next class gives them its own defaults
-            extra = {name: value for name, value in (("factor", factor), ("force", force)) if value is not None}
-            super().__init__(*given, **extra)  # the thread pool's: it rejects what it does not take
-            return
+        # The process pool's set-up (_process_pool_init), named __init__ so that its argument errors read
+        # "Pool.__init__()"; the __init__ below calls it, or hands a thread pool its arguments as given.
         self._state = _compat.POOL_INIT  # read by Pool.__del__ if planning fails below
         self._pool = []
         self._broken = None
@@ -136,6 +132,15 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
             self._share_table = table
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
 
+    _process_pool_init = __init__
+
+    @functools.wraps(_process_pool_init)  # its signature, name and docs
+    def __init__(self, *args, **kwargs):  # noqa: F811 (the dispatch above names)
+        if _is_thread_pool(self):
+            super().__init__(*args, **kwargs)  # as if this class were not there: the caller's arguments
+        else:
+            Pool._process_pool_init(self, *args, **kwargs)
+
     @staticmethod
     def _needs_init(pool) -> bool:
         """Whether the stdlib's __init__, called on `pool`, should run this class's instead: corral.patch()'s
@@ -148,7 +153,10 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
         the worker loop marking the tasks it holds (_tracked_worker); on a thread pool, the next class's."""
 
         def __get__(self, pool, owner=None):
-            return super(Pool, pool).Process if pool is not None and _is_thread_pool(pool) else _tracked_process
+            on = pool if pool is not None else owner  # an instance, or a class (A.Process as the stdlib's)
+            thread_pool = on is not None and (_is_thread_pool(pool) if pool is not None
+                                               else issubclass(owner, _STDLIB_THREAD_POOL))
+            return super(Pool, on).Process if thread_pool else _tracked_process
 
     Process = _Process()
     del _Process
@@ -188,7 +196,7 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
         return self._maxtasksperchild is None and self._state == _compat.POOL_RUN
 
 
-def _tracked_process(ctx, *args, **kwds):
+def _tracked_process(ctx, *args, **kwds):  # Pool.Process (named so below)
     """Pool.Process: the stdlib's (a static method), with the worker loop marking the tasks it holds."""
     if kwds.get("target") is not _compat.pool_worker:
         return ctx.Process(*args, **kwds)
@@ -198,6 +206,9 @@ def _tracked_process(ctx, *args, **kwds):
     process = ctx.Process(*args, **kwds)
     process._corral_busy = busy
     return process
+
+
+_tracked_process.__name__, _tracked_process.__qualname__ = "Process", "Pool.Process"  # found by pickle as that
 
 
 # A class on both a subclass of Pool defined under corral.patch() (rebased onto corral's Pool) and ThreadPool,
@@ -254,6 +265,3 @@ def futures_patch_targets():
         (concurrent.futures.process, "ProcessPoolExecutor", ProcessPoolExecutor),
         (concurrent.futures, "ProcessPoolExecutor", ProcessPoolExecutor),
     ]
-
-
-Pool.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

@@ -29,10 +29,20 @@ class ThreadPool(_stdlib.ThreadPool):
 
     def __init__(self, processes=None, initializer=None, initargs=()):
         super().__init__(processes, initializer, initargs)
-        # map's items pass through _taskqueue (a whole map as one entry) into _inqueue
-        self._corral_inner = _permits.spec(_pool_settings.inner_threads(self._processes), self._processes,
-                                           False, self._inqueue, self._taskqueue)
-        _permits.start()
+        self._corral_spec()
+
+    def _corral_spec(self):
+        """The pool's permit spec, made once: here, or at the first task of a subclass that set itself up
+        with `Pool.__init__(self, ...)` by name, skipping this class's __init__ (the stdlib's own
+        ThreadPool.__init__ is just that call, so plain python runs such a class)."""
+        spec = vars(self).get("_corral_inner")
+        if spec is None:
+            # map's items pass through _taskqueue (a whole map as one entry) into _inqueue
+            spec = vars(self).setdefault("_corral_inner", _permits.spec(
+                _pool_settings.inner_threads(self._processes), self._processes, False, self._inqueue,
+                self._taskqueue))  # setdefault: two first tasks submitted at once make one spec
+            _permits.start()
+        return spec
 
     def _setup_queues(self):
         super()._setup_queues()
@@ -40,7 +50,7 @@ class ThreadPool(_stdlib.ThreadPool):
         self._quick_put = self._inqueue.put
 
     def _permitted(self, func):
-        return functools.partial(_permits.run, self._corral_inner, func)
+        return functools.partial(_permits.run, self._corral_spec(), func)
 
     def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
         return super().apply_async(self._permitted(func), args, kwds, callback, error_callback)
@@ -51,6 +61,3 @@ class ThreadPool(_stdlib.ThreadPool):
     # (a stdlib internal: see _compat).
     def _guarded_task_generation(self, result_job, func, iterable):
         return super()._guarded_task_generation(result_job, self._permitted(func), iterable)
-
-
-ThreadPool.__module__ = "corral"  # the stdlib's name while patched (_patch._name_as)

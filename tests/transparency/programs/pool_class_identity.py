@@ -33,6 +33,21 @@ class ThreadPoolFirst(ThreadPool, LabelledPool):
     pass
 
 
+class Labelled:  # a mixin with a keyword of its own, between the two
+    def __init__(self, processes=None, *args, label="?", **kwargs):
+        self.label_given = label
+        super().__init__(processes, *args, **kwargs)
+
+
+class WithMixin(LabelledPool, Labelled, ThreadPool):
+    pass
+
+
+class ThreadPoolByName(ThreadPool):  # sets itself up as the stdlib's ThreadPool.__init__ does
+    def __init__(self, processes):
+        Pool.__init__(self, processes)
+
+
 def thread_kind(_):
     return threading.current_thread().name.rstrip("0123456789-_ ()worker")
 
@@ -63,6 +78,9 @@ if __name__ == "__main__":
                 both.apply(abs, (-1,))
             except ValueError as error:
                 print(cls.__name__, "closed:", error)
+        with WithMixin(2, label="given") as both, ThreadPoolByName(2) as by_name:
+            print("with a mixin:", both.label_given, both.made_by, both.map(abs, [-1, -2]),
+                  "by name:", by_name.map(abs, [-3]), by_name.apply(thread_kind, (0,)))
         for obj in (tp, dummy, mine, plain, cf.ThreadPoolExecutor(1)):
             print(type(obj).__module__, type(obj).__qualname__)
     finally:
