@@ -295,9 +295,9 @@ def _patch_futures() -> None:
 def _name_as(corral_cls: type, stdlib_cls: type) -> None:
     """While patched, corral_cls carries stdlib_cls's __module__ (their __qualname__ is the same): a program that
     prints a pool's type or repr prints what it prints under plain python (docs/architecture.md, invariant 8),
-    and pickle finds the class by that name, which the patch makes corral's. Outside the patch the class is
-    named as what it is, `corral.<name>`, where pickle finds it too. isinstance(x, corral.ThreadPool)...
-    tells the two apart."""
+    and pickle finds the class by that name, which the patch makes corral's. Outside the patch the class
+    carries its own module's name (`corral._thread_pool`...), where pickle and inspect find it.
+    isinstance(x, corral.ThreadPool)... tells the two apart."""
     if vars(corral_cls)["__module__"] != stdlib_cls.__module__:  # the executors' module pair is patched twice
         _set(corral_cls, "__module__", stdlib_cls.__module__)
 
