@@ -34,7 +34,7 @@ import threading
 import types
 
 from . import _import_hooks, _joblib, _pool_settings, _thread_limits
-from ._process_pool import Pool, futures_patch_targets, patch_targets
+from ._process_pool import _STDLIB_THREAD_POOL, Pool, futures_patch_targets, patch_targets
 from ._thread_pool import ThreadPool
 
 # Imported when the program needs them (concurrent.futures' pools, Dask's): tests/test_imports.py counts them.
@@ -43,7 +43,6 @@ DASK_WORKER_MODULE = "corral._dask_worker"
 DEFERRED_IMPORTS = (DASK_WORKER_MODULE, EXECUTOR_MODULE)
 
 _MISSING = object()
-_STDLIB_THREAD_POOL = multiprocessing.pool.ThreadPool  # the stdlib's class, whatever the patch names
 _lock = threading.RLock()
 _depth = 0
 _saved: list[tuple[object, str, object]] = []  # (owner, attribute, previous value or _MISSING)

@@ -153,9 +153,8 @@ class Pool(_worker_share.SharesMixin, multiprocessing.pool.Pool):
         the worker loop marking the tasks it holds (_tracked_worker); on a thread pool, the next class's."""
 
         def __get__(self, pool, owner=None):
-            on = pool if pool is not None else owner  # an instance, or a class (A.Process as the stdlib's)
-            thread_pool = on is not None and (_is_thread_pool(pool) if pool is not None
-                                               else issubclass(owner, _STDLIB_THREAD_POOL))
+            on = owner if pool is None else pool  # a class too: `A.Process` is the stdlib's static method
+            thread_pool = issubclass(owner, _STDLIB_THREAD_POOL) if pool is None else _is_thread_pool(pool)
             return super(Pool, on).Process if thread_pool else _tracked_process
 
     Process = _Process()
