@@ -477,17 +477,31 @@ def test_cgroup_quota_caps_the_programs_own_blas_calls():
         assert "quota" in source
 
 
-# Keeps empty lists alive, one at a time, until the collector's first full collection, and prints how many it
-# kept by then. One thread and no pool: the count depends only on the collector's state when the program starts.
+# Keeps `before` lists alive, imports `imports` (a pool module enters the patch), then keeps empty lists until
+# the collector's first full collection, and prints how many it kept in all by then. One thread: the count
+# depends only on the collector's state.
 FIRST_FULL_COLLECTION = textwrap.dedent("""\
-    import gc
-    kept, first = [], []
+    import gc, sys
+    kept, first = [[] for _ in range(int(sys.argv[1]))], []
     gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and not first
                         and first.append(len(kept)))
+    for name in sys.argv[2:]:
+        __import__(name)
     while not first:
         kept.append([])
     print(first[0])
 """)
+
+
+def _first_full_collection(tmp_path, before: int, *imports: str) -> tuple[int, int]:
+    """(plain python's count, corral's) of FIRST_FULL_COLLECTION."""
+    script = tmp_path / "first_full_collection.py"
+    script.write_text(FIRST_FULL_COLLECTION)
+    args = [str(script), str(before), *imports]
+    plain = run(args, timeout=120)
+    under = run(["-m", "corral", *args], timeout=120)
+    assert plain.returncode == 0 and under.returncode == 0, plain.stderr + under.stderr
+    return int(plain.stdout), int(under.stdout)
 
 
 def test_the_runner_leaves_the_program_no_earlier_full_collection(tmp_path):
@@ -495,26 +509,8 @@ def test_the_runner_leaves_the_program_no_earlier_full_collection(tmp_path):
     # full collection came after 66,500 objects kept instead of plain python's 87,600 (3.11), and a program
     # keeping many alive ran one full collection more (W8: 10 instead of 9, each of up to 1.1 M objects, about
     # 10% of its run). W8 itself shows it only now and then: threads decide where its last collection falls.
-    script = tmp_path / "first_full_collection.py"
-    script.write_text(FIRST_FULL_COLLECTION)
-    plain = run([str(script)], timeout=120)
-    under = run(["-m", "corral", str(script)], timeout=120)
-    assert plain.returncode == 0 and under.returncode == 0, plain.stderr + under.stderr
-    assert int(under.stdout) >= int(plain.stdout), (under.stdout, plain.stdout)
-
-
-# The same, where the program keeps objects alive before its first import of a pool module, which enters the
-# patch: how many it kept in all when the first full collection started.
-FIRST_FULL_COLLECTION_AFTER_A_POOL_IMPORT = textwrap.dedent("""\
-    import gc
-    kept, first = [[] for _ in range(40_000)], []
-    gc.callbacks.append(lambda phase, info: phase == "start" and info["generation"] == 2 and not first
-                        and first.append(len(kept)))
-    import concurrent.futures
-    while not first:
-        kept.append([])
-    print(first[0])
-""")
+    plain, under = _first_full_collection(tmp_path, 0)
+    assert under >= plain, (under, plain)
 
 
 def test_entering_the_patch_leaves_the_programs_full_collections_where_they_were(tmp_path):
@@ -522,11 +518,7 @@ def test_entering_the_patch_leaves_the_programs_full_collections_where_they_were
     # also zero every generation's count (3.11-3.13). The program's first full collection then started after
     # 132,700 objects kept instead of plain python's 81,300 (3.11): in R3 (dask) it moved out of dask's import
     # into the first compute(), some 20 ms. The counts are given back now.
-    script = tmp_path / "first_full_collection_after_a_pool_import.py"
-    script.write_text(FIRST_FULL_COLLECTION_AFTER_A_POOL_IMPORT)
-    plain = run([str(script)], timeout=120)
-    under = run(["-m", "corral", str(script)], timeout=120)
-    assert plain.returncode == 0 and under.returncode == 0, plain.stderr + under.stderr
-    assert int(under.stdout) >= int(plain.stdout), (under.stdout, plain.stdout)
+    plain, under = _first_full_collection(tmp_path, 40_000, "concurrent.futures")
+    assert under >= plain, (under, plain)
     if sys.version_info < (3, 14):  # 3.14's incremental collector counts otherwise: not given back there
-        assert int(under.stdout) <= 1.1 * int(plain.stdout), (under.stdout, plain.stdout)
+        assert under <= 1.1 * plain, (under, plain)
