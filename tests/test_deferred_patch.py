@@ -215,7 +215,7 @@ SAME_AS_PLAIN = {
         import atexit, threading
         atexit.register(lambda: print("atexit:", __import__("concurrent.futures").futures.Future().done()))
     """,
-    # entering the patch runs no collection: no finalizer runs inside the program's import statement
+    # entering the patch collects none of the program's objects: no finalizer runs inside its import statement
     "no finalizer inside the import": """\
         import gc
         class Conn:

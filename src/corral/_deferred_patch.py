@@ -41,16 +41,19 @@ PATCH_MODULE = "corral._patch"  # imported when the patch is entered, never befo
 DEFERRED_IMPORTS = (PATCH_MODULE,)  # tests/test_imports.py counts it in the module graph
 
 
-def _restore_counts(counts: tuple) -> None:
-    """Gives the collector back the counts gc.freeze() zeroed (3.11-3.13: every generation's), so that the
-    program's next collections of the older generations come when they would have come had the patch's
-    objects not been moved: each gc.collect(1) adds one to the oldest generation's count (the young collections
-    since its last collection), each gc.collect(0) one to the middle's. Both generations are empty just after
-    gc.unfreeze(), so these collect next to nothing. The youngest's count (under 700 allocations) is left at 0.
-    Not on 3.14 (its incremental collector counts otherwise) nor on a free-threaded build (one generation)."""
-    if sys.version_info >= (3, 14) or len(counts) != 3 or not getattr(sys, "_is_gil_enabled", lambda: True)():
+def _move_to_oldest_generation() -> None:
+    """Every tracked object to the collector's oldest generation, uncounted as pending and without a collection
+    of it: gc.freeze() then gc.unfreeze() (3.11-3.14). gc.freeze() also zeroes the generations' counts (3.11-3.13),
+    which would put the program's next full collection off by up to 77,000 allocations; they are given back:
+    each gc.collect(1) adds one to the oldest generation's count, each gc.collect(0) one to the middle's, and both
+    generations are empty just after gc.unfreeze(), so these collect next to nothing. The youngest's count (under
+    700 allocations) is left at 0. Not given back on 3.14 (its incremental collector counts otherwise) nor on a
+    free-threaded build (one generation)."""
+    _, middle, oldest = gc.get_count()
+    gc.freeze()
+    gc.unfreeze()
+    if sys.version_info >= (3, 14) or not getattr(sys, "_is_gil_enabled", lambda: True)():
         return
-    _, middle, oldest = counts
     for _ in range(oldest):
         gc.collect(1)
     for _ in range(middle):
@@ -125,12 +128,10 @@ class DeferredPatch:
         The runner collects before the program starts, so that the program's full collections come no
         earlier than under plain python (its own imports, left pending, once made W8, 100,000 futures, run
         10 full collections of up to 1.1 M objects instead of 9, about 10% of its run); the patch's imports,
-        made at the program's first import of a pool module, would bring them forward again. gc.freeze() then
-        gc.unfreeze() moves every tracked object there without a collection and without counting it as
-        pending (3.11-3.14): no finalizer runs, and the program's own young objects of that moment are
-        collected with the old ones. gc.freeze() also zeroes the generations' counts, which would put the
-        program's next full collection off by up to 77,000 allocations (R3 then ran it in its timed pass);
-        _restore_counts gives them back. Not done where the program froze objects itself."""
+        made at the program's first import of a pool module, would bring them forward again.
+        _move_to_oldest_generation moves every tracked object there, the counts kept: none of the program's
+        finalizers runs, and the program's own young objects of that moment are collected with the old ones.
+        Not done where the program froze objects itself."""
         self._keep_schedule = True
 
     @property
@@ -158,10 +159,7 @@ class DeferredPatch:
                         self._entering = None
                     self._patch = entered
                     if self._keep_schedule and gc.isenabled() and gc.get_freeze_count() == 0:
-                        counts = gc.get_count()
-                        gc.freeze()
-                        gc.unfreeze()
-                        _restore_counts(counts)
+                        _move_to_oldest_generation()
         except (ImportError, AttributeError, RuntimeError):
             # What entering too early raises: a partially imported module of corral's (ImportError,
             # AttributeError), or concurrent.futures refusing to register its exit late in shutdown
